@@ -1,0 +1,227 @@
+"""The composition root: builds every component from the configuration and runs them.
+
+The lifecycle reads like a script: register libvirt's event implementation, open the journal,
+start the bus, make the first connection attempt, open the listeners, run the first collection
+cycle, then serve until asked to stop; on stop, close the listeners, let the bus journal what it
+holds, close libvirt and keep the loop running until the event implementation has drained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from virtmon import __version__
+from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
+from virtmon.config import Config
+from virtmon.control.server import control_app
+from virtmon.events.bus import EventBus
+from virtmon.events.journal import Journal
+from virtmon.exposition.http import metrics_app
+from virtmon.scheduler import Scheduler
+from virtmon.selfmetrics import self_metrics
+from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.connection import ConnectionSettings, ConnectionSupervisor
+from virtmon.virt.eventloop import register_event_impl
+from virtmon.virt.inventory import Inventory
+
+log = structlog.get_logger("virtmon.app").bind(component="app")
+
+SHUTDOWN_DEADLINE = 10.0
+
+
+def enabled_collectors(config: Config) -> list[str]:
+    """The default collectors, adjusted by ``collect.collectors`` (name = true/false)."""
+    wanted = set(DEFAULT_ENABLED)
+    for name, enabled in config.collectors.items():
+        (wanted.add if enabled else wanted.discard)(name)
+    return sorted(wanted)
+
+
+def split_listen(listen: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (an empty host: every address; IPv6 in brackets)."""
+    host, _, port = listen.rpartition(":")
+    return (host.strip("[]") or None), int(port)
+
+
+class Daemon:
+    """virtmon: one loop serving events, metrics and the control socket."""
+
+    def __init__(self, config: Config, demo: bool = False) -> None:
+        self.config = config
+        self.demo = demo
+        self.started_at = time.time()
+        self._stop = anyio.Event()
+        self.finished = anyio.Event()
+        state_dir = config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(
+            state_dir / "virtmon.db",
+            max_age=float(config["events.retention_days"]) * 86400.0,
+            max_count=int(config["events.retention_count"]),
+        )
+        self.bus = EventBus(self.journal, ingest_size=int(config["events.queue_size"]))
+        self.inventory = Inventory()
+        self.caller = LibvirtCaller(
+            capacity=int(config["libvirt.max_concurrent_calls"]),
+            default_deadline=float(config["libvirt.call_timeout"]),
+            max_abandoned=int(config["collect.max_abandoned_calls"]),
+        )
+        auth_file = config["libvirt.auth_file"]
+        self.supervisor = ConnectionSupervisor(
+            ConnectionSettings(
+                uri=config.uri,
+                readonly=bool(config["libvirt.readonly"]),
+                open_timeout=float(config["libvirt.open_timeout"]),
+                keepalive_interval=int(config["libvirt.keepalive_interval"]),
+                keepalive_count=int(config["libvirt.keepalive_count"]),
+                auth_file=Path(auth_file) if auth_file else None,
+            ),
+            self.caller, self.bus, self.inventory,
+        )
+        names = enabled_collectors(config)
+        self.scheduler = Scheduler(
+            self.supervisor, self.caller, build_collectors(names),
+            stats_flags=stats_flags_for(names),
+            requested_groups=frozenset(stats_groups_for(names)),
+            interval=float(config["collect.interval"]),
+            deadline_ratio=float(config["collect.deadline_ratio"]),
+            extra_families=lambda: self_metrics(
+                self.supervisor, self.bus, self.caller, self.scheduler.stats
+            ),
+        )
+        self.metrics_address = ""
+        self.control_socket = Path(config["control.socket"])
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a shutdown has begun."""
+        return self._stop.is_set()
+
+    def ready(self) -> tuple[bool, str]:
+        """Connected to libvirt and data fresher than two intervals."""
+        if not self.supervisor.connected:
+            return False, f"libvirt not connected ({self.supervisor.state.value})"
+        age = time.time() - self.scheduler.stats.last_success
+        if age > 2 * self.scheduler.interval:
+            return False, f"data is {age:.1f} s old"
+        return True, "ready"
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's state for ``GET /v1/status``."""
+        stats = self.scheduler.stats
+        return {
+            "version": __version__,
+            "started_at": self.started_at,
+            "libvirt": {
+                "uri": self.config.uri,
+                "state": self.supervisor.state.value,
+                "connected_since": self.supervisor.connected_since,
+                "event_ids": list(self.supervisor.event_ids),
+                "reconnects": dict(self.supervisor.reconnects),
+            },
+            "domains": len(self.inventory),
+            "collection": {
+                "interval": self.scheduler.interval,
+                "cycles": stats.cycles,
+                "last_duration": stats.last_duration,
+                "last_success": stats.last_success,
+                "failures": stats.failures,
+                "samples": self.scheduler.exposition.samples,
+            },
+            "journal": {"last_seq": self.bus.published_seq, "path": str(self.journal.path)},
+            "events": {"received": dict(self.bus.received), "dropped": dict(self.bus.dropped)},
+        }
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; ``started`` once listeners and the first cycle are up."""
+        impl = register_event_impl()
+        runners: list[web.AppRunner] = []
+        try:
+            async with anyio.create_task_group() as bus_group:
+                bus_group.start_soon(self.bus.run)
+                try:
+                    async with anyio.create_task_group() as group:
+                        await group.start(self.supervisor.run)
+                        runners = await self._start_listeners()
+                        await group.start(self.scheduler.run)
+                        group.start_soon(self._prune_journal)
+                        if self.demo:
+                            from virtmon.demo import run_demo
+
+                            group.start_soon(run_demo, self.config.uri, self.caller)
+                        log.info("virtmon.started", metrics=self.metrics_address,
+                                 control_socket=str(self.control_socket), uri=self.config.uri)
+                        task_status.started()
+                        await self._stop.wait()
+                        log.info("virtmon.stopping")
+                        group.cancel_scope.cancel()
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
+                        for runner in runners:
+                            await runner.cleanup()
+                        self.bus.close()  # the bus journals what it holds, then returns
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
+                await impl.drain()
+            self.journal.close()
+            with contextlib.suppress(OSError):
+                self.control_socket.unlink()
+            log.info("virtmon.stopped")
+            self.finished.set()
+
+    async def _start_listeners(self) -> list[web.AppRunner]:
+        metrics = web.AppRunner(
+            metrics_app(lambda: self.scheduler.exposition, self.ready), access_log=None
+        )
+        await metrics.setup()
+        host, port = split_listen(str(self.config["metrics.listen"]))
+        site = web.TCPSite(metrics, host, port, reuse_address=True)
+        await site.start()
+        self.metrics_address = f"http://{host or '0.0.0.0'}:{port}"
+        control = web.AppRunner(
+            control_app(self.bus, self.inventory, self.status,
+                        int(self.config["events.subscriber_queue_size"])),
+            access_log=None,
+        )
+        await control.setup()
+        self.control_socket.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.control_socket.unlink()  # a stale socket from a killed run
+        await web.UnixSite(control, str(self.control_socket)).start()
+        self._secure_socket(self.control_socket)
+        return [metrics, control]
+
+    def _secure_socket(self, path: Path) -> None:
+        os.chmod(path, int(str(self.config["control.socket_mode"]), 8))
+        group = str(self.config["control.socket_group"])
+        with contextlib.suppress(KeyError, PermissionError):
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+
+    async def _prune_journal(self) -> None:
+        while True:
+            await anyio.sleep(3600)
+            removed = await anyio.to_thread.run_sync(self.journal.prune)
+            if removed:
+                log.info("virtmon.journal.pruned", removed=removed)
+
+
+def collector_names() -> Iterable[str]:
+    """Every collector name (for ``--collector.NAME`` flags)."""
+    from virtmon.collectors import COLLECTORS
+
+    return COLLECTORS.keys()

@@ -1,0 +1,127 @@
+"""``virtmon``: run the daemon, check a configuration, print the version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from virtmon import __version__, config, logsetup
+
+EX_OK = 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    from virtmon.collectors import COLLECTORS
+
+    top = argparse.ArgumentParser(prog="virtmon", description="libvirt monitoring daemon")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--uri", help="libvirt URI (libvirt.uri), e.g. qemu:///system")
+    run.add_argument("--listen", help="metrics HOST:PORT (metrics.listen)")
+    run.add_argument("--control-socket", help="control socket path (control.socket)")
+    run.add_argument("--state-dir", help="journal and outbox directory (state.dir)")
+    run.add_argument("--collect-interval", type=float, help="seconds between collection cycles")
+    run.add_argument("--log-format", choices=("json", "console", "auto"))
+    run.add_argument("--log-level", choices=config.LOG_LEVELS)
+    run.add_argument("--demo", action="store_true",
+                     help="change domains now and then (for the test driver: make run)")
+    for name in COLLECTORS:
+        run.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
+                         action=argparse.BooleanOptionalAction, help=f"the {name} collector")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", type=Path)
+    sub.add_parser("version", help="print the version")
+    return top
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags that override configuration keys (None: not given)."""
+    return {
+        "libvirt.uri": args.uri,
+        "metrics.listen": args.listen,
+        "control.socket": args.control_socket,
+        "state.dir": args.state_dir,
+        "collect.interval": args.collect_interval,
+        "log.format": args.log_format,
+        "log.level": args.log_level,
+    }
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    """The configuration from the file and the flags, with ``--collector.X`` merged in."""
+    loaded = config.load(args.config, overrides(args))
+    flags = {
+        key.removeprefix("collector_"): value
+        for key, value in vars(args).items()
+        if key.startswith("collector_") and value is not None
+    }
+    if not flags:
+        return loaded
+    collect = dict(loaded.values["collect"])
+    collect["collectors"] = {**collect["collectors"], **flags}
+    values = {**loaded.values, "collect": collect}
+    return config.Config(values, loaded.receivers, loaded.source)
+
+
+async def serve(cfg: config.Config, demo: bool) -> None:
+    """Run the daemon; SIGTERM/SIGINT stop it gracefully, a second SIGINT forces exit."""
+    from virtmon.app import Daemon
+
+    log = structlog.get_logger("virtmon.cli")
+    daemon = Daemon(cfg, demo=demo)
+    async with anyio.create_task_group() as group:
+
+        async def signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                async for signum in received:
+                    if daemon.stopping and signum == signal.SIGINT:
+                        log.warning("virtmon.forced_exit")
+                        os._exit(130)
+                    log.info("virtmon.signal", signal=signal.Signals(signum).name)
+                    daemon.stop()
+
+        group.start_soon(signals)
+        await group.start(daemon.run)
+        print(f"virtmon {__version__}: metrics at {daemon.metrics_address}/metrics, "
+              f"control socket at {daemon.control_socket}", file=sys.stderr, flush=True)
+        await daemon.finished.wait()
+        group.cancel_scope.cancel()  # stop listening for signals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``virtmon`` command."""
+    args = parser().parse_args(argv)
+    if args.command == "version":
+        print(__version__)
+        return EX_OK
+    if args.command == "check-config":
+        try:
+            config.load(args.file)
+        except config.ConfigError as exc:
+            for problem in exc.problems:
+                print(f"{args.file}: {problem}", file=sys.stderr)
+            return config.EX_CONFIG
+        print(f"{args.file}: ok")
+        return EX_OK
+    try:
+        cfg = load_config(args)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"virtmon: config: {problem}", file=sys.stderr)
+        return config.EX_CONFIG
+    logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]))
+    anyio.run(serve, cfg, args.demo, backend="asyncio")
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

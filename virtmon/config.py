@@ -1,0 +1,284 @@
+"""Configuration: a TOML file into frozen dataclasses, with command-line overrides.
+
+Validation gathers every problem (unknown key, wrong type, bad value, bad URI, unreadable file)
+with its key path and reports them all at once; the caller exits with 78 (EX_CONFIG) before
+anything starts. The schema below is the one place that knows the keys, their types and defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+EX_CONFIG = 78
+DEFAULT_PORT = 9786
+LOG_LEVELS = ("debug", "info", "warning", "error")
+RECEIVER_KINDS = ("alertmanager", "json", "cloudevents")
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each as "key.path: message"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# -- value checks: each returns an error message or None ---------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _ratio(value: Any) -> str | None:
+    return None if 0 < value <= 1 else "must be in (0, 1]"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def check_uri(value: Any) -> str | None:
+    """A libvirt URI: ``driver[+transport]://[host]/path``."""
+    parts = urlsplit(value)
+    if not parts.scheme or "://" not in value:
+        return f"{value!r} is not a libvirt URI (like qemu:///system or qemu+ssh://host/system)"
+    return None
+
+
+def check_listen(value: Any) -> str | None:
+    """``HOST:PORT`` with a port from 1 to 65535 (an empty host listens on every address)."""
+    _host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r} is not HOST:PORT"
+    return None
+
+
+def _readable_file(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        with open(value, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read {value!r}: {exc.strerror}"
+
+
+def _socket_path(value: Any) -> str | None:
+    # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
+    return None if len(str(value).encode()) < 108 else "is longer than a Unix socket path may be"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One configuration key: its type, default and extra check."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    check: Check | None = None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "libvirt": {
+        "uri": Key(str, "qemu:///system", check_uri),
+        "readonly": Key(bool, True),
+        "open_timeout": Key((int, float), 10.0, _positive),
+        "call_timeout": Key((int, float), 30.0, _positive),
+        "max_concurrent_calls": Key(int, 4, _positive),
+        "keepalive_interval": Key(int, 5, _non_negative),
+        "keepalive_count": Key(int, 3, _positive),
+        "auth_file": Key(str, "", _readable_file),
+        "admin_uri": Key(str, "libvirtd:///system", check_uri),
+    },
+    "collect": {
+        "interval": Key((int, float), 15.0, _positive),
+        "deadline_ratio": Key((int, float), 0.8, _ratio),
+        "max_abandoned_calls": Key(int, 2, _positive),
+        "resync_interval": Key((int, float), 600.0, _positive),
+        "collectors": Key(dict, {}),
+    },
+    "metrics": {
+        "listen": Key(str, f":{DEFAULT_PORT}", check_listen),
+        "web_config_file": Key(str, "", _readable_file),
+    },
+    "control": {
+        "socket": Key(str, "/run/virtmon/virtmon.sock", _socket_path),
+        "allow_write": Key(bool, False),
+        "socket_mode": Key(str, "0660"),
+        "socket_group": Key(str, "virtmon"),
+    },
+    "state": {
+        "dir": Key(str, "/var/lib/virtmon"),
+    },
+    "events": {
+        "retention_days": Key((int, float), 7.0, _positive),
+        "retention_count": Key(int, 1_000_000, _positive),
+        "queue_size": Key(int, 10_000, _positive),
+        "subscriber_queue_size": Key(int, 1_000, _positive),
+    },
+    "log": {
+        "level": Key(str, "info", _one_of(*LOG_LEVELS)),
+        "format": Key(str, "auto", _one_of("auto", "json", "console")),
+    },
+    "alerts": {
+        "receivers": Key(list, []),
+    },
+}
+
+RECEIVER_SCHEMA: dict[str, Key] = {
+    "name": Key(str, None),
+    "kind": Key(str, None, _one_of(*RECEIVER_KINDS)),
+    "urls": Key(list, None),
+    "timeout": Key((int, float), 10.0, _positive),
+    "headers": Key(dict, {}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """An alert webhook receiver."""
+
+    name: str
+    kind: str
+    urls: tuple[str, ...]
+    timeout: float = 10.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration, one attribute per ``section.key`` (flattened with '_')."""
+
+    values: Mapping[str, Mapping[str, Any]]
+    receivers: tuple[Receiver, ...] = ()
+    source: Path | None = None
+
+    def __getitem__(self, dotted: str) -> Any:
+        section, _, key = dotted.partition(".")
+        return self.values[section][key]
+
+    @property
+    def uri(self) -> str:
+        """``libvirt.uri``."""
+        return str(self["libvirt.uri"])
+
+    @property
+    def state_dir(self) -> Path:
+        """``state.dir``."""
+        return Path(self["state.dir"])
+
+    @property
+    def collectors(self) -> Mapping[str, bool]:
+        """``collect.collectors``: collector name -> enabled, as given (defaults elsewhere)."""
+        return dict(self["collect.collectors"])
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a table", list: "an array"}
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(dict.fromkeys(names[k] for k in kinds if k is not int or float not in kinds))
+
+
+def _check_value(path: str, key: Key, value: Any, problems: list[str]) -> bool:
+    kinds = key.type if isinstance(key.type, tuple) else (key.type,)
+    # bool is an int in Python; TOML keeps them apart and so do we.
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        problems.append(f"{path}: must be {_type_name(key.type)}, not {value!r}")
+        return False
+    if key.check is not None and (message := key.check(value)) is not None:
+        problems.append(f"{path}: {message}")
+        return False
+    return True
+
+
+def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
+    receivers = []
+    for index, item in enumerate(raw):
+        base = f"alerts.receivers[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{base}: must be a table")
+            continue
+        values: dict[str, Any] = {}
+        for name, value in item.items():
+            if name not in RECEIVER_SCHEMA:
+                problems.append(f"{base}.{name}: unknown key")
+            elif _check_value(f"{base}.{name}", RECEIVER_SCHEMA[name], value, problems):
+                values[name] = value
+        for name, key in RECEIVER_SCHEMA.items():
+            if key.default is None and name not in item:
+                problems.append(f"{base}.{name}: required")
+        for url_index, url in enumerate(values.get("urls", [])):
+            parts = urlsplit(str(url))
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(f"{base}.urls[{url_index}]: {url!r} is not an http(s) URL")
+        if all(name in values for name in ("name", "kind", "urls")):
+            receivers.append(Receiver(
+                values["name"], values["kind"], tuple(values["urls"]),
+                float(values.get("timeout", 10.0)), dict(values.get("headers", {})),
+            ))
+    return tuple(receivers)
+
+
+def build(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: Path | None = None
+) -> Config:
+    """Validate a parsed TOML document plus ``section.key`` overrides; raise ConfigError."""
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {
+        section: {name: key.default for name, key in keys.items()}
+        for section, keys in SCHEMA.items()
+    }
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            problems.append(f"{section}: unknown section")
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{section}: must be a table")
+            continue
+        for name, value in table.items():
+            path = f"{section}.{name}"
+            if name not in SCHEMA[section]:
+                problems.append(f"{path}: unknown key")
+            elif _check_value(path, SCHEMA[section][name], value, problems):
+                values[section][name] = value
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition(".")
+        if _check_value(f"{dotted} (command line)", SCHEMA[section][name], value, problems):
+            values[section][name] = value
+    for name, enabled in values["collect"]["collectors"].items():
+        if not isinstance(enabled, bool):
+            problems.append(f"collect.collectors.{name}: must be true or false")
+    receivers = _receivers(values["alerts"]["receivers"], problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(values, receivers, source)
+
+
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a TOML file (None: defaults only); raise ConfigError with every problem."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return build(raw, overrides, path)

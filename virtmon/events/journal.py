@@ -1,0 +1,132 @@
+"""The event journal: SQLite in WAL mode in the state directory.
+
+Every event is written here before it is fanned out, so a subscriber that reconnects with
+``since=SEQ`` — even across a virtmon restart — gets exactly what it missed. Sequence numbers
+continue after a restart and after retention pruning (the last one is kept in a meta table).
+
+All methods are blocking; the bus calls them in a worker thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtmon.events.model import Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY,
+    time   REAL NOT NULL,
+    kind   TEXT NOT NULL,
+    domain TEXT,
+    data   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a reader wants: by domain name and by kind (None: any)."""
+
+    domains: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
+
+    def matches(self, event: Event) -> bool:
+        """True when the event passes both filters."""
+        if self.domains is not None and event.domain not in self.domains:
+            return False
+        return self.kinds is None or event.kind in self.kinds
+
+
+class Journal:
+    """Append-only event store with retention by age and count."""
+
+    def __init__(self, path: Path, max_age: float = 7 * 86400.0, max_count: int = 1_000_000):
+        self.path = path
+        self.max_age = max_age
+        self.max_count = max_count
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection used from one worker thread at a time (the bus serialises its calls);
+        # the lock makes that explicit for readers of the stream, which may overlap a write.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+            self._last_seq = int(row[0]) if row else 0
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last event written (0 if none ever was)."""
+        return self._last_seq
+
+    def append(self, events: Sequence[Event]) -> list[Event]:
+        """Number the events, write them in one transaction, and return them numbered."""
+        numbered = [event.numbered(self._last_seq + i + 1) for i, event in enumerate(events)]
+        if not numbered:
+            return numbered
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events (seq, time, kind, domain, data) VALUES (?, ?, ?, ?, ?)",
+                    [(e.seq, e.time, e.kind, e.domain, e.to_json()) for e in numbered],
+                )
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (numbered[-1].seq,),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._last_seq = numbered[-1].seq
+        return numbered
+
+    def read_since(self, seq: int, limit: int = 1000) -> list[Event]:
+        """Events with a sequence number above ``seq``, oldest first, at most ``limit``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+        return [Event.from_dict(json.loads(row[0])) for row in rows]
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply retention: drop events older than ``max_age`` and beyond ``max_count``."""
+        cutoff = (time.time() if now is None else now) - self.max_age
+        with self._lock:
+            self._db.execute("BEGIN")
+            removed = self._db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+            removed += self._db.execute(
+                "DELETE FROM events WHERE seq <= ?", (self._last_seq - self.max_count,)
+            ).rowcount
+            self._db.execute("COMMIT")
+        return int(removed)
+
+    def count(self) -> int:
+        """How many events the journal holds."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def iter_all(self) -> Iterable[Event]:
+        """Every stored event, oldest first (tests and tools)."""
+        seq = 0
+        while page := self.read_since(seq):
+            yield from page
+            seq = page[-1].seq
+
+    def close(self) -> None:
+        """Close the database (a checkpoint folds the WAL back into the file)."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,108 @@
+"""The collection cycle: every ``interval`` seconds, one snapshot, pure collectors, render once.
+
+The cycle's libvirt calls run in one worker thread with a deadline (default 80 % of the interval).
+A call that overruns is abandoned (counted; the number still blocked is bounded by the caller) and
+the next cycle still starts on time; NOWAIT lets it skip domains the stuck call still holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.abc import TaskStatus
+
+from virtmon.collectors.base import Collector, MetricFamily, run_collectors
+from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
+from virtmon.exposition.cache import Exposition
+from virtmon.selfmetrics import CycleStats
+from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.connection import ConnectionSupervisor
+from virtmon.virt.stats import disconnected_snapshot, take_snapshot
+
+log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
+
+
+class Scheduler:
+    """Runs collection cycles on a fixed tick and publishes each cycle's exposition."""
+
+    def __init__(
+        self,
+        supervisor: ConnectionSupervisor,
+        caller: LibvirtCaller,
+        collectors: Sequence[Collector],
+        stats_flags: int,
+        requested_groups: frozenset[str],
+        interval: float,
+        deadline_ratio: float,
+        extra_families: Callable[[], list[MetricFamily]],
+        domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
+    ) -> None:
+        self.supervisor = supervisor
+        self.caller = caller
+        self.collectors = collectors
+        self.stats_flags = stats_flags
+        self.requested_groups = requested_groups
+        self.interval = interval
+        self.deadline = interval * deadline_ratio
+        self.extra_families = extra_families
+        self.domain_info = domain_info
+        self.stats = CycleStats()
+        self.exposition = Exposition.render([])
+        self.snapshot: StatsSnapshot | None = None
+        self._cycle_done = anyio.Condition()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Cycle forever on a fixed tick; ``started`` after the first cycle."""
+        next_tick = time.monotonic()
+        await self.cycle()
+        task_status.started()
+        while True:
+            next_tick += self.interval
+            now = time.monotonic()
+            if next_tick < now:  # a cycle overran: skip the ticks it missed, keep the phase
+                next_tick += self.interval * ((now - next_tick) // self.interval + 1)
+            await anyio.sleep(next_tick - now)
+            await self.cycle()
+
+    async def wait_cycle(self) -> None:
+        """Return after the next cycle has been published (tests, tools)."""
+        async with self._cycle_done:
+            await self._cycle_done.wait()
+
+    async def cycle(self) -> None:
+        """One collection: snapshot, collectors, render, publish."""
+        started = time.monotonic()
+        snapshot = await self._snapshot()
+        ok = snapshot.libvirt is not None and snapshot.libvirt.connected
+        families, _outcomes = run_collectors(self.collectors, snapshot)
+        self.stats.cycles += 1
+        self.stats.last_duration = time.monotonic() - started
+        if ok:
+            self.stats.last_success = time.time()
+        else:
+            self.stats.failures += 1
+        families.extend(self.extra_families())
+        self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
+        self.snapshot = snapshot
+        log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
+                  domains=len(snapshot.domains), samples=self.exposition.samples)
+        async with self._cycle_done:
+            self._cycle_done.notify_all()
+
+    async def _snapshot(self) -> StatsSnapshot:
+        conn = self.supervisor.conn
+        uri = self.supervisor.settings.uri
+        if conn is None or not self.supervisor.connected:
+            return disconnected_snapshot(uri)
+        try:
+            return await self.caller.call_with_deadline(
+                self.deadline, take_snapshot, conn, uri, self.stats_flags,
+                self.requested_groups, self.domain_info(),
+            )
+        except Exception as exc:
+            log.warning("virtmon.collect.failed", error=str(exc))
+            return disconnected_snapshot(uri)

@@ -1,0 +1,89 @@
+"""Metrics about virtmon itself, built fresh each cycle from the components' own counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from virtmon import __version__
+from virtmon.collectors.base import MetricFamily
+from virtmon.events.bus import EventBus
+from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.connection import ConnectionSupervisor, State
+
+
+@dataclass(slots=True)
+class CycleStats:
+    """What the scheduler knows about its own cycles."""
+
+    last_duration: float = 0.0
+    last_success: float = 0.0
+    cycles: int = 0
+    failures: int = 0
+
+
+def _counter_family(name: str, help_: str, label: str, counts: Mapping[str, int]) -> MetricFamily:
+    family = MetricFamily(name, "counter", help_, (label,))
+    for key in sorted(counts):
+        family.add((key,), counts[key])
+    return family
+
+
+def self_metrics(
+    supervisor: ConnectionSupervisor, bus: EventBus, caller: LibvirtCaller, cycle: CycleStats
+) -> list[MetricFamily]:
+    """The virtmon_* families."""
+    build = MetricFamily("virtmon_build_info", "gauge", "virtmon's version.", ("version",))
+    build.add((__version__,), 1)
+    state = MetricFamily(
+        "virtmon_libvirt_connection_state", "gauge",
+        "The connection supervisor's state (1 for the current one).", ("state",),
+    )
+    for candidate in State:
+        state.add((candidate.value,), 1 if supervisor.state is candidate else 0)
+    event_ids = MetricFamily(
+        "virtmon_libvirt_event_ids_registered", "gauge",
+        "Domain event ids the running libvirt accepted on the current connection.",
+    )
+    event_ids.add((), len(supervisor.event_ids))
+    duration = MetricFamily(
+        "virtmon_collection_duration_seconds", "gauge",
+        "Wall time of the last collection cycle, in seconds.",
+    )
+    duration.add((), cycle.last_duration)
+    last_success = MetricFamily(
+        "virtmon_collection_last_success_timestamp_seconds", "gauge",
+        "Unix time of the last successful collection cycle: the age of every cached value.",
+    )
+    last_success.add((), cycle.last_success)
+    failures = MetricFamily(
+        "virtmon_collection_failures_total", "counter",
+        "Collection cycles whose libvirt calls failed or overran their deadline.",
+    )
+    failures.add((), cycle.failures)
+    abandoned = MetricFamily(
+        "virtmon_libvirt_calls_abandoned_total", "counter",
+        "libvirt calls abandoned after overrunning their deadline.",
+    )
+    abandoned.add((), caller.abandoned_total)
+    outstanding = MetricFamily(
+        "virtmon_libvirt_calls_abandoned_outstanding", "gauge",
+        "Abandoned libvirt calls whose worker threads are still blocked in libvirt.",
+    )
+    outstanding.add((), caller.abandoned_outstanding)
+    journal_seq = MetricFamily(
+        "virtmon_events_last_sequence", "gauge", "Sequence number of the last journaled event.",
+    )
+    journal_seq.add((), bus.published_seq)
+    return [
+        build, state, event_ids, duration, last_success, failures, abandoned, outstanding,
+        journal_seq,
+        _counter_family("virtmon_libvirt_reconnects_total",
+                        "Connections to libvirt lost (and then re-established), by close reason.",
+                        "reason", supervisor.reconnects),
+        _counter_family("virtmon_events_received_total",
+                        "Events received from libvirt or inferred by reconciling, by kind.",
+                        "kind", bus.received),
+        _counter_family("virtmon_events_dropped_total",
+                        "Events a full bounded queue had to drop, by sink.", "sink", bus.dropped),
+    ]

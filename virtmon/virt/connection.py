@@ -1,0 +1,335 @@
+"""The connection supervisor: open, subscribe, reconcile, notice loss, back off, reconnect.
+
+One instance owns one libvirt connection (read-only unless told otherwise). Every step that talks
+to libvirt runs through :class:`~virtmon.virt.calls.LibvirtCaller` (a worker thread, a deadline);
+libvirt's callbacks (domain events, the close callback) run on the loop thread and only decode and
+publish (rule 3 in shared/docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import libvirt
+import structlog
+from anyio.abc import TaskStatus
+
+from virtmon.events import catalog
+from virtmon.events.bus import EventBus
+from virtmon.events.model import CONNECTION_KIND, Event
+from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.inventory import DomainState, Inventory, Transition
+
+log = structlog.get_logger("virtmon.virt.connection")
+
+CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "eof",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "client",
+}
+
+
+class State(enum.Enum):
+    """Where the supervisor is; exported as a one-hot gauge."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """How to reach libvirt and how to notice that it is gone."""
+
+    uri: str
+    readonly: bool = True
+    open_timeout: float = 10.0
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    auth_file: Path | None = None
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """SASL credentials from a file of ``username=...`` and ``password=...`` lines."""
+    creds: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in {"username", "password"}:
+            creds[key.strip()] = value.strip()
+    return creds
+
+
+def open_connection(settings: ConnectionSettings) -> Any:
+    """Open a libvirt connection (blocking: it hangs against a stopped daemon)."""
+    flags = libvirt.VIR_CONNECT_RO if settings.readonly else 0
+    if settings.auth_file is None:
+        if settings.readonly:
+            return libvirt.openReadOnly(settings.uri)
+        return libvirt.open(settings.uri)
+    creds = read_credentials(settings.auth_file)
+
+    def answer(credentials: list[list[Any]], _opaque: object) -> int:
+        for cred in credentials:
+            if cred[0] == libvirt.VIR_CRED_AUTHNAME:
+                cred[4] = creds.get("username", "")
+            elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
+                cred[4] = creds.get("password", "")
+        return 0
+
+    auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
+    return libvirt.openAuth(settings.uri, auth, flags)
+
+
+class ConnectionSupervisor:
+    """Keeps one libvirt connection alive, subscribed to every event, and the inventory true."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        caller: LibvirtCaller,
+        bus: EventBus,
+        inventory: Inventory,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.caller = caller
+        self.bus = bus
+        self.inventory = inventory
+        self.clock = clock
+        self.state = State.CONNECTING
+        self.conn: Any = None
+        self.reconnects: Counter[str] = Counter()
+        self.event_ids: tuple[int, ...] = ()
+        self.connected_since: float | None = None
+        self._callback_ids: list[int] = []
+        self._lost = anyio.Event()
+        self._lost_reason = "error"
+        self._connected = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._log = log.bind(component="connection", uri=settings.uri)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and not known to be lost."""
+        return self.state is State.CONNECTED
+
+    async def wait_connected(self) -> None:
+        """Return once a connection is up (used by tests and readiness)."""
+        await self._connected.wait()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, and reconnect forever; ``started`` after the first attempt has finished."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        delay = self.settings.backoff_initial
+        first = True
+        try:
+            while True:
+                self._set_state(State.CONNECTING)
+                try:
+                    await self._connect()
+                except Exception as exc:
+                    self._log.warning("virtmon.connection.open_failed", error=str(exc))
+                else:
+                    delay = self.settings.backoff_initial
+                    if first:
+                        task_status.started()
+                        first = False
+                    await self._lost.wait()
+                    await self._on_lost()
+                if first:
+                    task_status.started()
+                    first = False
+                self._set_state(State.BACKOFF)
+                # Full jitter: hosts that lost the same libvirtd do not come back in step.
+                pause = random.uniform(delay / 2, delay)
+                self._log.info("virtmon.connection.backoff", seconds=round(pause, 3))
+                await anyio.sleep(pause)
+                delay = min(delay * 2, self.settings.backoff_max)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._teardown()
+                self._set_state(State.STOPPED)
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        abandoned = threading.Event()
+
+        def open_or_discard() -> Any:
+            conn = open_connection(self.settings)
+            if abandoned.is_set():
+                # The caller gave up waiting (a hung daemon came back late): nobody owns it.
+                conn.close()
+            return conn
+
+        try:
+            conn = await self.caller.call_with_deadline(
+                self.settings.open_timeout, open_or_discard
+            )
+        except BaseException:
+            abandoned.set()
+            raise
+        self._lost = anyio.Event()
+        self.conn = conn
+        try:
+            await self.caller.call(self._subscribe, conn)
+            listing = await self.caller.call(list_domains, conn)
+        except BaseException:
+            await self._teardown()
+            raise
+        transitions = self.inventory.replace_all(listing)
+        self.connected_since = self.clock()
+        was_reconnect = self.reconnects.total() > 0
+        self._set_state(State.CONNECTED)
+        self._connected.set()
+        self._log.info(
+            "virtmon.connection.connected", event_ids=len(self.event_ids), domains=len(listing)
+        )
+        if was_reconnect:
+            self._publish_connection("restored", None)
+        for transition in transitions:
+            self._publish_transition(transition)
+
+    def _subscribe(self, conn: Any) -> None:
+        """In a worker thread: keepalive, close callback, and every event id libvirt accepts."""
+        if self.settings.keepalive_interval > 0:
+            with contextlib.suppress(libvirt.libvirtError):  # not on local/test drivers
+                conn.setKeepAlive(self.settings.keepalive_interval, self.settings.keepalive_count)
+        conn.registerCloseCallback(self._on_close, None)
+        accepted: list[int] = []
+        ids: list[int] = []
+        for event_id in catalog.domain_event_ids():
+            try:
+                ids.append(conn.domainEventRegisterAny(None, event_id, self._on_event, event_id))
+            except libvirt.libvirtError as exc:
+                # The running libvirt does not know this id (older than the binding).
+                self._log.debug("virtmon.connection.event_id_unsupported", id=event_id,
+                                error=exc.get_error_message())
+            else:
+                accepted.append(event_id)
+        self._callback_ids = ids
+        self.event_ids = tuple(accepted)
+
+    async def _on_lost(self) -> None:
+        reason = self._lost_reason
+        self.reconnects[reason] += 1
+        self._connected = anyio.Event()
+        self._log.warning("virtmon.connection.lost", reason=reason)
+        self._publish_connection("lost", reason)
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        conn, self.conn = self.conn, None
+        ids, self._callback_ids = self._callback_ids, []
+        if conn is None:
+            return
+        try:
+            await self.caller.call(close_connection, conn, ids)
+        except Exception as exc:
+            self._log.info("virtmon.connection.close_failed", error=str(exc))
+
+    # -- libvirt callbacks (loop thread; decode and publish only) ----------------------------
+
+    def _on_close(self, _conn: Any, reason: int, _opaque: object) -> None:
+        try:
+            self._lost_reason = CLOSE_REASONS.get(reason, f"unknown_{reason}")
+            self._in_loop(self._lost.set)
+        except Exception:
+            self._log.exception("virtmon.connection.close_callback_failed")
+
+    def _on_event(self, _conn: Any, dom: Any, *rest: Any) -> None:
+        try:
+            event_id = rest[-1]
+            decoded = catalog.decode(event_id, tuple(rest[:-1]))
+            name, uuid = dom.name(), dom.UUIDString()
+            event = Event(
+                time=self.clock(), uri=self.settings.uri, kind=decoded.kind, name=decoded.name,
+                detail=decoded.detail, domain=name, uuid=uuid, payload=decoded.payload,
+            )
+            self._in_loop(self._accept, event)
+        except Exception:
+            self._log.exception("virtmon.connection.event_callback_failed")
+
+    def _accept(self, event: Event) -> None:
+        if event.kind == "lifecycle" and event.uuid and event.domain:
+            reason = int(event.payload.get("detail_code", 0) or 0)
+            self.inventory.apply_lifecycle(event.domain, event.uuid, event.name, reason)
+        self.bus.publish(event)
+
+    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run on the loop thread: at once if we are on it, else marshalled there."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def _publish_connection(self, name: str, reason: str | None) -> None:
+        payload = {"reason": reason} if reason else {}
+        self.bus.publish(Event(time=self.clock(), uri=self.settings.uri, kind=CONNECTION_KIND,
+                               name=name, detail=reason, payload=payload))
+
+    def _publish_transition(self, transition: Transition) -> None:
+        dom = transition.domain
+        after = transition.after
+        payload = {"event": transition.name, "state": after.state_name if after else None}
+        self.bus.publish(Event(
+            time=self.clock(), uri=self.settings.uri, kind="lifecycle", name=transition.name,
+            detail="reconciled", domain=dom.name, uuid=dom.uuid, payload=payload, synthetic=True,
+        ))
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            self._log.info("virtmon.connection.state", state=state.value,
+                           previous=self.state.value)
+            self.state = state
+
+
+def list_domains(conn: Any) -> list[DomainState]:
+    """Every domain with its state in two calls, no per-domain RPC (bulk state + persistent)."""
+    persistent = {
+        dom.UUIDString()
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+    }
+    records = conn.getAllDomainStats(
+        libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    )
+    listing = []
+    for dom, stats in records:
+        uuid = dom.UUIDString()
+        listing.append(DomainState(
+            name=dom.name(), uuid=uuid, id=dom.ID(), state=int(stats.get("state.state", 0)),
+            reason=int(stats.get("state.reason", 0)), persistent=uuid in persistent,
+        ))
+    return listing
+
+
+def close_connection(conn: Any, callback_ids: list[int]) -> None:
+    """Deregister and close; errors on a connection that is already dead are expected."""
+    for callback_id in callback_ids:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(callback_id)
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()

@@ -1,0 +1,211 @@
+"""libvirt's event implementation on the running asyncio loop, safe to call from any thread.
+
+libvirt invokes the event hooks (add/update/remove handle and timeout) from whichever thread makes
+a libvirt call: its client code updates the connection's socket watch from the calling thread.
+libvirtaio's hooks call ``loop.add_reader`` and ``asyncio.ensure_future`` directly, which are not
+thread-safe; the race is silent without asyncio's debug mode and loses events (shared/docs/LAB.md).
+
+:class:`ThreadSafeEventImpl` is registered with libvirt instead and delegates to libvirtaio's
+implementation on the loop thread:
+
+- the watch/timer id libvirt gets back is allocated synchronously, under a lock, in the caller's
+  thread;
+- a removed id is marked dead at once, so it is never dispatched again, even if libvirtaio still
+  has it until the removal runs on the loop;
+- every change to libvirtaio's state is marshalled onto the loop with ``call_soon_threadsafe``,
+  in call order (one FIFO for every thread), so an update never overtakes the add it refers to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+import libvirtaio
+import structlog
+
+log = structlog.get_logger("virtmon.virt.eventloop")
+
+_registered: ThreadSafeEventImpl | None = None
+
+
+class ThreadSafeEventImpl:
+    """libvirt event hooks that may be called from any thread; libvirtaio does the work on the loop.
+
+    Invariants (guarded by ``_lock``):
+    - ``_live`` holds the ids libvirt may still use: added and not yet removed;
+    - ``_inner_ids`` maps a live or removed-but-not-yet-applied id to libvirtaio's own id, and is
+      written only on the loop thread, when the add is applied;
+    - ``_queued`` counts changes scheduled on the loop but not yet applied (``drain`` waits for 0).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._inner = libvirtaio.virEventAsyncIOImpl(loop=loop)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._live: set[int] = set()
+        self._inner_ids: dict[int, int] = {}
+        self._queued = 0
+
+    # -- libvirt's hooks (any thread) -----------------------------------------------------
+
+    def add_handle(self, fd: int, events: int, cb: Callable[..., None], opaque: Any) -> int:
+        """virEventAddHandleFunc: watch ``fd``; the id is returned before the loop applies it."""
+        watch = self._allocate()
+
+        def dispatch(_inner: int, fd_: int, events_: int, opaque_: Any) -> None:
+            if watch in self._live:
+                cb(watch, fd_, events_, opaque_)
+
+        self._schedule(self._apply_add_handle, watch, fd, events, dispatch, opaque)
+        return watch
+
+    def update_handle(self, watch: int, events: int) -> None:
+        """virEventUpdateHandleFunc: change the events a watch waits for."""
+        if self._is_live(watch):
+            self._schedule(self._apply_update, watch, self._inner._update_handle, events)
+
+    def remove_handle(self, watch: int) -> int:
+        """virEventRemoveHandleFunc: the watch is dead at once; libvirtaio frees it on the loop."""
+        if not self._kill(watch):
+            return -1
+        self._schedule(self._apply_remove, watch, self._inner._remove_handle)
+        return 0
+
+    def add_timeout(self, timeout: int, cb: Callable[..., None], opaque: Any) -> int:
+        """virEventAddTimeoutFunc: a timer every ``timeout`` ms (-1 disabled, 0 immediately)."""
+        timer = self._allocate()
+
+        def dispatch(_inner: int, opaque_: Any) -> None:
+            if timer in self._live:
+                cb(timer, opaque_)
+
+        self._schedule(self._apply_add_timeout, timer, timeout, dispatch, opaque)
+        return timer
+
+    def update_timeout(self, timer: int, timeout: int) -> None:
+        """virEventUpdateTimeoutFunc: change a timer's period."""
+        if self._is_live(timer):
+            self._schedule(self._apply_update, timer, self._inner._update_timeout, timeout)
+
+    def remove_timeout(self, timer: int) -> int:
+        """virEventRemoveTimeoutFunc: the timer is dead at once; libvirtaio frees it on the loop."""
+        if not self._kill(timer):
+            return -1
+        self._schedule(self._apply_remove, timer, self._inner._remove_timeout)
+        return 0
+
+    # -- loop side ------------------------------------------------------------------------
+
+    def _apply_add_handle(
+        self, watch: int, fd: int, events: int, cb: Callable[..., None], opaque: Any
+    ) -> None:
+        self._inner_ids[watch] = self._inner._add_handle(fd, events, cb, opaque)
+
+    def _apply_add_timeout(
+        self, timer: int, timeout: int, cb: Callable[..., None], opaque: Any
+    ) -> None:
+        self._inner_ids[timer] = self._inner._add_timeout(timeout, cb, opaque)
+
+    def _apply_update(self, ident: int, update: Callable[[int, int], None], value: int) -> None:
+        inner = self._inner_ids.get(ident)
+        if inner is not None and self._is_live(ident):
+            update(inner, value)
+
+    def _apply_remove(self, ident: int, remove: Callable[[int], int]) -> None:
+        inner = self._inner_ids.pop(ident, None)
+        if inner is not None:
+            remove(inner)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _allocate(self) -> int:
+        with self._lock:
+            ident = next(self._ids)
+            self._live.add(ident)
+            return ident
+
+    def _is_live(self, ident: int) -> bool:
+        with self._lock:
+            return ident in self._live
+
+    def _kill(self, ident: int) -> bool:
+        with self._lock:
+            if ident not in self._live:
+                return False
+            self._live.discard(ident)
+            return True
+
+    def _schedule(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._queued += 1
+        try:
+            self._loop.call_soon_threadsafe(self._run, fn, args)
+        except RuntimeError:
+            # The loop is closed: the process is exiting and nothing will dispatch again.
+            with self._lock:
+                self._queued -= 1
+
+    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("virtmon.eventloop.hook_failed", hook=fn.__name__)
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def register(self) -> None:
+        """Make this libvirt's event implementation (possible once per process)."""
+        libvirt.virEventRegisterImpl(
+            self.add_handle, self.update_handle, self.remove_handle,
+            self.add_timeout, self.update_timeout, self.remove_timeout,
+        )
+
+    def is_idle(self) -> bool:
+        """True when no watch or timer is live and nothing is left to apply or free."""
+        with self._lock:
+            quiet = not self._live and self._queued == 0
+        return quiet and self._inner.is_idle()
+
+    async def drain(self, poll: float = 0.005) -> None:
+        """Wait until every scheduled change is applied and libvirtaio freed what was removed."""
+        while True:
+            with self._lock:
+                queued = self._queued
+            if queued == 0:
+                break
+            await asyncio.sleep(poll)
+        await self._inner.drain()
+
+    @property
+    def live_count(self) -> int:
+        """How many watches and timers libvirt holds now."""
+        with self._lock:
+            return len(self._live)
+
+
+def register_event_impl() -> ThreadSafeEventImpl:
+    """Register the implementation on the running loop, once per process, before any ``open``.
+
+    libvirt accepts one event implementation per process; a second call returns the first one
+    (it must have been registered on this same loop).
+    """
+    global _registered
+    loop = asyncio.get_running_loop()
+    if _registered is None:
+        impl = ThreadSafeEventImpl(loop)
+        impl.register()
+        # libvirt-python would print exceptions of its own and libvirt's errors to stderr.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _registered = impl
+    elif _registered._loop is not loop:
+        raise RuntimeError("libvirt's event implementation is bound to another event loop")
+    return _registered

@@ -1,0 +1,162 @@
+"""The inventory: every domain libvirt has, kept current by events and by reconciling.
+
+Reads of the domain list are served from here, not from libvirt. After every (re)connect the
+supervisor lists all domains once and :func:`reconcile` turns the differences into the lifecycle
+transitions that were missed while disconnected, marked synthetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+# virDomainState codes and names (libvirt-domain: enum virDomainState).
+STATE_NAMES = {
+    0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
+    5: "shutoff", 6: "crashed", 7: "pmsuspended",
+}
+ACTIVE_STATES = {1, 2, 3, 4, 7}
+SHUTOFF = 5
+
+# Lifecycle event name -> the state a domain is in afterwards (None: unchanged).
+STATE_AFTER_EVENT = {
+    "started": 1, "resumed": 1, "suspended": 3, "stopped": 5, "shutdown": None,
+    "crashed": 6, "pmsuspended": 7, "defined": None, "undefined": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DomainState:
+    """One domain as the inventory knows it."""
+
+    name: str
+    uuid: str
+    id: int
+    state: int
+    reason: int
+    persistent: bool
+
+    @property
+    def active(self) -> bool:
+        """True while the domain runs (has a hypervisor process)."""
+        return self.state in ACTIVE_STATES
+
+    @property
+    def state_name(self) -> str:
+        """The state's name ("running", "shutoff", ...)."""
+        return STATE_NAMES.get(self.state, f"unknown_{self.state}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form for the control API."""
+        return {
+            "name": self.name, "uuid": self.uuid, "id": self.id, "state": self.state_name,
+            "state_code": self.state, "reason": self.reason, "persistent": self.persistent,
+            "active": self.active,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A lifecycle change found by reconciling: (event name, domain before, domain after)."""
+
+    name: str
+    before: DomainState | None
+    after: DomainState | None
+
+    @property
+    def domain(self) -> DomainState:
+        """The domain concerned (after if it still exists, else before)."""
+        found = self.after or self.before
+        assert found is not None
+        return found
+
+
+class Inventory:
+    """Domains by UUID."""
+
+    def __init__(self) -> None:
+        self._domains: dict[str, DomainState] = {}
+        self.populated = False
+
+    def __len__(self) -> int:
+        return len(self._domains)
+
+    def all(self) -> list[DomainState]:
+        """Every domain, sorted by name."""
+        return sorted(self._domains.values(), key=lambda d: d.name)
+
+    def get(self, uuid: str) -> DomainState | None:
+        """The domain with this UUID."""
+        return self._domains.get(uuid)
+
+    def find(self, key: str) -> DomainState | None:
+        """A domain by name, UUID or numeric id."""
+        if key in self._domains:
+            return self._domains[key]
+        for dom in self._domains.values():
+            if dom.name == key or (key.isdigit() and dom.id == int(key) and dom.id > 0):
+                return dom
+        return None
+
+    def apply_lifecycle(self, name: str, uuid: str, event: str, reason: int = 0) -> None:
+        """Update one domain from a lifecycle event (tolerates duplicates and unknown domains)."""
+        current = self._domains.get(uuid)
+        if event == "undefined":
+            if current is not None and current.active:
+                self._domains[uuid] = replace(current, persistent=False)
+            else:
+                self._domains.pop(uuid, None)
+            return
+        if current is None:
+            current = DomainState(name, uuid, -1, SHUTOFF, 0, persistent=event == "defined")
+        if event == "defined":
+            current = replace(current, persistent=True)
+        state = STATE_AFTER_EVENT.get(event)
+        if state is not None:
+            current = replace(current, state=state, reason=reason)
+            if state == SHUTOFF and not current.persistent:
+                self._domains.pop(uuid, None)  # a transient domain is gone once it stops
+                return
+        self._domains[uuid] = current
+
+    def replace_all(self, domains: Iterable[DomainState]) -> list[Transition]:
+        """Take a fresh listing as the truth; return what changed since (empty the first time)."""
+        fresh = {d.uuid: d for d in domains}
+        transitions = [] if not self.populated else list(diff(self._domains, fresh))
+        self._domains = fresh
+        self.populated = True
+        return transitions
+
+
+def diff(old: dict[str, DomainState], new: dict[str, DomainState]) -> Iterable[Transition]:
+    """The lifecycle transitions that lead from ``old`` to ``new``."""
+    for uuid, before in old.items():
+        if uuid not in new:
+            if before.active:
+                yield Transition("stopped", before, None)
+            if before.persistent:
+                yield Transition("undefined", before, None)
+    for uuid, after in new.items():
+        if uuid not in old:
+            if after.persistent:
+                yield Transition("defined", None, after)
+            if after.active:
+                yield Transition(_entered(SHUTOFF, after.state), None, after)
+            continue
+        before = old[uuid]
+        if before.state != after.state or (before.active and before.id != after.id):
+            if before.active and after.active and before.id != after.id:
+                # Stopped and started again while we were away.
+                yield Transition("stopped", before, replace(after, state=SHUTOFF))
+                yield Transition(_entered(SHUTOFF, after.state), before, after)
+            else:
+                yield Transition(_entered(before.state, after.state), before, after)
+
+
+def _entered(old_state: int, new_state: int) -> str:
+    """The lifecycle event name for a change of state."""
+    if new_state == 1:
+        return "resumed" if old_state == 3 else "started"
+    return {
+        3: "suspended", 5: "stopped", 6: "crashed", 7: "pmsuspended", 4: "shutdown",
+    }.get(new_state, "started" if new_state in ACTIVE_STATES else "stopped")

@@ -1,0 +1,128 @@
+"""One collection cycle's libvirt calls, in one worker thread: bulk domain stats, node, interfaces.
+
+This is rule 4 of shared/docs/ARCHITECTURE.md: one ``getAllDomainStats`` with exactly the
+configured groups and NOWAIT (a domain stuck in a job cannot stall the cycle), no per-domain call.
+Node and host-interface calls are a handful per cycle, whatever the number of domains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import libvirt
+
+from virtmon.collectors.snapshot import (
+    DomainInfo,
+    DomainRecord,
+    HostInterface,
+    LibvirtInfo,
+    NodeStats,
+    StatsSnapshot,
+)
+
+T = TypeVar("T")
+
+
+def _maybe(fn: Callable[..., T], *args: Any) -> T | None:
+    """The call's result, or None where the driver does not support it."""
+    try:
+        return fn(*args)
+    except libvirt.libvirtError:
+        return None
+
+
+def domain_records(conn: Any, stats_flags: int) -> tuple[DomainRecord, ...]:
+    """virConnectGetAllDomainStats(groups, NOWAIT): one call for every domain."""
+    flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    return tuple(
+        DomainRecord(dom.name(), dom.UUIDString(), stats)
+        for dom, stats in conn.getAllDomainStats(stats_flags, flags)
+    )
+
+
+def node_stats(conn: Any) -> NodeStats:
+    """virNodeGetInfo, CPU and memory statistics, free pages, KSM parameters and the CPU map."""
+    info = _maybe(conn.getInfo)
+    cpus = int(info[2]) if info else 0
+    cells = int(info[4]) if info else 0
+    per_cpu: dict[int, Mapping[str, int]] = {}
+    for cpu in range(cpus):
+        stats = _maybe(conn.getCPUStats, cpu)
+        if stats is not None:
+            per_cpu[cpu] = stats
+    per_cell: dict[int, Mapping[str, int]] = {}
+    free_pages: dict[int, Mapping[int, int]] = {}
+    for cell in range(cells):
+        memory = _maybe(conn.getMemoryStats, cell)
+        if memory is not None:
+            per_cell[cell] = memory
+    if cells:
+        pages = _maybe(conn.getFreePages, [4, 2048, 1048576], 0, cells)
+        if pages:
+            free_pages = {int(cell): dict(sizes) for cell, sizes in pages.items()}
+    cpu_map = _maybe(conn.getCPUMap)
+    return NodeStats(
+        info=tuple(info) if info else None,
+        cpu_total=_maybe(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS),
+        cpu_per_cpu=per_cpu,
+        memory_total=_maybe(conn.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS),
+        memory_per_cell=per_cell,
+        free_pages=free_pages,
+        memory_parameters=_maybe(conn.getMemoryParameters) or {},
+        cpu_map=tuple(bool(b) for b in cpu_map[1]) if cpu_map else None,
+    )
+
+
+def host_interfaces(conn: Any) -> tuple[HostInterface, ...] | None:
+    """virConnectListAllInterfaces: name, MAC, active."""
+    found = _maybe(conn.listAllInterfaces, 0)
+    if found is None:
+        return None
+    return tuple(HostInterface(i.name(), i.MACString(), bool(i.isActive())) for i in found)
+
+
+def libvirt_info(conn: Any, uri: str) -> LibvirtInfo:
+    """Versions and hypervisor of a live connection."""
+    return LibvirtInfo(
+        connected=True,
+        library_version=_maybe(libvirt.getVersion),
+        daemon_version=_maybe(conn.getLibVersion),
+        hypervisor=_maybe(conn.getType),
+        hypervisor_version=_maybe(conn.getVersion),
+        uri=uri,
+    )
+
+
+def take_snapshot(
+    conn: Any,
+    uri: str,
+    stats_flags: int,
+    requested_groups: frozenset[str],
+    domain_info: Mapping[str, DomainInfo],
+    with_node: bool = True,
+    with_interfaces: bool = True,
+) -> StatsSnapshot:
+    """The whole cycle's calls (blocking: run it in a worker thread with a deadline)."""
+    records = domain_records(conn, stats_flags) if stats_flags else ()
+    node = node_stats(conn) if with_node else None
+    interfaces = host_interfaces(conn) if with_interfaces else None
+    info = libvirt_info(conn, uri)
+    return StatsSnapshot(
+        taken_at=time.time(),
+        requested_groups=requested_groups,
+        domains=records,
+        domain_info=dict(domain_info),
+        node=node,
+        host_interfaces=interfaces,
+        libvirt=info,
+    )
+
+
+def disconnected_snapshot(uri: str) -> StatsSnapshot:
+    """What a cycle sees while libvirt is unreachable: ``libvirt_up 0`` and nothing else."""
+    return StatsSnapshot(
+        taken_at=time.time(), requested_groups=frozenset(), domains=(),
+        libvirt=LibvirtInfo(connected=False, uri=uri),
+    )
