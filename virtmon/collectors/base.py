@@ -1,0 +1,161 @@
+"""The metric family type, the collector protocol and the adapter that runs collectors.
+
+Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families.
+It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
+or device is simply absent from the next cycle) and never sees a registry. `run_collectors`
+times each one, turns its outcome into `virtmon_collector_success` and
+`virtmon_collector_duration_seconds`, and keeps one failure from affecting the others.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import structlog
+
+from virtmon.collectors.snapshot import StatsSnapshot
+
+__all__ = [
+    "Collector",
+    "CollectorOutcome",
+    "LabelValues",
+    "MetricFamily",
+    "MetricType",
+    "NoData",
+    "Sample",
+    "help_text",
+    "run_collectors",
+]
+
+MetricType = Literal["gauge", "counter", "info", "untyped"]
+LabelValues = tuple[str, ...]
+Sample = tuple[LabelValues, float]
+
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+_log = structlog.get_logger(component="collectors")
+
+
+def help_text(what: str, source: str) -> str:
+    """HELP text naming the libvirt source and the age of the value, as METRICS.md requires."""
+    return f"{what} (libvirt {source}; value from the last collection cycle)."
+
+
+@dataclass(slots=True)
+class MetricFamily:
+    """One metric family: a name, a type, HELP, label names and samples of label values.
+
+    Label names are fixed per family and samples carry only the values, in the same order, so
+    the renderer can cache one rendered label string per distinct value tuple. `name` is the
+    sample name as exposed: a counter's ends in `_total` and an info metric's in `_info`; the
+    OpenMetrics renderer strips those suffixes for the family name itself.
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    label_names: tuple[str, ...] = ()
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+        if self.type == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name!r} must end in _total")
+        if self.type == "info" and not self.name.endswith("_info"):
+            raise ValueError(f"info metric {self.name!r} must end in _info")
+        for label in self.label_names:
+            if not _LABEL_RE.match(label) or label.startswith("__"):
+                raise ValueError(f"invalid label name {label!r} in {self.name}")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"duplicate label names in {self.name}: {self.label_names}")
+
+    def add(self, label_values: LabelValues, value: float) -> None:
+        """Append one sample; `label_values` follows `label_names`."""
+        self.samples.append((label_values, value))
+
+
+class Collector(Protocol):
+    """A pure function of the snapshot to metric families; `name` is its `collector` label."""
+
+    @property
+    def name(self) -> str:
+        """The collector's name: file name, table key, flag and label value."""
+        ...
+
+    def collect(self, snapshot: StatsSnapshot) -> Iterable[MetricFamily]:
+        """Return this cycle's families built fresh from `snapshot`; raise `NoData` if absent."""
+        ...
+
+
+class NoData(Exception):
+    """The collector's input does not exist in this snapshot (not an error: logged at debug)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorOutcome:
+    """How one collector fared in one cycle."""
+
+    name: str
+    success: bool
+    duration_seconds: float
+    no_data: bool = False
+    error: str | None = None
+
+
+def run_collectors(
+    collectors: Sequence[Collector],
+    snapshot: StatsSnapshot,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[MetricFamily], list[CollectorOutcome]]:
+    """Run every collector on `snapshot`; a failure costs only that collector's families.
+
+    Returns the families of the successful collectors followed by
+    `virtmon_collector_success{collector}` and `virtmon_collector_duration_seconds{collector}`,
+    and one outcome per collector. A collector that raises `NoData` gets success 0 logged at
+    debug; any other exception gets success 0 logged at error with the traceback. Families of a
+    failing collector are discarded whole, so no half-built group is ever exported.
+    """
+    families: list[MetricFamily] = []
+    outcomes: list[CollectorOutcome] = []
+    for collector in collectors:
+        name = collector.name
+        start = clock()
+        try:
+            produced = list(collector.collect(snapshot))
+        except NoData as exc:
+            duration = clock() - start
+            _log.debug("virtmon.collector.no_data", collector=name, reason=str(exc))
+            outcomes.append(CollectorOutcome(name, False, duration, no_data=True, error=str(exc)))
+        except Exception as exc:
+            duration = clock() - start
+            _log.error("virtmon.collector.failed", collector=name, error=repr(exc), exc_info=True)
+            outcomes.append(CollectorOutcome(name, False, duration, error=repr(exc)))
+        else:
+            duration = clock() - start
+            families.extend(produced)
+            outcomes.append(CollectorOutcome(name, True, duration))
+    success = MetricFamily(
+        "virtmon_collector_success",
+        "gauge",
+        "Whether the collector succeeded in the last collection cycle (1) or not (0).",
+        ("collector",),
+    )
+    durations = MetricFamily(
+        "virtmon_collector_duration_seconds",
+        "gauge",
+        "Time the collector took in the last collection cycle, in seconds.",
+        ("collector",),
+    )
+    for outcome in outcomes:
+        success.add((outcome.name,), 1 if outcome.success else 0)
+        durations.add((outcome.name,), outcome.duration_seconds)
+    families.append(success)
+    families.append(durations)
+    return families, outcomes
