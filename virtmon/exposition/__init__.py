@@ -1,0 +1,1 @@
+"""Exposition: rendering metric families to Prometheus text and OpenMetrics, and serving them."""
