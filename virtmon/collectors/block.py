@@ -1,0 +1,171 @@
+"""Domain block device statistics from the `block` group (`block.<n>.*`).
+
+`target_device` is `block.<n>.name` (vda, sda, ...). Every disk is exported, CD-ROMs and
+floppies included (a drive with no medium simply has no `path`). With the backing-chain option
+(`VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING`) libvirt lists each layer under the same name; the
+first (active) layer keeps the plain name and the backing layers get libvirt's own notation
+`vda[<backingIndex>]`, so series stay unique (do not sum across them). Times are converted from
+nanoseconds to seconds.
+
+Sample::
+
+    # TYPE libvirt_domain_block_stats_read_bytes_total counter
+    libvirt_domain_block_stats_read_bytes_total{domain="web-01",target_device="vda"} 1537007104
+    # TYPE libvirt_domain_block_stats_read_time_seconds_total counter
+    libvirt_domain_block_stats_read_time_seconds_total{domain="web-01",target_device="vda"} 65.9
+    # TYPE libvirt_domain_block_stats_capacity_bytes gauge
+    libvirt_domain_block_stats_capacity_bytes{domain="web-01",target_device="vda"} 21474836480
+    # TYPE libvirt_domain_block_stats_info gauge
+    libvirt_domain_block_stats_info{domain="web-01",target_device="vda",path="/i/w.qcow2",\
+backing_index="2"} 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.snapshot import StatsSnapshot
+
+# (key suffix, metric, type, divisor, description)
+_SPECS: tuple[tuple[str, str, MetricType, float, str], ...] = (
+    ("rd.reqs", "libvirt_domain_block_stats_read_requests_total", "counter", 1, "Read requests"),
+    ("rd.bytes", "libvirt_domain_block_stats_read_bytes_total", "counter", 1, "Bytes read"),
+    (
+        "rd.times",
+        "libvirt_domain_block_stats_read_time_seconds_total",
+        "counter",
+        1e9,
+        "Time spent on reads, in seconds",
+    ),
+    ("wr.reqs", "libvirt_domain_block_stats_write_requests_total", "counter", 1, "Write requests"),
+    ("wr.bytes", "libvirt_domain_block_stats_write_bytes_total", "counter", 1, "Bytes written"),
+    (
+        "wr.times",
+        "libvirt_domain_block_stats_write_time_seconds_total",
+        "counter",
+        1e9,
+        "Time spent on writes, in seconds",
+    ),
+    ("fl.reqs", "libvirt_domain_block_stats_flush_requests_total", "counter", 1, "Flush requests"),
+    (
+        "fl.times",
+        "libvirt_domain_block_stats_flush_time_seconds_total",
+        "counter",
+        1e9,
+        "Time spent on cache flushes, in seconds",
+    ),
+    ("errors", "libvirt_domain_block_stats_errors_total", "counter", 1, "Errors (Xen oo_req)"),
+    (
+        "capacity",
+        "libvirt_domain_block_stats_capacity_bytes",
+        "gauge",
+        1,
+        "Logical size of the image, in bytes",
+    ),
+    (
+        "allocation",
+        "libvirt_domain_block_stats_allocation_bytes",
+        "gauge",
+        1,
+        "Offset of the highest written sector, in bytes",
+    ),
+    (
+        "physical",
+        "libvirt_domain_block_stats_physical_bytes",
+        "gauge",
+        1,
+        "Physical size of the image's container, in bytes",
+    ),
+    (
+        "threshold",
+        "libvirt_domain_block_stats_threshold_bytes",
+        "gauge",
+        1,
+        "Write threshold for the block-threshold event, in bytes",
+    ),
+)
+
+
+@cache
+def _keys(index: int) -> tuple[str, str, str, tuple[str, ...]]:
+    """Name, path and backingIndex keys and the value keys of one index."""
+    prefix = f"block.{index}."
+    return (
+        prefix + "name",
+        prefix + "path",
+        prefix + "backingIndex",
+        tuple(prefix + suffix for suffix, *_ in _SPECS),
+    )
+
+
+def block_devices(stats: Mapping[str, Any], count: int) -> list[str]:
+    """The `target_device` of each of `count` entries: unique, never empty, stable."""
+    names: list[str] = []
+    used: set[str] = set()
+    for index in range(count):
+        k_name, _, k_backing, _ = _keys(index)
+        name = stats.get(k_name) or f"block{index}"
+        if name in used:
+            backing = stats.get(k_backing)
+            name = f"{name}[{backing if backing is not None else index}]"
+            suffix = 1
+            base = name
+            while name in used:
+                name = f"{base}_{suffix}"
+                suffix += 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+class BlockCollector:
+    """Per-disk I/O counters, sizes in bytes and an info metric with path and backing index."""
+
+    name = "block"
+
+    def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
+        """Thirteen value families and `libvirt_domain_block_stats_info`."""
+        labels_names = ("domain", "target_device")
+        specs = [
+            (
+                scale,
+                MetricFamily(metric, kind, help_text(what, f"block.<n>.{suffix}"), labels_names),
+            )
+            for suffix, metric, kind, scale, what in _SPECS
+        ]
+        info = MetricFamily(
+            "libvirt_domain_block_stats_info",
+            "info",
+            help_text(
+                "Block device source path and backing-chain index",
+                "block.<n>.path, block.<n>.backingIndex",
+            ),
+            ("domain", "target_device", "path", "backing_index"),
+        )
+        for record in snapshot.domains:
+            stats = record.stats
+            count = stats.get("block.count")
+            if not count:
+                continue
+            domain = record.name
+            for index, device in enumerate(block_devices(stats, count)):
+                _, k_path, k_backing, value_keys = _keys(index)
+                labels = (domain, device)
+                for key, (scale, family) in zip(value_keys, specs, strict=True):
+                    value = stats.get(key)
+                    if value is not None:
+                        family.add(labels, value if scale == 1 else value / scale)
+                backing = stats.get(k_backing)
+                info.add(
+                    (
+                        domain,
+                        device,
+                        stats.get(k_path) or "",
+                        "" if backing is None else str(backing),
+                    ),
+                    1,
+                )
+        return [family for _, family in specs] + [info]

@@ -1,0 +1,101 @@
+"""Memory dirty rate from the `dirtyrate` group (MiB/s converted to bytes per second).
+
+The rate exists only after a calculation was started (virDomainStartDirtyRateCalc) and has
+finished (`calc_status` 2, measured).
+
+Sample::
+
+    # TYPE libvirt_domain_dirtyrate_calc_status gauge
+    libvirt_domain_dirtyrate_calc_status{domain="web-01"} 2
+    # TYPE libvirt_domain_dirtyrate_bytes_per_second gauge
+    libvirt_domain_dirtyrate_bytes_per_second{domain="web-01"} 4194304
+    # TYPE libvirt_domain_dirtyrate_vcpu_bytes_per_second gauge
+    libvirt_domain_dirtyrate_vcpu_bytes_per_second{domain="web-01",vcpu="0"} 2097152
+    # TYPE libvirt_domain_dirtyrate_info gauge
+    libvirt_domain_dirtyrate_info{domain="web-01",calc_mode="page-sampling"} 1
+"""
+
+from __future__ import annotations
+
+from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.snapshot import StatsSnapshot
+
+_MIB = 1024 * 1024
+
+
+class DirtyrateCollector:
+    """Dirty-rate calculation status, timing, and the measured rates."""
+
+    name = "dirtyrate"
+
+    def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
+        """Families for `dirtyrate.*`."""
+        dl = ("domain",)
+        status = MetricFamily(
+            "libvirt_domain_dirtyrate_calc_status",
+            "gauge",
+            help_text(
+                "Dirty-rate calculation status (0 unstarted, 1 measuring, 2 measured)",
+                "dirtyrate.calc_status",
+            ),
+            dl,
+        )
+        start = MetricFamily(
+            "libvirt_domain_dirtyrate_calc_start_timestamp_seconds",
+            "gauge",
+            help_text("Start of the last calculation, in seconds", "dirtyrate.calc_start_time"),
+            dl,
+        )
+        period = MetricFamily(
+            "libvirt_domain_dirtyrate_calc_period_seconds",
+            "gauge",
+            help_text("Period of the last calculation, in seconds", "dirtyrate.calc_period"),
+            dl,
+        )
+        rate = MetricFamily(
+            "libvirt_domain_dirtyrate_bytes_per_second",
+            "gauge",
+            help_text(
+                "Measured memory dirty rate, in bytes per second", "dirtyrate.megabytes_per_second"
+            ),
+            dl,
+        )
+        vcpu_rate = MetricFamily(
+            "libvirt_domain_dirtyrate_vcpu_bytes_per_second",
+            "gauge",
+            help_text(
+                "Measured memory dirty rate of one vCPU, in bytes per second",
+                "dirtyrate.vcpu.<n>.megabytes_per_second",
+            ),
+            ("domain", "vcpu"),
+        )
+        info = MetricFamily(
+            "libvirt_domain_dirtyrate_info",
+            "info",
+            help_text("Mode of the last dirty-rate calculation", "dirtyrate.calc_mode"),
+            ("domain", "calc_mode"),
+        )
+        for record in snapshot.domains:
+            stats = record.stats
+            value = stats.get("dirtyrate.calc_status")
+            if value is None:
+                continue
+            labels = (record.name,)
+            status.add(labels, value)
+            value = stats.get("dirtyrate.calc_start_time")
+            if value is not None:
+                start.add(labels, value)
+            value = stats.get("dirtyrate.calc_period")
+            if value is not None:
+                period.add(labels, value)
+            value = stats.get("dirtyrate.megabytes_per_second")
+            if value is not None:
+                rate.add(labels, value * _MIB)
+            mode = stats.get("dirtyrate.calc_mode")
+            if mode is not None:
+                info.add((record.name, str(mode)), 1)
+            if value is not None:  # per-vCPU rates exist only in dirty-ring mode when measured
+                for key, vcpu_value in stats.items():
+                    if key.startswith("dirtyrate.vcpu."):
+                        vcpu_rate.add((record.name, key.split(".")[2]), vcpu_value * _MIB)
+        return [status, start, period, rate, vcpu_rate, info]

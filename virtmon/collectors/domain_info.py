@@ -1,0 +1,228 @@
+"""Connection, inventory and per-domain info metrics.
+
+`libvirt_up` and `libvirt_info` come from the connection, `libvirt_domains{state}` counts the
+snapshot's domains, `libvirt_domain_info` and `libvirt_domain_metadata_info` carry what the
+cached XML says (uuid, OS type, persistence, autostart, configured metadata labels) to be joined
+in PromQL, and `libvirt_domain_stats_incomplete` flags a domain whose record lacks a group that
+was asked for (typically NOWAIT skipping a domain held in a job).
+
+Sample::
+
+    # TYPE libvirt_up gauge
+    libvirt_up 1
+    # TYPE libvirt_info gauge
+    libvirt_info{library_version="9.0.0",daemon_version="9.0.0",hypervisor="QEMU",...} 1
+    # TYPE libvirt_domains gauge
+    libvirt_domains{state="running"} 2
+    # TYPE libvirt_domain_info gauge
+    libvirt_domain_info{domain="web",uuid="…",os_type="hvm",persistent="true",autostart="false"} 1
+    # TYPE libvirt_domain_metadata_info gauge
+    libvirt_domain_metadata_info{domain="web-01",project="shop"} 1
+    # TYPE libvirt_domain_stats_incomplete gauge
+    libvirt_domain_stats_incomplete{domain="web-01"} 0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
+from virtmon.collectors.state import STATE_NAMES
+
+# Domain states in which the hypervisor is running and should answer every group.
+_ACTIVE_STATES = frozenset((1, 2, 3, 4, 7))
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def missing_groups(stats: Mapping[str, Any], requested: frozenset[str]) -> list[str]:
+    """Requested groups an active domain's record lacks (empty for inactive domains).
+
+    Only groups a running QEMU domain always fills are checked: `state`, `cpu_total`,
+    `balloon` (`balloon.rss` needs the monitor), `vcpu`, `interface`, and `block`, where every
+    disk's frontend entry must have `rd.reqs` (NOWAIT without the job lists disks but no I/O
+    counters).
+    Groups that may legitimately be empty (perf, iothread, memory, dirtyrate, vm) are not.
+    """
+    if "state.state" not in stats:
+        return ["state"] if "state" in requested else []
+    if stats["state.state"] not in _ACTIVE_STATES:
+        return []
+    missing = []
+    if "cpu_total" in requested and "cpu.time" not in stats:
+        missing.append("cpu_total")
+    if "balloon" in requested and "balloon.rss" not in stats:
+        missing.append("balloon")
+    if "vcpu" in requested and "vcpu.current" not in stats:
+        missing.append("vcpu")
+    if "interface" in requested and "net.count" not in stats:
+        missing.append("interface")
+    if "block" in requested and not _block_complete(stats):
+        missing.append("block")
+    return missing
+
+
+def _block_complete(stats: Mapping[str, Any]) -> bool:
+    """Every disk's frontend entry (the first one of each name) has its I/O counters.
+
+    Backing-chain layers (listed after the active layer under the same name) never have them.
+    """
+    count = stats.get("block.count")
+    if count is None:
+        return False
+    seen: set[object] = set()
+    for index in range(count):
+        name = stats.get(f"block.{index}.name")
+        if name in seen:
+            continue
+        seen.add(name)
+        if f"block.{index}.rd.reqs" not in stats:
+            return False
+    return True
+
+
+def format_version(version: int | str | None) -> str:
+    """libvirt's major*1,000,000 + minor*1,000 + micro as "major.minor.micro"."""
+    if version is None:
+        return ""
+    if isinstance(version, int):
+        return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+    return str(version)
+
+
+def metadata_label_name(key: str) -> str:
+    """A valid Prometheus label name for a configured metadata key, never `domain`."""
+    name = _INVALID_LABEL.sub("_", key)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    if name.startswith("__"):
+        name = "meta" + name
+    if name == "domain":
+        name = "metadata_domain"
+    return name
+
+
+class DomainInfoCollector:
+    """Connection status, versions, domain counts by state and per-domain info metrics."""
+
+    name = "domain_info"
+
+    def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
+        """Families from the connection info, the XML cache and the records themselves."""
+        families: list[MetricFamily] = []
+        conn = snapshot.libvirt
+        if conn is not None:
+            up = MetricFamily(
+                "libvirt_up",
+                "gauge",
+                "1 if the libvirt connection was up in the last collection cycle, else 0.",
+            )
+            up.add((), 1 if conn.connected else 0)
+            versions = MetricFamily(
+                "libvirt_info",
+                "info",
+                help_text(
+                    "libvirt and hypervisor versions and the connection URI",
+                    "virGetVersion, virConnectGetLibVersion, virConnectGetType, "
+                    "virConnectGetVersion, virConnectGetURI",
+                ),
+                ("library_version", "daemon_version", "hypervisor", "hypervisor_version", "uri"),
+            )
+            versions.add(
+                (
+                    format_version(conn.library_version),
+                    format_version(conn.daemon_version),
+                    conn.hypervisor or "",
+                    format_version(conn.hypervisor_version),
+                    conn.uri or "",
+                ),
+                1,
+            )
+            families += [up, versions]
+
+        counts = dict.fromkeys(STATE_NAMES, 0)
+        for record in snapshot.domains:
+            code = record.stats.get("state.state")
+            if code is not None:
+                state = STATE_NAMES[code] if 0 <= code < len(STATE_NAMES) else "unknown"
+                counts[state] = counts.get(state, 0) + 1
+        by_state = MetricFamily(
+            "libvirt_domains",
+            "gauge",
+            help_text("Number of domains in each state", "state.state"),
+            ("state",),
+        )
+        for state, count in counts.items():
+            by_state.add((state,), count)
+        families.append(by_state)
+
+        families += self._domain_families(snapshot)
+        return families
+
+    def _domain_families(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
+        info = MetricFamily(
+            "libvirt_domain_info",
+            "info",
+            help_text(
+                "Domain identity and configuration, to join on `domain`",
+                "domain XML: uuid, os/type; virDomainIsPersistent, virDomainGetAutostart",
+            ),
+            ("domain", "uuid", "os_type", "persistent", "autostart"),
+        )
+        incomplete = MetricFamily(
+            "libvirt_domain_stats_incomplete",
+            "gauge",
+            help_text(
+                "1 if the domain's record lacks statistics groups that were requested "
+                "(e.g. NOWAIT skipped a domain held in a job), else 0",
+                "virConnectGetAllDomainStats record",
+            ),
+            ("domain",),
+        )
+        requested = snapshot.requested_groups
+        cached = snapshot.domain_info
+        with_metadata: list[tuple[str, DomainInfo]] = []
+        for record in snapshot.domains:
+            domain = record.name
+            known = cached.get(record.uuid)
+            if known is None:
+                info.add((domain, record.uuid, "", "", ""), 1)
+            else:
+                info.add(
+                    (
+                        domain,
+                        record.uuid,
+                        known.os_type,
+                        "true" if known.persistent else "false",
+                        "true" if known.autostart else "false",
+                    ),
+                    1,
+                )
+                if known.metadata_labels:
+                    with_metadata.append((domain, known))
+            incomplete.add((domain,), 1 if missing_groups(record.stats, requested) else 0)
+        families = [info]
+        if with_metadata:
+            families.append(_metadata_family(with_metadata))
+        families.append(incomplete)
+        return families
+
+
+def _metadata_family(domains: list[tuple[str, DomainInfo]]) -> MetricFamily:
+    """`libvirt_domain_metadata_info` with the union of all configured metadata labels."""
+    keys: dict[str, str] = {}  # label name -> metadata key (first key wins a sanitised clash)
+    for key in sorted({key for _, known in domains for key in known.metadata_labels}):
+        keys.setdefault(metadata_label_name(key), key)
+    names = tuple(keys)
+    family = MetricFamily(
+        "libvirt_domain_metadata_info",
+        "info",
+        help_text("Configured labels taken from the domain metadata", "domain XML <metadata>"),
+        ("domain", *names),
+    )
+    for domain, known in domains:
+        labels = known.metadata_labels
+        family.add((domain, *(str(labels.get(keys[name], "")) for name in names)), 1)
+    return family
