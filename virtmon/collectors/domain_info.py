@@ -117,7 +117,7 @@ class DomainInfoCollector:
             up = MetricFamily(
                 "libvirt_up",
                 "gauge",
-                "1 if the libvirt connection was up in the last collection cycle, else 0.",
+                help_text("1 if the libvirt connection is up, else 0", "connection close callback"),
             )
             up.add((), 1 if conn.connected else 0)
             versions = MetricFamily(
