@@ -190,6 +190,9 @@ class AdminHelper:
         finally:
             self._stopped = True
             self._changed()
+            for send in self._subscribers:
+                send.close()
+            self._subscribers.clear()
 
     def _report_started(self) -> None:
         if self._task_status is not None:
@@ -290,7 +293,11 @@ class AdminHelper:
     # -- events ----------------------------------------------------------------------------
 
     def subscribe(self, max_buffer: int = 64) -> MemoryObjectReceiveStream[AdminEvent]:
-        """A bounded stream of future events; when it is full, events are dropped and counted."""
+        """A bounded stream of future events; when it is full, events are dropped and counted.
+
+        The caller closes it (``with helper.subscribe() as events:``); it ends when the helper
+        supervisor stops.
+        """
         send, receive = anyio.create_memory_object_stream[AdminEvent](max_buffer)
         self._subscribers.append(send)
         return receive

@@ -1,0 +1,208 @@
+"""AdminHelper: requests over the supervised child, restarts, events and failure handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tests.admin.conftest import BAD_SOCKET_URI, virt_admin
+from virtmon.virt.admin_client import (
+    AdminError,
+    AdminEvent,
+    AdminHelper,
+    AdminHelperUnavailable,
+    AdminTimeout,
+)
+
+FAKE_HELPER = str(Path(__file__).with_name("fake_helper.py"))
+
+
+async def next_event(events: anyio.abc.ObjectReceiveStream[AdminEvent], kind: str) -> AdminEvent:
+    """The next event of `kind`, within 10 s."""
+    with anyio.fail_after(10):
+        async for event in events:
+            if event.kind == kind:
+                return event
+    raise AssertionError("event stream ended")
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_snapshot_round_trip() -> None:
+    """One snapshot request returns thread pool, limits and clients of both servers."""
+    async with AdminHelper() as helper:
+        pid = helper.pid
+        snapshot = await helper.request("snapshot", timeout=10)
+        durations = []
+        for _ in range(20):
+            start = time.perf_counter()
+            await helper.request("snapshot")
+            durations.append(time.perf_counter() - start)
+    assert {"libvirtd", "admin"} <= set(snapshot["servers"])
+    server = snapshot["servers"]["admin"]
+    assert {"minWorkers", "maxWorkers", "nWorkers", "freeWorkers", "prioWorkers",
+            "jobQueueDepth"} <= set(server["threadpool"])
+    assert {"nclients", "nclients_max", "nclients_unauth", "nclients_unauth_max"} <= set(
+        server["client_limits"])
+    me = [c for c in server["clients"] if c["info"].get("unix_process_id") == pid]
+    assert me and me[0]["transport"] == "unix" and me[0]["info"]["readonly"] is False
+    assert sorted(durations)[len(durations) // 2] < 0.05
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_kill_9_restarts_the_helper() -> None:
+    """After kill -9 the helper is restarted, requests work again and nothing raises."""
+    async with AdminHelper(backoff_initial=0.05) as helper:
+        with helper.subscribe() as events:
+            first = helper.pid
+            assert first is not None and await helper.request("server_list")
+            os.kill(first, signal.SIGKILL)
+            died = await next_event(events, "helper_died")
+            started = await next_event(events, "helper_started")
+        assert died.detail["returncode"] == -signal.SIGKILL
+        assert started.detail["restarts"] == 1 and helper.pid not in (None, first)
+        assert "libvirtd" in await helper.request("server_list")
+
+
+@pytest.mark.lab
+async def test_unreachable_admin_socket_raises_admin_error() -> None:
+    """A bad socket path raises AdminError with libvirt's code; the helper stays up."""
+    async with AdminHelper(BAD_SOCKET_URI) as helper:
+        pid = helper.pid
+        for _ in range(2):
+            with pytest.raises(AdminError) as caught:
+                await helper.request("snapshot")
+            assert caught.value.code == 38 and "Failed to connect socket" in caught.value.message
+        assert helper.pid == pid
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_non_root_helper_gets_permission_error() -> None:
+    """A helper without access to the root-only admin socket reports a clear AdminError."""
+    command = ["setpriv", "--reuid=virtmon-lab", "--regid=virtmon-lab", "--clear-groups",
+               sys.executable, "-m", "virtmon.admin_helper"]
+    async with AdminHelper(command=command) as helper:
+        with pytest.raises(AdminError) as caught:
+            await helper.request("server_list")
+    assert caught.value.code == 38 and "Permission denied" in caught.value.message
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_admin_connection_loss_and_return_are_events() -> None:
+    """Kicking the helper's own admin client yields connection lost, then restored on next use."""
+    async with AdminHelper() as helper:
+        with helper.subscribe() as events:
+            clients = await helper.request("client_list", {"server": "admin", "info": True})
+            own = [c["id"] for c in clients if c["info"]["unix_process_id"] == helper.pid]
+            assert len(own) == 1
+            with pytest.raises(AdminError):  # the reply is lost with the connection
+                await helper.request("client_close", {"server": "admin", "id": own[0]})
+            lost = await next_event(events, "admin_connection_lost")
+            assert lost.detail["reason"] in {"eof", "error"}
+            assert "admin" in await helper.request("server_list")
+            await next_event(events, "admin_connection_restored")
+
+
+async def test_helper_that_cannot_start_never_raises() -> None:
+    """A helper that exits at once makes requests fail fast; the supervisor keeps retrying."""
+    command = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    async with AdminHelper(command=command, backoff_initial=0.05) as helper:
+        with anyio.fail_after(2), pytest.raises(AdminHelperUnavailable):
+            await helper.request("server_list")
+        await anyio.sleep(0.3)
+        assert helper.restarts >= 2
+
+
+async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -> None:
+    """At most max_in_flight requests reach the helper; a timeout on the oldest restarts it."""
+    log = tmp_path / "requests"
+    command = [sys.executable, FAKE_HELPER, str(log)]
+    async with AdminHelper(command=command, max_in_flight=2, backoff_initial=0.05) as helper:
+        events = helper.subscribe()
+        outcomes: list[AdminError] = []
+
+        async def one() -> None:
+            try:
+                await helper.request("server_list", timeout=1.0)
+            except AdminError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+            await anyio.sleep(0.5)
+            assert len(log.read_text().splitlines()) == 2
+        assert len(outcomes) == 5
+        assert any(isinstance(exc, AdminTimeout) for exc in outcomes)
+        with events:
+            started = await next_event(events, "helper_started")
+        assert started.detail["restarts"] >= 1
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_loop_is_not_blocked_during_requests() -> None:
+    """While snapshots run back to back, a 10 ms ticker on the loop never lags by 50 ms."""
+    async with AdminHelper() as helper:
+        lags: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                start = time.perf_counter()
+                await anyio.sleep(0.01)
+                lags.append(time.perf_counter() - start - 0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            for _ in range(50):
+                await helper.request("snapshot")
+            tg.cancel_scope.cancel()
+    assert lags and max(lags) < 0.05
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_client_disconnect_closes_a_libvirt_connection() -> None:
+    """A client closed through the helper sees its close callback fire and leaves the list."""
+    script = (
+        "import libvirt, sys, threading\n"
+        "libvirt.virEventRegisterDefaultImpl()\n"
+        "threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],"
+        " daemon=True).start()\n"
+        "conn = libvirt.openReadOnly('qemu:///system')\n"
+        "done = threading.Event()\n"
+        "conn.registerCloseCallback(lambda c, reason, o: (print('closed', reason, flush=True),"
+        " done.set()), None)\n"
+        "print('ready', flush=True)\n"
+        "sys.exit(0 if done.wait(20) else 1)\n"
+    )
+    async with await anyio.open_process(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        lines = BufferedByteReceiveStream(proc.stdout)
+        with anyio.fail_after(20):
+            assert await lines.receive_until(b"\n", 1000) == b"ready"
+        async with AdminHelper() as helper:
+            clients = await helper.request("client_list", {"server": "libvirtd", "info": True})
+            mine = [c for c in clients if c["info"].get("unix_process_id") == proc.pid]
+            assert len(mine) == 1 and mine[0]["info"]["readonly"] is True
+            assert str(mine[0]["id"]) in virt_admin("srv-clients-list", "libvirtd")
+            await helper.request("client_close", {"server": "libvirtd", "id": mine[0]["id"]})
+            with anyio.fail_after(20):
+                assert (await lines.receive_until(b"\n", 1000)).startswith(b"closed")
+                assert await proc.wait() == 0
+            after = await helper.request("client_list", {"server": "libvirtd"})
+            assert mine[0]["id"] not in [c["id"] for c in after]
+            assert f" {mine[0]['id']} " not in virt_admin("srv-clients-list", "libvirtd")
