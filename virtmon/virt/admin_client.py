@@ -157,7 +157,10 @@ class AdminHelper:
     ) -> bool | None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel("admin helper closing")
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        # The supervisor never raises, so the body's own exception (if any) is the one to
+        # propagate, unwrapped by an ExceptionGroup.
+        await self._task_group.__aexit__(None, None, None)
+        return None
 
     @property
     def pid(self) -> int | None:
