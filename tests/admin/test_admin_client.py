@@ -100,12 +100,16 @@ async def test_non_root_helper_gets_permission_error() -> None:
 @pytest.mark.lab
 @pytest.mark.usefixtures("lab")
 async def test_admin_connection_loss_and_return_are_events() -> None:
-    """Kicking the helper's own admin client yields connection lost, then restored on next use."""
+    """Lookup/info find the helper's own client; kicking it gives connection lost, then restored."""
     async with AdminHelper() as helper:
         with helper.subscribe() as events:
             clients = await helper.request("client_list", {"server": "admin", "info": True})
             own = [c["id"] for c in clients if c["info"]["unix_process_id"] == helper.pid]
             assert len(own) == 1
+            found = await helper.request("client_lookup", {"server": "admin", "id": own[0]})
+            assert found["id"] == own[0] and found["transport"] == "unix"
+            info = await helper.request("client_info", {"server": "admin", "id": own[0]})
+            assert info["unix_process_id"] == helper.pid and info["readonly"] is False
             with pytest.raises(AdminError):  # the reply is lost with the connection
                 await helper.request("client_close", {"server": "admin", "id": own[0]})
             lost = await next_event(events, "admin_connection_lost")

@@ -113,3 +113,31 @@ def test_library_version_needs_no_daemon(tmp_path: Path) -> None:
     """get_version answers from libvirt-admin.so alone, with no daemon behind the URI."""
     out = talk([json.dumps({"id": 1, "op": "get_version"})], uri=f"libvirtd:///system?socket={tmp_path}/none")
     assert out[1] == {"id": 1, "ok": True, "result": out[0]["version"]}
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+def test_client_ops_and_explicit_close_reopen() -> None:
+    """client_list/lookup/info find the helper itself; connect_close then a request reopens."""
+    first = talk([json.dumps({"id": 1, "op": "client_list", "args": {"server": "admin"}})])
+    pid = first[0]["pid"]
+    del first
+    out = talk([
+        json.dumps({"id": 1, "op": "client_list", "args": {"server": "admin", "info": True}}),
+        json.dumps({"id": 2, "op": "connect_close"}),
+        json.dumps({"id": 3, "op": "connect_is_alive"}),
+        json.dumps({"id": 4, "op": "snapshot", "args": {"client_info": False}}),
+        json.dumps({"id": 5, "op": "connect_is_alive"}),
+    ])
+    replies = {r["id"]: r for r in out if "id" in r}
+    me = [c for c in replies[1]["result"] if c["info"]["unix_process_id"] == out[0]["pid"]]
+    assert len(me) == 1 and me[0]["transport"] == "unix" and pid != out[0]["pid"]
+    assert replies[2]["ok"] and replies[3]["result"] is False and replies[5]["result"] is True
+    assert all("info" not in c for s in replies[4]["result"]["servers"].values()
+               for c in s["clients"])
+    assert {"event": "admin_connection_restored", "uri": ADMIN_URI} in out
+    client_id = me[0]["id"]
+    lookup = talk([
+        json.dumps({"id": 1, "op": "client_lookup", "args": {"server": "admin", "id": client_id}}),
+    ])
+    assert lookup[1]["ok"] is False and lookup[1]["error"]["code"] == 96  # that helper is gone
