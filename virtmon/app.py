@@ -62,6 +62,7 @@ class Daemon:
         self.demo = demo
         self.started_at = time.time()
         self._stop = anyio.Event()
+        self.started = anyio.Event()
         self.finished = anyio.Event()
         state_dir = config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -167,11 +168,13 @@ class Daemon:
                         log.info("virtmon.started", metrics=self.metrics_address,
                                  control_socket=str(self.control_socket), uri=self.config.uri)
                         task_status.started()
+                        self.started.set()
                         await self._stop.wait()
                         log.info("virtmon.stopping")
                         group.cancel_scope.cancel()
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
+                        self.bus.end_streams()
                         for runner in runners:
                             await runner.cleanup()
                         self.bus.close()  # the bus journals what it holds, then returns
@@ -186,7 +189,8 @@ class Daemon:
 
     async def _start_listeners(self) -> list[web.AppRunner]:
         metrics = web.AppRunner(
-            metrics_app(lambda: self.scheduler.exposition, self.ready), access_log=None
+            metrics_app(lambda: self.scheduler.exposition, self.ready),
+            access_log=None, shutdown_timeout=2.0,
         )
         await metrics.setup()
         host, port = split_listen(str(self.config["metrics.listen"]))
@@ -197,6 +201,9 @@ class Daemon:
             control_app(self.bus, self.inventory, self.status,
                         int(self.config["events.subscriber_queue_size"])),
             access_log=None,
+            # A follower that goes away must not keep its handler waiting for the next event.
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
         )
         await control.setup()
         self.control_socket.parent.mkdir(parents=True, exist_ok=True)

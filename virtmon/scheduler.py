@@ -100,7 +100,7 @@ class Scheduler:
             return disconnected_snapshot(uri)
         try:
             return await self.caller.call_with_deadline(
-                self.deadline, take_snapshot, conn, uri, self.stats_flags,
+                self.deadline, conn.run, take_snapshot, uri, self.stats_flags,
                 self.requested_groups, self.domain_info(),
             )
         except Exception as exc:

@@ -36,6 +36,8 @@ TEST_GROUP = "libvirt"
 # Every lab domain carries this description, so tear-down finds exactly the lab's domains.
 LAB_MARK = "virtmon-lab"
 BASE_DOMAINS = 2
+# The reapers this process started: kept so that Popen does not warn that they still run.
+_reapers: list[subprocess.Popen[bytes]] = []
 
 
 def _log(message: str) -> None:
@@ -119,6 +121,7 @@ def start_libvirtd(timeout: float = 60.0) -> None:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
         REAPER_PIDFILE.write_text(f"{reaper.pid}\n")
+        _reapers.append(reaper)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:

@@ -110,6 +110,8 @@ def events_handler(bus: EventBus, queue_size: int) -> Any:
                     })
             await response.write_eof()
             return response
+        except ConnectionResetError:
+            return response  # the client went away: nothing to tell it
         finally:
             if sub is not None:
                 bus.unsubscribe(sub)

@@ -136,6 +136,12 @@ class EventBus:
                 except anyio.BrokenResourceError:
                     self._subscriptions.discard(sub)
 
+    def end_streams(self) -> None:
+        """Cut off every stream subscriber (at shutdown, so their handlers return at once)."""
+        for sub in [s for s in self._subscriptions if s.disconnect_when_full]:
+            self._subscriptions.discard(sub)
+            sub._send.close()
+
     def close(self) -> None:
         """End the ingest queue: :meth:`run` journals what is queued, then returns."""
         self._ingest_send.close()

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import libvirt
@@ -32,6 +32,7 @@ from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.inventory import DomainState, Inventory, Transition
 
 log = structlog.get_logger("virtmon.virt.connection")
+T = TypeVar("T")
 
 CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
@@ -95,6 +96,71 @@ def open_connection(settings: ConnectionSettings) -> Any:
     return libvirt.openAuth(settings.uri, auth, flags)
 
 
+class ConnectionClosed(RuntimeError):
+    """The connection is being closed; no new call starts on it."""
+
+
+class ConnectionBusy(RuntimeError):
+    """Another call on the connection has not returned within the wait (a hung daemon)."""
+
+
+class SharedConnection:
+    """A libvirt connection used by one call at a time, and closed only when no call is inside.
+
+    Two rules work around libvirt 9.0 client behaviour measured here (tests/integration): when
+    keepalive declares a hung daemon dead while two threads are inside calls on one connection,
+    the close callback never fires and the process later crashes in libvirt's client I/O loop; and
+    closing a connection under a call still running on it crashes the same way. So calls are
+    serialised (a call waits at most ``busy_wait`` seconds for the previous one, then gives up
+    without touching libvirt), and the close is deferred to the thread that finishes the last call.
+    Monitoring makes one bulk call per cycle, so serialising costs nothing measurable.
+    """
+
+    def __init__(self, conn: Any, busy_wait: float = 60.0) -> None:
+        self.conn = conn
+        self.busy_wait = busy_wait
+        self._one_call = threading.Lock()
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closing = False
+        self._callback_ids: list[int] = []
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(conn, *args)`` (blocking; in a worker thread)."""
+        with self._lock:
+            if self._closing:
+                raise ConnectionClosed("the libvirt connection is closing")
+            self._users += 1
+        try:
+            if not self._one_call.acquire(timeout=self.busy_wait):
+                raise ConnectionBusy(f"a call on the connection is still blocked in libvirt "
+                                     f"after {self.busy_wait:g} s")
+            try:
+                return fn(self.conn, *args)
+            finally:
+                self._one_call.release()
+        finally:
+            if self._release():
+                close_connection(self.conn, self._callback_ids)
+
+    def _release(self) -> bool:
+        """One call fewer; True when it was the last one of a connection that is closing."""
+        with self._lock:
+            self._users -= 1
+            return self._closing and self._users == 0
+
+    def close(self, callback_ids: list[int]) -> None:
+        """Deregister and close now, or when the last running call returns (blocking)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._callback_ids = callback_ids
+            close_now = self._users == 0
+        if close_now:
+            close_connection(self.conn, callback_ids)
+
+
 class ConnectionSupervisor:
     """Keeps one libvirt connection alive, subscribed to every event, and the inventory true."""
 
@@ -112,7 +178,7 @@ class ConnectionSupervisor:
         self.inventory = inventory
         self.clock = clock
         self.state = State.CONNECTING
-        self.conn: Any = None
+        self.conn: SharedConnection | None = None
         self.reconnects: Counter[str] = Counter()
         self.event_ids: tuple[int, ...] = ()
         self.connected_since: float | None = None
@@ -189,10 +255,10 @@ class ConnectionSupervisor:
             abandoned.set()
             raise
         self._lost = anyio.Event()
-        self.conn = conn
+        self.conn = shared = SharedConnection(conn)
         try:
-            await self.caller.call(self._subscribe, conn)
-            listing = await self.caller.call(list_domains, conn)
+            await self.caller.call(shared.run, self._subscribe)
+            listing = await self.caller.call(shared.run, list_domains)
         except BaseException:
             await self._teardown()
             raise
@@ -243,7 +309,7 @@ class ConnectionSupervisor:
         if conn is None:
             return
         try:
-            await self.caller.call(close_connection, conn, ids)
+            await self.caller.call(conn.close, ids)
         except Exception as exc:
             self._log.info("virtmon.connection.close_failed", error=str(exc))
 

@@ -169,21 +169,27 @@ class ThreadSafeEventImpl:
             self.add_timeout, self.update_timeout, self.remove_timeout,
         )
 
+    def _settled(self) -> bool:
+        """Every scheduled change applied, and libvirtaio freed everything that was removed.
+
+        libvirtaio counts, in ``_pending``, the handles and timers it holds that have not been
+        freed yet. Once our queue is empty that is exactly the live ones: a larger count means
+        free callbacks still waiting for the loop. (libvirtaio's own ``drain`` waits for zero,
+        which never comes while another connection of the process is open.)
+        """
+        with self._lock:
+            return self._queued == 0 and self._inner._pending == len(self._live)
+
     def is_idle(self) -> bool:
         """True when no watch or timer is live and nothing is left to apply or free."""
         with self._lock:
-            quiet = not self._live and self._queued == 0
-        return quiet and self._inner.is_idle()
+            return not self._live and self._queued == 0 and self._inner._pending == 0
 
     async def drain(self, poll: float = 0.005) -> None:
         """Wait until every scheduled change is applied and libvirtaio freed what was removed."""
-        while True:
-            with self._lock:
-                queued = self._queued
-            if queued == 0:
-                break
+        # Polled: libvirtaio offers no notification for "everything removed is freed".
+        while not self._settled():  # noqa: ASYNC110
             await asyncio.sleep(poll)
-        await self._inner.drain()
 
     @property
     def live_count(self) -> int:

@@ -1,0 +1,116 @@
+"""Fixtures shared by the whole suite: libvirt's event implementation, the lab, a running daemon.
+
+libvirt accepts one event implementation per process, so it is registered once on the session's
+event loop (pyproject.toml runs every test and fixture on that one loop) before any test opens a
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.lab import lab as lab_module
+from virtmon import config as config_module
+from virtmon.app import Daemon
+from virtmon.virt.eventloop import ThreadSafeEventImpl, register_event_impl
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def event_impl() -> ThreadSafeEventImpl:
+    """libvirt's event implementation on the session loop (once per process)."""
+    return register_event_impl()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory with a short path: AF_UNIX socket paths are limited to about 100 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="vm-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> str:
+    """The lab's libvirtd URI; fails (not skips) when the lab is down: `make lab-up`."""
+    if lab_module.libvirtd_pid() is None:
+        pytest.fail("the lab's libvirtd is not running: run `make lab-up` (make test does)")
+    return lab_module.URI
+
+
+@pytest.fixture
+async def lab_conn(lab: str) -> AsyncIterator[Any]:
+    """A read-write connection for a test's own actions on the lab (call it via threads).
+
+    Per test: a test that kills libvirtd kills every connection open at that moment.
+    """
+    conn = await asyncio.to_thread(libvirt.open, lab)
+    yield conn
+    with contextlib.suppress(libvirt.libvirtError):
+        await asyncio.to_thread(conn.close)
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking libvirt call of the test's own in a thread (the loop serves the daemon)."""
+    return await asyncio.to_thread(fn, *args)
+
+
+@pytest.fixture
+async def lab_domain(lab: str) -> AsyncIterator[str]:
+    """A fresh running no-OS domain for one test, always removed afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    conn = await asyncio.to_thread(libvirt.open, lab)
+    try:
+        await asyncio.to_thread(lab_module.create_domain, conn, name)
+        yield name
+    finally:
+        await asyncio.to_thread(lab_module.remove_domain, conn, name)
+        await asyncio.to_thread(conn.close)
+
+
+def daemon_config(state: Path, **sections: dict[str, Any]) -> config_module.Config:
+    """A configuration for a test daemon: loopback port 0 is not allowed, so a free port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    raw: dict[str, dict[str, Any]] = {
+        "metrics": {"listen": f"127.0.0.1:{port}"},
+        "control": {"socket": str(state / "control.sock"), "socket_group": ""},
+        "state": {"dir": str(state / "state")},
+        "collect": {"interval": 1.0},
+        "log": {"level": "debug", "format": "json"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_module.build(raw)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(cfg: config_module.Config, demo: bool = False) -> AsyncIterator[Daemon]:
+    """Run a Daemon on the session loop for the body of a ``with``; stop it and wait after."""
+    daemon = Daemon(cfg, demo=demo)
+    task = asyncio.ensure_future(daemon.run())
+    started = asyncio.ensure_future(daemon.started.wait())
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=60)
+    if task in done:
+        started.cancel()
+        task.result()  # raises the daemon's error
+    if started not in done:
+        task.cancel()
+        raise TimeoutError("daemon did not start within 60 s")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
