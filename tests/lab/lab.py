@@ -1,8 +1,8 @@
 """The test lab: a real virtlogd + libvirtd and tiny no-OS KVM (or TCG) domains.
 
-Used by `make lab-up` / `make lab-down` (``python -m tests.lab.lab up|down|status``) and by the pytest
-fixtures in tests/conftest.py. Every step is idempotent. Processes are stopped by the pid in their
-pid file, never by name. The facts behind each step are in shared/docs/LAB.md.
+Used by `make lab-up` / `make lab-down` (``python -m tests.lab.lab up|down|status``) and by the
+pytest fixtures in tests/conftest.py. Every step is idempotent. Processes are stopped by the pid
+in their pid file, never by name. The facts behind each step are in shared/docs/LAB.md.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def virt_type(conn: Any) -> str:
 
 
 def domain_xml(name: str, image: Path, kind: str) -> str:
-    """A 64 MiB, 1-vCPU domain with no OS: SeaBIOS finds nothing and idles, 'running' for libvirt."""
+    """A 64 MiB, 1-vCPU domain with no OS: SeaBIOS finds nothing and idles ('running')."""
     tap = "vl" + uuid.uuid4().hex[:10]
     return f"""<domain type='{kind}'>
   <name>{name}</name>
@@ -245,7 +245,8 @@ def up(domains: int = BASE_DOMAINS) -> None:
                 dom = create_domain(conn, name, start=False)
             if not dom.isActive():
                 dom.create()
-        _log(f"up: libvirtd pid {libvirtd_pid()}, {virt_type(conn)} domains {lab_domain_names(conn)}")
+        names = lab_domain_names(conn)
+        _log(f"up: libvirtd pid {libvirtd_pid()}, {virt_type(conn)} domains {names}")
     finally:
         conn.close()
 

@@ -7,6 +7,7 @@ The reaper exits with the command's status once the command and every orphan it 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -26,10 +27,8 @@ def main(argv: list[str]) -> int:
         os.execvp(argv[0], argv)
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
-        except ProcessLookupError:
-            pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -45,6 +44,7 @@ def main(argv: list[str]) -> int:
             # QEMU processes outlive libvirtd (they survive a daemon restart) and are
             # re-parented to us: keep reaping until none is left, then report the status.
             status = os.waitstatus_to_exitcode(wait_status)
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
