@@ -19,7 +19,7 @@ LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-syste
 
 run: run-packages venv
 	@mkdir -p $(RUNDIR)/state
-	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) \
+	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) --no-collector.admin \
 	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state
 
 test: lab-packages venv

@@ -23,13 +23,17 @@ from anyio.abc import TaskStatus
 
 from virtmon import __version__
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
+from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
 from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
 from virtmon.events.journal import Journal
+from virtmon.events.model import Event
 from virtmon.exposition.http import metrics_app
 from virtmon.scheduler import Scheduler
 from virtmon.selfmetrics import self_metrics
+from virtmon.systemd import Notifier
+from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSettings, ConnectionSupervisor
 from virtmon.virt.eventloop import register_event_impl
@@ -91,6 +95,12 @@ class Daemon:
             self.caller, self.bus, self.inventory,
         )
         names = enabled_collectors(config)
+        self.admin_helper: AdminHelper | None = None
+        if "admin" in names:
+            self.admin_helper = AdminHelper(
+                str(config["libvirt.admin_uri"]), on_event=self._admin_event
+            )
+        self.notifier = Notifier()
         self.scheduler = Scheduler(
             self.supervisor, self.caller, build_collectors(names),
             stats_flags=stats_flags_for(names),
@@ -100,9 +110,23 @@ class Daemon:
             extra_families=lambda: self_metrics(
                 self.supervisor, self.bus, self.caller, self.scheduler.stats
             ),
+            admin=self._admin_stats if self.admin_helper is not None else None,
         )
         self.metrics_address = ""
         self.control_socket = Path(config["control.socket"])
+
+    async def _admin_stats(self) -> AdminStats:
+        assert self.admin_helper is not None
+        result = await self.admin_helper.request("snapshot", timeout=self.scheduler.deadline)
+        return AdminStats.from_helper(result)
+
+    def _admin_event(self, event: AdminEvent) -> None:
+        """Loss and return of the admin connection (and helper restarts) go into the stream."""
+        self.bus.publish(Event(
+            time=time.time(), uri=str(self.config["libvirt.admin_uri"]), kind="admin",
+            name=event.kind, detail=str(event.detail.get("reason")) if "reason" in event.detail
+            else None, payload=dict(event.detail),
+        ))
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""
@@ -161,6 +185,9 @@ class Daemon:
                         runners = await self._start_listeners()
                         await group.start(self.scheduler.run)
                         group.start_soon(self._prune_journal)
+                        group.start_soon(self._report_to_systemd)
+                        if self.admin_helper is not None:
+                            group.start_soon(self.admin_helper.run)
                         if self.demo:
                             from virtmon.demo import run_demo
 
@@ -169,8 +196,10 @@ class Daemon:
                                  control_socket=str(self.control_socket), uri=self.config.uri)
                         task_status.started()
                         self.started.set()
+                        self.notifier.notify(READY=1, STATUS=self.status_line())
                         await self._stop.wait()
                         log.info("virtmon.stopping")
+                        self.notifier.notify(STOPPING=1)
                         group.cancel_scope.cancel()
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
@@ -218,6 +247,24 @@ class Daemon:
         group = str(self.config["control.socket_group"])
         with contextlib.suppress(KeyError, PermissionError):
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        stats = self.scheduler.stats
+        return (f"libvirt {self.supervisor.state.value}, {len(self.inventory)} domains, "
+                f"last cycle {stats.last_duration * 1000:.0f} ms, "
+                f"events journaled {self.bus.published_seq}")
+
+    async def _report_to_systemd(self) -> None:
+        """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""
+        period = self.notifier.watchdog_interval or self.scheduler.interval
+        period = min(period, self.scheduler.interval)
+        while True:
+            await anyio.sleep(period)
+            fields: dict[str, str | int] = {"STATUS": self.status_line()}
+            if self.notifier.watchdog_interval:
+                fields["WATCHDOG"] = 1
+            self.notifier.notify(**fields)
 
     async def _prune_journal(self) -> None:
         while True:

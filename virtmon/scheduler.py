@@ -7,8 +7,10 @@ the next cycle still starts on time; NOWAIT lets it skip domains the stuck call 
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -40,6 +42,7 @@ class Scheduler:
         deadline_ratio: float,
         extra_families: Callable[[], list[MetricFamily]],
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
+        admin: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.caller = caller
@@ -50,6 +53,7 @@ class Scheduler:
         self.deadline = interval * deadline_ratio
         self.extra_families = extra_families
         self.domain_info = domain_info
+        self.admin = admin
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
@@ -76,7 +80,13 @@ class Scheduler:
     async def cycle(self) -> None:
         """One collection: snapshot, collectors, render, publish."""
         started = time.monotonic()
-        snapshot = await self._snapshot()
+        admin_result: list[Any] = [None]
+        async with anyio.create_task_group() as group:
+            if self.admin is not None:
+                group.start_soon(self._admin_snapshot, admin_result)
+            snapshot = await self._snapshot()
+        if self.admin is not None:
+            snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
         ok = snapshot.libvirt is not None and snapshot.libvirt.connected
         families, _outcomes = run_collectors(self.collectors, snapshot)
         self.stats.cycles += 1
@@ -92,6 +102,14 @@ class Scheduler:
                   domains=len(snapshot.domains), samples=self.exposition.samples)
         async with self._cycle_done:
             self._cycle_done.notify_all()
+
+    async def _admin_snapshot(self, result: list[Any]) -> None:
+        """The admin helper's statistics, or the error it gave (the collector reports it)."""
+        assert self.admin is not None
+        try:
+            result[0] = await self.admin()
+        except Exception as exc:
+            result[0] = exc
 
     async def _snapshot(self) -> StatsSnapshot:
         conn = self.supervisor.conn

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import libvirt
 
+from virtmon.collectors.admin import AdminCollector
 from virtmon.collectors.balloon import BalloonCollector
 from virtmon.collectors.base import Collector, MetricFamily, NoData, run_collectors
 from virtmon.collectors.block import BlockCollector
@@ -60,6 +61,7 @@ COLLECTORS: dict[str, CollectorFactory] = {
     "vm": VmCollector,
     "node": NodeCollector,
     "host_interfaces": HostInterfacesCollector,
+    "admin": AdminCollector,
 }
 
 # `vm` is opt-in: unstable hypervisor names and about 16 + 47 per vCPU series per domain.
@@ -96,6 +98,7 @@ COLLECTOR_GROUPS: dict[str, tuple[str, ...]] = {
     "vm": ("vm", "vcpu"),
     "node": (),
     "host_interfaces": (),
+    "admin": (),
 }
 
 

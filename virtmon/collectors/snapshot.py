@@ -105,3 +105,6 @@ class StatsSnapshot:
     node: NodeStats | None = None
     host_interfaces: tuple[HostInterface, ...] | None = None
     libvirt: LibvirtInfo | None = None
+    # The admin helper's answer for this cycle: AdminStats, the error it gave, or None when the
+    # admin collector is off (typed loosely: the admin collector owns that type).
+    admin: Any = None
