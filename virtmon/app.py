@@ -183,11 +183,11 @@ class Daemon:
                     async with anyio.create_task_group() as group:
                         await group.start(self.supervisor.run)
                         runners = await self._start_listeners()
+                        if self.admin_helper is not None:
+                            await group.start(self.admin_helper.run)
                         await group.start(self.scheduler.run)
                         group.start_soon(self._prune_journal)
                         group.start_soon(self._report_to_systemd)
-                        if self.admin_helper is not None:
-                            group.start_soon(self.admin_helper.run)
                         if self.demo:
                             from virtmon.demo import run_demo
 
