@@ -273,8 +273,6 @@ def test_config_error_message_lists_every_problem() -> None:
     assert str(error) == "a.b: x\nc.d: y"
 
 
-@pytest.mark.xfail(strict=True, reason="collect.collectors names are not checked: a typo passes "
-                   "check-config and then crashes Daemon() with ValueError instead of exit 78")
 def test_unknown_collector_name_is_reported() -> None:
     """A collector name that does not exist is a problem under collect.collectors.NAME."""
     assert paths_of(problems_of({"collect": {"collectors": {"cpuu": True}}})) == [
@@ -282,8 +280,6 @@ def test_unknown_collector_name_is_reported() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="control.socket_mode is not validated: 'rw' passes and "
-                   "int(mode, 8) raises in Daemon._secure_socket after the socket is created")
 def test_bad_socket_mode_is_reported() -> None:
     """control.socket_mode must be an octal permission string."""
     assert paths_of(problems_of({"control": {"socket_mode": "rw"}})) == ["control.socket_mode"]

@@ -36,6 +36,7 @@ from virtmon.systemd import Notifier
 from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSettings, ConnectionSupervisor
+from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
 from virtmon.virt.eventloop import register_event_impl
 from virtmon.virt.inventory import Inventory
 
@@ -94,6 +95,13 @@ class Daemon:
             ),
             self.caller, self.bus, self.inventory,
         )
+        self.domain_cache = DomainInfoCache(
+            self.supervisor, self.caller,
+            MetadataLabels(config["collect.metadata_labels"],
+                           config["collect.metadata_namespaces"]),
+            resync_interval=float(config["collect.resync_interval"]),
+        )
+        self.bus.add_listener(self.domain_cache.on_event)
         names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
         if "admin" in names:
@@ -110,6 +118,7 @@ class Daemon:
             extra_families=lambda: self_metrics(
                 self.supervisor, self.bus, self.caller, self.scheduler.stats
             ),
+            domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
         )
         self.metrics_address = ""
@@ -187,6 +196,7 @@ class Daemon:
                             await group.start(self.admin_helper.run)
                         await group.start(self.scheduler.run)
                         group.start_soon(self._prune_journal)
+                        group.start_soon(self.domain_cache.run)
                         group.start_soon(self._report_to_systemd)
                         if self.demo:
                             from virtmon.demo import run_demo

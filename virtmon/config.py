@@ -7,6 +7,7 @@ anything starts. The schema below is the one place that knows the keys, their ty
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ def _readable_file(value: Any) -> str | None:
         return f"cannot read {value!r}: {exc.strerror}"
 
 
+def _octal_mode(value: Any) -> str | None:
+    return None if re.fullmatch(r"0?[0-7]{3}", str(value)) else "must be an octal mode like 0660"
+
+
 def _socket_path(value: Any) -> str | None:
     # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
     return None if len(str(value).encode()) < 108 else "is longer than a Unix socket path may be"
@@ -110,6 +115,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_abandoned_calls": Key(int, 2, _positive),
         "resync_interval": Key((int, float), 600.0, _positive),
         "collectors": Key(dict, {}),
+        "metadata_labels": Key(dict, {}),
+        "metadata_namespaces": Key(dict, {}),
     },
     "metrics": {
         "listen": Key(str, f":{DEFAULT_PORT}", check_listen),
@@ -118,7 +125,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "control": {
         "socket": Key(str, "/run/virtmon/virtmon.sock", _socket_path),
         "allow_write": Key(bool, False),
-        "socket_mode": Key(str, "0660"),
+        "socket_mode": Key(str, "0660", _octal_mode),
         "socket_group": Key(str, "virtmon"),
     },
     "state": {
@@ -262,9 +269,20 @@ def build(
         section, _, name = dotted.partition(".")
         if _check_value(f"{dotted} (command line)", SCHEMA[section][name], value, problems):
             values[section][name] = value
+    from virtmon.collectors import COLLECTORS  # here: the collectors import libvirt
+
     for name, enabled in values["collect"]["collectors"].items():
-        if not isinstance(enabled, bool):
+        if name not in COLLECTORS:
+            problems.append(f"collect.collectors.{name}: unknown collector "
+                            f"(known: {', '.join(COLLECTORS)})")
+        elif not isinstance(enabled, bool):
             problems.append(f"collect.collectors.{name}: must be true or false")
+    for key in ("metadata_labels", "metadata_namespaces"):
+        for name, text in values["collect"][key].items():
+            if not isinstance(text, str):
+                problems.append(f"collect.{key}.{name}: must be a string")
+            elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+                problems.append(f"collect.{key}.{name}: not a valid Prometheus label name")
     receivers = _receivers(values["alerts"]["receivers"], problems)
     if problems:
         raise ConfigError(problems)

@@ -234,9 +234,6 @@ async def test_a_failing_listener_does_not_stop_delivery(tmp_path: Path) -> None
         bus.unsubscribe(sub)
 
 
-@pytest.mark.xfail(strict=True, raises=anyio.ClosedResourceError,
-                   reason="publish() after close() raises ClosedResourceError (BrokenResource "
-                   "after run() returned) into the libvirt callback instead of dropping")
 async def test_publish_after_close_drops_and_counts(tmp_path: Path) -> None:
     """A publish during shutdown (after close) returns False and is counted, never raises."""
     journal = Journal(tmp_path / "journal.db")

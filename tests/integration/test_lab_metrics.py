@@ -142,3 +142,35 @@ async def test_healthz_and_readyz(lab: str, short_tmp: Path) -> None:
         assert status == 200
         status, _, body = await scrape(f"{base}/readyz")
         assert status == 200, body
+
+
+async def test_domain_info_and_metadata_labels_follow_events(
+    lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
+) -> None:
+    """Info metrics carry cached XML facts; a metadata change event refreshes the label."""
+    namespace = "http://example.org/virtmon-test/1"
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI}, collect={
+        "interval": 1.0,
+        "metadata_labels": {"team": "metadata/t:owner/@team"},
+        "metadata_namespaces": {"t": namespace},
+    })
+    async with running_daemon(cfg) as daemon:
+        for _ in range(20):  # the first resync runs beside the first cycles
+            await daemon.scheduler.wait_cycle()
+            exported = samples(daemon.scheduler.exposition.text.decode())
+            info = [labels for (name, labels) in exported
+                    if name == "libvirt_domain_info" and ("domain", lab_domain) in labels]
+            if info and ("os_type", "hvm") in info[0]:
+                break
+        assert ("persistent", "true") in info[0] and ("os_type", "hvm") in info[0]
+        dom = await call(lab_conn.lookupByName, lab_domain)
+        await call(dom.setMetadata, libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                   "<owner team='storage'/>", "t", namespace, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        for _ in range(10):
+            await daemon.scheduler.wait_cycle()
+            exported = samples(daemon.scheduler.exposition.text.decode())
+            key = ("libvirt_domain_metadata_info",
+                   frozenset({("domain", lab_domain), ("team", "storage")}))
+            if key in exported:
+                break
+        assert exported[key] == 1

@@ -237,8 +237,6 @@ def test_reconcile_replaces_the_inventory() -> None:
     assert inv.all() == fresh
 
 
-@pytest.mark.xfail(strict=True, reason="events never carry the domain id: a domain started by an "
-                   "event keeps id -1, and the next reconcile sees -1 != real id as a restart")
 def test_domain_started_by_an_event_is_not_reported_restarted() -> None:
     """A domain started (by event) while connected is not a synthetic restart at reconnect."""
     inv = populated(dom())  # listed shut off: id -1
@@ -246,8 +244,6 @@ def test_domain_started_by_an_event_is_not_reported_restarted() -> None:
     assert inv.replace_all([dom(state=RUNNING, id=7, reason=1)]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="'stopped' keeps the old id: a shut-off domain is still "
-                   "found by the numeric id it had while running")
 def test_stopped_domain_is_not_found_by_its_old_id() -> None:
     """A numeric id names a running domain only; after 'stopped' the old id finds nothing."""
     inv = populated(dom(state=RUNNING, id=3))
@@ -255,8 +251,6 @@ def test_stopped_domain_is_not_found_by_its_old_id() -> None:
     assert inv.find("3") is None
 
 
-@pytest.mark.xfail(strict=True, reason="diff ignores a change of persistence: a running domain "
-                   "undefined (or defined) while away gives no synthetic event")
 def test_undefined_while_running_is_reported() -> None:
     """A running domain that stayed running but was undefined while away gives 'undefined'."""
     inv = populated(dom(state=RUNNING, id=3))

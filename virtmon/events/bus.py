@@ -67,7 +67,8 @@ class EventBus:
         self.received[event.kind] += 1
         try:
             self._ingest_send.send_nowait(event)
-        except anyio.WouldBlock:
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # Full, or closed at shutdown: a libvirt callback must never see an exception.
             self.dropped[INGEST_SINK] += 1
             return False
         return True

@@ -326,19 +326,23 @@ class ConnectionSupervisor:
         try:
             event_id = rest[-1]
             decoded = catalog.decode(event_id, tuple(rest[:-1]))
-            name, uuid = dom.name(), dom.UUIDString()
+            # name, UUID and id are held by the domain object: no call to libvirtd.
+            name, uuid, domain_id = dom.name(), dom.UUIDString(), dom.ID()
             event = Event(
                 time=self.clock(), uri=self.settings.uri, kind=decoded.kind, name=decoded.name,
                 detail=decoded.detail, domain=name, uuid=uuid, payload=decoded.payload,
             )
-            self._in_loop(self._accept, event)
+            self._in_loop(self._accept, event, domain_id)
         except Exception:
             self._log.exception("virtmon.connection.event_callback_failed")
 
-    def _accept(self, event: Event) -> None:
+    def _accept(self, event: Event, domain_id: int = -1) -> None:
         if event.kind == "lifecycle" and event.uuid and event.domain:
-            reason = int(event.payload.get("detail_code", 0) or 0)
-            self.inventory.apply_lifecycle(event.domain, event.uuid, event.name, reason)
+            detail_code = event.payload.get("detail_code", 0)
+            reason = detail_code if isinstance(detail_code, int) else 0
+            self.inventory.apply_lifecycle(
+                event.domain, event.uuid, event.name, reason, domain_id
+            )
         self.bus.publish(event)
 
     def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:

@@ -98,8 +98,13 @@ class Inventory:
                 return dom
         return None
 
-    def apply_lifecycle(self, name: str, uuid: str, event: str, reason: int = 0) -> None:
-        """Update one domain from a lifecycle event (tolerates duplicates and unknown domains)."""
+    def apply_lifecycle(
+        self, name: str, uuid: str, event: str, reason: int = 0, domain_id: int = -1
+    ) -> None:
+        """Update one domain from a lifecycle event (tolerates duplicates and unknown domains).
+
+        ``domain_id`` is the id the event's domain object carries (-1 when inactive).
+        """
         current = self._domains.get(uuid)
         if event == "undefined":
             if current is not None and current.active:
@@ -114,9 +119,13 @@ class Inventory:
         state = STATE_AFTER_EVENT.get(event)
         if state is not None:
             current = replace(current, state=state, reason=reason)
-            if state == SHUTOFF and not current.persistent:
-                self._domains.pop(uuid, None)  # a transient domain is gone once it stops
-                return
+            if state == SHUTOFF:
+                if not current.persistent:
+                    self._domains.pop(uuid, None)  # a transient domain is gone once it stops
+                    return
+                current = replace(current, id=-1)
+        if domain_id > 0 and current.active:
+            current = replace(current, id=domain_id)
         self._domains[uuid] = current
 
     def replace_all(self, domains: Iterable[DomainState]) -> list[Transition]:
@@ -144,13 +153,15 @@ def diff(old: dict[str, DomainState], new: dict[str, DomainState]) -> Iterable[T
                 yield Transition(_entered(SHUTOFF, after.state), None, after)
             continue
         before = old[uuid]
-        if before.state != after.state or (before.active and before.id != after.id):
-            if before.active and after.active and before.id != after.id:
-                # Stopped and started again while we were away.
-                yield Transition("stopped", before, replace(after, state=SHUTOFF))
-                yield Transition(_entered(SHUTOFF, after.state), before, after)
-            else:
-                yield Transition(_entered(before.state, after.state), before, after)
+        if before.persistent != after.persistent:
+            yield Transition("defined" if after.persistent else "undefined", before, after)
+        restarted = before.active and after.active and 0 < before.id != after.id
+        if restarted:
+            # Stopped and started again while we were away.
+            yield Transition("stopped", before, replace(after, state=SHUTOFF))
+            yield Transition(_entered(SHUTOFF, after.state), before, after)
+        elif before.state != after.state:
+            yield Transition(_entered(before.state, after.state), before, after)
 
 
 def _entered(old_state: int, new_state: int) -> str:

@@ -1,0 +1,166 @@
+"""Cached facts from each domain's XML: OS type, persistence, autostart, metadata labels.
+
+They change only on events, so they are never fetched per cycle (rule 4): a domain is re-read when
+an event says it changed (defined, undefined, metadata change, device added or removed, tunable)
+and every domain once per ``resync_interval`` (which also catches what no event reports). Reads run
+in worker threads on the supervisor's connection; the cycle only copies the cached mapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import libvirt
+import structlog
+
+from virtmon.collectors.snapshot import DomainInfo
+from virtmon.events.model import Event
+from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.connection import ConnectionSupervisor
+
+log = structlog.get_logger("virtmon.virt.domain_cache").bind(component="domain_cache")
+
+# Event kinds after which a domain's XML may differ.
+REFRESH_KINDS = frozenset({"metadata_change", "device_added", "device_removed", "tunable"})
+
+
+class MetadataLabels:
+    """Extra info-metric labels read from domain XML with namespaced paths.
+
+    Each path is ElementTree's XPath subset relative to ``<domain>`` (a leading ``/domain/`` is
+    accepted), optionally ending in ``/@attribute``, e.g.
+    ``metadata/nova:instance/nova:owner/nova:project/@uuid`` with ``nova`` in ``namespaces``.
+    """
+
+    def __init__(self, paths: Mapping[str, str], namespaces: Mapping[str, str]) -> None:
+        self.namespaces = dict(namespaces)
+        self.paths: dict[str, tuple[str, str | None]] = {}
+        for label, path in paths.items():
+            path = path.removeprefix("/domain/").removeprefix("./")
+            element, _, attribute = path.rpartition("/@")
+            self.paths[label] = (element, attribute) if attribute else (path, None)
+
+    def read(self, root: ET.Element) -> dict[str, str]:
+        """Label → value for the paths found in this document."""
+        labels = {}
+        for label, (path, attribute) in self.paths.items():
+            found = root.find(path, self.namespaces)
+            if found is None:
+                continue
+            text = found.get(attribute) if attribute else found.text
+            if text is not None:
+                labels[label] = text.strip()
+        return labels
+
+
+def read_domain(dom: Any, labels: MetadataLabels) -> DomainInfo:
+    """One domain's cached facts (blocking: three calls)."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    os_type = root.findtext("os/type", default="").strip()
+    autostart = False
+    with contextlib.suppress(libvirt.libvirtError):  # transient domains have no autostart
+        autostart = bool(dom.autostart())
+    return DomainInfo(
+        name=dom.name(), uuid=dom.UUIDString(), os_type=os_type,
+        persistent=bool(dom.isPersistent()), autostart=autostart,
+        metadata_labels=labels.read(root),
+    )
+
+
+def read_all(conn: Any, labels: MetadataLabels) -> dict[str, DomainInfo]:
+    """Every domain's facts (blocking; the slow resync)."""
+    found = {}
+    for dom in conn.listAllDomains(0):
+        with contextlib.suppress(libvirt.libvirtError):  # vanished while we read
+            info = read_domain(dom, labels)
+            found[info.uuid] = info
+    return found
+
+
+def read_one(conn: Any, uuid: str, labels: MetadataLabels) -> DomainInfo | None:
+    """One domain's facts, or None if it no longer exists (blocking)."""
+    try:
+        return read_domain(conn.lookupByUUIDString(uuid), labels)
+    except libvirt.libvirtError:
+        return None
+
+
+class DomainInfoCache:
+    """Domain facts by UUID, refreshed by events and by a slow full resync."""
+
+    def __init__(
+        self,
+        supervisor: ConnectionSupervisor,
+        caller: LibvirtCaller,
+        labels: MetadataLabels,
+        resync_interval: float,
+    ) -> None:
+        self.supervisor = supervisor
+        self.caller = caller
+        self.labels = labels
+        self.resync_interval = resync_interval
+        self.info: dict[str, DomainInfo] = {}
+        self._dirty: set[str] = set()
+        self._wake = anyio.Event()
+        self._resync_due = True
+
+    def snapshot(self) -> Mapping[str, DomainInfo]:
+        """The cached facts (the cycle copies this; no libvirt call)."""
+        return self.info
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: mark what an event may have changed (loop thread, never blocks)."""
+        if event.kind == "connection" and event.name == "restored":
+            self._resync_due = True  # events were missed while disconnected
+        elif event.uuid is None:
+            return
+        elif event.kind in REFRESH_KINDS or (
+            event.kind == "lifecycle"
+            and event.name in ("defined", "undefined", "started", "stopped")
+        ):
+            self._dirty.add(event.uuid)
+        else:
+            return
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Refresh what events marked, and resync everything every ``resync_interval``."""
+        while True:
+            conn = self.supervisor.conn
+            if conn is None or not self.supervisor.connected:
+                self._resync_due = True
+                await self.supervisor.wait_connected()
+                continue
+            if self._resync_due or self._dirty:
+                try:
+                    await self._refresh(conn)
+                except Exception as exc:
+                    log.warning("virtmon.domain_cache.refresh_failed", error=str(exc))
+                    await anyio.sleep(1)
+                    continue
+            with anyio.move_on_after(self.resync_interval) as waited:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if waited.cancelled_caught:
+                self._resync_due = True
+
+    async def _refresh(self, conn: Any) -> None:
+        if self._resync_due:
+            self._resync_due = False
+            self._dirty.clear()
+            self.info = await self.caller.call(conn.run, read_all, self.labels)
+            log.debug("virtmon.domain_cache.resync", domains=len(self.info))
+            return
+        dirty, self._dirty = self._dirty, set()
+        info = dict(self.info)
+        for uuid in dirty:
+            fresh = await self.caller.call(conn.run, read_one, uuid, self.labels)
+            if fresh is None:
+                info.pop(uuid, None)
+            else:
+                info[uuid] = fresh
+        self.info = info
