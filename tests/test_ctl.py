@@ -1,0 +1,420 @@
+"""virtmonctl against a real daemon on libvirt's in-process test driver (``test:///default``).
+
+The daemon runs on the test's event loop, so ``main()`` (blocking) runs in a worker thread. The test
+driver's default instance is shared within the process: the test's own read-write connection
+changes the domains the daemon watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.conftest import daemon_config, running_daemon
+from virtmon import ctl
+from virtmon.app import Daemon
+
+URI = "test:///default"
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN_XML = """<domain type='test'><name>{name}</name><memory>8192</memory>
+<os><type>hvm</type></os></domain>"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one ``virtmonctl`` invocation did."""
+
+    code: int
+    out: str
+    err: str
+
+    def lines(self) -> list[str]:
+        """stdout's lines."""
+        return self.out.splitlines()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """stdout as NDJSON."""
+        return [json.loads(line) for line in self.lines()]
+
+
+def run_ctl(sock: Path, *argv: str) -> Run:
+    """``virtmonctl --socket SOCK ARGV...`` in this thread, with captured output."""
+    out, err = io.StringIO(), io.StringIO()
+    code = ctl.main(["--socket", str(sock), *argv], stdout=out, stderr=err, environ={})
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+async def ctl_async(sock: Path, *argv: str) -> Run:
+    """:func:`run_ctl` in a worker thread (the loop thread serves the daemon)."""
+    return await asyncio.to_thread(run_ctl, sock, *argv)
+
+
+@dataclass(frozen=True)
+class Env:
+    """A running daemon and its control socket."""
+
+    daemon: Daemon
+    sock: Path
+
+
+@pytest.fixture
+async def env(short_tmp: Path) -> AsyncIterator[Env]:
+    """A daemon on the test driver for one test."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": URI})
+    async with running_daemon(cfg) as daemon:
+        yield Env(daemon, short_tmp / "control.sock")
+
+
+def cycle_domain(name: str) -> None:
+    """Define, start, destroy and undefine a domain on the shared test driver (blocking)."""
+    conn = libvirt.open(URI)
+    try:
+        dom = conn.defineXML(DOMAIN_XML.format(name=name))
+        dom.create()
+        dom.destroy()
+        dom.undefine()
+    finally:
+        conn.close()
+
+
+def fresh_name() -> str:
+    """A domain name no other test uses."""
+    return f"ctl-{uuid.uuid4().hex[:8]}"
+
+
+async def journaled(
+    sock: Path, name: str, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """The domain's journaled events, once there are at least ``count`` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await ctl_async(sock, "events", "--since", "0", "--domain", name, "--json")
+        assert run.code == 0, run.err
+        if len(run.lines()) >= count:
+            return run.json_lines()
+        assert time.monotonic() < deadline, f"only {run.out!r} journaled for {name}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_subscribers(daemon: Daemon, count: int, timeout: float = 10.0) -> None:
+    """Until the bus has ``count`` live subscribers (a follower's request has reached it)."""
+    deadline = time.monotonic() + timeout
+    while len(daemon.bus._subscriptions) < count:  # no public count yet
+        assert time.monotonic() < deadline, "the follower never subscribed"
+        await asyncio.sleep(0.01)
+
+
+async def test_status_shows_connected(env: Env) -> None:
+    """`status` prints the libvirt connection state (connected) and its URI."""
+    run = await ctl_async(env.sock, "status")
+    assert run.code == 0, run.err
+    state = next(line for line in run.lines() if line.startswith("libvirt.state "))
+    assert state.split() == ["libvirt.state", "connected"]
+    assert any(line.split() == ["libvirt.uri", URI] for line in run.lines())
+
+
+async def test_status_json_is_the_server_document(env: Env) -> None:
+    """`--json status` prints the server's status document."""
+    run = await ctl_async(env.sock, "--json", "status")
+    assert run.code == 0, run.err
+    assert json.loads(run.out)["libvirt"]["state"] == "connected"
+
+
+async def test_domains_table_lists_the_test_domain(env: Env) -> None:
+    """`domains` prints a table with the test driver's domain `test`, running, persistent."""
+    run = await ctl_async(env.sock, "domains")
+    assert run.code == 0, run.err
+    header, *rows = run.lines()
+    assert header.split() == ["NAME", "STATE", "ID", "PERSISTENT", "UUID"]
+    test_row = next(row.split() for row in rows if row.split()[0] == "test")
+    assert test_row[1] == "running" and test_row[3] == "yes"
+    uuid.UUID(test_row[4])
+
+
+async def test_domain_lookup_by_name_uuid_and_id(env: Env) -> None:
+    """`domain` finds the same domain by name, by UUID and by id (`domain X --json` too)."""
+    by_name = await ctl_async(env.sock, "domain", "test", "--json")
+    assert by_name.code == 0, by_name.err
+    doc = json.loads(by_name.out)
+    assert doc["name"] == "test"
+    for key in (doc["uuid"], str(doc["id"])):
+        run = await ctl_async(env.sock, "--json", "domain", key)
+        assert run.code == 0, run.err
+        assert json.loads(run.out) == doc
+    human = await ctl_async(env.sock, "domain", doc["uuid"])
+    assert any(line.split() == ["name", "test"] for line in human.lines())
+
+
+async def test_unknown_domain_exits_1_with_the_problem_title(env: Env) -> None:
+    """An unknown domain is a 404 problem: `virtmonctl: Not Found: <detail>` on stderr, exit 1."""
+    run = await ctl_async(env.sock, "domain", "no-such-domain")
+    assert run.code == ctl.EX_REFUSED
+    assert run.out == ""
+    assert run.err.startswith("virtmonctl: Not Found: ")
+    assert "no-such-domain" in run.err
+
+
+async def test_events_since_0_json_prints_journaled_events(env: Env) -> None:
+    """`events --since 0 --json` prints the journaled lifecycle events of a domain, as NDJSON."""
+    name = fresh_name()
+    await asyncio.to_thread(cycle_domain, name)
+    events = await journaled(env.sock, name, 4)
+    lifecycle = [e["name"] for e in events if e["kind"] == "lifecycle"]
+    assert lifecycle == ["defined", "started", "stopped", "undefined"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    after = await ctl_async(env.sock, "events", "--since", str(seqs[1]), "--domain", name,
+                            "--json")
+    assert [e["seq"] for e in after.json_lines()] == seqs[2:]
+
+
+async def test_events_human_format_one_line_per_event(env: Env) -> None:
+    """Human `events`: seq, ISO time, domain, kind, name/detail on one line per event."""
+    name = fresh_name()
+    await asyncio.to_thread(cycle_domain, name)
+    events = await journaled(env.sock, name, 4)
+    run = await ctl_async(env.sock, "events", "--since", "0", "--domain", name,
+                          "--kind", "lifecycle")
+    assert run.code == 0, run.err
+    assert len(run.lines()) == len(events)
+    for line, event in zip(run.lines(), events, strict=True):
+        seq, when, domain, kind, what = line.split()
+        assert int(seq) == event["seq"] and domain == name and kind == "lifecycle"
+        assert what == f"{event['name']}/{event['detail']}"
+        assert abs(time.mktime(time.strptime(when[:19], "%Y-%m-%dT%H:%M:%S"))
+                   - event["time"]) < 2
+
+
+async def test_follow_receives_an_event_produced_after_it_started(env: Env) -> None:
+    """`events --follow --count 1` prints a live event that happens after it subscribed."""
+    name = fresh_name()
+    before = len(env.daemon.bus._subscriptions)
+    follower = asyncio.ensure_future(ctl_async(
+        env.sock, "events", "--follow", "--domain", name, "--count", "1", "--timeout", "30",
+        "--json"))
+    await wait_for_subscribers(env.daemon, before + 1)
+    await asyncio.to_thread(cycle_domain, name)
+    run = await asyncio.wait_for(follower, 30)
+    assert run.code == 0, run.err
+    [event] = run.json_lines()
+    assert (event["domain"], event["kind"], event["name"]) == (name, "lifecycle", "defined")
+
+
+async def test_follow_timeout_ends_quietly(env: Env) -> None:
+    """`events --follow --timeout S` with nothing happening stops after S seconds with exit 0."""
+    started = time.monotonic()
+    run = await ctl_async(env.sock, "events", "--follow", "--domain", fresh_name(),
+                          "--timeout", "0.5")
+    assert (run.code, run.out, run.err) == (0, "", "")
+    assert 0.4 < time.monotonic() - started < 5
+
+
+async def test_follow_reports_a_daemon_that_stops(short_tmp: Path) -> None:
+    """A follower whose daemon stops says so, with where to resume, and exits 69."""
+    async with running_daemon(daemon_config(short_tmp, libvirt={"uri": URI})) as daemon:
+        before = len(daemon.bus._subscriptions)
+        follower = asyncio.ensure_future(ctl_async(
+            short_tmp / "control.sock", "events", "--follow", "--since", "0", "--timeout", "30"))
+        await wait_for_subscribers(daemon, before + 1)
+    run = await asyncio.wait_for(follower, 30)
+    assert run.code == ctl.EX_UNAVAILABLE
+    last = int(run.lines()[-1].split()[0]) if run.lines() else 0
+    assert run.err.startswith("virtmonctl: the daemon ended the stream")
+    assert run.err.endswith(f"resume with --since {last}\n")
+
+
+async def test_openapi_prints_the_document(env: Env) -> None:
+    """`openapi` prints the OpenAPI document with the paths the server serves."""
+    run = await ctl_async(env.sock, "openapi")
+    assert run.code == 0, run.err
+    assert "/v1/events" in json.loads(run.out)["paths"]
+
+
+def test_missing_socket_exits_69(short_tmp: Path) -> None:
+    """No socket at the path: a message naming it on stderr and exit 69 (EX_UNAVAILABLE)."""
+    sock = short_tmp / "absent.sock"
+    run = run_ctl(sock, "status")
+    assert run.code == ctl.EX_UNAVAILABLE
+    assert run.err.startswith(f"virtmonctl: cannot reach virtmon at {sock}: no such socket")
+
+
+def test_socket_from_the_environment(short_tmp: Path) -> None:
+    """Without --socket, VIRTMON_SOCKET chooses the socket."""
+    err = io.StringIO()
+    sock = short_tmp / "from-env.sock"
+    code = ctl.main(["status"], stdout=io.StringIO(), stderr=err,
+                    environ={"VIRTMON_SOCKET": str(sock)})
+    assert code == ctl.EX_UNAVAILABLE and str(sock) in err.getvalue()
+
+
+# root bypasses file modes unless it gives up CAP_DAC_OVERRIDE (setpriv drops it for the child).
+DROP_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+            "--inh-caps", "-dac_override,-dac_read_search"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                    reason="as root, needs setpriv to give up CAP_DAC_OVERRIDE")
+async def test_permission_denied_exits_77(env: Env) -> None:
+    """A caller who may not open the socket gets a permission message and exit 77 (EX_NOPERM)."""
+    os.chmod(env.sock, 0)
+    if os.geteuid() != 0:
+        run = await ctl_async(env.sock, "status")
+        code, err = run.code, run.err
+    else:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [*DROP_DAC, sys.executable, "-m", "virtmon.ctl", "--socket", str(env.sock), "status"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30)
+        code, err = proc.returncode, proc.stderr
+    assert code == ctl.EX_NOPERM, err
+    assert err.startswith(f"virtmonctl: cannot reach virtmon at {env.sock}: permission denied")
+
+
+OVERFLOWED = (
+    b'{"seq":7,"time":0,"uri":"test:///default","domain":"a","uuid":null,"kind":"lifecycle",'
+    b'"name":"started","detail":"booted","payload":{},"synthetic":true}\n'
+    b'{"overflow":{"message":"subscriber too slow: disconnected; resume with since","since":7}}\n'
+)
+
+
+class _Stub(http.server.BaseHTTPRequestHandler):
+    """A stand-in daemon: an overflowing event stream, and a 503 problem for everything else."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/v1/events"):
+            status, kind, body = 200, "application/x-ndjson", OVERFLOWED
+        else:
+            status, kind = 503, "application/problem+json"
+            body = json.dumps({"type": "about:blank", "title": "Service Unavailable",
+                               "status": 503, "detail": "libvirt is not connected"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def address_string(self) -> str:
+        """A Unix peer has no host/port."""
+        return "unix"
+
+
+@contextlib.contextmanager
+def stub_server(sock: Path) -> Iterator[None]:
+    """The stand-in daemon on a Unix socket, served from a thread."""
+    server = socketserver.UnixStreamServer(str(sock), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_server_error_exits_2(short_tmp: Path) -> None:
+    """A 5xx problem document prints `virtmonctl: <title>: <detail>` and exits 2."""
+    sock = short_tmp / "stub.sock"
+    with stub_server(sock):
+        run = run_ctl(sock, "domains")
+    assert run.code == ctl.EX_SERVER
+    assert run.err == "virtmonctl: Service Unavailable: libvirt is not connected\n"
+
+
+def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
+    """A stream cut off for slowness: events so far printed, then where to resume, exit 1."""
+    sock = short_tmp / "stub.sock"
+    with stub_server(sock):
+        run = run_ctl(sock, "events", "--follow")
+    assert run.code == ctl.EX_REFUSED
+    [line] = run.lines()
+    assert line.split()[0] == "7" and line.split()[2:] == ["a", "lifecycle", "started/booted",
+                                                           "synthetic"]
+    assert run.err.endswith("resume with --since 7\n")
+
+
+def test_stale_socket_exits_69(short_tmp: Path) -> None:
+    """A socket file nobody listens on (a daemon that died) is refused: exit 69."""
+    sock = short_tmp / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+    run = run_ctl(sock, "status")
+    assert run.code == ctl.EX_UNAVAILABLE
+    assert "connection refused" in run.err
+
+
+def test_import_loads_neither_libvirt_nor_aiohttp() -> None:
+    """Importing virtmon.ctl (what the console script does) pulls in no libvirt, aiohttp, anyio."""
+    code = ("import sys, virtmon.ctl; "
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('libvirt', 'libvirtmod', 'aiohttp', 'anyio', 'structlog')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def _spawn_follower(sock: Path, *argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "virtmon.ctl", "--socket", str(sock), "events", "--follow", *argv],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def test_ctrl_c_exits_130_quietly(env: Env) -> None:
+    """SIGINT to a follower ends it with exit 130 and nothing on stderr."""
+    before = len(env.daemon.bus._subscriptions)
+    proc = _spawn_follower(env.sock)
+    try:
+        await wait_for_subscribers(env.daemon, before + 1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = await asyncio.to_thread(proc.communicate, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+    assert (proc.returncode, err) == (130, b"")
+
+
+async def test_broken_pipe_exits_quietly(env: Env) -> None:
+    """A follower whose reader went away (`| head -1`) exits 0 without a traceback."""
+    name = fresh_name()
+    before = len(env.daemon.bus._subscriptions)
+    proc = _spawn_follower(env.sock, "--domain", name, "--timeout", "30")
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        await wait_for_subscribers(env.daemon, before + 1)
+        await asyncio.to_thread(cycle_domain, name)
+        first = await asyncio.to_thread(proc.stdout.readline)
+        assert name in first.decode()
+        proc.stdout.close()  # like head -1: the pipe's reader is gone
+        await asyncio.to_thread(cycle_domain, name)
+        code = await asyncio.to_thread(proc.wait, 10)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        proc.stderr.close()
+    assert (code, err) == (0, b"")

@@ -1,0 +1,167 @@
+"""A blocking client of the control socket: HTTP/1.1 over AF_UNIX with the standard library only.
+
+``virtmonctl`` uses it, so it must start fast: nothing here imports libvirt, aiohttp or anyio.
+Failures come out as two exceptions a caller can map to exit codes: :class:`Unreachable` (the
+socket is missing, refuses, denies access, or the daemon stopped answering) and :class:`Problem`
+(the daemon answered with an ``application/problem+json`` error).
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+PROBLEM_TYPE = "application/problem+json"
+# The Host header is required by HTTP/1.1 and meaningless on a Unix socket.
+HOST = "virtmon"
+
+
+class Unreachable(Exception):
+    """The daemon cannot be reached (or stopped answering) on the socket."""
+
+    def __init__(self, path: str, reason: str, denied: bool = False) -> None:
+        super().__init__(f"cannot reach virtmon at {path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.denied = denied  # permission denied (EACCES/EPERM) rather than absent
+
+
+class Problem(Exception):
+    """An error answer from the daemon (RFC 9457 problem document, or a bare HTTP error)."""
+
+    def __init__(self, status: int, title: str, detail: str = "",
+                 document: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{title}: {detail}" if detail else title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.document = document or {}
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a Unix socket: only :meth:`connect` differs."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__(HOST, timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        """Open the AF_UNIX socket instead of a TCP connection."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _unreachable(path: str, exc: OSError | http.client.HTTPException) -> Unreachable:
+    """Turn a connect/read error into a message an operator can act on."""
+    if isinstance(exc, http.client.HTTPException):
+        return Unreachable(path, "the daemon closed the connection")
+    if isinstance(exc, FileNotFoundError):
+        return Unreachable(path, "no such socket (is the daemon running? "
+                                 "--socket or VIRTMON_SOCKET selects another)")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        return Unreachable(path, "permission denied (members of the socket's group, "
+                                 "virtmon by default, may use it)", denied=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(path, "connection refused (a stale socket: is the daemon running?)")
+    if isinstance(exc, TimeoutError):
+        return Unreachable(path, "no answer in time")
+    if isinstance(exc, ConnectionError):
+        return Unreachable(path, "the daemon closed the connection")
+    return Unreachable(path, exc.strerror or str(exc))
+
+
+def _problem(response: http.client.HTTPResponse) -> Problem:
+    """The error an HTTP error response carries."""
+    body = response.read()
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("title"), str):
+        return Problem(response.status, doc["title"], str(doc.get("detail") or ""), doc)
+    text = body.decode(errors="replace").strip()
+    return Problem(response.status, response.reason or f"HTTP {response.status}", text[:200])
+
+
+class ControlClient:
+    """Requests to one control socket; a new connection per request (they are cheap locally)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def _open(self, target: str, accept: str,
+              timeout: float | None) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+        conn = UnixHTTPConnection(self.path, timeout)
+        try:
+            conn.request("GET", target, headers={"Accept": accept})
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise _problem(response)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _unreachable(self.path, exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn, response
+
+    def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:
+        """GET a JSON document."""
+        target = path + (f"?{urlencode(query)}" if query else "")
+        conn, response = self._open(target, "application/json", self.timeout)
+        try:
+            return json.loads(response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unreachable(self.path, exc) from exc
+        finally:
+            conn.close()
+
+    def domain(self, key: str) -> Any:
+        """One domain by name, UUID or id."""
+        return self.get("/v1/domains/" + quote(key, safe=""))
+
+    def stream(self, path: str, query: Sequence[tuple[str, str]] = (),
+               deadline: float | None = None) -> Iterator[bytes]:
+        """The lines of an NDJSON response as they arrive (chunk by chunk, never buffered whole).
+
+        ``deadline`` (a ``time.monotonic()`` value) ends the iteration quietly when reached; without
+        it a line may take as long as it takes (a follower waits for events indefinitely).
+        """
+        target = path + (f"?{urlencode(query)}" if query else "")
+        first = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        conn, response = self._open(target, "application/x-ndjson",
+                                    self.timeout if first is None else min(self.timeout, first))
+        try:
+            while True:
+                if conn.sock is not None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    conn.sock.settimeout(remaining)
+                try:
+                    line = response.readline()
+                except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+                    raise
+                if not line:
+                    return
+                if line.strip():
+                    yield line
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unreachable(self.path, exc) from exc
+        finally:
+            conn.close()

@@ -1,0 +1,336 @@
+"""``virtmonctl``: the command-line client of virtmon's control socket.
+
+It talks HTTP/1.1 + JSON over the Unix socket with the standard library only
+(:mod:`virtmon.control.client`), so it starts fast and never imports libvirt or aiohttp.
+
+Every command is one row of :data:`COMMANDS`: a name, a help line, a function that adds its
+arguments and a function that runs it. A new command (``host``, ``admin ...``, ``start``, ...) is
+one more row.
+
+Exit codes: 0 ok; 1 the daemon refused (a 4xx problem document, or the event stream overflowed);
+2 the daemon failed (5xx) or a usage error (argparse); 69 (EX_UNAVAILABLE) the socket is missing,
+refuses, or the daemon went away; 77 (EX_NOPERM) permission denied on the socket; 130 interrupted.
+A closed output pipe (``virtmonctl events | head``) ends the command quietly with 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+from virtmon import __version__
+from virtmon.control.client import ControlClient, Problem, Unreachable
+
+DEFAULT_SOCKET = "/run/virtmon/virtmon.sock"
+SOCKET_ENV = "VIRTMON_SOCKET"
+
+EX_OK = 0
+EX_REFUSED = 1  # a 4xx answer: the caller's request was refused
+EX_SERVER = 2  # a 5xx answer (argparse also exits 2 on a usage error)
+EX_UNAVAILABLE = 69  # sysexits.h: the daemon cannot be reached
+EX_NOPERM = 77  # sysexits.h: permission denied on the socket
+EX_INTERRUPTED = 130  # 128 + SIGINT
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a command runs with: the client, the output mode and the streams."""
+
+    client: ControlClient
+    json: bool
+    out: TextIO
+    err: TextIO
+
+    def line(self, text: str) -> None:
+        """One line of output, flushed at once (a reader of a pipe sees it now)."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def warn(self, text: str) -> None:
+        """A message on stderr."""
+        self.err.write(f"virtmonctl: {text}\n")
+        self.err.flush()
+
+    def document(self, doc: Any) -> None:
+        """A JSON document, pretty-printed."""
+        self.line(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``virtmonctl`` command: a row of the command table."""
+
+    name: str
+    help: str
+    run: Callable[[Context, argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda _parser: None
+
+
+# -- formatting ----------------------------------------------------------------------------------
+
+TIME_KEYS = ("_at", "_since", "last_success", "time")
+
+
+def iso_time(seconds: float) -> str:
+    """A Unix time as local ISO 8601 with its UTC offset, to the millisecond."""
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
+
+
+def _scalar(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and key.endswith(TIME_KEYS) and value > 0:
+        return iso_time(float(value))
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return ", ".join(_scalar("", v) for v in value) or "-"
+    return str(value)
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:
+    """Nested objects as ``(dotted.key, text)`` rows; times (``*_at``, ``*_since``) as ISO."""
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, name + ".")
+        else:
+            yield name, _scalar(name, value if value != {} else None)
+
+
+def key_values(doc: Mapping[str, Any]) -> list[str]:
+    """An object as aligned ``key  value`` lines."""
+    rows = list(flatten(doc))
+    width = max((len(k) for k, _ in rows), default=0)
+    return [f"{k.ljust(width)}  {v}" for k, v in rows]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows in columns as wide as their widest cell."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in [headers, *rows]]
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """One event on one line: seq, time, domain, kind, name/detail, synthetic marker."""
+    what = event.get("name") or "-"
+    if event.get("detail"):
+        what += f"/{event['detail']}"
+    parts = [str(event.get("seq")), iso_time(float(event.get("time") or 0)),
+             event.get("domain") or "-", event.get("kind") or "-", what]
+    if event.get("synthetic"):
+        parts.append("synthetic")
+    return " ".join(parts)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def cmd_status(ctx: Context, _args: argparse.Namespace) -> int:
+    """``status``: the daemon's state."""
+    doc = ctx.client.get("/v1/status")
+    if ctx.json:
+        ctx.document(doc)
+    else:
+        for text in key_values(doc):
+            ctx.line(text)
+    return EX_OK
+
+
+DOMAIN_COLUMNS = ("name", "state", "id", "persistent", "uuid")
+
+
+def cmd_domains(ctx: Context, _args: argparse.Namespace) -> int:
+    """``domains``: every domain, from the daemon's inventory."""
+    doc = ctx.client.get("/v1/domains")
+    if ctx.json:
+        ctx.document(doc)
+        return EX_OK
+    domains = sorted(doc.get("domains", []), key=lambda d: str(d.get("name")))
+    rows = [[_scalar(c, d.get(c)) for c in DOMAIN_COLUMNS] for d in domains]
+    for text in table([c.upper() for c in DOMAIN_COLUMNS], rows):
+        ctx.line(text)
+    return EX_OK
+
+
+def args_domain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", metavar="NAME|UUID|ID", help="the domain")
+
+
+def cmd_domain(ctx: Context, args: argparse.Namespace) -> int:
+    """``domain NAME|UUID|ID``: one domain."""
+    doc = ctx.client.domain(args.domain)
+    if ctx.json:
+        ctx.document(doc)
+    else:
+        for text in key_values(doc):
+            ctx.line(text)
+    return EX_OK
+
+
+def cmd_openapi(ctx: Context, _args: argparse.Namespace) -> int:
+    """``openapi``: the control API's OpenAPI document (JSON in either mode)."""
+    ctx.document(ctx.client.get("/v1/openapi.json"))
+    return EX_OK
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def args_events(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep going: print events as they happen")
+    parser.add_argument("--since", type=_non_negative_int, metavar="SEQ",
+                        help="start after this sequence number (replays the journal, no gap)")
+    parser.add_argument("--domain", action="append", metavar="NAME",
+                        help="only this domain (repeatable)")
+    parser.add_argument("--kind", action="append", metavar="KIND",
+                        help="only this kind, e.g. lifecycle (repeatable)")
+    parser.add_argument("--count", type=_non_negative_int, metavar="N",
+                        help="stop after N events (exit 0)")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="stop after SECONDS (exit 0)")
+
+
+def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
+    """``events``: the journal and, with ``--follow``, the live stream, one line per event."""
+    query: list[tuple[str, str]] = [("follow", "1" if args.follow else "0")]
+    if args.since is not None:
+        query.append(("since", str(args.since)))
+    query += [("domain", d) for d in args.domain or ()]
+    query += [("kind", k) for k in args.kind or ()]
+    if args.count == 0:
+        return EX_OK
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    last: int | None = args.since  # where to resume; unknown until an event or --since
+    printed = 0
+    try:
+        for raw in ctx.client.stream("/v1/events", query, deadline):
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            try:
+                item = json.loads(text)
+            except ValueError:
+                item = None
+            if not isinstance(item, dict) or "seq" not in item:
+                if ctx.json:
+                    ctx.line(text)
+                return _notice(ctx, item, last)
+            ctx.line(text if ctx.json else event_line(item))
+            last = int(item["seq"])
+            printed += 1
+            if args.count is not None and printed >= args.count:
+                return EX_OK
+    except Unreachable as exc:
+        if printed or args.follow:
+            ctx.warn(f"{exc}{_resume(last)}")
+            return EX_UNAVAILABLE
+        raise
+    if args.follow and (deadline is None or time.monotonic() < deadline):
+        ctx.warn(f"the daemon ended the stream (stopping?){_resume(last)}")
+        return EX_UNAVAILABLE
+    return EX_OK
+
+
+def _resume(last: int | None) -> str:
+    return "" if last is None else f"; resume with --since {last}"
+
+
+def _notice(ctx: Context, item: Any, last: int | None) -> int:
+    """A control message in the stream (the server cut a slow subscriber off)."""
+    body = item.get("overflow") if isinstance(item, dict) else None
+    if isinstance(body, dict):
+        since = body.get("since", last)
+        ctx.warn(f"too slow for the event stream: the daemon disconnected it{_resume(since)}")
+    else:
+        ctx.warn(f"unexpected line in the event stream{_resume(last)}")
+    return EX_REFUSED
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("status", "the daemon's state: libvirt connection, collection, journal", cmd_status),
+    Command("domains", "every domain: name, state, id, persistent, UUID", cmd_domains),
+    Command("domain", "one domain by name, UUID or id", cmd_domain, args_domain),
+    Command("events", "journaled events; --follow for live ones", cmd_events, args_events),
+    Command("openapi", "the control API's OpenAPI document", cmd_openapi),
+)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line, built from :data:`COMMANDS`."""
+    top = argparse.ArgumentParser(prog="virtmonctl",
+                                  description="client of the virtmon control socket")
+    top.add_argument("--socket", default=environ.get(SOCKET_ENV) or DEFAULT_SOCKET,
+                     help=f"control socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
+    top.add_argument("--json", action="store_true", help="JSON output, for scripts")
+    top.add_argument("--version", action="version", version=f"virtmonctl {__version__}")
+    # --json is accepted after the command too (`virtmonctl events --json`); SUPPRESS keeps a
+    # subcommand's absent flag from overwriting the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="JSON output, for scripts")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        child = sub.add_parser(command.name, help=command.help, description=command.help,
+                               parents=[common])
+        command.arguments(child)
+        child.set_defaults(run=command.run)
+    return top
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit-time flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # not a real file (a test's StringIO): nothing will flush it at exit
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one ``virtmonctl`` command; the exit code."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = parser(os.environ if environ is None else environ).parse_args(argv)
+    ctx = Context(ControlClient(args.socket), args.json, out, err)
+    try:
+        code: int = args.run(ctx, args)
+        return code
+    except Problem as exc:
+        ctx.warn(f"{exc.title}: {exc.detail}" if exc.detail else exc.title)
+        return EX_SERVER if exc.status >= 500 else EX_REFUSED
+    except Unreachable as exc:
+        ctx.warn(str(exc))
+        return EX_NOPERM if exc.denied else EX_UNAVAILABLE
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout(out)
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
