@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,13 +33,14 @@ from virtmon.events.model import Event
 from virtmon.exposition.http import metrics_app
 from virtmon.scheduler import Scheduler
 from virtmon.selfmetrics import self_metrics
-from virtmon.systemd import Notifier
+from virtmon.systemd import Notifier, listen_fds, pick_socket
 from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSettings, ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
 from virtmon.virt.eventloop import register_event_impl
 from virtmon.virt.inventory import Inventory
+from virtmon.virt.pool import ConnectionPool
 
 log = structlog.get_logger("virtmon.app").bind(component="app")
 
@@ -84,17 +86,17 @@ class Daemon:
             max_abandoned=int(config["collect.max_abandoned_calls"]),
         )
         auth_file = config["libvirt.auth_file"]
-        self.supervisor = ConnectionSupervisor(
-            ConnectionSettings(
-                uri=config.uri,
-                readonly=bool(config["libvirt.readonly"]),
-                open_timeout=float(config["libvirt.open_timeout"]),
-                keepalive_interval=int(config["libvirt.keepalive_interval"]),
-                keepalive_count=int(config["libvirt.keepalive_count"]),
-                auth_file=Path(auth_file) if auth_file else None,
-            ),
-            self.caller, self.bus, self.inventory,
+        settings = ConnectionSettings(
+            uri=config.uri,
+            readonly=bool(config["libvirt.readonly"]),
+            open_timeout=float(config["libvirt.open_timeout"]),
+            keepalive_interval=int(config["libvirt.keepalive_interval"]),
+            keepalive_count=int(config["libvirt.keepalive_count"]),
+            auth_file=Path(auth_file) if auth_file else None,
         )
+        self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
+        # One collection connection per call that may still be stuck, plus the one in use.
+        self.pool = ConnectionPool(settings, int(config["collect.max_abandoned_calls"]) + 1)
         self.domain_cache = DomainInfoCache(
             self.supervisor, self.caller,
             MetadataLabels(config["collect.metadata_labels"],
@@ -109,8 +111,12 @@ class Daemon:
                 str(config["libvirt.admin_uri"]), on_event=self._admin_event
             )
         self.notifier = Notifier()
+        # Sockets passed by systemd (virtmon.socket): served instead of binding our own.
+        self.activated = listen_fds()
+        self.control_activated = False
+        self.config_problem: str | None = None  # set while a reload was rejected
         self.scheduler = Scheduler(
-            self.supervisor, self.caller, build_collectors(names),
+            self.supervisor, self.pool, self.caller, build_collectors(names),
             stats_flags=stats_flags_for(names),
             requested_groups=frozenset(stats_groups_for(names)),
             interval=float(config["collect.interval"]),
@@ -219,10 +225,12 @@ class Daemon:
                         self.bus.close()  # the bus journals what it holds, then returns
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
+                await anyio.to_thread.run_sync(self.pool.reset)
                 await impl.drain()
             self.journal.close()
-            with contextlib.suppress(OSError):
-                self.control_socket.unlink()
+            if not self.control_activated:  # systemd owns an activated socket's file
+                with contextlib.suppress(OSError):
+                    self.control_socket.unlink()
             log.info("virtmon.stopped")
             self.finished.set()
 
@@ -233,7 +241,13 @@ class Daemon:
         )
         await metrics.setup()
         host, port = split_listen(str(self.config["metrics.listen"]))
-        site = web.TCPSite(metrics, host, port, reuse_address=True)
+        passed = pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6))
+        site: web.BaseSite
+        if passed is not None:
+            host, port = passed.getsockname()[:2]
+            site = web.SockSite(metrics, passed)
+        else:
+            site = web.TCPSite(metrics, host, port, reuse_address=True)
         await site.start()
         self.metrics_address = f"http://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
@@ -245,6 +259,14 @@ class Daemon:
             shutdown_timeout=2.0,
         )
         await control.setup()
+        activated = pick_socket(self.activated, "control", (socket.AF_UNIX,))
+        if activated is not None:
+            # systemd bound it (and set its mode and group): serve on it as it is.
+            self.control_activated = True
+            self.control_socket = Path(activated.getsockname())
+            await web.SockSite(control, activated).start()
+            log.info("virtmon.control.socket_activated", path=str(self.control_socket))
+            return [metrics, control]
         self.control_socket.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.control_socket.unlink()  # a stale socket from a killed run
@@ -263,7 +285,8 @@ class Daemon:
         stats = self.scheduler.stats
         return (f"libvirt {self.supervisor.state.value}, {len(self.inventory)} domains, "
                 f"last cycle {stats.last_duration * 1000:.0f} ms, "
-                f"events journaled {self.bus.published_seq}")
+                f"events journaled {self.bus.published_seq}"
+                + (f"; {self.config_problem}" if self.config_problem else ""))
 
     async def _report_to_systemd(self) -> None:
         """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""

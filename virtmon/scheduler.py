@@ -23,6 +23,7 @@ from virtmon.exposition.cache import Exposition
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
+from virtmon.virt.pool import ConnectionPool
 from virtmon.virt.stats import disconnected_snapshot, take_snapshot
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
@@ -34,6 +35,7 @@ class Scheduler:
     def __init__(
         self,
         supervisor: ConnectionSupervisor,
+        pool: ConnectionPool,
         caller: LibvirtCaller,
         collectors: Sequence[Collector],
         stats_flags: int,
@@ -45,6 +47,7 @@ class Scheduler:
         admin: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.pool = pool
         self.caller = caller
         self.collectors = collectors
         self.stats_flags = stats_flags
@@ -84,22 +87,21 @@ class Scheduler:
         async with anyio.create_task_group() as group:
             if self.admin is not None:
                 group.start_soon(self._admin_snapshot, admin_result)
-            snapshot = await self._snapshot()
+            snapshot, fresh = await self._snapshot()
         if self.admin is not None:
             snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
-        ok = snapshot.libvirt is not None and snapshot.libvirt.connected
         families, _outcomes = run_collectors(self.collectors, snapshot)
         self.stats.cycles += 1
         self.stats.last_duration = time.monotonic() - started
-        if ok:
+        if fresh:
             self.stats.last_success = time.time()
+            self.snapshot = snapshot
         else:
             self.stats.failures += 1
         families.extend(self.extra_families())
         self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
-        self.snapshot = snapshot
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
-                  domains=len(snapshot.domains), samples=self.exposition.samples)
+                  domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
         async with self._cycle_done:
             self._cycle_done.notify_all()
 
@@ -111,16 +113,24 @@ class Scheduler:
         except Exception as exc:
             result[0] = exc
 
-    async def _snapshot(self) -> StatsSnapshot:
-        conn = self.supervisor.conn
+    async def _snapshot(self) -> tuple[StatsSnapshot, bool]:
+        """This cycle's snapshot and whether it is fresh.
+
+        While connected, a cycle whose call failed or overran re-exports the last good snapshot
+        (its age is ``virtmon_collection_last_success_timestamp_seconds``) rather than making
+        every domain vanish for one cycle; while disconnected, only ``libvirt_up 0`` is true.
+        """
         uri = self.supervisor.settings.uri
-        if conn is None or not self.supervisor.connected:
-            return disconnected_snapshot(uri)
+        if not self.supervisor.connected:
+            return disconnected_snapshot(uri), False
         try:
-            return await self.caller.call_with_deadline(
-                self.deadline, conn.run, take_snapshot, uri, self.stats_flags,
+            snapshot = await self.caller.call_with_deadline(
+                self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
                 self.requested_groups, self.domain_info(),
             )
         except Exception as exc:
             log.warning("virtmon.collect.failed", error=str(exc))
-            return disconnected_snapshot(uri)
+            if self.snapshot is not None and self.supervisor.connected:
+                return self.snapshot, False
+            return disconnected_snapshot(uri), False
+        return snapshot, True

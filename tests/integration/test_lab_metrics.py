@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +177,35 @@ async def test_domain_info_and_metadata_labels_follow_events(
             if key in exported:
                 break
         assert exported[key] == 1
+
+
+async def test_a_hung_hypervisor_neither_stops_the_cycles_nor_hides_other_domains(
+    lab: str, lab_domain: str, short_tmp: Path
+) -> None:
+    """SIGSTOP of one domain's QEMU: cycles go on, others stay exported, it is marked incomplete."""
+    qemu = int(Path(f"/run/libvirt/qemu/{lab_domain}.pid").read_text().strip())
+    async with running_daemon(config(short_tmp)) as daemon:
+        await daemon.scheduler.wait_cycle()
+        os.kill(qemu, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            cycles = daemon.scheduler.stats.cycles
+            incomplete_seen = False
+            for _ in range(8):
+                await daemon.scheduler.wait_cycle()
+                exported = samples(daemon.scheduler.exposition.text.decode())
+                assert value(exported, "libvirt_domain_info_state", domain="lab-0") == 1
+                incomplete_seen |= value(
+                    exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 1
+            # Eight cycles of one second each, not stalled behind the hung domain.
+            assert daemon.scheduler.stats.cycles - cycles >= 8
+            assert time.monotonic() - started < 30
+            assert incomplete_seen
+        finally:
+            os.kill(qemu, signal.SIGCONT)
+        for _ in range(20):
+            await daemon.scheduler.wait_cycle()
+            exported = samples(daemon.scheduler.exposition.text.decode())
+            if value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0:
+                break
+        assert value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0
