@@ -31,6 +31,7 @@ from virtmon.events.bus import EventBus
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
 from virtmon.exposition.http import metrics_app
+from virtmon.exposition.webconfig import WebConfig, basic_auth_middleware, load_web_config
 from virtmon.scheduler import Scheduler
 from virtmon.selfmetrics import self_metrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
@@ -235,21 +236,25 @@ class Daemon:
             self.finished.set()
 
     async def _start_listeners(self) -> list[web.AppRunner]:
-        metrics = web.AppRunner(
-            metrics_app(lambda: self.scheduler.exposition, self.ready),
-            access_log=None, shutdown_timeout=2.0,
-        )
+        web_config = WebConfig()
+        if self.config["metrics.web_config_file"]:
+            web_config = load_web_config(Path(self.config["metrics.web_config_file"]))
+        app = metrics_app(lambda: self.scheduler.exposition, self.ready)
+        app.middlewares.append(basic_auth_middleware(web_config.users))
+        metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await metrics.setup()
         host, port = split_listen(str(self.config["metrics.listen"]))
         passed = pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6))
         site: web.BaseSite
         if passed is not None:
             host, port = passed.getsockname()[:2]
-            site = web.SockSite(metrics, passed)
+            site = web.SockSite(metrics, passed, ssl_context=web_config.ssl_context)
         else:
-            site = web.TCPSite(metrics, host, port, reuse_address=True)
+            site = web.TCPSite(metrics, host, port, reuse_address=True,
+                               ssl_context=web_config.ssl_context)
         await site.start()
-        self.metrics_address = f"http://{host or '0.0.0.0'}:{port}"
+        scheme = "https" if web_config.ssl_context else "http"
+        self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
                         int(self.config["events.subscriber_queue_size"])),

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--control-socket", help="control socket path (control.socket)")
     run.add_argument("--state-dir", help="journal and outbox directory (state.dir)")
     run.add_argument("--collect-interval", type=float, help="seconds between collection cycles")
+    run.add_argument("--web.config.file", dest="web_config_file",
+                     help="TLS and basic auth for /metrics (metrics.web_config_file)")
     run.add_argument("--log-format", choices=("json", "console", "auto"))
     run.add_argument("--log-level", choices=config.LOG_LEVELS)
     run.add_argument("--demo", action="store_true",
@@ -48,6 +51,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "libvirt.uri": args.uri,
         "metrics.listen": args.listen,
+        "metrics.web_config_file": args.web_config_file,
         "control.socket": args.control_socket,
         "state.dir": args.state_dir,
         "collect.interval": args.collect_interval,
@@ -72,17 +76,29 @@ def load_config(args: argparse.Namespace) -> config.Config:
     return config.Config(values, loaded.receivers, loaded.source)
 
 
-async def serve(cfg: config.Config, demo: bool) -> None:
-    """Run the daemon; SIGTERM/SIGINT stop it gracefully, a second SIGINT forces exit."""
+async def serve(
+    cfg: config.Config, demo: bool, reload: Callable[[], config.Config] | None = None
+) -> None:
+    """Run the daemon; SIGTERM/SIGINT stop it gracefully, a second SIGINT forces exit.
+
+    SIGHUP reloads the configuration with ``reload`` (virtmon.reload says what changes).
+    """
     from virtmon.app import Daemon
+    from virtmon.reload import reload_daemon
 
     log = structlog.get_logger("virtmon.cli")
     daemon = Daemon(cfg, demo=demo)
     async with anyio.create_task_group() as group:
 
         async def signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as received:
                 async for signum in received:
+                    if signum == signal.SIGHUP:
+                        if reload is not None and not daemon.stopping:
+                            await reload_daemon(daemon, reload)
+                        continue
                     if daemon.stopping and signum == signal.SIGINT:
                         log.warning("virtmon.forced_exit")
                         os._exit(130)
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"virtmon: config: {problem}", file=sys.stderr)
         return config.EX_CONFIG
     logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]))
-    anyio.run(serve, cfg, args.demo, backend="asyncio")
+    anyio.run(serve, cfg, args.demo, lambda: load_config(args), backend="asyncio")
     return EX_OK
 
 

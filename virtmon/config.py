@@ -283,6 +283,14 @@ def build(
                 problems.append(f"collect.{key}.{name}: must be a string")
             elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
                 problems.append(f"collect.{key}.{name}: not a valid Prometheus label name")
+    web_config = values["metrics"]["web_config_file"]
+    if web_config and not any(p.startswith("metrics.web_config_file") for p in problems):
+        from virtmon.exposition.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(Path(web_config))
+        except WebConfigError as exc:
+            problems.extend(f"metrics.web_config_file: {p}" for p in exc.problems)
     receivers = _receivers(values["alerts"]["receivers"], problems)
     if problems:
         raise ConfigError(problems)

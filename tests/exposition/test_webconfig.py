@@ -1,0 +1,91 @@
+"""TLS and basic auth on /metrics from an exporter-toolkit web config file."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+
+from tests.conftest import daemon_config, running_daemon
+from virtmon import config as config_module
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Path:
+    """A self-signed certificate and key for 127.0.0.1 in tmp_path."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
+        check=True, capture_output=True,
+    )
+    return tmp_path
+
+
+def basic(user: str, password: str) -> str:
+    """An Authorization header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def write_web_config(directory: Path, password: str) -> Path:
+    """A web config with TLS and one bcrypt user ("prometheus")."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=8)).decode()
+    path = directory / "web.yml"
+    path.write_text(
+        "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    return path
+
+
+def test_every_web_config_problem_is_reported_with_its_key(tmp_path: Path) -> None:
+    """Unknown keys, a missing key file, a bad client auth type and a non-bcrypt hash all show."""
+    path = tmp_path / "web.yml"
+    path.write_text(
+        "tls_server_config:\n  cert_file: a.crt\n  client_auth_type: Sometimes\n  bogus: 1\n"
+        "basic_auth_users:\n  alice: plaintext\n"
+        "extra: 1\n"
+    )
+    with pytest.raises(config_module.ConfigError) as caught:
+        config_module.build({"metrics": {"web_config_file": str(path)}})
+    text = "\n".join(caught.value.problems)
+    for expected in ("metrics.web_config_file: extra: unknown key",
+                     "tls_server_config.bogus: unknown key",
+                     "tls_server_config.key_file: required",
+                     "tls_server_config.client_auth_type: 'Sometimes'",
+                     "basic_auth_users.alice: must be a bcrypt hash"):
+        assert expected in text
+
+
+async def test_tls_and_basic_auth_guard_metrics(tls_files: Path, short_tmp: Path) -> None:
+    """Over TLS: no credentials 401, a wrong password 401, the right one 200 with metrics."""
+    web_config = write_web_config(tls_files, "s3cret")
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        metrics={"web_config_file": str(web_config)},
+                        collect={"collectors": {"admin": False}})
+    context = ssl.create_default_context(cafile=str(tls_files / "tls.crt"))
+    async with running_daemon(cfg) as daemon:
+        assert daemon.metrics_address.startswith("https://")
+        url = daemon.metrics_address.replace("0.0.0.0", "127.0.0.1") + "/metrics"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, ssl=context) as response:
+                assert response.status == 401
+                assert response.headers["WWW-Authenticate"].startswith("Basic")
+            wrong = {"Authorization": basic("prometheus", "guess")}
+            async with session.get(url, ssl=context, headers=wrong) as response:
+                assert response.status == 401
+            right = {"Authorization": basic("prometheus", "s3cret")}
+            async with session.get(url, ssl=context, headers=right) as response:
+                assert response.status == 200
+                assert "libvirt_up 1" in await response.text()
+            # The verified pair is remembered: the next scrape skips bcrypt.
+            started = time.perf_counter()
+            async with session.get(url, ssl=context, headers=right) as response:
+                assert response.status == 200
+            assert time.perf_counter() - started < 0.5

@@ -1,0 +1,161 @@
+"""TLS and basic auth for /metrics, from a web config file in the exporter-toolkit format.
+
+```yaml
+tls_server_config:
+  cert_file: /etc/virtmon/tls.crt
+  key_file: /etc/virtmon/tls.key
+  client_ca_file: /etc/virtmon/ca.crt        # optional
+  client_auth_type: RequireAndVerifyClientCert # optional, as in the toolkit
+basic_auth_users:
+  prometheus: $2y$10$...                     # bcrypt hash
+```
+
+bcrypt is deliberately slow (tens of ms per check at cost 10): it runs in a worker thread, and a
+verified (user, password) pair is remembered by its SHA-256 digest (at most ``MAX_REMEMBERED``),
+so a scraper pays the bcrypt cost once, not per scrape.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import bcrypt
+import yaml
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+MAX_REMEMBERED = 1024
+
+CLIENT_AUTH_TYPES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version"}
+TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+class WebConfigError(Exception):
+    """Every problem in a web config file, each with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The parsed file: an SSL context (or None) and the basic-auth users (name → bcrypt hash)."""
+
+    ssl_context: ssl.SSLContext | None = None
+    users: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def _tls(raw: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
+    if not isinstance(raw, dict):
+        problems.append("tls_server_config: must be a mapping")
+        return None
+    for key in sorted(set(raw) - TLS_KEYS):
+        problems.append(f"tls_server_config.{key}: unknown key")
+    for key in ("cert_file", "key_file"):
+        if key not in raw:
+            problems.append(f"tls_server_config.{key}: required")
+    auth = raw.get("client_auth_type", "NoClientCert")
+    if auth not in CLIENT_AUTH_TYPES:
+        problems.append(f"tls_server_config.client_auth_type: {auth!r} is not one of "
+                        f"{', '.join(CLIENT_AUTH_TYPES)}")
+    version = raw.get("min_version", "TLS12")
+    if version not in TLS_VERSIONS:
+        problems.append("tls_server_config.min_version: must be TLS12 or TLS13")
+    if problems:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = TLS_VERSIONS[version]
+    try:
+        context.load_cert_chain(base / raw["cert_file"], base / raw["key_file"])
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"tls_server_config.cert_file: cannot load the certificate/key: {exc}")
+        return None
+    context.verify_mode = CLIENT_AUTH_TYPES[auth]
+    if "client_ca_file" in raw:
+        try:
+            context.load_verify_locations(base / raw["client_ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"tls_server_config.client_ca_file: cannot load: {exc}")
+    elif context.verify_mode != ssl.CERT_NONE:
+        problems.append("tls_server_config.client_ca_file: required for client certificates")
+    return context
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate a web config file; raise WebConfigError with every problem."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise WebConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise WebConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise WebConfigError([f"{path}: must be a mapping"])
+    for key in sorted(set(raw) - {"tls_server_config", "basic_auth_users"}):
+        problems.append(f"{key}: unknown key")
+    context = None
+    if "tls_server_config" in raw:
+        context = _tls(raw["tls_server_config"], path.parent, problems)
+    users: dict[str, bytes] = {}
+    for name, hashed in (raw.get("basic_auth_users") or {}).items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            problems.append(f"basic_auth_users.{name}: must be a bcrypt hash")
+        else:
+            users[str(name)] = hashed.encode()
+    if problems:
+        raise WebConfigError(problems)
+    return WebConfig(context, users)
+
+
+def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
+    """Require one of ``users`` on every request (no users: the middleware lets all pass)."""
+    verified: set[bytes] = set()
+
+    async def check(header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        hashed = users.get(user)
+        if not sep or hashed is None:
+            return False
+        digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        if digest in verified:
+            return True
+        # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
+        ok = await anyio.to_thread.run_sync(
+            bcrypt.checkpw, password.encode(), hashed.replace(b"$2y$", b"$2b$", 1)
+        )
+        if ok:
+            if len(verified) >= MAX_REMEMBERED:
+                verified.clear()
+            verified.add(digest)
+        return bool(ok)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if users and not await check(request.headers.get("Authorization", "")):
+            return web.Response(status=401, text="Unauthorized\n",
+                                headers={"WWW-Authenticate": 'Basic realm="virtmon"'})
+        return await handler(request)
+
+    return middleware
