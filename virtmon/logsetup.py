@@ -14,6 +14,35 @@ import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
+_METHODS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO,
+            "warning": logging.WARNING, "warn": logging.WARNING, "error": logging.ERROR,
+            "exception": logging.ERROR, "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+class _LevelFilter:
+    """Drops events below the current level.
+
+    A processor rather than structlog's filtering wrapper: module loggers are bound once at
+    import and keep their wrapper class, so only a processor that reads this object sees a level
+    changed by a reload (SIGHUP).
+    """
+
+    def __init__(self) -> None:
+        self.level = logging.INFO
+
+    def __call__(self, logger: Any, method: str, event: Any) -> Any:
+        if _METHODS.get(method, logging.INFO) < self.level:
+            raise structlog.DropEvent
+        return event
+
+
+_FILTER = _LevelFilter()
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger at run time (a reload)."""
+    _FILTER.level = LEVELS[level]
+    logging.getLogger().setLevel(max(LEVELS[level], logging.INFO))
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
@@ -21,7 +50,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     stream = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    _FILTER.level = LEVELS[level]
     shared: list[Any] = [
+        _FILTER,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -34,7 +65,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

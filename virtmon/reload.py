@@ -1,0 +1,141 @@
+"""SIGHUP: validate the configuration again and swap what can change while running.
+
+An invalid file changes nothing: every problem is logged, and systemd's ``STATUS=`` says the
+daemon runs on the previous configuration until a reload succeeds. A valid file is compared key
+by key with the running one: keys in ``RUNTIME_KEYS`` are applied at once; every other changed
+key (the libvirt URI, the listeners, the control socket, the state directory...) is logged as
+needing a restart and keeps its running value, so ``Daemon.config`` always describes what runs.
+systemd is told ``RELOADING=1`` (with ``MONOTONIC_USEC``) before and ``READY=1`` after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import structlog
+
+from virtmon import logsetup
+from virtmon.config import SCHEMA, Config, ConfigError
+
+if TYPE_CHECKING:
+    from virtmon.app import Daemon
+
+log = structlog.get_logger("virtmon.reload").bind(component="reload")
+
+# Keys a reload applies without a restart; each is applied by `_apply` below.
+RUNTIME_KEYS = frozenset({
+    "log.level",
+    "collect.interval",
+    "collect.deadline_ratio",
+    "collect.collectors",
+    "collect.resync_interval",
+    "events.retention_days",
+    "events.retention_count",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload changes: keys applied now, and keys that keep their value until a restart."""
+
+    applied: tuple[str, ...]
+    restart: tuple[str, ...]
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Every ``section.key`` whose value differs (``alerts.receivers`` compares the receivers)."""
+    changed = [
+        f"{section}.{name}"
+        for section, keys in SCHEMA.items()
+        for name in keys
+        if f"{section}.{name}" != "alerts.receivers"
+        and old.values[section][name] != new.values[section][name]
+    ]
+    if old.receivers != new.receivers:
+        changed.append("alerts.receivers")
+    return changed
+
+
+def plan(old: Config, new: Config, admin_running: bool) -> ReloadPlan:
+    """Split the changed keys into those applied now and those that need a restart.
+
+    Turning the admin collector on or off needs a restart (it starts a supervised child); the
+    other collectors switch at once.
+    """
+    from virtmon.app import enabled_collectors
+
+    applied: list[str] = []
+    restart: list[str] = []
+    for key in changed_keys(old, new):
+        (applied if key in RUNTIME_KEYS else restart).append(key)
+    if ("admin" in enabled_collectors(new)) != admin_running:
+        restart.append("collect.collectors.admin")
+    return ReloadPlan(tuple(applied), tuple(restart))
+
+
+def effective(old: Config, new: Config, plan_: ReloadPlan) -> Config:
+    """The configuration that runs after the reload: the new one, minus what needs a restart."""
+    values = {section: dict(table) for section, table in new.values.items()}
+    for key in plan_.restart:
+        section, _, name = key.partition(".")
+        if name in values.get(section, {}):
+            values[section][name] = old.values[section][name]
+    if "collect.collectors.admin" in plan_.restart:
+        collectors: dict[str, Any] = dict(values["collect"]["collectors"])
+        old_admin = old.collectors.get("admin")
+        if old_admin is None:
+            collectors.pop("admin", None)
+        else:
+            collectors["admin"] = old_admin
+        values["collect"]["collectors"] = collectors
+    receivers = old.receivers if "alerts.receivers" in plan_.restart else new.receivers
+    return Config(values, receivers, new.source)
+
+
+def _apply(daemon: Daemon, cfg: Config) -> None:
+    """Push the runtime keys of ``cfg`` into the running components."""
+    from virtmon.app import enabled_collectors
+    from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
+
+    logsetup.set_level(str(cfg["log.level"]))
+    scheduler = daemon.scheduler
+    scheduler.interval = float(cfg["collect.interval"])
+    scheduler.deadline = scheduler.interval * float(cfg["collect.deadline_ratio"])
+    names = enabled_collectors(cfg)
+    scheduler.collectors = build_collectors(names)
+    scheduler.stats_flags = stats_flags_for(names)
+    scheduler.requested_groups = frozenset(stats_groups_for(names))
+    daemon.domain_cache.resync_interval = float(cfg["collect.resync_interval"])
+    daemon.journal.max_age = float(cfg["events.retention_days"]) * 86400.0
+    daemon.journal.max_count = int(cfg["events.retention_count"])
+
+
+async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadPlan | None:
+    """Reload the configuration into a running daemon; None when the new one is invalid."""
+    daemon.notifier.reloading("reloading configuration")
+    log.info("virtmon.reload.started", source=str(daemon.config.source))
+    try:
+        new = await anyio.to_thread.run_sync(loader)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("virtmon.reload.invalid", problem=problem)
+        daemon.config_problem = (
+            f"config reload failed ({len(exc.problems)} problem"
+            f"{'' if len(exc.problems) == 1 else 's'}), running the previous configuration"
+        )
+        log.error("virtmon.reload.rejected", problems=len(exc.problems))
+        daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
+        return None
+    result = plan(daemon.config, new, daemon.admin_helper is not None)
+    cfg = effective(daemon.config, new, result)
+    _apply(daemon, cfg)
+    daemon.config = cfg
+    daemon.config_problem = None
+    if result.restart:
+        log.warning("virtmon.reload.restart_needed", keys=list(result.restart))
+    log.info("virtmon.reload.done", applied=list(result.applied))
+    daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
+    return result
