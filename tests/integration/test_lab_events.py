@@ -207,3 +207,15 @@ async def test_since_after_a_virtmon_restart_returns_exactly_the_missed_events(
     names = [(e["domain"], e["name"]) for e in replay if e["kind"] == "lifecycle"]
     assert names[0] == (lab_domain, "resumed")
     assert names[-1] == (lab_domain, "suspended")
+
+
+async def test_shutdown_leaves_the_event_implementation_drained(
+    lab: str, short_tmp: Path, event_impl: Any
+) -> None:
+    """After the daemon stops, every watch and timer it added is removed and freed."""
+    await event_impl.drain()
+    before = event_impl.live_count
+    async with running_daemon(lab_config(short_tmp)):
+        assert event_impl.live_count > before  # its connections watch sockets and run timers
+    assert event_impl.live_count == before
+    assert event_impl._settled()
