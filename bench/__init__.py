@@ -1,0 +1,187 @@
+"""virtmon's benchmarks (not tests): ``python -m bench`` runs them all against the lab.
+
+Each benchmark module runs its scenario in a subprocess of its own (libvirt accepts one event
+implementation per process, and each scenario's RSS is then its own), prints its result as one
+JSON line on stdout, and logs to stderr. This module holds what they share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))])
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (0 for no values)."""
+    return percentile(values, 0.5)
+
+
+def rss_mib(pid: int | str = "self") -> dict[str, float]:
+    """Resident set size now and its peak (VmHWM), in MiB, from /proc."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mib": round(fields.get("VmRSS", 0.0), 1),
+            "rss_peak_mib": round(fields.get("VmHWM", 0.0), 1)}
+
+
+class LagMeter:
+    """Measures the event loop's lag: a task that sleeps ``tick`` and records how late it wakes."""
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.tick
+            await asyncio.sleep(self.tick)
+            self.lags.append(max(0.0, loop.time() - due))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LagMeter]:
+        """Measure for the body of an ``async with``."""
+        self._task = asyncio.ensure_future(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def summary(self, prefix: str = "loop_lag") -> dict[str, float]:
+        """p50, p99 and max lag in ms, and the number of samples."""
+        return {
+            f"{prefix}_samples": len(self.lags),
+            f"{prefix}_p50_ms": round(percentile(self.lags, 0.5) * 1e3, 3),
+            f"{prefix}_p99_ms": round(percentile(self.lags, 0.99) * 1e3, 3),
+            f"{prefix}_max_ms": round(max(self.lags, default=0.0) * 1e3, 3),
+        }
+
+
+def daemon_config(state: Path, uri: str, interval: float, **sections: dict[str, Any]) -> Any:
+    """A benchmark daemon's configuration: a free loopback metrics port, files in ``state``."""
+    import socket
+
+    from virtmon import config
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    raw: dict[str, dict[str, Any]] = {
+        "libvirt": {"uri": uri},
+        "metrics": {"listen": f"127.0.0.1:{port}"},
+        "control": {"socket": str(state / "control.sock"), "socket_group": ""},
+        "state": {"dir": str(state / "state")},
+        "collect": {"interval": interval},
+        "log": {"level": "warning", "format": "json"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config.build(raw)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(cfg: Any) -> AsyncIterator[Any]:
+    """Run a virtmon Daemon on this loop for the body of an ``async with``; stop it after."""
+    from virtmon.app import Daemon
+
+    daemon = Daemon(cfg)
+    task = asyncio.ensure_future(daemon.run())
+    started = asyncio.ensure_future(daemon.started.wait())
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=120)
+    if task in done:
+        started.cancel()
+        task.result()
+    if started not in done:
+        task.cancel()
+        raise TimeoutError("the daemon did not start within 120 s")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 60)
+
+
+@contextlib.contextmanager
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (AF_UNIX socket paths are limited)."""
+    with tempfile.TemporaryDirectory(prefix="vmb-", dir="/tmp") as tmp:
+        yield Path(tmp)
+
+
+def quiet_logging() -> None:
+    """virtmon's structlog and stdlib logging at warning level, on stderr (stdout is the result)."""
+    from virtmon.logsetup import configure
+
+    configure("warning", "json", sys.stderr)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print a scenario's result as the last line of stdout."""
+    print(json.dumps(result), flush=True)
+
+
+def run_scenario(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m module args`` and return its JSON result; run it again once on failure.
+
+    Once: other engineers' tests may restart libvirtd under a running benchmark.
+    """
+    command = [sys.executable, "-m", module, *args]
+    error = ""
+    for _attempt in range(2):
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode == 0 and lines:
+            result: dict[str, Any] = json.loads(lines[-1])
+            return result
+        error = proc.stderr[-3000:]
+        print(f"bench: {module} {' '.join(args)} failed ({proc.returncode}); stderr:\n{error}",
+              file=sys.stderr)
+    raise RuntimeError(f"{module} {' '.join(args)} failed twice:\n{error}")
+
+
+def node_xml(domains: int, prefix: str = "bench") -> str:
+    """A test driver node file with ``domains`` running ``<domain type='test'>``."""
+    parts = ["<node>"]
+    for i in range(domains):
+        parts.append(
+            f"<domain type='test'><name>{prefix}-{i:05d}</name>"
+            f"<uuid>00000000-0000-4000-8000-{i:012d}</uuid>"
+            "<memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+        )
+    parts.append("</node>")
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def node_file_uri(domains: int) -> Iterator[str]:
+    """``test+unix:///ABS/PATH.xml`` for a temporary node file with ``domains`` test domains."""
+    with tempfile.TemporaryDirectory(prefix="virtmon-bench-") as tmp:
+        path = Path(tmp) / f"node-{domains}.xml"
+        path.write_text(node_xml(domains), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        yield f"test+unix://{path}"
