@@ -1,0 +1,148 @@
+"""Shipped systemd files, checked by systemd's tools: verify, security, sysusers, tmpfiles."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from virtmon import cli, config
+
+UNITS = Path(__file__).resolve().parents[2] / "systemd"
+VIRTMON = Path(sys.executable).parent / "virtmon"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is missing: apt-get install systemd (make lab-packages)",
+)
+
+
+def unit_copy(directory: Path, name: str) -> Path:
+    """The shipped file with ExecStart pointing at this venv's virtmon (verify checks it exists)."""
+    text = (UNITS / name).read_text(encoding="utf-8")
+    text = re.sub(r"^ExecStart=/usr/bin/virtmon", f"ExecStart={VIRTMON}", text, flags=re.M)
+    target = directory / name
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def verify(directory: Path, *units: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify` with the directory first in the unit path (for drop-ins)."""
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(directory / u) for u in units)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=directory,
+        env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+
+
+def our_warnings(result: subprocess.CompletedProcess[str], directory: Path) -> list[str]:
+    """Diagnostics about our files (verify also loads, and may criticise, the system's units)."""
+    text = result.stdout + result.stderr
+    return [line for line in text.splitlines() if str(directory) in line or "virtmon" in line]
+
+
+def test_service_and_socket_pass_systemd_analyze_verify(short_tmp: Path) -> None:
+    """virtmon.service and virtmon.socket: exit 0 and not one diagnostic about them."""
+    unit_copy(short_tmp, "virtmon.service")
+    unit_copy(short_tmp, "virtmon.socket")
+    result = verify(short_tmp, "virtmon.service", "virtmon.socket")
+    assert result.returncode == 0, result.stderr
+    assert our_warnings(result, short_tmp) == []
+
+
+def test_non_root_and_wants_drop_ins_pass_verify_and_are_really_loaded(short_tmp: Path) -> None:
+    """The drop-ins verify cleanly, and a canary drop-in's warning shows the directory is read."""
+    unit_copy(short_tmp, "virtmon.service")
+    drop_ins = short_tmp / "virtmon.service.d"
+    drop_ins.mkdir()
+    for name in ("non-root.conf", "libvirt-wants.conf"):
+        unit_copy(drop_ins, name)
+    result = verify(short_tmp, "virtmon.service")
+    assert result.returncode == 0, result.stderr
+    assert our_warnings(result, short_tmp) == []
+    (drop_ins / "zz-canary.conf").write_text("[Service]\nCanaryKey=1\n")
+    canary = verify(short_tmp, "virtmon.service")
+    assert any("CanaryKey" in line for line in our_warnings(canary, short_tmp))
+
+
+def exposure(unit: Path) -> float:
+    """`systemd-analyze security --offline=yes`: the overall exposure (0 best, 10 worst)."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+def test_hardening_keeps_the_exposure_score_low(short_tmp: Path) -> None:
+    """systemd's own exposure score: at most 2.5 as root, lower still with the non-root drop-in."""
+    root = exposure(unit_copy(short_tmp, "virtmon.service"))
+    assert root <= 2.5
+    nonroot_dir = short_tmp / "nonroot"
+    nonroot_dir.mkdir()
+    service = unit_copy(nonroot_dir, "virtmon.service")
+    drop_in = (UNITS / "non-root.conf").read_text().split("[Service]", 1)[1]
+    # Merged at the end of [Service], where the drop-in's settings would apply.
+    service.write_text(service.read_text().replace("[Install]\n", drop_in + "\n[Install]\n", 1))
+    assert exposure(service) < root
+
+
+def test_service_essentials() -> None:
+    """Type=notify, watchdog, reload by SIGHUP, no Requires= on libvirt, state/runtime dirs."""
+    text = (UNITS / "virtmon.service").read_text()
+    keys = re.findall(r"^(\w+)=(.*)$", text, flags=re.M)
+    values: dict[str, list[str]] = {}
+    for key, value in keys:
+        values.setdefault(key, []).append(value)
+    assert values["Type"] == ["notify"]
+    assert values["WatchdogSec"] and values["Restart"] == ["on-failure"]
+    assert values["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert "Requires" not in values and "BindsTo" not in values and "PartOf" not in values
+    after = " ".join(values["After"]).split()
+    for unit in ("libvirtd.service", "libvirtd.socket", "virtqemud.service", "virtqemud.socket"):
+        assert unit in after
+    assert values["StateDirectory"] == ["virtmon"] and values["RuntimeDirectory"] == ["virtmon"]
+    assert values["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert values["SystemCallFilter"] == ["@system-service"]
+    assert values["ProtectSystem"] == ["strict"] and values["NoNewPrivileges"] == ["yes"]
+    assert values["RestartPreventExitStatus"] == [str(config.EX_CONFIG)]
+
+
+def test_exec_start_and_socket_match_the_cli_and_the_config_defaults() -> None:
+    """ExecStart lines parse with virtmon's own parser; ListenStream is control.socket's default."""
+    for name in ("virtmon.service", "non-root.conf"):
+        for line in re.findall(r"^ExecStart=(.+)$", (UNITS / name).read_text(), flags=re.M):
+            argv = shlex.split(line)
+            assert argv[0] == "/usr/bin/virtmon"
+            cli.parser().parse_args(argv[1:])
+    socket_unit = (UNITS / "virtmon.socket").read_text()
+    listen = re.search(r"^ListenStream=(.+)$", socket_unit, flags=re.M)
+    assert listen and listen.group(1) == config.SCHEMA["control"]["socket"].default
+    assert "FileDescriptorName=control" in socket_unit
+
+
+def test_sysusers_and_tmpfiles_create_the_user_and_directories(short_tmp: Path) -> None:
+    """systemd-sysusers and systemd-tmpfiles --root: user virtmon, group-owned 0750 directories."""
+    if shutil.which("systemd-sysusers") is None or shutil.which("systemd-tmpfiles") is None:
+        pytest.skip("systemd-sysusers/systemd-tmpfiles are missing")
+    (short_tmp / "etc").mkdir()
+    subprocess.run(["systemd-sysusers", f"--root={short_tmp}",
+                    str(UNITS / "virtmon.sysusers.conf")], check=True, capture_output=True)
+    passwd = (short_tmp / "etc/passwd").read_text()
+    user = next(line.split(":") for line in passwd.splitlines() if line.startswith("virtmon:"))
+    assert user[5] == "/var/lib/virtmon" and user[6] == "/usr/sbin/nologin"
+    gid = next(int(line.split(":")[2]) for line in (short_tmp / "etc/group").read_text()
+               .splitlines() if line.startswith("virtmon:"))
+    subprocess.run(["systemd-tmpfiles", "--create", f"--root={short_tmp}",
+                    str(UNITS / "virtmon.tmpfiles.conf")], check=True, capture_output=True)
+    for path, mode in (("etc/virtmon", 0o750), ("var/lib/virtmon", 0o750),
+                       ("run/virtmon", 0o755)):
+        info = (short_tmp / path).stat()
+        assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (mode, 0, gid), path
