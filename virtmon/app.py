@@ -23,6 +23,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from virtmon import __version__
+from virtmon.alerts.service import AlertService
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
 from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
@@ -105,6 +106,8 @@ class Daemon:
             resync_interval=float(config["collect.resync_interval"]),
         )
         self.bus.add_listener(self.domain_cache.on_event)
+        self.alerts = AlertService(config, self.journal)
+        self.bus.add_listener(self.alerts.on_event)
         names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
         if "admin" in names:
@@ -124,10 +127,11 @@ class Daemon:
             deadline_ratio=float(config["collect.deadline_ratio"]),
             extra_families=lambda: self_metrics(
                 self.supervisor, self.bus, self.caller, self.scheduler.stats
-            ),
+            ) + self.alerts.families(),
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
         )
+        self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
         self.control_socket = Path(config["control.socket"])
 
@@ -197,6 +201,7 @@ class Daemon:
                 bus_group.start_soon(self.bus.run)
                 try:
                     async with anyio.create_task_group() as group:
+                        await group.start(self.alerts.run)
                         await group.start(self.supervisor.run)
                         runners = await self._start_listeners()
                         if self.admin_helper is not None:
@@ -229,6 +234,7 @@ class Daemon:
                 await anyio.to_thread.run_sync(self.pool.reset)
                 await impl.drain()
             self.journal.close()
+            self.alerts.close()
             if not self.control_activated:  # systemd owns an activated socket's file
                 with contextlib.suppress(OSError):
                     self.control_socket.unlink()

@@ -143,6 +143,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "alerts": {
         "receivers": Key(list, []),
+        # Alert rules (virtmon.alerts.ruleconfig validates them; docs/alerts.md).
+        "rules": Key(list, []),
+        "default_rules": Key(bool, True),
+        "default_rules_file": Key(str, "", _readable_file),
+        "resolve_after": Key((int, float), 3600.0, _positive),
+        "external_url": Key(str, ""),
+        "retention_days": Key((int, float), 7.0, _positive),
     },
 }
 
@@ -152,6 +159,16 @@ RECEIVER_SCHEMA: dict[str, Key] = {
     "urls": Key(list, None),
     "timeout": Key((int, float), 10.0, _positive),
     "headers": Key(dict, {}),
+    "tls_ca_file": Key(str, "", _readable_file),
+    "tls_cert_file": Key(str, "", _readable_file),
+    "tls_key_file": Key(str, "", _readable_file),
+    "hmac_secret_file": Key(str, "", _readable_file),
+    "rate_limit": Key((int, float), 0.0, _non_negative),
+    "batch_size": Key(int, 64, _positive),
+    "resend_interval": Key((int, float), 60.0, _positive),
+    "max_age": Key((int, float), 86400.0, _positive),
+    "backoff_initial": Key((int, float), 1.0, _positive),
+    "backoff_max": Key((int, float), 300.0, _positive),
 }
 
 
@@ -164,6 +181,16 @@ class Receiver:
     urls: tuple[str, ...]
     timeout: float = 10.0
     headers: Mapping[str, str] = field(default_factory=dict)
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    hmac_secret_file: str = ""
+    rate_limit: float = 0.0  # requests per second per URL; 0: unlimited
+    batch_size: int = 64  # alerts per request
+    resend_interval: float = 60.0  # alertmanager: re-send firing alerts this often
+    max_age: float = 86400.0  # seconds an undelivered notification is retried
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +241,7 @@ def _check_value(path: str, key: Key, value: Any, problems: list[str]) -> bool:
 
 
 def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
-    receivers = []
+    receivers: list[Receiver] = []
     for index, item in enumerate(raw):
         base = f"alerts.receivers[{index}]"
         if not isinstance(item, dict):
@@ -233,10 +260,22 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
             parts = urlsplit(str(url))
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 problems.append(f"{base}.urls[{url_index}]: {url!r} is not an http(s) URL")
+        if not values.get("urls", [None]):
+            problems.append(f"{base}.urls: must not be empty")
+        for header, text in values.get("headers", {}).items():
+            if not isinstance(text, str):
+                problems.append(f"{base}.headers.{header}: must be a string")
+        if values.get("tls_key_file") and not values.get("tls_cert_file"):
+            problems.append(f"{base}.tls_key_file: needs tls_cert_file")
+        if values.get("name") in {r.name for r in receivers}:
+            problems.append(f"{base}.name: {values['name']!r} is used by another receiver")
         if all(name in values for name in ("name", "kind", "urls")):
+            numbers = {k: float(v) for k, v in values.items()
+                       if k not in ("batch_size",) and isinstance(v, int | float)}
             receivers.append(Receiver(
                 values["name"], values["kind"], tuple(values["urls"]),
-                float(values.get("timeout", 10.0)), dict(values.get("headers", {})),
+                **{**numbers, **{k: v for k, v in values.items()
+                                 if k not in ("name", "kind", "urls") and k not in numbers}},
             ))
     return tuple(receivers)
 
@@ -292,6 +331,9 @@ def build(
         except WebConfigError as exc:
             problems.extend(f"metrics.web_config_file: {p}" for p in exc.problems)
     receivers = _receivers(values["alerts"]["receivers"], problems)
+    from virtmon.alerts.ruleconfig import load_rules
+
+    load_rules(values["alerts"], problems)  # every rule problem with its key path
     if problems:
         raise ConfigError(problems)
     return Config(values, receivers, source)

@@ -55,6 +55,8 @@ class Scheduler:
         self.interval = interval
         self.deadline = interval * deadline_ratio
         self.extra_families = extra_families
+        # Called on the loop with each fresh cycle's families (the alert thresholds); no I/O.
+        self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
         self.domain_info = domain_info
         self.admin = admin
         self.stats = CycleStats()
@@ -99,6 +101,9 @@ class Scheduler:
         else:
             self.stats.failures += 1
         families.extend(self.extra_families())
+        if fresh:
+            for listener in self.cycle_listeners:
+                listener(families)
         self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)

@@ -1,0 +1,235 @@
+"""Webhook delivery: one task per receiver URL, reading its own rows of the outbox.
+
+Each URL of a receiver (each peer of an Alertmanager cluster) is its own target with its own
+task, HTTP session and timeout, so a receiver that hangs or refuses delays no other. A target
+sends its oldest pending rows first (up to ``batch_size`` in one request) and records the
+outcome before it sends more:
+
+- 2xx: delivered.
+- 429: retried after ``Retry-After`` (seconds or an HTTP date), else after the backoff.
+- 408, 5xx, connection errors and timeouts: retried with exponential backoff and full jitter
+  (``backoff_initial`` x 2^(attempts-1), at most ``backoff_max``, times a random 0.5..1).
+- any other status (3xx, 4xx): a dead letter, kept in the outbox and retryable.
+- a row older than ``max_age`` is given up (expired), counted.
+
+Delivery is at least once: a row is marked delivered only after the receiver's 2xx, so a crash
+in between sends it again, with the same ``Idempotency-Key`` header.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.to_thread
+import structlog
+
+from virtmon.alerts import formats
+from virtmon.alerts.model import Notification
+from virtmon.alerts.store import AlertStore, OutboxRow
+from virtmon.config import Receiver
+
+log = structlog.get_logger("virtmon.alerts.delivery").bind(component="webhooks")
+
+IDLE_CHECK = 30.0  # seconds between queue checks with nothing to do (expiry, stats)
+MAX_RESPONSE = 64 * 1024
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def ssl_context(receiver: Receiver) -> ssl.SSLContext | None:
+    """The TLS context for a receiver's https URLs (None: the system defaults)."""
+    if not (receiver.tls_ca_file or receiver.tls_cert_file):
+        return None
+    context = ssl.create_default_context(cafile=receiver.tls_ca_file or None)
+    if receiver.tls_cert_file:
+        context.load_cert_chain(receiver.tls_cert_file, receiver.tls_key_file or None)
+    return context
+
+
+class Target:
+    """Delivers one receiver URL's outbox rows; counts outcomes for the metrics."""
+
+    def __init__(self, receiver: Receiver, url: str, store: AlertStore, host: str,
+                 generator_url: str = "", clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.receiver = receiver
+        self.url = url
+        self.store = store
+        self.host = host
+        self.generator_url = generator_url
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.endpoint = (formats.alertmanager_endpoint(url) if receiver.kind == "alertmanager"
+                         else url)
+        self.secret = (Path(receiver.hmac_secret_file).read_bytes().strip()
+                       if receiver.hmac_secret_file else None)
+        self.outcomes: Counter[str] = Counter()
+        self.attempts = 0
+        self.depth = 0
+        self.oldest: float | None = None
+        self._wake = anyio.Event()
+        self._counted = anyio.Event()  # the queue has been looked at once
+        self._next_request = 0.0
+        self._log = log.bind(receiver=receiver.name, url=url)
+
+    def kick(self) -> None:
+        """New rows may be due (called on the loop after the engine commits)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled (and re-send firing alerts to an Alertmanager)."""
+        connector = aiohttp.TCPConnector(limit=4, ssl=ssl_context(self.receiver) or True)
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                anyio.create_task_group() as group:
+            if self.receiver.kind == "alertmanager":
+                group.start_soon(self._resend, session)
+            await self._deliver(session)
+
+    async def _sleep(self, seconds: float) -> None:
+        with anyio.move_on_after(max(0.0, seconds)):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _deliver(self, session: aiohttp.ClientSession) -> None:
+        store = self.store
+        while True:
+            now = self.clock()
+            expired = await anyio.to_thread.run_sync(
+                store.expire, self.receiver.name, self.url, now - self.receiver.max_age, now)
+            if expired:
+                self.outcomes["expired"] += expired
+                self._log.warning("virtmon.webhook.expired", rows=expired)
+            self.depth, self.oldest = await anyio.to_thread.run_sync(
+                store.queue_stats, self.receiver.name, self.url)
+            self._counted.set()
+            rows = await anyio.to_thread.run_sync(
+                store.due, self.receiver.name, self.url, self.receiver.batch_size)
+            if not rows:
+                await self._sleep(IDLE_CHECK)
+                continue
+            if rows[0].next_attempt > now:  # the head is backing off; order is kept
+                await self._sleep(min(rows[0].next_attempt - now, IDLE_CHECK))
+                continue
+            batch = [r for r in rows if r.next_attempt <= now]
+            await self._rate_limit()
+            await self.send(session, batch)
+
+    async def _rate_limit(self) -> None:
+        if self.receiver.rate_limit <= 0:
+            return
+        now = time.monotonic()
+        if self._next_request > now:
+            await anyio.sleep(self._next_request - now)
+        self._next_request = max(now, self._next_request) + 1.0 / self.receiver.rate_limit
+
+    def body(self, notes: Sequence[Notification], now: float) -> tuple[bytes, str]:
+        """The request body and content type for this receiver's kind."""
+        kind = self.receiver.kind
+        if kind == "alertmanager":
+            return formats.alertmanager_body(notes, now, self.receiver.resend_interval,
+                                             self.generator_url)
+        if kind == "cloudevents":
+            return formats.cloudevents_body(notes, self.host)
+        return formats.json_body(notes, self.host, now)
+
+    async def post(self, session: aiohttp.ClientSession, notes: Sequence[Notification]
+                   ) -> tuple[int | None, str | None, str]:
+        """One request: (status or None, Retry-After, error text)."""
+        now = self.clock()
+        body, content_type = self.body(notes, now)
+        headers = {**self.receiver.headers, "Content-Type": content_type,
+                   formats.IDEMPOTENCY_HEADER: formats.batch_key(notes),
+                   "User-Agent": "virtmon"}
+        if self.secret is not None:
+            headers[formats.SIGNATURE_HEADER] = formats.sign(self.secret, int(now), body)
+        self.attempts += 1
+        try:
+            async with session.post(
+                self.endpoint, data=body, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.receiver.timeout),
+            ) as response:
+                text = (await response.content.read(MAX_RESPONSE)).decode("utf-8", "replace")
+                return response.status, response.headers.get("Retry-After"), text[:500]
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return None, None, f"{type(exc).__name__}: {exc}"[:500]
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: exponential, capped, full jitter."""
+        base = min(self.receiver.backoff_max,
+                   self.receiver.backoff_initial * 2.0 ** max(0, attempts - 1))
+        return float(base * self.rng.uniform(0.5, 1.0))
+
+    async def send(self, session: aiohttp.ClientSession, rows: Sequence[OutboxRow]) -> str:
+        """Send rows in one request and record the outcome; returns it."""
+        status, retry_after, error = await self.post(session, [r.notification for r in rows])
+        now = self.clock()
+        ids = [r.id for r in rows]
+        attempts = max(r.attempts for r in rows) + 1
+        if status is not None and 200 <= status < 300:
+            outcome, state, next_attempt, error = "delivered", "delivered", now, ""
+        elif status == 429:
+            delay = retry_after_seconds(retry_after, now)
+            outcome, state = "rate_limited", "pending"
+            next_attempt = now + (delay if delay is not None else self.backoff(attempts))
+        elif status is None or status == 408 or status >= 500:
+            outcome, state = ("error" if status is None else "failed"), "pending"
+            next_attempt = now + self.backoff(attempts)
+        else:
+            outcome, state, next_attempt = "dead", "dead", now
+        text = None if outcome == "delivered" else (f"HTTP {status}: {error}" if status else error)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                lambda: self.store.mark(ids, state, now, next_attempt=next_attempt, error=text))
+        self.outcomes[outcome] += len(rows)
+        if outcome == "delivered":
+            self._log.debug("virtmon.webhook.delivered", rows=len(rows), status=status)
+        else:
+            self._log.warning("virtmon.webhook.not_delivered", outcome=outcome, rows=len(rows),
+                              status=status, error=text, retry_in=round(next_attempt - now, 2))
+        return outcome
+
+    async def _resend(self, session: aiohttp.ClientSession) -> None:
+        """Re-send every firing alert while caught up, so Alertmanager keeps it active."""
+        await self._counted.wait()
+        while True:
+            if self.depth == 0:
+                alerts = await anyio.to_thread.run_sync(self.store.alerts, "firing")
+                now = self.clock()
+                notes = [Notification.of(a, now) for a in alerts]
+                for start in range(0, len(notes), self.receiver.batch_size):
+                    await self._rate_limit()
+                    status, _, error = await self.post(
+                        session, notes[start:start + self.receiver.batch_size])
+                    ok = status is not None and 200 <= status < 300
+                    self.outcomes["resent" if ok else "resend_failed"] += 1
+                    if not ok:
+                        self._log.info("virtmon.webhook.resend_failed", status=status,
+                                       error=error)
+                        break
+            await anyio.sleep(self.receiver.resend_interval)
+
+
+async def run_targets(targets: Sequence[Target]) -> None:
+    """Run every target in its own task until cancelled."""
+    async with anyio.create_task_group() as group:
+        for target in targets:
+            group.start_soon(target.run)

@@ -1,0 +1,280 @@
+"""The alert engine: journaled events and each cycle's families in, stored transitions out.
+
+The engine tails the journal rather than a queue of its own: the bus listener only wakes it,
+and it reads every event after the last one it handled (``alert_meta.last_seq``, stored in the
+same transaction as the transitions those events caused). So a burst never overflows it, and
+an event the journal accepted is handled even if virtmon is killed right after journaling it.
+
+Invariant: ``self.active`` mirrors the pending and firing rows of the ``alerts`` table; only
+this engine's single task changes either, and it changes the mirror after the commit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from virtmon.alerts.model import Alert, Notification, fingerprint
+from virtmon.alerts.rules import (
+    EventRule,
+    Rule,
+    ThresholdRule,
+    event_fields,
+    render,
+)
+from virtmon.alerts.store import AlertStore, Target
+from virtmon.collectors.base import MetricFamily
+from virtmon.events.journal import Journal
+from virtmon.events.model import Event
+
+log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
+
+PAGE = 500
+FAMILY_QUEUE = 4
+TICK = 1.0
+
+
+@dataclass(slots=True)
+class Changes:
+    """What handling a batch produced: alert states to store and notifications to enqueue."""
+
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    notifications: list[Notification] = field(default_factory=list)
+
+    def put(self, alert: Alert, notify: bool, now: float) -> None:
+        """Record a new state of an alert; ``notify`` adds its notification."""
+        self.alerts[alert.fingerprint] = alert
+        if notify:
+            self.notifications.append(Notification.of(alert, now))
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts)
+
+
+class AlertEngine:
+    """Evaluates event and threshold rules and stores every transition with its deliveries."""
+
+    def __init__(self, rules: Sequence[Rule], store: AlertStore, journal: Journal,
+                 targets: Sequence[Target], host: str, default_resolve_after: float = 3600.0,
+                 on_enqueued: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.event_rules = [r for r in rules if isinstance(r, EventRule)]
+        self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
+        self.store = store
+        self.journal = journal
+        self.targets = list(targets)
+        self.host = host
+        self.default_resolve_after = default_resolve_after
+        self.on_enqueued = on_enqueued
+        self.clock = clock
+        self.active: dict[str, Alert] = {}
+        self.last_seq = 0
+        self.notifications: Counter[str] = Counter()  # by status
+        self.families_dropped = 0
+        self._streaks: dict[str, int] = {}  # threshold series fingerprint -> cycles beyond
+        self._wake = anyio.Event()
+        self._families_send, self._families_receive = anyio.create_memory_object_stream[
+            list[MetricFamily]](FAMILY_QUEUE)
+        self.ready = anyio.Event()
+
+    # -- inputs (on the loop; never block) ---------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: the journal has a new event; the engine reads it from there."""
+        self._wake.set()
+
+    def on_families(self, families: Sequence[MetricFamily]) -> None:
+        """A cycle's families for the threshold rules (a full queue drops and counts)."""
+        if not self.threshold_rules:
+            return
+        try:
+            self._families_send.send_nowait(list(families))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.families_dropped += 1
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handle events, cycles and timers until cancelled."""
+        self.active = {a.fingerprint: a for a in await anyio.to_thread.run_sync(self.store.active)}
+        stored = await anyio.to_thread.run_sync(self.store.last_seq)
+        # The first run starts at the journal's end: history before virtmon had alerts is old.
+        self.last_seq = self.journal.last_seq if stored is None else stored
+        if stored is None:
+            await self._commit(Changes(), self.last_seq)
+        log.info("virtmon.alerts.started", rules=len(self.event_rules) + len(self.threshold_rules),
+                 active=len(self.active), since_seq=self.last_seq)
+        self.ready.set()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._thresholds)
+            while True:
+                await self._drain_journal()
+                await self._timers()
+                with anyio.move_on_after(self._next_timer()):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+
+    async def _drain_journal(self) -> None:
+        while True:
+            page = await anyio.to_thread.run_sync(self.journal.read_since, self.last_seq, PAGE)
+            if not page:
+                return
+            changes = Changes()
+            for event in page:
+                self.handle_event(event, changes)
+            await self._commit(changes, page[-1].seq)
+
+    async def _thresholds(self) -> None:
+        async with self._families_receive:
+            async for families in self._families_receive:
+                changes = Changes()
+                self.evaluate_thresholds(families, changes)
+                if changes:
+                    await self._commit(changes, None)
+
+    async def _timers(self) -> None:
+        changes = Changes()
+        self.handle_timers(self.clock(), changes)
+        if changes:
+            await self._commit(changes, None)
+
+    def _next_timer(self) -> float:
+        deadlines = [a.resolve_at for a in self.active.values() if a.resolve_at is not None]
+        deadlines += [a.starts_at + self._for(a) for a in self.active.values()
+                      if a.state == "pending"]
+        if not deadlines:
+            return math.inf
+        return max(0.0, min(min(deadlines) - self.clock(), 60.0)) + 0.01
+
+    def _for(self, alert: Alert) -> float:
+        rule = next((r for r in self.event_rules if r.name == alert.rule), None)
+        return rule.for_seconds if rule is not None else 0.0
+
+    async def _commit(self, changes: Changes, last_seq: int | None) -> None:
+        now = self.clock()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                self.store.apply, list(changes.alerts.values()), changes.notifications,
+                self.targets, now, last_seq)
+        if last_seq is not None:
+            self.last_seq = last_seq
+        for alert in changes.alerts.values():
+            if alert.active:
+                self.active[alert.fingerprint] = alert
+            else:
+                self.active.pop(alert.fingerprint, None)
+        for note in changes.notifications:
+            self.notifications[note.status] += 1
+            log.info("virtmon.alerts.transition", rule=note.rule, status=note.status,
+                     fingerprint=note.fingerprint, domain=note.labels.get("domain"))
+        if changes.notifications:
+            self.on_enqueued()
+
+    # -- pure evaluation (tests call these directly) -----------------------------------------
+
+    def _current(self, fp: str, changes: Changes) -> Alert | None:
+        alert = changes.alerts.get(fp) or self.active.get(fp)
+        return alert if alert is not None and alert.active else None
+
+    def _active_of(self, rule: str, changes: Changes) -> list[Alert]:
+        merged = {**self.active, **changes.alerts}
+        return [a for a in merged.values() if a.rule == rule and a.active]
+
+    def handle_event(self, event: Event, changes: Changes) -> None:
+        """Apply every event rule to one event."""
+        for rule in self.event_rules:
+            if rule.resolve and rule.resolves_on(event):
+                for alert in self._active_of(rule.name, changes):
+                    if rule.same_as(alert.labels, event):
+                        # A pending alert that never fired resolves silently.
+                        changes.put(alert.resolved(event.time), alert.state == "firing",
+                                    event.time)
+            if rule.fires_on(event):
+                self._fire(rule, event, changes)
+
+    def _fire(self, rule: EventRule, event: Event, changes: Changes) -> None:
+        labels = rule.alert_labels(event, self.host)
+        fp = fingerprint(labels)
+        after = rule.resolve_after
+        if after is None and not rule.resolve:
+            after = self.default_resolve_after
+        resolve_at = event.time + after if after is not None else None
+        current = self._current(fp, changes)
+        if current is not None:  # de-duplicated: the same condition again
+            changes.put(replace(current.repeated(event.time), resolve_at=resolve_at), False,
+                        event.time)
+            return
+        fields = event_fields(event, self.host, labels)
+        alert = Alert(
+            rule=rule.name, labels=labels,
+            annotations={"summary": render(rule.summary, fields),
+                         "description": render(rule.description, fields),
+                         "event_seq": str(event.seq)},
+            state="pending" if rule.for_seconds > 0 else "firing",
+            starts_at=event.time, updated_at=event.time, resolve_at=resolve_at, fingerprint=fp)
+        changes.put(alert, alert.state == "firing", event.time)
+
+    def handle_timers(self, now: float, changes: Changes) -> None:
+        """Pending alerts whose ``for`` has passed fire; one-shot alerts past resolve_at resolve."""
+        for alert in list(self.active.values()):
+            if alert.state == "pending" and now >= alert.starts_at + self._for(alert):
+                changes.put(alert.fired(now), True, now)
+            elif alert.resolve_at is not None and now >= alert.resolve_at:
+                changes.put(alert.resolved(now), alert.state == "firing", now)
+
+    def evaluate_thresholds(self, families: Iterable[MetricFamily], changes: Changes) -> None:
+        """One cycle: series beyond a threshold for ``for_cycles`` fire, others resolve."""
+        now = self.clock()
+        by_name: Mapping[str, MetricFamily] = {f.name: f for f in families}
+        streaks: dict[str, int] = {}
+        for rule in self.threshold_rules:
+            family = by_name.get(rule.metric)
+            if family is None:  # not collected this cycle (collector off or failed): no change
+                streaks.update({k: v for k, v in self._streaks.items()
+                                if k.startswith(f"{rule.name}:")})
+                continue
+            divisor = by_name.get(rule.divide_by) if rule.divide_by else None
+            denominators = {} if divisor is None else {
+                tuple(sorted(zip(divisor.label_names, values, strict=True))): value
+                for values, value in divisor.samples}
+            beyond: set[str] = set()
+            for values, value in family.samples:
+                series = dict(zip(family.label_names, values, strict=True))
+                if not rule.selects(series):
+                    continue
+                if rule.divide_by is not None:
+                    denominator = denominators.get(tuple(sorted(series.items())))
+                    if not denominator:
+                        continue
+                    value = value / denominator
+                if not rule.compare(value):
+                    continue
+                labels = {"alertname": rule.name, "severity": rule.severity,
+                          "instance": self.host, **series}
+                fields = {"metric": rule.metric, "value": value, "threshold": rule.value,
+                          "labels": labels, "host": self.host, "op": rule.op}
+                for key, template in rule.labels.items():
+                    labels[key] = render(template, fields)
+                fp = fingerprint(labels)
+                beyond.add(fp)
+                streak = streaks[f"{rule.name}:{fp}"] = self._streaks.get(
+                    f"{rule.name}:{fp}", 0) + 1
+                if streak >= rule.for_cycles and self._current(fp, changes) is None:
+                    fields["cycles"] = streak
+                    alert = Alert(rule=rule.name, labels=labels, annotations={
+                        "summary": render(rule.summary, fields),
+                        "description": render(rule.description, fields),
+                        "value": f"{value:g}"}, state="firing", starts_at=now, updated_at=now,
+                        fingerprint=fp)
+                    changes.put(alert, True, now)
+            for alert in self._active_of(rule.name, changes):
+                if alert.fingerprint not in beyond:
+                    changes.put(alert.resolved(now), True, now)
+        self._streaks = streaks

@@ -1,0 +1,102 @@
+"""The alerts service the daemon composes: rule engine, outbox store and one task per receiver URL.
+
+The daemon registers :meth:`AlertService.on_event` as a bus listener, hands it each cycle's
+families with :meth:`AlertService.on_families`, appends :meth:`AlertService.families` to its own
+metrics, runs :meth:`AlertService.run` in its task group, and calls :meth:`AlertService.close`
+after the group has ended.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.abc import TaskStatus
+
+from virtmon.alerts.delivery import Target
+from virtmon.alerts.engine import AlertEngine
+from virtmon.alerts.metrics import alert_families
+from virtmon.alerts.ruleconfig import load_rules
+from virtmon.alerts.store import AlertStore
+from virtmon.collectors.base import MetricFamily
+from virtmon.config import Config, ConfigError
+from virtmon.events.journal import Journal
+from virtmon.events.model import Event
+
+log = structlog.get_logger("virtmon.alerts.service").bind(component="alerts")
+
+PRUNE_INTERVAL = 3600.0
+
+
+def generator_url(config: Config, host: str) -> str:
+    """``alerts.external_url``, else this host's metrics endpoint."""
+    configured = str(config["alerts.external_url"])
+    if configured:
+        return configured
+    _listen_host, _, port = str(config["metrics.listen"]).rpartition(":")
+    return f"http://{host}:{port}/metrics"
+
+
+class AlertService:
+    """Rules, alert state, the outbox and webhook delivery, as one component."""
+
+    def __init__(self, config: Config, journal: Journal, host: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        problems: list[str] = []
+        rules = load_rules(config.values["alerts"], problems)
+        if problems:  # build() validated them already; a file changed since is still an error
+            raise ConfigError(problems)
+        self.host = host or socket.gethostname()
+        self.clock = clock
+        self.retention = float(config["alerts.retention_days"]) * 86400.0
+        self.store = AlertStore(journal.path)
+        url = generator_url(config, self.host)
+        self.targets = [Target(receiver, target_url, self.store, self.host, url, clock=clock)
+                        for receiver in config.receivers for target_url in receiver.urls]
+        self.engine = AlertEngine(
+            rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
+            self.host, default_resolve_after=float(config["alerts.resolve_after"]),
+            on_enqueued=self.kick, clock=clock)
+
+    def kick(self) -> None:
+        """Wake every delivery task (new outbox rows)."""
+        for target in self.targets:
+            target.kick()
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener."""
+        self.engine.on_event(event)
+
+    def on_families(self, families: Sequence[MetricFamily]) -> None:
+        """Each cycle's families, for the threshold rules."""
+        self.engine.on_families(families)
+
+    def families(self) -> list[MetricFamily]:
+        """This cycle's alert and webhook metrics."""
+        return alert_families(self.engine, self.targets, self.clock())
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the engine and the delivery tasks until cancelled; started once state is loaded."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.engine.run)
+            await self.engine.ready.wait()
+            for target in self.targets:
+                group.start_soon(target.run)
+            group.start_soon(self._prune)
+            task_status.started()
+
+    async def _prune(self) -> None:
+        while True:
+            await anyio.sleep(PRUNE_INTERVAL)
+            removed = await anyio.to_thread.run_sync(
+                self.store.prune, self.clock() - self.retention)
+            if removed:
+                log.info("virtmon.alerts.pruned", rows=removed)
+
+    def close(self) -> None:
+        """Close the database connection (after :meth:`run` has ended)."""
+        self.store.close()

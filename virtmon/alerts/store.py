@@ -1,0 +1,247 @@
+"""Alert state, the outbox and dead letters: tables in the journal's SQLite database (WAL).
+
+Rule 9: an alert's state change and the outbox rows that announce it to every receiver URL are
+written in one transaction, together with the journal sequence number of the last event the
+engine has handled. After a crash the engine resumes from that number (the journal still has
+the events), so an event is never half-handled: either its transition and its deliveries are
+stored, or neither is and it is handled again. Outbox rows are unique per (receiver, url,
+idempotency key), so handling an event twice enqueues nothing twice.
+
+Every method blocks; callers run them in a worker thread. One connection, behind a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtmon.alerts.model import Alert, Notification
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    starts_at   REAL NOT NULL,
+    ends_at     REAL,
+    updated_at  REAL NOT NULL,
+    count       INTEGER NOT NULL,
+    resolve_at  REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    receiver     TEXT NOT NULL,
+    url          TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    last_error   TEXT,
+    updated_at   REAL NOT NULL,
+    UNIQUE (receiver, url, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, url, state, id);
+"""
+
+Target = tuple[str, str]  # (receiver name, url)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One delivery of one notification to one receiver URL."""
+
+    id: int
+    receiver: str
+    url: str
+    notification: Notification
+    created_at: float
+    next_attempt: float
+    attempts: int
+    state: str
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the control API and tools."""
+        return {"id": self.id, "receiver": self.receiver, "url": self.url,
+                "key": self.notification.key, "status": self.notification.status,
+                "rule": self.notification.rule, "fingerprint": self.notification.fingerprint,
+                "created_at": self.created_at, "next_attempt": self.next_attempt,
+                "attempts": self.attempts, "state": self.state, "last_error": self.last_error}
+
+
+_ROW_COLUMNS = ("id, receiver, url, body, created_at, next_attempt, attempts, state, "
+                "last_error")
+
+
+def _row(values: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(int(values[0]), values[1], values[2],
+                     Notification.from_dict(json.loads(values[3])), float(values[4]),
+                     float(values[5]), int(values[6]), values[7], values[8])
+
+
+def _alert(values: Sequence[Any]) -> Alert:
+    return Alert(rule=values[1], labels=json.loads(values[2]), annotations=json.loads(values[3]),
+                 state=values[4], starts_at=float(values[5]), ends_at=values[6],
+                 updated_at=float(values[7]), count=int(values[8]), resolve_at=values[9],
+                 fingerprint=values[0])
+
+
+class AlertStore:
+    """The alert tables of ``virtmon.db``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=10.0)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
+        changed = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    changed += self._db.execute(sql, params).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- alert state ------------------------------------------------------------------------
+
+    def last_seq(self) -> int | None:
+        """The journal sequence number of the last event handled (None: never ran)."""
+        rows = self._query("SELECT value FROM alert_meta WHERE key='last_seq'")
+        return int(rows[0][0]) if rows else None
+
+    def apply(self, alerts: Sequence[Alert], notifications: Sequence[Notification],
+              targets: Sequence[Target], now: float, last_seq: int | None = None) -> int:
+        """Store alert states and enqueue each notification for every target, atomically.
+
+        Returns the number of outbox rows added (a notification already queued is not).
+        """
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for alert in alerts:
+            statements.append((
+                "INSERT OR REPLACE INTO alerts (fingerprint, rule, labels, annotations, state, "
+                "starts_at, ends_at, updated_at, count, resolve_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.fingerprint, alert.rule, json.dumps(dict(alert.labels)),
+                 json.dumps(dict(alert.annotations)), alert.state, alert.starts_at,
+                 alert.ends_at, alert.updated_at, alert.count, alert.resolve_at)))
+        for note in notifications:
+            body = json.dumps(note.to_dict(), separators=(",", ":"))
+            for receiver, url in targets:
+                statements.append((
+                    "INSERT OR IGNORE INTO outbox (receiver, url, key, fingerprint, body, "
+                    "created_at, next_attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (receiver, url, note.key, note.fingerprint, body, now, now, now)))
+        if last_seq is not None:
+            statements.append((
+                "INSERT INTO alert_meta (key, value) VALUES ('last_seq', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (last_seq,)))
+        changed = self._transaction(statements)
+        return changed - len(alerts) - (last_seq is not None)
+
+    def active(self) -> list[Alert]:
+        """Pending and firing alerts."""
+        return [_alert(r) for r in self._query(
+            "SELECT * FROM alerts WHERE state != 'resolved' ORDER BY starts_at")]
+
+    def alerts(self, state: str | None = None, limit: int = 1000) -> list[Alert]:
+        """Alerts, newest first, optionally in one state."""
+        if state is None:
+            rows = self._query("SELECT * FROM alerts ORDER BY updated_at DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query("SELECT * FROM alerts WHERE state = ? ORDER BY updated_at DESC "
+                               "LIMIT ?", (state, limit))
+        return [_alert(r) for r in rows]
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    def due(self, receiver: str, url: str, limit: int) -> list[OutboxRow]:
+        """The oldest pending rows of one target (delivered in order: head of line first)."""
+        return [_row(r) for r in self._query(
+            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND url = ? AND "
+            "state = 'pending' ORDER BY id LIMIT ?", (receiver, url, limit))]
+
+    def queue_stats(self, receiver: str, url: str) -> tuple[int, float | None]:
+        """(pending rows, creation time of the oldest) of one target."""
+        rows = self._query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE receiver = ? AND "
+                           "url = ? AND state = 'pending'", (receiver, url))
+        return int(rows[0][0]), rows[0][1]
+
+    def mark(self, ids: Sequence[int], state: str, now: float, *, next_attempt: float = 0.0,
+             error: str | None = None, attempted: bool = True) -> None:
+        """Record an attempt's outcome: delivered, pending (retry at ``next_attempt``), dead."""
+        self._transaction(
+            ("UPDATE outbox SET state = ?, next_attempt = ?, attempts = attempts + ?, "
+             "last_error = ?, updated_at = ? WHERE id = ?",
+             (state, next_attempt, int(attempted), error, now, row_id))
+            for row_id in ids)
+
+    def expire(self, receiver: str, url: str, cutoff: float, now: float) -> int:
+        """Pending rows created before ``cutoff`` are given up (state expired); how many."""
+        return self._transaction([(
+            "UPDATE outbox SET state = 'expired', updated_at = ? WHERE receiver = ? AND url = ? "
+            "AND state = 'pending' AND created_at < ?", (now, receiver, url, cutoff))])
+
+    def rows(self, state: str | None = None, receiver: str | None = None,
+             limit: int = 1000) -> list[OutboxRow]:
+        """Outbox rows (pending, delivered, dead, expired), newest first."""
+        where, params = [], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if receiver is not None:
+            where.append("receiver = ?")
+            params.append(receiver)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return [_row(r) for r in self._query(
+            f"SELECT {_ROW_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?",
+            (*params, limit))]
+
+    def retry_dead(self, ids: Sequence[int] | None, now: float) -> int:
+        """Dead letters (all, or these ids) back to pending, due now; how many."""
+        if ids is None:
+            return self._transaction([(
+                "UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ?, "
+                "updated_at = ? WHERE state = 'dead'", (now, now, now))])
+        return self._transaction(
+            ("UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ?, "
+             "updated_at = ? WHERE state = 'dead' AND id = ?", (now, now, now, i)) for i in ids)
+
+    def prune(self, cutoff: float) -> int:
+        """Forget delivered and expired rows and resolved alerts last changed before ``cutoff``."""
+        return self._transaction([
+            ("DELETE FROM outbox WHERE state IN ('delivered', 'expired') AND updated_at < ?",
+             (cutoff,)),
+            ("DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ?", (cutoff,)),
+        ])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
