@@ -267,7 +267,8 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
                 problems.append(f"{base}.headers.{header}: must be a string")
         if values.get("tls_key_file") and not values.get("tls_cert_file"):
             problems.append(f"{base}.tls_key_file: needs tls_cert_file")
-        if values.get("name") in {r.name for r in receivers}:
+        earlier = [r.get("name") for r in raw[:index] if isinstance(r, dict)]
+        if "name" in values and values["name"] in earlier:
             problems.append(f"{base}.name: {values['name']!r} is used by another receiver")
         if all(name in values for name in ("name", "kind", "urls")):
             numbers = {k: float(v) for k, v in values.items()

@@ -112,14 +112,22 @@ class AlertEngine:
         log.info("virtmon.alerts.started", rules=len(self.event_rules) + len(self.threshold_rules),
                  active=len(self.active), since_seq=self.last_seq)
         self.ready.set()
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._thresholds)
-            while True:
-                await self._drain_journal()
-                await self._timers()
-                with anyio.move_on_after(self._next_timer()):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._thresholds)
+                while True:
+                    await self._drain_journal()
+                    await self._timers()
+                    with anyio.move_on_after(self._next_timer()):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the families queue (done by :meth:`run` when it ends)."""
+        self._families_send.close()
+        self._families_receive.close()
 
     async def _drain_journal(self) -> None:
         while True:

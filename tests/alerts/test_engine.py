@@ -1,0 +1,260 @@
+"""The engine: lifecycle, fingerprint, de-duplication, restarts, for/resolve_after, thresholds."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.alerts.receiver import wait_until
+from virtmon.alerts.engine import AlertEngine, Changes
+from virtmon.alerts.model import fingerprint
+from virtmon.alerts.ruleconfig import parse_rules
+from virtmon.alerts.rules import Rule
+from virtmon.alerts.store import AlertStore
+from virtmon.collectors.base import MetricFamily
+from virtmon.events.journal import Journal
+from virtmon.events.model import Event
+
+TARGETS = [("am", "http://127.0.0.1:1"), ("am", "http://127.0.0.1:2")]
+CRASH = {"name": "Crash", "severity": "critical", "summary": "{domain} crashed ({detail})",
+         "match": {"kind": "lifecycle", "name": "stopped", "detail": "failed"},
+         "resolve": {"kind": "lifecycle", "name": "started"}}
+
+
+def rules(*raw: dict[str, Any]) -> list[Rule]:
+    """Parsed rules (the test fails on a problem)."""
+    problems: list[str] = []
+    parsed = parse_rules(list(raw), "rules", problems)
+    assert problems == []
+    return [r for r in parsed.values() if r is not None]
+
+
+def ev(name: str, detail: str | None, domain: str | None = "web", kind: str = "lifecycle",
+       at: float | None = None) -> Event:
+    """An unnumbered event."""
+    return Event(time=time.time() if at is None else at, uri="qemu:///system", kind=kind,
+                 name=name, detail=detail, domain=domain)
+
+
+class Rig:
+    """A journal, a store and an engine on one database file, the engine running."""
+
+    def __init__(self, path: Path, engine: AlertEngine, journal: Journal) -> None:
+        self.path = path
+        self.engine = engine
+        self.journal = journal
+
+    def publish(self, *events: Event) -> None:
+        """Journal events and tell the engine (what the bus does)."""
+        for numbered in self.journal.append(list(events)):
+            self.engine.on_event(numbered)
+
+    def outbox(self) -> list[tuple[Any, ...]]:
+        """(receiver, url, status, rule, state) of every outbox row, in order."""
+        import json
+
+        with sqlite3.connect(self.path) as db:
+            rows = db.execute("SELECT receiver, url, body, state FROM outbox ORDER BY id")
+            return [(r, u, json.loads(b)["status"], json.loads(b)["rule"], s)
+                    for r, u, b, s in rows.fetchall()]
+
+    async def settle(self) -> None:
+        """Wait until the engine has handled everything journaled."""
+        await wait_until(lambda: self.engine.last_seq == self.journal.last_seq, 10)
+        await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def rig(path: Path, rule_list: list[Rule], **kw: Any) -> AsyncIterator[Rig]:
+    """Run an engine for the body of a ``with``; close everything after."""
+    journal = Journal(path)
+    store = AlertStore(path)
+    engine = AlertEngine(rule_list, store, journal, TARGETS, "hv1", **kw)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(engine.run)
+            await engine.ready.wait()
+            yield Rig(path, engine, journal)
+            group.cancel_scope.cancel()
+    finally:
+        store.close()
+        journal.close()
+
+
+async def test_fire_dedup_resolve_and_fire_again(tmp_path: Path) -> None:
+    """Repeats of a firing condition are one alert; resolve and re-fire each notify every URL."""
+    async with rig(tmp_path / "v.db", rules(CRASH)) as r:
+        r.publish(ev("stopped", "failed"), ev("stopped", "failed"), ev("stopped", "failed"))
+        await r.settle()
+        [alert] = r.engine.active.values()
+        assert alert.count == 3 and alert.state == "firing"
+        assert alert.annotations["summary"] == "web crashed (failed)"
+        assert [row[2] for row in r.outbox()] == ["firing", "firing"]  # one per URL
+        r.publish(ev("started", "booted", domain="other"))  # another domain: no effect
+        await r.settle()
+        assert len(r.engine.active) == 1
+        r.publish(ev("started", "booted"))
+        await r.settle()
+        assert r.engine.active == {}
+        r.publish(ev("stopped", "failed"))
+        await r.settle()
+        statuses = [row[2] for row in r.outbox()]
+        assert statuses == ["firing", "firing", "resolved", "resolved", "firing", "firing"]
+        keys = AlertStore(r.path).rows()
+        assert len({row.notification.key for row in keys}) == 3  # one key per transition
+
+
+def test_fingerprint_is_the_sorted_label_set() -> None:
+    """The fingerprint depends on the labels only, not their order, and differs per domain."""
+    a = fingerprint({"alertname": "Crash", "domain": "web"})
+    assert a == fingerprint({"domain": "web", "alertname": "Crash"})
+    assert a != fingerprint({"alertname": "Crash", "domain": "db"})
+    assert len(a) == 16
+
+
+async def test_state_survives_a_restart_and_missed_events_are_replayed(tmp_path: Path) -> None:
+    """A firing alert outlives the engine; events journaled while it was down are handled."""
+    path = tmp_path / "v.db"
+    async with rig(path, rules(CRASH)) as r:
+        r.publish(ev("stopped", "failed"))
+        await r.settle()
+    # virtmon "crashed" after journaling these two, before the engine saw them:
+    journal = Journal(path)
+    journal.append([ev("started", "booted"), ev("stopped", "failed", domain="db")])
+    journal.close()
+    async with rig(path, rules(CRASH)) as r:
+        await r.settle()
+        assert {a.labels["domain"] for a in r.engine.active.values()} == {"db"}
+        assert [row[2] for row in r.outbox()] == ["firing"] * 2 + ["resolved"] * 2 + \
+            ["firing"] * 2
+
+
+async def test_for_cancels_a_short_outage_and_fires_a_long_one(tmp_path: Path) -> None:
+    """Connection lost and back within `for`: nothing sent; lost for longer: fires, resolves."""
+    lost = {"name": "Lost", "match": {"kind": "connection", "name": "lost"},
+            "resolve": {"kind": "connection", "name": "restored"}, "same": ["uri"], "for": 0.5}
+    async with rig(tmp_path / "v.db", rules(lost)) as r:
+        r.publish(ev("lost", "eof", None, "connection"), ev("restored", None, None, "connection"))
+        await r.settle()
+        await anyio.sleep(0.8)
+        assert r.outbox() == [] and r.engine.active == {}
+        r.publish(ev("lost", "keepalive", None, "connection"))
+        await r.settle()
+        assert [a.state for a in r.engine.active.values()] == ["pending"]
+        await wait_until(lambda: len(r.outbox()) == 2, 5)
+        r.publish(ev("restored", None, None, "connection"))
+        await r.settle()
+        assert [row[2] for row in r.outbox()] == ["firing", "firing", "resolved", "resolved"]
+
+
+async def test_one_shot_alerts_resolve_after_resolve_after(tmp_path: Path) -> None:
+    """A watchdog alert has no resolving event: it resolves resolve_after seconds later."""
+    dog = {"name": "Dog", "match": {"kind": "watchdog"}, "resolve_after": 0.3}
+    async with rig(tmp_path / "v.db", rules(dog)) as r:
+        r.publish(ev("reset", None, kind="watchdog"))
+        await wait_until(lambda: [row[2] for row in r.outbox()] == ["firing"] * 2 +
+                         ["resolved"] * 2, 5)
+
+
+def families(depth: float, clients: float = 1, clients_max: float = 100) -> list[MetricFamily]:
+    """Admin families of one cycle."""
+    queue = MetricFamily("libvirt_daemon_threadpool_job_queue_depth", "gauge", "", ("server",))
+    queue.add(("libvirtd",), depth)
+    queue.add(("admin",), 0)
+    now = MetricFamily("libvirt_daemon_clients", "gauge", "", ("server",))
+    now.add(("libvirtd",), clients)
+    top = MetricFamily("libvirt_daemon_clients_max", "gauge", "", ("server",))
+    top.add(("libvirtd",), clients_max)
+    return [queue, now, top]
+
+
+def test_threshold_rules_fire_after_n_cycles_and_resolve(tmp_path: Path) -> None:
+    """A series beyond its threshold fires on the Nth cycle, per series; back below resolves."""
+    rule_list = rules(
+        {"name": "Queue", "metric": "libvirt_daemon_threadpool_job_queue_depth", "op": ">",
+         "value": 0, "for_cycles": 3, "summary": "{labels[server]}: {value:.0f} queued"},
+        {"name": "Clients", "metric": "libvirt_daemon_clients",
+         "divide_by": "libvirt_daemon_clients_max", "op": ">=", "value": 0.9})
+    engine = AlertEngine(rule_list, AlertStore(tmp_path / "v.db"), Journal(tmp_path / "v.db"),
+                         TARGETS, "hv1")
+
+    def cycle(fams: list[MetricFamily]) -> Changes:
+        changes = Changes()
+        engine.evaluate_thresholds(fams, changes)
+        for alert in changes.alerts.values():  # what _commit does to the mirror
+            if alert.active:
+                engine.active[alert.fingerprint] = alert
+            else:
+                engine.active.pop(alert.fingerprint, None)
+        return changes
+
+    assert not cycle(families(2)).notifications
+    assert not cycle(families(2)).notifications
+    fired = cycle(families(5, clients=95)).notifications
+    assert sorted(n.rule for n in fired) == ["Clients", "Queue"]
+    queue = next(n for n in fired if n.rule == "Queue")
+    assert queue.labels == {"alertname": "Queue", "severity": "warning", "instance": "hv1",
+                            "server": "libvirtd"}
+    assert queue.annotations["summary"] == "libvirtd: 5 queued"
+    assert not cycle(families(5, clients=95)).notifications  # still firing: de-duplicated
+    assert not cycle([]).notifications  # families absent (collector off): no change
+    resolved = cycle(families(0, clients=95)).notifications
+    assert [(n.rule, n.status) for n in resolved] == [("Queue", "resolved")]
+    assert [(n.rule, n.status) for n in cycle(families(0, 10)).notifications] == [
+        ("Clients", "resolved")]
+    engine.close()
+    engine.store.close()
+    engine.journal.close()
+
+
+async def test_outbox_and_alert_state_commit_together_or_not_at_all(tmp_path: Path) -> None:
+    """When the outbox insert fails, neither the alert state nor the event position is stored."""
+    path = tmp_path / "v.db"
+    store = AlertStore(path)
+    journal = Journal(path)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER no_outbox BEFORE INSERT ON outbox "
+                   "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    engine = AlertEngine(rules(CRASH), store, journal, TARGETS, "hv1")
+    engine.close()
+    [event] = journal.append([ev("stopped", "failed")])
+    changes = Changes()
+    engine.handle_event(event, changes)
+    assert changes.notifications
+    with pytest.raises(sqlite3.IntegrityError):
+        store.apply(list(changes.alerts.values()), changes.notifications, TARGETS, 1.0,
+                    event.seq)
+    assert store.alerts() == [] and store.last_seq() is None and store.rows() == []
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER no_outbox")
+    assert store.apply(list(changes.alerts.values()), changes.notifications, TARGETS, 1.0,
+                       event.seq) == 2
+    # Handling the same event again (a replay after a crash) enqueues nothing twice.
+    assert store.apply(list(changes.alerts.values()), changes.notifications, TARGETS, 1.0,
+                       event.seq) == 0
+    assert len(store.alerts()) == 1 and store.last_seq() == event.seq
+    store.close()
+    journal.close()
+
+
+async def test_a_burst_of_10000_events_loses_no_alert(tmp_path: Path) -> None:
+    """10,000 crash events on 10,000 domains: 10,000 alerts, 20,000 outbox rows, read in pages."""
+    def crash(i: int) -> Event:
+        return ev("stopped", "failed", domain=f"d{i:05d}")
+
+    make: Callable[[int], Event] = crash
+    async with rig(tmp_path / "v.db", rules(CRASH)) as r:
+        started = time.monotonic()
+        r.publish(*[make(i) for i in range(10_000)])
+        await wait_until(lambda: r.engine.last_seq == r.journal.last_seq, 60)
+        took = time.monotonic() - started
+        assert len(r.engine.active) == 10_000
+        assert len(r.outbox()) == 20_000
+        print(f"10,000 events -> alerts + outbox in {took:.2f} s")
