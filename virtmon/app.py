@@ -27,6 +27,8 @@ from virtmon.alerts.service import AlertService
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
 from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
+from virtmon.control.executor import Executor
+from virtmon.control.roles import RoleMap
 from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
 from virtmon.events.journal import Journal
@@ -134,6 +136,11 @@ class Daemon:
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
         self.control_socket = Path(config["control.socket"])
+        self.executor = Executor(
+            caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
+            bus=self.bus, allow_write=bool(config["control.allow_write"]),
+            deadline=float(config["control.request_timeout"]),
+        )
 
     async def _admin_stats(self) -> AdminStats:
         assert self.admin_helper is not None
@@ -190,6 +197,18 @@ class Daemon:
             },
             "journal": {"last_seq": self.bus.published_seq, "path": str(self.journal.path)},
             "events": {"received": dict(self.bus.received), "dropped": dict(self.bus.dropped)},
+            "admin_helper": {
+                "enabled": self.admin_helper is not None,
+                "pid": self.admin_helper.pid if self.admin_helper is not None else None,
+                "restarts": self.admin_helper.restarts if self.admin_helper is not None else 0,
+            },
+            "control": {
+                "allow_write": self.executor.allow_write,
+                "calls": self.executor.stats.calls,
+                "failures": self.executor.stats.failures,
+                "read_connections": self.executor.reads.size,
+                "write_connections": self.executor.writes.size,
+            },
         }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -232,6 +251,7 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
                 await anyio.to_thread.run_sync(self.pool.reset)
+                await anyio.to_thread.run_sync(self.executor.close)
                 await impl.drain()
             self.journal.close()
             self.alerts.close()
@@ -263,7 +283,11 @@ class Daemon:
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
-                        int(self.config["events.subscriber_queue_size"])),
+                        int(self.config["events.subscriber_queue_size"]),
+                        max_body=int(self.config["control.max_body"]),
+                        executor=self.executor,
+                        roles=RoleMap.from_config(self.config.values["control"]),
+                        max_in_flight=int(self.config["control.max_requests"])),
             access_log=None,
             # A follower that goes away must not keep its handler waiting for the next event.
             handler_cancellation=True,

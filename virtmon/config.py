@@ -83,6 +83,17 @@ def _octal_mode(value: Any) -> str | None:
     return None if re.fullmatch(r"0?[0-7]{3}", str(value)) else "must be an octal mode like 0660"
 
 
+def _uid_list(value: Any) -> str | None:
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    return None if ok else "must be a list of numeric uids"
+
+
+def _group_list(value: Any) -> str | None:
+    ok = all(isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+             for v in value)
+    return None if ok else "must be a list of group names or numeric gids"
+
+
 def _socket_path(value: Any) -> str | None:
     # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
     return None if len(str(value).encode()) < 108 else "is longer than a Unix socket path may be"
@@ -127,6 +138,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_write": Key(bool, False),
         "socket_mode": Key(str, "0660", _octal_mode),
         "socket_group": Key(str, "virtmon"),
+        # Roles by peer credentials (SO_PEERCRED): admin > write > read.
+        "admin_uids": Key(list, [0], _uid_list),
+        "admin_groups": Key(list, [], _group_list),
+        "write_uids": Key(list, [], _uid_list),
+        "write_groups": Key(list, [], _group_list),
+        "read_uids": Key(list, [], _uid_list),
+        "read_groups": Key(list, ["virtmon"], _group_list),
+        "request_timeout": Key((int, float), 30.0, _positive),
+        "max_body": Key(int, 1_048_576, _positive),
+        "max_requests": Key(int, 64, _positive),
     },
     "state": {
         "dir": Key(str, "/var/lib/virtmon"),

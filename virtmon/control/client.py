@@ -102,11 +102,14 @@ class ControlClient:
         self.path = path
         self.timeout = timeout
 
-    def _open(self, target: str, accept: str,
-              timeout: float | None) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+    def _open(self, target: str, accept: str, timeout: float | None, method: str = "GET",
+              body: bytes | None = None) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
         conn = UnixHTTPConnection(self.path, timeout)
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request("GET", target, headers={"Accept": accept})
+            conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             if response.status >= 400:
                 raise _problem(response)
@@ -128,6 +131,22 @@ class ControlClient:
             raise _unreachable(self.path, exc) from exc
         finally:
             conn.close()
+
+    def post(self, path: str, document: Any) -> Any:
+        """POST a JSON document; the JSON answer."""
+        body = json.dumps(document).encode()
+        conn, response = self._open(path, "application/json", self.timeout, "POST", body)
+        try:
+            return json.loads(response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unreachable(self.path, exc) from exc
+        finally:
+            conn.close()
+
+    def call(self, operation: str, **arguments: Any) -> Any:
+        """Run one operation (``domain.suspend``, ...); its ``result``."""
+        answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments)
+        return answer.get("result") if isinstance(answer, dict) else answer
 
     def domain(self, key: str) -> Any:
         """One domain by name, UUID or id."""

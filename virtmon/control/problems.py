@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -10,12 +11,14 @@ from aiohttp import web
 PROBLEM_TYPE = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
-    """A problem document response."""
+def problem(status: int, title: str, detail: str = "", *,
+            headers: Mapping[str, str] | None = None, **extra: Any) -> web.Response:
+    """A problem document response (``extra`` members go into the document)."""
     body = {"type": "about:blank", "title": title, "status": status, **extra}
     if detail:
         body["detail"] = detail
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE,
+                        headers=headers)
 
 
 @web.middleware

@@ -7,25 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
-from virtmon import __version__
+from virtmon.control.api import add_operation_routes, gate_middleware
 from virtmon.control.events_stream import events_handler
+from virtmon.control.executor import Executor, Failure
+from virtmon.control.openapi import document
+from virtmon.control.operations import OPERATIONS
 from virtmon.control.problems import problem, problem_middleware
+from virtmon.control.roles import RoleMap
 from virtmon.events.bus import EventBus
 from virtmon.virt.inventory import Inventory
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "virtmon control API", "version": __version__},
-    "paths": {
-        "/v1/status": {"get": {"summary": "The daemon's state", "operationId": "status"}},
-        "/v1/domains": {"get": {"summary": "Every domain (from the inventory)",
-                                "operationId": "domain_list"}},
-        "/v1/domains/{domain}": {"get": {"summary": "One domain by name, UUID or id",
-                                         "operationId": "domain_get"}},
-        "/v1/events": {"get": {"summary": "Event stream (SSE or NDJSON); since=SEQ resumes",
-                               "operationId": "events"}},
-    },
-}
+
+def _fresh(request: web.Request) -> bool:
+    return request.query.get("fresh", "0") not in ("0", "", "false", "no")
 
 
 def control_app(
@@ -34,17 +28,43 @@ def control_app(
     status: Callable[[], dict[str, Any]],
     subscriber_queue_size: int = 1000,
     max_body: int = 1 << 20,
+    executor: Executor | None = None,
+    roles: RoleMap | None = None,
+    max_in_flight: int = 64,
 ) -> web.Application:
-    """The aiohttp application served on the control socket."""
+    """The aiohttp application served on the control socket.
+
+    With ``executor`` it serves the operation table under ``/v1/ops``; with ``roles`` every
+    request is gated by the caller's role (SO_PEERCRED). Without them (unit tests of the event
+    stream over TCP) only the status, inventory and event routes exist, ungated.
+    """
+    openapi_doc = document(OPERATIONS if executor is not None else {})
+
+    async def fresh_call(name: str, args: dict[str, Any]) -> Any:
+        assert executor is not None
+        return await executor.run(OPERATIONS[name], args)
 
     async def get_status(_request: web.Request) -> web.Response:
         return web.json_response(status())
 
-    async def list_domains(_request: web.Request) -> web.Response:
+    async def list_domains(request: web.Request) -> web.Response:
+        if executor is not None and _fresh(request):
+            try:
+                listing = await fresh_call("domain.list", {"flags": 0})
+            except Failure as exc:
+                return problem(exc.status, exc.title, exc.detail, **exc.extra)
+            return web.json_response({"fresh": True, "domains": listing["domains"]})
         return web.json_response({"domains": [d.to_dict() for d in inventory.all()]})
 
     async def get_domain(request: web.Request) -> web.Response:
         key = request.match_info["domain"]
+        if executor is not None and _fresh(request):
+            try:
+                found_now = await fresh_call("domain.lookup", {"domain": key})
+                found_now.update(await fresh_call("domain.info", {"domain": key}))
+            except Failure as exc:
+                return problem(exc.status, exc.title, exc.detail, **exc.extra)
+            return web.json_response({"fresh": True, **found_now})
         found = inventory.find(key)
         if found is None:
             return problem(404, "Not Found", f"no domain named, with UUID or id {key!r}",
@@ -52,9 +72,14 @@ def control_app(
         return web.json_response(found.to_dict())
 
     async def openapi(_request: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
+        return web.json_response(openapi_doc)
 
-    app = web.Application(middlewares=[problem_middleware], client_max_size=max_body)
+    middlewares: list[Any] = [problem_middleware]
+    if roles is not None:
+        middlewares.append(gate_middleware(roles, max_in_flight))
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    if executor is not None:
+        add_operation_routes(app, executor, OPERATIONS)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/domains", list_domains)
     app.router.add_get("/v1/domains/{domain}", get_domain)

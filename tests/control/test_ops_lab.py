@@ -1,0 +1,268 @@
+"""The operation table on the lab: reads, writes, errors, roles and audit through the Unix socket.
+
+The daemon runs on the test's loop, so every client call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.conftest import call, daemon_config, running_daemon
+from virtmon.app import Daemon
+from virtmon.control.client import ControlClient, Problem
+from virtmon.control.operations import OPERATIONS
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Env:
+    """A daemon on the lab and a client of its socket."""
+
+    daemon: Daemon
+    sock: Path
+    client: ControlClient
+
+    async def call(self, operation: str, **args: Any) -> Any:
+        """One operation's result (in a worker thread)."""
+        return await asyncio.to_thread(self.client.call, operation, **args)
+
+    async def problem(self, operation: str, **args: Any) -> Problem:
+        """The problem an operation answers with (fails if it succeeds)."""
+        try:
+            result = await self.call(operation, **args)
+        except Problem as exc:
+            return exc
+        raise AssertionError(f"{operation} succeeded: {result!r}")
+
+    async def get(self, path: str, query: list[tuple[str, str]] | None = None) -> Any:
+        """GET a JSON document (in a worker thread)."""
+        return await asyncio.to_thread(self.client.get, path, query or [])
+
+
+async def _env(short_tmp: Path, lab: str, allow_write: bool) -> AsyncIterator[Env]:
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab},
+                        control={"allow_write": allow_write, "request_timeout": 20.0})
+    async with running_daemon(cfg) as daemon:
+        sock = short_tmp / "control.sock"
+        yield Env(daemon, sock, ControlClient(str(sock), timeout=30))
+
+
+@pytest.fixture
+async def ro(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
+    """A daemon with control.allow_write off (the default)."""
+    async for env in _env(short_tmp, lab, allow_write=False):
+        yield env
+
+
+@pytest.fixture
+async def rw(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
+    """A daemon with control.allow_write on."""
+    async for env in _env(short_tmp, lab, allow_write=True):
+        yield env
+
+
+async def test_domain_reads(ro: Env, lab_domain: str, lab_conn: Any) -> None:
+    """Info, state, XML, stats and lookup of a lab domain agree with a direct libvirt call."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    uuid = await call(dom.UUIDString)
+    info = await ro.call("domain.info", domain=lab_domain)
+    assert info["state"] == {"name": "running", "value": 1}
+    assert info["max_memory_kib"] == (await call(dom.info))[1]
+    state = await ro.call("domain.state", domain=uuid)
+    assert state["state"]["name"] == "running" and "name" in state["reason"]
+    xml = await ro.call("domain.xml", domain=lab_domain, flags=["inactive"])
+    assert f"<name>{lab_domain}</name>" in xml
+    ident = await ro.call("domain.lookup", domain=str(await call(dom.ID)))
+    assert ident == {"name": lab_domain, "uuid": uuid, "id": await call(dom.ID)}
+    stats = await ro.call("domain.stats", domain=lab_domain, groups=["state", "cpu_total"])
+    assert stats["state.state"] == 1 and "cpu.time" in stats
+    assert isinstance(await ro.call("domain.vcpus", domain=lab_domain), dict)
+    assert (await ro.call("domain.scheduler_type", domain=lab_domain))["scheduler"]
+
+
+async def test_reads_by_get_with_query(ro: Env, lab_domain: str) -> None:
+    """A read is also a GET with its arguments in the query string, flags comma-separated."""
+    doc = await ro.get("/v1/ops/domain.xml", [("domain", lab_domain), ("flags", "inactive")])
+    assert doc["operation"] == "domain.xml" and lab_domain in doc["result"]
+
+
+async def test_host_interface_admin_reads(ro: Env) -> None:
+    """One read of each other document: host info, interface list, admin servers."""
+    info = await ro.call("host.info")
+    assert info["cpus"] > 0 and info["memory_mib"] > 0
+    version = await ro.call("host.lib_version")
+    assert version["daemon"]["value"] >= 9000000
+    listing = await ro.call("interface.list")
+    assert listing["count"] == len(listing["interfaces"])
+    servers = await ro.call("admin.servers")
+    assert "libvirtd" in servers
+    pool = await ro.call("admin.threadpool_get", server="libvirtd")
+    assert "maxWorkers" in pool
+
+
+async def test_writes_refused_when_allow_write_is_off(ro: Env, lab_domain: str) -> None:
+    """With control.allow_write off a write is 403, and the domain keeps running."""
+    problem = await ro.problem("domain.suspend", domain=lab_domain)
+    assert problem.status == 403 and "allow_write" in problem.detail
+    assert (await ro.call("domain.state", domain=lab_domain))["state"]["name"] == "running"
+
+
+async def test_suspend_resume(rw: Env, lab_domain: str, lab_conn: Any) -> None:
+    """suspend and resume through the API change the domain's real state."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    assert await rw.call("domain.suspend", domain=lab_domain) is None
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert await rw.call("domain.resume", domain=lab_domain) is None
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+async def test_wrong_state_is_409_with_the_libvirt_code(rw: Env, lab_domain: str) -> None:
+    """Resuming a running domain is 409 carrying VIR_ERR_OPERATION_INVALID (55)."""
+    problem = await rw.problem("domain.resume", domain=lab_domain)
+    assert problem.status == 409
+    assert problem.document["libvirt_code"] == libvirt.VIR_ERR_OPERATION_INVALID
+    assert problem.document["libvirt_error"] == "VIR_ERR_OPERATION_INVALID"
+    assert problem.detail
+
+
+async def test_unknown_domain_and_operation_are_404(ro: Env) -> None:
+    """An unknown domain is 404 with VIR_ERR_NO_DOMAIN; an unknown operation is 404 too."""
+    problem = await ro.problem("domain.info", domain="no-such-domain-xyz")
+    assert problem.status == 404 and problem.document["libvirt_code"] == 42
+    problem = await ro.problem("domain.fly", domain="x")
+    assert problem.status == 404
+
+
+async def test_bad_arguments_are_400_naming_the_key(ro: Env, lab_domain: str) -> None:
+    """Missing, unknown, mistyped arguments and unknown flag names are 400 with the key."""
+    cases = [
+        ({}, "domain"),
+        ({"domain": lab_domain, "color": "red"}, "color"),
+        ({"domain": lab_domain, "flags": ["inactive", "sideways"]}, "flags"),
+        ({"domain": lab_domain, "flags": "x" * 3}, "flags"),
+        ({"domain": 3.5}, "domain"),
+    ]
+    for args, key in cases:
+        problem = await ro.problem("domain.xml", **args)
+        assert problem.status == 400, (args, problem)
+        assert problem.document["key"] == key, (args, problem.document)
+
+
+async def test_body_too_large_is_413(short_tmp: Path, lab: str) -> None:
+    """A body over control.max_body is 413, as a problem document."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"max_body": 1024})
+    async with running_daemon(cfg):
+        client = ControlClient(str(short_tmp / "control.sock"))
+        with pytest.raises(Problem) as caught:
+            await asyncio.to_thread(client.post, "/v1/ops/domain.define", {"xml": "x" * 4096})
+        assert caught.value.status == 413
+
+
+async def test_audit_record_in_the_journal(rw: Env, lab_domain: str) -> None:
+    """A write leaves an audit event with uid, pid, command, operation, arguments and result."""
+    await rw.call("domain.suspend", domain=lab_domain)
+    await rw.call("domain.resume", domain=lab_domain)
+    failed = await rw.problem("domain.resume", domain=lab_domain)
+    assert failed.status == 409
+    deadline = time.monotonic() + 10
+    while True:
+        rows = await asyncio.to_thread(
+            lambda: list(rw.client.stream("/v1/events", [("kind", "audit"), ("follow", "0"),
+                                                         ("since", "0")])))
+        events = [json.loads(r) for r in rows]
+        mine = [e for e in events if e["domain"] == lab_domain]
+        if len(mine) >= 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert [(e["name"], e["detail"]) for e in mine] == [
+        ("domain.suspend", "ok"), ("domain.resume", "ok"), ("domain.resume", "failed")]
+    record = mine[0]["payload"]
+    assert record["uid"] == os.getuid() and record["pid"] == os.getpid()
+    assert record["comm"] and record["operation"] == "domain.suspend"
+    assert record["arguments"]["domain"] == lab_domain and record["ok"] is True
+    assert mine[2]["payload"]["libvirt_code"] == libvirt.VIR_ERR_OPERATION_INVALID
+
+
+NOBODY_SCRIPT = """
+import json, sys
+from virtmon.control.client import ControlClient, Problem
+client = ControlClient(sys.argv[1])
+out = {}
+for op in ("host.info", "admin.threadpool_set"):
+    try:
+        client.call(op, params={"maxWorkers": 1}) if op.startswith("admin") else client.call(op)
+        out[op] = 200
+    except Problem as exc:
+        out[op] = exc.status
+print(json.dumps(out))
+"""
+
+
+async def test_role_by_peer_credentials(short_tmp: Path, lab: str) -> None:
+    """A caller as uid 65534 in group virtmon-readers reads but gets 403 on an admin op."""
+    # The socket must be reachable for the other uid: a private directory would stop it first.
+    os.chmod(short_tmp, 0o755)
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab},
+                        control={"socket_mode": "0666", "read_uids": [65534]})
+    async with running_daemon(cfg):
+        sock = str(short_tmp / "control.sock")
+        reader = await _as_nobody(sock)
+        assert reader == {"host.info": 200, "admin.threadpool_set": 403}
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"socket_mode": "0666"})
+    async with running_daemon(cfg):
+        outsider = await _as_nobody(str(short_tmp / "control.sock"))
+        assert outsider == {"host.info": 403, "admin.threadpool_set": 403}
+
+
+async def _as_nobody(sock: str) -> dict[str, int]:
+    proc = await asyncio.create_subprocess_exec(
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        sys.executable, "-c", NOBODY_SCRIPT, sock,
+        cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, int] = json.loads(out)
+    return result
+
+
+async def test_openapi_lists_every_operation(ro: Env) -> None:
+    """/v1/openapi.json has a path per operation, POST always, GET for reads."""
+    doc = await ro.get("/v1/openapi.json")
+    for name, op in OPERATIONS.items():
+        item = doc["paths"][f"/v1/ops/{name}"]
+        assert item["post"]["operationId"] == name
+        assert ("get" in item) == (op.role == "read")
+
+
+async def test_fresh_domain_reads(ro: Env, lab_domain: str) -> None:
+    """?fresh=1 asks libvirt; without it the inventory answers; both agree on the state."""
+    cached = await ro.get(f"/v1/domains/{lab_domain}")
+    fresh = await ro.get(f"/v1/domains/{lab_domain}", [("fresh", "1")])
+    assert fresh["fresh"] is True and fresh["name"] == lab_domain
+    assert fresh["state"]["name"] == cached["state"] == "running"
+    listing = await ro.get("/v1/domains", [("fresh", "1")])
+    assert lab_domain in {d["name"] for d in listing["domains"]}
+
+
+async def test_status_reports_helper_and_control(ro: Env) -> None:
+    """/v1/status has the admin helper and the control API's counters."""
+    await ro.call("host.info")
+    status = await ro.get("/v1/status")
+    assert status["admin_helper"]["enabled"] is True
+    assert status["control"]["calls"] >= 1 and status["control"]["allow_write"] is False

@@ -1,0 +1,140 @@
+"""The operation routes (``/v1/ops``), the role gate and the request limits of the control server.
+
+``GET|POST /v1/ops/{name}`` validates the arguments against the operation's row, checks the
+caller's role (SO_PEERCRED), runs it through the :class:`~virtmon.control.executor.Executor` and
+answers ``{"operation": name, "result": ...}`` or a problem document. Every operation that needs
+more than ``read`` is audited, refused ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from virtmon.control.executor import Executor, Failure
+from virtmon.control.operations.model import ArgumentError, Operation, validate
+from virtmon.control.problems import problem
+from virtmon.control.roles import UNKNOWN, Peer, RoleMap, allows, peer_of
+
+PEER_KEY = web.RequestKey("virtmon_peer", Peer)
+ROLE_KEY = web.RequestKey("virtmon_role", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_peer(request: web.Request) -> Peer:
+    """The caller's credentials (cached per connection by the transport's socket)."""
+    transport = request.transport
+    if transport is None:
+        return UNKNOWN
+    return peer_of(transport.get_extra_info("socket"))
+
+
+def role_of(request: web.Request) -> str:
+    """The caller's role, set by :func:`gate_middleware`."""
+    return str(request.get(ROLE_KEY, "none"))
+
+
+def gate_middleware(roles: RoleMap, max_in_flight: int) -> Any:
+    """Every request needs at least ``read``; at most ``max_in_flight`` are served at once."""
+    in_flight = 0
+    own_uid = os.geteuid()
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        peer = request_peer(request)
+        # The daemon's own user can do whatever the daemon can anyway.
+        role = "admin" if peer.uid == own_uid else roles.role(peer)
+        request[PEER_KEY] = peer
+        request[ROLE_KEY] = role
+        if not allows(role, "read"):
+            return problem(403, "Forbidden", f"uid {peer.uid} has no role on this socket "
+                           "(control.read_groups/read_uids grant one)", role=role)
+        if in_flight >= max_in_flight:
+            return problem(503, "Service Unavailable",
+                           f"{max_in_flight} requests are already being served; retry shortly",
+                           headers={"Retry-After": "1"})
+        in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return gate
+
+
+async def _arguments(request: web.Request) -> Mapping[str, Any]:
+    if request.method == "GET":
+        out: dict[str, Any] = {}
+        for key in request.query:
+            values = request.query.getall(key)
+            out[key] = values[0] if len(values) == 1 else list(values)
+        return out
+    body = await request.read()
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ArgumentError("(body)", f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ArgumentError("(body)", "must be a JSON object of arguments")
+    return doc
+
+
+def add_operation_routes(app: web.Application, executor: Executor,
+                         operations: Mapping[str, Operation]) -> None:
+    """``/v1/ops`` and ``/v1/ops/{name}``."""
+
+    async def listing(_request: web.Request) -> web.Response:
+        return web.json_response({"operations": [
+            {"name": op.name, "role": op.role, "summary": op.summary,
+             "functions": list(op.functions),
+             "params": [{"name": p.name, "kind": p.kind, "required": p.required,
+                         **({"choices": sorted(p.choices)} if p.choices else {})}
+                        for p in op.all_params()]}
+            for op in operations.values()]})
+
+    async def call(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        op = operations.get(name)
+        if op is None:
+            return problem(404, "Not Found", f"no operation {name!r} (GET /v1/ops lists them)")
+        if request.method == "GET" and op.role != "read":
+            return problem(405, "Method Not Allowed", f"{name} changes state: use POST",
+                           headers={"Allow": "POST"})
+        try:
+            args = validate(op, await _arguments(request))
+        except ArgumentError as exc:
+            return problem(400, "Bad Request", str(exc), key=exc.key)
+        peer = request.get(PEER_KEY, UNKNOWN)
+        role = role_of(request)
+        audited = op.role != "read"
+        if not allows(role, op.role):
+            if audited:
+                executor.audit(op, args, peer, {"ok": False, "status": 403, "title": "Forbidden"})
+            return problem(403, "Forbidden", f"{name} needs the {op.role} role; "
+                           f"uid {peer.uid} has {role}", role=role, needs=op.role)
+        try:
+            result = await executor.run(op, args)
+        except Failure as exc:
+            if audited:
+                executor.audit(op, args, peer, {"ok": False, **exc.as_dict()})
+            return problem(exc.status, exc.title, exc.detail, **exc.extra)
+        if audited:
+            executor.audit(op, args, peer, {"ok": True, "result": _summary(result)})
+        return web.json_response({"operation": name, "result": result})
+
+    app.router.add_get("/v1/ops", listing)
+    app.router.add_route("GET", "/v1/ops/{name}", call)
+    app.router.add_route("POST", "/v1/ops/{name}", call)
+
+
+def _summary(result: Any) -> Any:
+    """What an audit record keeps of a result: small ones whole, large ones by size."""
+    text = json.dumps(result)
+    return result if len(text) <= 512 else {"size": len(text)}

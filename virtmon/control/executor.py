@@ -1,0 +1,220 @@
+"""Running one operation: the right connection, a worker thread, a deadline, and an answer.
+
+Reads run on read-only connections of their own (a small pool: a slow read never holds up the
+events connection or a collection cycle). Writes run on read-write connections, opened on first
+use and only when ``control.allow_write`` is on; the collectors never see them. Admin operations
+go to the admin helper. Every failure becomes :class:`Failure` carrying the HTTP status and
+libvirt's error code, so the server answers with a problem document; every non-read call is
+audited.
+
+Status policy (docs/control-api.md): a libvirt error means libvirt refused this request, so it is
+a 4xx (404 unknown object, 409 wrong state, 403 denied, 400 bad argument, 422 anything else
+libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a deadline passed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import libvirt
+import structlog
+
+from virtmon.control.operations.model import Operation, domain_key, jsonable
+from virtmon.control.operations.names import error_name
+from virtmon.control.roles import Peer
+from virtmon.events.bus import EventBus
+from virtmon.events.model import Event
+from virtmon.virt.admin_client import (
+    HELPER_TIMEOUT,
+    HELPER_UNAVAILABLE,
+    AdminError,
+    AdminHelper,
+)
+from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
+from virtmon.virt.connection import (
+    ConnectionBusy,
+    ConnectionClosed,
+    ConnectionSettings,
+    ConnectionSupervisor,
+)
+from virtmon.virt.pool import ConnectionPool
+
+log = structlog.get_logger("virtmon.control").bind(component="control")
+
+NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_INTERFACE,
+             libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT, libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+             libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT, libvirt.VIR_ERR_NO_DOMAIN_BACKUP,
+             libvirt.VIR_ERR_NO_SERVER, libvirt.VIR_ERR_NO_CLIENT}
+CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST,
+            libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
+            libvirt.VIR_ERR_BLOCK_COPY_ACTIVE, libvirt.VIR_ERR_OPERATION_ABORTED}
+FORBIDDEN = {libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_ACCESS_DENIED,
+             libvirt.VIR_ERR_AUTH_FAILED}
+BAD_REQUEST = {libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_XML_ERROR,
+               libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+               libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_NO_SUPPORT,
+               libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INVALID_MAC,
+               libvirt.VIR_ERR_NO_NAME, libvirt.VIR_ERR_CPU_INCOMPATIBLE,
+               libvirt.VIR_ERR_MIGRATE_UNSAFE}
+UNAVAILABLE = {libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT}
+TIMEOUT = {libvirt.VIR_ERR_OPERATION_TIMEOUT}
+REDACTED = frozenset({"password"})
+AUDIT_TEXT_MAX = 2048
+
+
+def status_for(code: int) -> int:
+    """The HTTP status for a libvirt error code (see the module's status policy)."""
+    for codes, status in ((NOT_FOUND, 404), (CONFLICT, 409), (FORBIDDEN, 403),
+                          (BAD_REQUEST, 400), (UNAVAILABLE, 503), (TIMEOUT, 504)):
+        if code in codes:
+            return status
+    return 422
+
+
+class Failure(Exception):
+    """An operation failed: the HTTP status and the problem document's fields."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+    @classmethod
+    def from_libvirt(cls, exc: libvirt.libvirtError) -> Failure:
+        """libvirt's error code, its name, its domain and its message."""
+        code = exc.get_error_code() or 0
+        return cls(status_for(code), error_name(code), exc.get_error_message() or str(exc),
+                   libvirt_code=code, libvirt_error=error_name(code),
+                   libvirt_domain=exc.get_error_domain())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields an audit record keeps."""
+        return {"status": self.status, "title": self.title, "detail": self.detail, **self.extra}
+
+
+def resolve(op: Operation, conn: Any, args: dict[str, Any]) -> Any:
+    """The object an operation's body takes: a domain, an interface, or the connection."""
+    if op.target == "domain":
+        how, key = domain_key(args["domain"])
+        if how == "id":
+            return conn.lookupByID(key)
+        if how == "uuid":
+            return conn.lookupByUUIDString(key)
+        return conn.lookupByName(key)
+    if op.target == "interface":
+        key = args["interface"]
+        if key.count(":") == 5:
+            return conn.interfaceLookupByMACString(key)
+        return conn.interfaceLookupByName(key)
+    return conn
+
+
+@dataclass(slots=True)
+class ControlStats:
+    """Counters for the status document."""
+
+    calls: int = 0
+    failures: int = 0
+    denied: int = 0
+
+
+class Executor:
+    """Runs operations for the control server."""
+
+    def __init__(
+        self, *, caller: LibvirtCaller, supervisor: ConnectionSupervisor,
+        admin_helper: AdminHelper | None, bus: EventBus, allow_write: bool,
+        deadline: float, pool_size: int = 2,
+    ) -> None:
+        self.caller = caller
+        self.supervisor = supervisor
+        self.admin_helper = admin_helper
+        self.bus = bus
+        self.allow_write = allow_write
+        self.deadline = deadline
+        settings: ConnectionSettings = supervisor.settings
+        self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
+        self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
+        self.stats = ControlStats()
+
+    async def run(self, op: Operation, args: dict[str, Any]) -> Any:
+        """The operation's JSON result; raise :class:`Failure`."""
+        self.stats.calls += 1
+        try:
+            if op.target == "admin":
+                return await self._admin(op, args)
+            return await self._libvirt(op, args)
+        except Failure:
+            self.stats.failures += 1
+            raise
+
+    async def _libvirt(self, op: Operation, args: dict[str, Any]) -> Any:
+        def body(conn: Any) -> Any:
+            return jsonable(op.body(resolve(op, conn, args), args))
+
+        if op.read_write and not self.allow_write:
+            raise Failure(403, "Forbidden", f"{op.name} needs the read-write connection, "
+                          "and control.allow_write is off")
+        if not self.supervisor.connected:
+            raise Failure(503, "Service Unavailable", "libvirt is not connected "
+                          f"({self.supervisor.state.value}); try again shortly")
+        pool = self.writes if op.read_write else self.reads
+        try:
+            return await self.caller.call_with_deadline(self.deadline, pool.run, body)
+        except libvirt.libvirtError as exc:
+            raise Failure.from_libvirt(exc) from None
+        except CallTimeout as exc:
+            raise Failure(504, "Gateway Timeout", f"{op.name}: {exc}; the call was abandoned "
+                          "(libvirt cannot cancel it and may still complete it)") from None
+        except (TooManyAbandoned, ConnectionBusy, ConnectionClosed) as exc:
+            raise Failure(503, "Service Unavailable", str(exc)) from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            # libvirt-python's own argument checks (a cpumap too wide, a bad typed param).
+            raise Failure(400, "Bad Request", f"{op.name}: {exc}") from None
+
+    async def _admin(self, op: Operation, args: dict[str, Any]) -> Any:
+        if self.admin_helper is None:
+            raise Failure(503, "Service Unavailable",
+                          "the admin helper is not running (collect.collectors.admin is off)")
+        request = {k: v for k, v in op.body(None, args).items() if v is not None}
+        try:
+            result = await self.admin_helper.request(op.helper_op, request,
+                                                     timeout=self.deadline)
+        except AdminError as exc:
+            if exc.code == HELPER_UNAVAILABLE:
+                raise Failure(503, "Service Unavailable", exc.message) from None
+            if exc.code == HELPER_TIMEOUT:
+                raise Failure(504, "Gateway Timeout", exc.message) from None
+            raise Failure(status_for(exc.code), error_name(exc.code), exc.message,
+                          libvirt_code=exc.code, libvirt_error=error_name(exc.code),
+                          libvirt_domain=exc.domain) from None
+        return jsonable(result)
+
+    def audit(self, op: Operation, args: dict[str, Any], peer: Peer,
+              outcome: dict[str, Any]) -> None:
+        """One audit record: in the log and, as an ``audit`` event, in the journal."""
+        shown = {k: "***" if k in REDACTED else _short(v) for k, v in args.items()}
+        record = {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "comm": peer.comm,
+                  "operation": op.name, "role": op.role, "arguments": shown, **outcome}
+        log.info("virtmon.control.audit", **record)
+        domain = args.get("domain") if op.target == "domain" else None
+        self.bus.publish(Event(
+            time=time.time(), uri=self.supervisor.settings.uri, kind="audit", name=op.name,
+            detail="ok" if outcome.get("ok") else "failed",
+            domain=str(domain) if domain is not None else None, payload=record,
+        ))
+
+    def close(self) -> None:
+        """Close the idle connections (blocking; busy ones close when their call returns)."""
+        self.reads.reset()
+        self.writes.reset()
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > AUDIT_TEXT_MAX:
+        return value[:AUDIT_TEXT_MAX] + f"... ({len(value)} characters)"
+    return value

@@ -1,0 +1,132 @@
+"""The operation table: every libvirt call the control API offers, one row each.
+
+:data:`OPERATIONS` (name -> :class:`~virtmon.control.operations.model.Operation`) drives the
+routes, argument validation, roles and the OpenAPI document. :data:`EXCLUDED` names the functions
+of the API documents that are deliberately not operations, each with its reason; together they
+account for every function the documents name (tests/control/test_coverage.py checks it) and
+produce the coverage table in docs/control-api.md
+(``python -m virtmon.control.operations API.txt...``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from virtmon.control.operations import admin, domain_read, domain_write, host, interface
+from virtmon.control.operations.model import Operation
+
+__all__ = ["EXCLUDED", "OPERATIONS", "REASONS", "coverage_table", "function_map"]
+
+
+def _table(*parts: Iterable[Operation]) -> dict[str, Operation]:
+    table: dict[str, Operation] = {}
+    for part in parts:
+        for operation in part:
+            assert operation.name not in table, f"duplicate operation {operation.name}"
+            table[operation.name] = operation
+    return table
+
+
+OPERATIONS: dict[str, Operation] = _table(
+    domain_read.OPERATIONS, domain_write.OPERATIONS, host.OPERATIONS, interface.OPERATIONS,
+    admin.OPERATIONS,
+)
+
+REASONS = {
+    "refcount": "reference counting and freeing: the daemon owns every object's lifetime; "
+                "results are copied into JSON and nothing crosses the socket by reference",
+    "callback": "callback and event registration: the daemon registers for every event "
+                "itself; subscribe to GET /v1/events instead",
+    "fd": "raw file-descriptor or stream passing (consoles, channels, graphics, files handed "
+          "to a domain): a JSON-over-HTTP request cannot carry a descriptor",
+    "connection": "opening, closing and tuning connections: the daemon owns its connections "
+                  "(the monitoring one, the write one, the helper's admin one)",
+    "handle": "needs a second libvirt connection handle (the destination of a managed "
+              "migration): use domain.migrate_to_uri (peer-to-peer or direct) instead",
+    "callback_type": "a callback's C type, not a function that can be called",
+}
+
+
+
+def _each(reason: str, functions: str) -> dict[str, str]:
+    return dict.fromkeys(functions.split(), reason)
+
+
+EXCLUDED: dict[str, str] = {
+    **_each("refcount", (
+        "virAdmClientFree virAdmConnectRef virAdmServerFree virConnectRef virDomainFree "
+        "virDomainRef virDomainStatsRecordListFree virInterfaceFree virInterfaceRef "
+        "virStorageInterfaceFree virDomainGetConnect virInterfaceGetConnect"
+    )),
+    **_each("callback", (
+        "virAdmConnectRegisterCloseCallback virAdmConnectUnregisterCloseCallback "
+        "virConnectRegisterCloseCallback virConnectUnregisterCloseCallback "
+        "virConnectDomainEventRegister virConnectDomainEventDeregister "
+        "virConnectDomainEventRegisterAny virConnectDomainEventDeregisterAny "
+        "virEventRegisterImpl virEventRegisterDefaultImpl virSetErrorFunc"
+    )),
+    **_each("fd", (
+        "virDomainOpenConsole virDomainOpenChannel virDomainOpenGraphics "
+        "virDomainOpenGraphicsFD virDomainCreateWithFiles virDomainCreateXMLWithFiles "
+        "virDomainFDAssociate"
+    )),
+    **_each("connection", (
+        "virAdmConnectOpen virAdmConnectClose virAdmInitialize virConnectOpen "
+        "virConnectOpenAuth virConnectOpenReadOnly virConnectClose virInitialize "
+        "virConnectSetKeepAlive"
+    )),
+    **_each("handle", (
+        "virDomainMigrate virDomainMigrate2 virDomainMigrate3"
+    )),
+    **_each("callback_type", (
+        "virAdmConnectCloseFunc virConnectCloseFunc virConnectAuthCallbackPtr"
+    )),
+}
+
+
+def _is_callback_type(function: str) -> bool:
+    return function.startswith("virConnectDomainEvent") and function.endswith("Callback")
+
+
+def function_map() -> dict[str, list[str]]:
+    """C function -> the operations that cover it."""
+    out: dict[str, list[str]] = {}
+    for operation in OPERATIONS.values():
+        for function in operation.functions:
+            out.setdefault(function, []).append(operation.name)
+    return out
+
+
+def coverage_table(functions: Iterable[str]) -> list[str]:
+    """Markdown rows: each function, its operation(s) or the reason it is left out."""
+    mapped = function_map()
+    rows = ["| function | operation | role |", "|---|---|---|"]
+    for function in sorted(set(functions)):
+        if function in mapped:
+            ops = mapped[function]
+            roles = sorted({OPERATIONS[o].role for o in ops})
+            rows.append(f"| `{function}` | {', '.join(f'`{o}`' for o in ops)} | "
+                        f"{', '.join(roles)} |")
+        elif function in EXCLUDED or _is_callback_type(function):
+            reason = EXCLUDED.get(function, "callback_type")
+            rows.append(f"| `{function}` | left out: {reason} | - |")
+        else:
+            rows.append(f"| `{function}` | **not covered** | - |")
+    return rows
+
+
+def api_functions(texts: Iterable[str]) -> set[str]:
+    """Every ``virXxx(`` function the API documents name (declared or referred to)."""
+    found: set[str] = set()
+    for text in texts:
+        found |= set(re.findall(r"\b(vir[A-Z]\w*)\s*\(", text))
+    return found
+
+
+def excluded_reason(function: str) -> str | None:
+    """Why a function is not an operation (None: it is one, or unknown)."""
+    if function in EXCLUDED:
+        return EXCLUDED[function]
+    return "callback_type" if _is_callback_type(function) else None
+
