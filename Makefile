@@ -14,7 +14,7 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # What the lab and the end-to-end tests add: a real libvirtd with QEMU/KVM, Prometheus (and
 # promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
-                prometheus systemd
+                prometheus systemd prometheus-alertmanager
 
 .PHONY: run test lab-up lab-down lint pytest bench run-packages lab-packages venv clean
 
