@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from virtmon import __version__
 from virtmon.collectors.base import MetricFamily
-from virtmon.events.bus import EventBus
+from virtmon.events.bus import INGEST_SINK, EventBus
 from virtmon.virt.calls import LibvirtCaller
-from virtmon.virt.connection import ConnectionSupervisor, State
+from virtmon.virt.connection import CLOSE_REASONS, ConnectionSupervisor, State
 
 
 @dataclass(slots=True)
@@ -20,6 +20,12 @@ class CycleStats:
     last_success: float = 0.0
     cycles: int = 0
     failures: int = 0
+
+
+def _with_zeros(counts: Mapping[str, int], known: Iterable[str]) -> dict[str, int]:
+    """Counts with every known label value present from the start: a counter series that first
+    appears at 1 has no increase() in PromQL, so the first loss or reconnect would go unseen."""
+    return {**dict.fromkeys(known, 0), **counts}
 
 
 def _counter_family(name: str, help_: str, label: str, counts: Mapping[str, int]) -> MetricFamily:
@@ -80,10 +86,11 @@ def self_metrics(
         journal_seq,
         _counter_family("virtmon_libvirt_reconnects_total",
                         "Connections to libvirt lost (and then re-established), by close reason.",
-                        "reason", supervisor.reconnects),
+                        "reason", _with_zeros(supervisor.reconnects, CLOSE_REASONS.values())),
         _counter_family("virtmon_events_received_total",
                         "Events received from libvirt or inferred by reconciling, by kind.",
                         "kind", bus.received),
         _counter_family("virtmon_events_dropped_total",
-                        "Events a full bounded queue had to drop, by sink.", "sink", bus.dropped),
+                        "Events a full bounded queue had to drop, by sink.", "sink",
+                        _with_zeros(bus.dropped, (INGEST_SINK,))),
     ]

@@ -1,0 +1,174 @@
+"""End to end with the real ecosystem: Debian's Prometheus scrapes virtmon on the lab with the
+shipped rules; the domain metrics arrive, every dashboard query runs, and the crash rule fires
+when a lab domain's QEMU is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from tests.conftest import daemon_config, running_daemon
+from tests.integration.test_lab_events import qemu_pid
+from tests.lab import lab as lab_module
+from tests.shipped.promql import (
+    PROMETHEUS_NAMES,
+    RULES,
+    dashboard_expressions,
+    metric_names,
+    rule_expressions,
+)
+from tests.systemd.notifyhelpers import free_port
+
+pytestmark = pytest.mark.lab
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+T = TypeVar("T")
+
+
+def launch_prometheus(directory: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start /usr/bin/prometheus with a config of the test's own; its log goes to a file."""
+    if not PROMETHEUS.exists():
+        pytest.fail("/usr/bin/prometheus is missing: `make lab-packages` installs it")
+    port = free_port()
+    config = directory / "prometheus.yml"
+    config.write_text(
+        f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {RULES}
+scrape_configs:
+  - job_name: virtmon
+    static_configs:
+      - targets: ["{target}"]
+""",
+        encoding="utf-8",
+    )
+    with (directory / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(PROMETHEUS), f"--config.file={config}",
+             f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def prometheus(directory: Path, target: str) -> AsyncIterator[str]:
+    """Debian's prometheus on loopback scraping ``target`` every second; stopped by pid after."""
+    proc, url = launch_prometheus(directory, target)
+    try:
+        async def is_ready() -> bool | None:
+            assert proc.poll() is None, (directory / "prometheus.log").read_text()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as session, \
+                        session.get(f"{url}/-/ready") as response:
+                    return response.status == 200 or None
+            return None
+
+        await until(is_ready, 30, "prometheus did not become ready")
+        yield url
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 10)
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Poll every 0.5 s until ``probe`` returns something other than None; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout} s")
+        await asyncio.sleep(0.5)
+
+
+async def api(url: str, path: str, **params: str) -> Any:
+    """GET a Prometheus API endpoint; the ``data`` of a successful answer."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{url}{path}", params=params) as response:
+        body = await response.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Grafana's variables replaced the way Grafana would for "All" over a 1 m interval."""
+    return (expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+            .replace("$domain", ".*"))
+
+
+async def test_prometheus_scrapes_the_lab_and_the_crash_rule_fires(
+    lab: str, lab_domain: str, short_tmp: Path
+) -> None:
+    """Prometheus with the shipped rules: domain metrics queryable, every dashboard query valid,
+    every rule/dashboard name known to Prometheus, LibvirtDomainCrashed firing after kill -9."""
+    cfg = daemon_config(
+        short_tmp, libvirt={"uri": lab_module.URI},
+        # A receiver nobody listens on: its webhook families are exported (and fail, harmlessly).
+        alerts={"receivers": [{"name": "nowhere", "kind": "json",
+                               "urls": ["http://127.0.0.1:9/"]}]},
+    )
+    async with running_daemon(cfg) as daemon:
+        target = daemon.metrics_address.split("://", 1)[1]
+        async with prometheus(short_tmp, target) as url:
+            started = time.monotonic()
+
+            async def domain_cpu() -> list[Any] | None:
+                data = await api(url, "/api/v1/query", query=(
+                    f'libvirt_domain_info_cpu_time_seconds_total{{domain="{lab_domain}"}}'))
+                return data["result"] or None
+
+            series = await until(domain_cpu, 60, f"no CPU time of {lab_domain} in Prometheus")
+            assert series[0]["metric"]["job"] == "virtmon"
+            assert float(series[0]["value"][1]) > 0
+            print(f"first domain sample queryable after {time.monotonic() - started:.1f} s")
+
+            for expr in dashboard_expressions().values():
+                await api(url, "/api/v1/query", query=grafana_to_promql(expr))  # parses, runs
+
+            known = set(await api(url, "/api/v1/label/__name__/values")) | PROMETHEUS_NAMES
+            used = {name for expr in [*rule_expressions().values(),
+                                      *dashboard_expressions().values()]
+                    for name in metric_names(expr)}
+            assert used - known == set()
+
+            rules = await api(url, "/api/v1/rules")
+            assert {rule["name"] for group in rules["groups"] for rule in group["rules"]} \
+                == set(rule_expressions())
+
+            def crash_alerts(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                return [a for a in alerts if a["labels"]["alertname"] == "LibvirtDomainCrashed"
+                        and a["labels"].get("domain") == lab_domain]
+
+            assert crash_alerts((await api(url, "/api/v1/alerts"))["alerts"]) == []
+            os.kill(qemu_pid(lab_domain), signal.SIGKILL)
+            killed = time.monotonic()
+
+            async def firing() -> dict[str, Any] | None:
+                alerts = crash_alerts((await api(url, "/api/v1/alerts"))["alerts"])
+                return next((a for a in alerts if a["state"] == "firing"), None)
+
+            alert = await until(firing, 60, f"LibvirtDomainCrashed for {lab_domain} not firing")
+            print(f"LibvirtDomainCrashed firing {time.monotonic() - killed:.1f} s after kill -9")
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["labels"]["job"] == "virtmon"
+            assert lab_domain in alert["annotations"]["summary"]
