@@ -1,0 +1,49 @@
+"""virtmon.reload's plan: which changed keys apply at once, which wait for a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from virtmon import config
+from virtmon.reload import RUNTIME_KEYS, changed_keys, effective, plan
+
+
+def build(**sections: dict[str, Any]) -> config.Config:
+    """A valid configuration from a few sections."""
+    return config.build(sections)
+
+
+def test_runtime_keys_apply_and_the_rest_keeps_its_running_value() -> None:
+    """interval and log level apply; uri and listen are listed for a restart and keep old values."""
+    old = build(collect={"interval": 15.0}, log={"level": "info"})
+    new = build(collect={"interval": 5.0}, log={"level": "debug"},
+                libvirt={"uri": "test:///default"}, metrics={"listen": "127.0.0.1:9999"})
+    result = plan(old, new, admin_running=True)
+    assert result.applied == ("collect.interval", "log.level")
+    assert result.restart == ("libvirt.uri", "metrics.listen")
+    running = effective(old, new, result)
+    assert running["collect.interval"] == 5.0 and running["log.level"] == "debug"
+    assert running.uri == old.uri and running["metrics.listen"] == old["metrics.listen"]
+
+
+def test_turning_the_admin_collector_on_needs_a_restart_other_collectors_switch() -> None:
+    """admin on while no helper runs: restart; vm on applies; admin stays as it was."""
+    old = build(collect={"collectors": {"admin": False}})
+    new = build(collect={"collectors": {"admin": True, "vm": True}})
+    result = plan(old, new, admin_running=False)
+    assert result.applied == ("collect.collectors",)
+    assert result.restart == ("collect.collectors.admin",)
+    assert effective(old, new, result).collectors == {"admin": False, "vm": True}
+
+
+def test_an_unchanged_file_changes_nothing() -> None:
+    """Reloading the same file: no key applied, none waiting for a restart."""
+    cfg = build(collect={"interval": 2.0})
+    assert changed_keys(cfg, build(collect={"interval": 2.0})) == []
+    assert plan(cfg, cfg, admin_running=True).restart == ()
+
+
+def test_every_runtime_key_is_a_schema_key() -> None:
+    """RUNTIME_KEYS names only keys that exist."""
+    known = {f"{s}.{k}" for s, keys in config.SCHEMA.items() for k in keys}
+    assert known >= RUNTIME_KEYS
