@@ -1,0 +1,98 @@
+"""Admin operations through the control socket reach the real libvirtd (seen by virt-admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tests.admin.conftest import virt_admin, virt_admin_table
+from tests.conftest import daemon_config, running_daemon
+from virtmon.control.client import ControlClient, Problem
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+async def client(short_tmp: Path, lab: str) -> AsyncIterator[ControlClient]:
+    """A client of a daemon on the lab (allow_write does not matter to admin operations)."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab})
+    async with running_daemon(cfg):
+        yield ControlClient(str(short_tmp / "control.sock"), timeout=30)
+
+
+async def op(client: ControlClient, name: str, **args: Any) -> Any:
+    """One operation's result, from a worker thread."""
+    return await asyncio.to_thread(client.call, name, **args)
+
+
+async def test_threadpool_set_shows_in_virt_admin(client: ControlClient) -> None:
+    """admin.threadpool_set changes what virt-admin srv-threadpool-info reports; restored."""
+    original = await op(client, "admin.threadpool_get", server="libvirtd")
+    try:
+        await op(client, "admin.threadpool_set", server="libvirtd",
+                 params={"maxWorkers": original["maxWorkers"] + 3})
+        shown = await asyncio.to_thread(virt_admin_table, "srv-threadpool-info", "libvirtd")
+        assert shown["maxWorkers"] == str(original["maxWorkers"] + 3)
+        again = await op(client, "admin.threadpool_get", server="libvirtd")
+        assert again["maxWorkers"] == original["maxWorkers"] + 3
+    finally:
+        await op(client, "admin.threadpool_set", server="libvirtd",
+                 params={"maxWorkers": original["maxWorkers"]})
+    shown = await asyncio.to_thread(virt_admin_table, "srv-threadpool-info", "libvirtd")
+    assert shown["maxWorkers"] == str(original["maxWorkers"])
+
+
+async def test_admin_errors(client: ControlClient) -> None:
+    """Unknown server is 404 (VIR_ERR_NO_SERVER); a bad thread-pool value is a 4xx, never 5xx."""
+    with pytest.raises(Problem) as caught:
+        await op(client, "admin.threadpool_get", server="no-such-server")
+    assert caught.value.status == 404
+    assert caught.value.document["libvirt_error"] == "VIR_ERR_NO_SERVER"
+    with pytest.raises(Problem) as caught:
+        await op(client, "admin.threadpool_set", server="libvirtd",
+                 params={"minWorkers": 1000, "maxWorkers": 1})
+    assert 400 <= caught.value.status < 500
+
+
+async def test_client_disconnect_through_the_api(client: ControlClient) -> None:
+    """admin.client_disconnect closes another process's libvirt connection (callback fires)."""
+    script = (
+        "import libvirt, sys, threading\n"
+        "libvirt.virEventRegisterDefaultImpl()\n"
+        "threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],"
+        " daemon=True).start()\n"
+        "conn = libvirt.openReadOnly('qemu:///system')\n"
+        "done = threading.Event()\n"
+        "conn.registerCloseCallback(lambda c, reason, o: (print('closed', reason, flush=True),"
+        " done.set()), None)\n"
+        "print('ready', flush=True)\n"
+        "sys.exit(0 if done.wait(20) else 1)\n"
+    )
+    async with await anyio.open_process(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        lines = BufferedByteReceiveStream(proc.stdout)
+        with anyio.fail_after(20):
+            assert await lines.receive_until(b"\n", 1000) == b"ready"
+        clients = await op(client, "admin.clients", server="libvirtd", info=True)
+        mine = [c for c in clients if c["info"].get("unix_process_id") == proc.pid]
+        assert len(mine) == 1
+        info = await op(client, "admin.client_info", server="libvirtd", id=mine[0]["id"])
+        assert info["unix_process_id"] == proc.pid
+        await op(client, "admin.client_disconnect", server="libvirtd", id=mine[0]["id"])
+        with anyio.fail_after(20):
+            assert (await lines.receive_until(b"\n", 1000)).startswith(b"closed")
+            assert await proc.wait() == 0
+        after = await op(client, "admin.clients", server="libvirtd")
+        assert mine[0]["id"] not in [c["id"] for c in after]
+        listing = await asyncio.to_thread(virt_admin, "srv-clients-list", "libvirtd")
+        assert f" {mine[0]['id']} " not in listing
