@@ -258,3 +258,14 @@ async def test_a_burst_of_10000_events_loses_no_alert(tmp_path: Path) -> None:
         assert len(r.engine.active) == 10_000
         assert len(r.outbox()) == 20_000
         print(f"10,000 events -> alerts + outbox in {took:.2f} s")
+
+
+async def test_alerts_of_a_removed_rule_resolve_at_start(tmp_path: Path) -> None:
+    """A firing alert whose rule left the configuration is resolved (and announced) at start."""
+    path = tmp_path / "v.db"
+    async with rig(path, rules(CRASH)) as r:
+        r.publish(ev("stopped", "failed"))
+        await r.settle()
+    async with rig(path, []) as r:
+        assert r.engine.active == {}
+        assert [row[2] for row in r.outbox()] == ["firing"] * 2 + ["resolved"] * 2

@@ -109,6 +109,14 @@ class AlertEngine:
         self.last_seq = self.journal.last_seq if stored is None else stored
         if stored is None:
             await self._commit(Changes(), self.last_seq)
+        # A rule removed from the configuration can no longer resolve its alerts: resolve them.
+        names = {r.name for r in self.event_rules} | {r.name for r in self.threshold_rules}
+        orphans = Changes()
+        for alert in self.active.values():
+            if alert.rule not in names:
+                orphans.put(alert.resolved(self.clock()), alert.state == "firing", self.clock())
+        if orphans:
+            await self._commit(orphans, None)
         log.info("virtmon.alerts.started", rules=len(self.event_rules) + len(self.threshold_rules),
                  active=len(self.active), since_seq=self.last_seq)
         self.ready.set()
