@@ -31,6 +31,7 @@ from virtmon.control.executor import Executor
 from virtmon.control.roles import RoleMap
 from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
+from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
 from virtmon.exposition.http import metrics_app
@@ -108,6 +109,8 @@ class Daemon:
             resync_interval=float(config["collect.resync_interval"]),
         )
         self.bus.add_listener(self.domain_cache.on_event)
+        self.event_counters = EventCounters()
+        self.bus.add_listener(self.event_counters.on_event)
         self.alerts = AlertService(config, self.journal)
         self.bus.add_listener(self.alerts.on_event)
         names = enabled_collectors(config)
@@ -132,6 +135,7 @@ class Daemon:
             ) + self.alerts.families(),
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
+            event_counts=self.event_counters.snapshot,
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""

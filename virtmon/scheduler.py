@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -45,6 +45,7 @@ class Scheduler:
         extra_families: Callable[[], list[MetricFamily]],
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
         admin: Callable[[], Awaitable[Any]] | None = None,
+        event_counts: Callable[[Iterable[str] | None], Any] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
@@ -59,6 +60,7 @@ class Scheduler:
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
         self.domain_info = domain_info
         self.admin = admin
+        self.event_counts = event_counts
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
@@ -92,6 +94,10 @@ class Scheduler:
             snapshot, fresh = await self._snapshot()
         if self.admin is not None:
             snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
+        if self.event_counts is not None:
+            # Counts of domains absent from a fresh listing are dropped (deleted domains).
+            names = [d.name for d in snapshot.domains] if fresh else None
+            snapshot = dataclasses.replace(snapshot, events=self.event_counts(names))
         families, _outcomes = run_collectors(self.collectors, snapshot)
         self.stats.cycles += 1
         self.stats.last_duration = time.monotonic() - started

@@ -102,6 +102,11 @@ async def test_kill_9_of_qemu_gives_stopped_failed(
         event = await stream.wait_for(lifecycle(lab_domain, "stopped", "failed"))
         assert event["synthetic"] is False
         assert daemon.inventory.find(lab_domain).state_name == "shutoff"
+        await daemon.scheduler.wait_cycle()
+        await daemon.scheduler.wait_cycle()
+        series = (f'libvirt_domain_events_total{{domain="{lab_domain}",event="stopped",'
+                  f'detail="failed"}} 1')
+        assert series in daemon.scheduler.exposition.text.decode()
 
 
 async def test_metadata_change_and_every_event_id_registered(

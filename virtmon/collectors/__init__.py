@@ -19,6 +19,7 @@ from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.dirtyrate import DirtyrateCollector
 from virtmon.collectors.domain_info import DomainInfoCollector
+from virtmon.collectors.events import EventsCollector
 from virtmon.collectors.host_interfaces import HostInterfacesCollector
 from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.iothread import IothreadCollector
@@ -62,6 +63,7 @@ COLLECTORS: dict[str, CollectorFactory] = {
     "node": NodeCollector,
     "host_interfaces": HostInterfacesCollector,
     "admin": AdminCollector,
+    "events": EventsCollector,
 }
 
 # `vm` is opt-in: unstable hypervisor names and about 16 + 47 per vCPU series per domain.
@@ -99,6 +101,7 @@ COLLECTOR_GROUPS: dict[str, tuple[str, ...]] = {
     "node": (),
     "host_interfaces": (),
     "admin": (),
+    "events": (),
 }
 
 

@@ -108,3 +108,5 @@ class StatsSnapshot:
     # The admin helper's answer for this cycle: AdminStats, the error it gave, or None when the
     # admin collector is off (typed loosely: the admin collector owns that type).
     admin: Any = None
+    # The event counters' copy for this cycle (virtmon.events.counters.EventCounts) or None.
+    events: Any = None
