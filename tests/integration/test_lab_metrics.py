@@ -183,7 +183,8 @@ async def test_a_hung_hypervisor_neither_stops_the_cycles_nor_hides_other_domain
     lab: str, lab_domain: str, short_tmp: Path
 ) -> None:
     """SIGSTOP of one domain's QEMU: cycles go on, others stay exported, it is marked incomplete."""
-    qemu = int(Path(f"/run/libvirt/qemu/{lab_domain}.pid").read_text().strip())
+    pidfile = Path(f"/run/libvirt/qemu/{lab_domain}.pid")
+    qemu = int((await asyncio.to_thread(pidfile.read_text)).strip())
     async with running_daemon(config(short_tmp)) as daemon:
         await daemon.scheduler.wait_cycle()
         os.kill(qemu, signal.SIGSTOP)
