@@ -230,7 +230,7 @@ async def test_follow_timeout_ends_quietly(env: Env) -> None:
 
 
 async def test_follow_reports_a_daemon_that_stops(short_tmp: Path) -> None:
-    """A follower whose daemon stops says so, with where to resume, and exits 69."""
+    """A follower whose daemon stops says so, with where to resume, and exits 3 (cannot connect)."""
     async with running_daemon(daemon_config(short_tmp, libvirt={"uri": URI})) as daemon:
         before = len(daemon.bus._subscriptions)
         follower = asyncio.ensure_future(ctl_async(
@@ -250,8 +250,8 @@ async def test_openapi_prints_the_document(env: Env) -> None:
     assert "/v1/events" in json.loads(run.out)["paths"]
 
 
-def test_missing_socket_exits_69(short_tmp: Path) -> None:
-    """No socket at the path: a message naming it on stderr and exit 69 (EX_UNAVAILABLE)."""
+def test_missing_socket_exits_3(short_tmp: Path) -> None:
+    """No socket at the path: a message naming it on stderr and exit 3 (cannot connect)."""
     sock = short_tmp / "absent.sock"
     run = run_ctl(sock, "status")
     assert run.code == ctl.EX_UNAVAILABLE
@@ -274,8 +274,8 @@ DROP_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
 
 @pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
                     reason="as root, needs setpriv to give up CAP_DAC_OVERRIDE")
-async def test_permission_denied_exits_77(env: Env) -> None:
-    """A caller who may not open the socket gets a permission message and exit 77 (EX_NOPERM)."""
+async def test_permission_denied_exits_3(env: Env) -> None:
+    """A caller who may not open the socket gets a permission message and exit 3."""
     os.chmod(env.sock, 0)
     if os.geteuid() != 0:
         run = await ctl_async(env.sock, "status")
@@ -335,8 +335,8 @@ def stub_server(sock: Path) -> Iterator[None]:
         thread.join(5)
 
 
-def test_server_error_exits_2(short_tmp: Path) -> None:
-    """A 5xx problem document prints `virtmonctl: <title>: <detail>` and exits 2."""
+def test_server_error_exits_1(short_tmp: Path) -> None:
+    """A 5xx problem document prints `virtmonctl: <title>: <detail>` and exits 1."""
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "domains")
@@ -356,8 +356,8 @@ def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
     assert run.err.endswith("resume with --since 7\n")
 
 
-def test_stale_socket_exits_69(short_tmp: Path) -> None:
-    """A socket file nobody listens on (a daemon that died) is refused: exit 69."""
+def test_stale_socket_exits_3(short_tmp: Path) -> None:
+    """A socket file nobody listens on (a daemon that died) is refused: exit 3."""
     sock = short_tmp / "stale.sock"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(sock))

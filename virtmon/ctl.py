@@ -7,9 +7,9 @@ Every command is one row of :data:`COMMANDS`: a name, a help line, a function th
 arguments and a function that runs it. A new command (``host``, ``admin ...``, ``start``, ...) is
 one more row.
 
-Exit codes: 0 ok; 1 the daemon refused (a 4xx problem document, or the event stream overflowed);
-2 the daemon failed (5xx) or a usage error (argparse); 69 (EX_UNAVAILABLE) the socket is missing,
-refuses, or the daemon went away; 77 (EX_NOPERM) permission denied on the socket; 130 interrupted.
+Exit codes (issue 6): 0 ok; 1 the operation failed (any problem document, 4xx or 5xx, or the
+event stream overflowed); 2 usage (argparse, or arguments that make no sense); 3 cannot connect
+(the socket is missing, refuses, denies access, or the daemon went away); 130 interrupted.
 A closed output pipe (``virtmonctl events | head``) ends the command quietly with 0.
 """
 
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from virtmon import __version__
 from virtmon.control.client import ControlClient, Problem, Unreachable
@@ -32,11 +33,17 @@ DEFAULT_SOCKET = "/run/virtmon/virtmon.sock"
 SOCKET_ENV = "VIRTMON_SOCKET"
 
 EX_OK = 0
-EX_REFUSED = 1  # a 4xx answer: the caller's request was refused
-EX_SERVER = 2  # a 5xx answer (argparse also exits 2 on a usage error)
-EX_UNAVAILABLE = 69  # sysexits.h: the daemon cannot be reached
-EX_NOPERM = 77  # sysexits.h: permission denied on the socket
+EX_FAILED = 1  # the operation failed: a problem document
+EX_REFUSED = EX_FAILED  # a 4xx answer: the caller's request was refused
+EX_SERVER = EX_FAILED  # a 5xx answer: the daemon could not do it
+EX_USAGE = 2  # argparse's own code for a bad command line
+EX_UNAVAILABLE = 3  # cannot connect: the daemon cannot be reached
+EX_NOPERM = EX_UNAVAILABLE  # cannot connect: permission denied on the socket
 EX_INTERRUPTED = 130  # 128 + SIGINT
+
+
+class UsageError(Exception):
+    """A command line argparse accepted but that makes no sense (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +170,26 @@ def cmd_domains(ctx: Context, _args: argparse.Namespace) -> int:
 
 
 def args_domain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("verb", nargs="?", metavar="VERB",
+                        help="start, stop, shutdown, destroy, suspend, resume, reboot, reset, "
+                             "undefine; none: show the domain")
     parser.add_argument("domain", metavar="NAME|UUID|ID", help="the domain")
+    parser.add_argument("--fresh", action="store_true", help="ask libvirt, not the inventory")
 
 
 def cmd_domain(ctx: Context, args: argparse.Namespace) -> int:
-    """``domain NAME|UUID|ID``: one domain."""
-    doc = ctx.client.domain(args.domain)
+    """``domain [VERB] NAME|UUID|ID``: one domain, or a lifecycle verb on it."""
+    if args.verb is not None:
+        from virtmon.ctl_ops import VERBS, run
+
+        if args.verb not in VERBS:
+            raise UsageError(f"unknown verb {args.verb!r} (one of {', '.join(VERBS)})")
+        return run(ctx, VERBS[args.verb], {"domain": args.domain},
+                   f"{args.domain}: {args.verb} done")
+    if args.fresh:
+        doc = ctx.client.get("/v1/domains/" + quote(args.domain, safe=""), [("fresh", "1")])
+    else:
+        doc = ctx.client.domain(args.domain)
     if ctx.json:
         ctx.document(doc)
     else:
@@ -291,7 +312,9 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="JSON output, for scripts")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS  # it imports this module
+
+    for command in (*COMMANDS, *OPERATION_COMMANDS):
         child = sub.add_parser(command.name, help=command.help, description=command.help,
                                parents=[common])
         command.arguments(child)
@@ -322,6 +345,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except Problem as exc:
         ctx.warn(f"{exc.title}: {exc.detail}" if exc.detail else exc.title)
         return EX_SERVER if exc.status >= 500 else EX_REFUSED
+    except UsageError as exc:
+        ctx.warn(str(exc))
+        return EX_USAGE
     except Unreachable as exc:
         ctx.warn(str(exc))
         return EX_NOPERM if exc.denied else EX_UNAVAILABLE

@@ -113,12 +113,13 @@ def add_operation_routes(app: web.Application, executor: Executor,
             return problem(400, "Bad Request", str(exc), key=exc.key)
         peer = request.get(PEER_KEY, UNKNOWN)
         role = role_of(request)
-        audited = op.role != "read"
-        if not allows(role, op.role):
+        needed, _read_write = op.needs(args)
+        audited = needed != "read"
+        if not allows(role, needed):
             if audited:
                 executor.audit(op, args, peer, {"ok": False, "status": 403, "title": "Forbidden"})
-            return problem(403, "Forbidden", f"{name} needs the {op.role} role; "
-                           f"uid {peer.uid} has {role}", role=role, needs=op.role)
+            return problem(403, "Forbidden", f"{name} needs the {needed} role; "
+                           f"uid {peer.uid} has {role}", role=role, needs=needed)
         try:
             result = await executor.run(op, args)
         except Failure as exc:

@@ -156,13 +156,14 @@ class Executor:
         def body(conn: Any) -> Any:
             return jsonable(op.body(resolve(op, conn, args), args))
 
-        if op.read_write and not self.allow_write:
-            raise Failure(403, "Forbidden", f"{op.name} needs the read-write connection, "
-                          "and control.allow_write is off")
+        _role, read_write = op.needs(args)
+        if read_write and not self.allow_write:
+            raise Failure(403, "Forbidden", f"{op.name} needs the read-write connection "
+                          "(with these arguments), and control.allow_write is off")
         if not self.supervisor.connected:
             raise Failure(503, "Service Unavailable", "libvirt is not connected "
                           f"({self.supervisor.state.value}); try again shortly")
-        pool = self.writes if op.read_write else self.reads
+        pool = self.writes if read_write else self.reads
         try:
             return await self.caller.call_with_deadline(self.deadline, pool.run, body)
         except libvirt.libvirtError as exc:

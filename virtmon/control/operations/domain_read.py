@@ -129,6 +129,12 @@ def security_labels(dom: Any, _a: dict[str, Any]) -> dict[str, Any]:
 SOURCE = enum("source", ADDRESS_SOURCES, 0)
 DISK = need("disk", "string", "the disk's target (vda) or source path")
 XML_FLAGS = flags_param(names.flags("VIR_DOMAIN_XML_"))
+SECURE = names.flags("VIR_DOMAIN_XML_")["secure"]
+
+
+def secure(args: dict[str, Any]) -> bool:
+    """The secure flag asks for passwords: the write role and the read-write connection."""
+    return bool(args.get("flags", 0) & SECURE)
 AFFECT = flags_param(names.AFFECT)
 
 OPERATIONS: list[Operation] = [
@@ -140,7 +146,7 @@ OPERATIONS: list[Operation] = [
     op("domain.state", D, "read", "State and its reason, named", "virDomainGetState", state,
        flags_param({})),
     op("domain.xml", D, "read", "The domain's XML description", "virDomainGetXMLDesc",
-       lambda d, a: d.XMLDesc(a["flags"]), XML_FLAGS),
+       lambda d, a: d.XMLDesc(a["flags"]), XML_FLAGS, escalate=secure),
     op("domain.os_type", D, "read", "The guest OS type", "virDomainGetOSType",
        lambda d, a: d.OSType()),
     op("domain.max_memory", D, "read", "Maximum memory in KiB", "virDomainGetMaxMemory",
@@ -242,7 +248,7 @@ OPERATIONS: list[Operation] = [
        "virDomainHasManagedSaveImage", lambda d, a: bool(d.hasManagedSaveImage(0))),
     op("domain.managed_save_xml", D, "read", "The XML stored in the managed save image",
        "virDomainManagedSaveGetXMLDesc", lambda d, a: d.managedSaveGetXMLDesc(a["flags"]),
-       XML_FLAGS),
+       XML_FLAGS, escalate=secure),
     op("domain.migrate_max_downtime", D, "read", "Maximum tolerable downtime (ms)",
        "virDomainMigrateGetMaxDowntime", lambda d, a: d.migrateGetMaxDowntime(0)),
     op("domain.migrate_max_speed", D, "read", "Maximum migration bandwidth (MiB/s)",

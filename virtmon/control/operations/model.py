@@ -101,6 +101,15 @@ class Operation:
     # the read-write one (guest-agent queries, secure XML, peeks).
     read_write: bool = False
     helper_op: str = ""
+    # Arguments that make a read privileged (secure XML shows passwords): then it needs the
+    # write role and the read-write connection.
+    escalate: Callable[[dict[str, Any]], bool] | None = None
+
+    def needs(self, args: dict[str, Any]) -> tuple[str, bool]:
+        """The role and whether the read-write connection is needed, for these arguments."""
+        if self.escalate is not None and self.escalate(args):
+            return ("write" if self.role == "read" else self.role), True
+        return self.role, self.read_write
 
     @property
     def area(self) -> str:
@@ -268,11 +277,12 @@ def jsonable(value: Any) -> Any:
 
 
 def op(name: str, target: str, role: str, summary: str, functions: str, body: Body,
-       *params: Param, read_write: bool = False, helper_op: str = "") -> Operation:
+       *params: Param, read_write: bool = False, helper_op: str = "",
+       escalate: Callable[[dict[str, Any]], bool] | None = None) -> Operation:
     """One table row, compactly: ``functions`` is a space-separated list of C functions."""
     assert target in TARGETS and role in ROLES, (name, target, role)
     return Operation(name, target, role, summary, tuple(functions.split()), body, params,
-                     read_write or role != "read", helper_op)
+                     read_write or role != "read", helper_op, escalate)
 
 
 def flags_param(choices: Mapping[str, int], name: str = "flags", help: str = "") -> Param:

@@ -1,0 +1,114 @@
+"""virtmonctl's operation commands against a daemon on the lab (main() in a worker thread)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.admin.conftest import virt_admin_table
+from tests.conftest import call, daemon_config, running_daemon
+from tests.test_ctl import Run, ctl_async
+from virtmon import ctl
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+async def sock(short_tmp: Path, lab: str) -> AsyncIterator[Path]:
+    """The control socket of a daemon on the lab with writes allowed."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"allow_write": True})
+    async with running_daemon(cfg):
+        yield short_tmp / "control.sock"
+
+
+async def ok(sock: Path, *argv: str) -> Run:
+    """A virtmonctl run that must exit 0."""
+    run = await ctl_async(sock, *argv)
+    assert run.code == ctl.EX_OK, (argv, run.err)
+    return run
+
+
+async def test_call_generic_and_object_operation_forms(sock: Path, lab_domain: str) -> None:
+    """`call domain.info domain=X` and `call domain info domain=X` give the same JSON."""
+    first = await ok(sock, "--json", "call", "domain.info", f"domain={lab_domain}")
+    second = await ok(sock, "--json", "call", "domain", "info", f"domain={lab_domain}")
+    assert json.loads(first.out)["state"]["name"] == "running"
+    assert json.loads(first.out).keys() == json.loads(second.out).keys()
+    xml = await ok(sock, "call", "domain.xml", f"domain={lab_domain}", "flags=inactive,secure")
+    assert f"<name>{lab_domain}</name>" in xml.out
+
+
+async def test_lifecycle_verbs(sock: Path, lab_domain: str, lab_conn: Any) -> None:
+    """`domain suspend NAME`, `resume NAME`, `destroy`, `start` change the real domain."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    await ok(sock, "domain", "suspend", lab_domain)
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_PAUSED
+    run = await ok(sock, "resume", lab_domain)
+    assert run.out == f"{lab_domain}: resume done\n"
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+    await ok(sock, "domain", "destroy", lab_domain)
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    await ok(sock, "start", lab_domain)
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+    await ok(sock, "reboot", lab_domain, "flags=acpi_power_btn")
+
+
+async def test_failed_operation_exits_1_with_the_libvirt_message(
+        sock: Path, lab_domain: str) -> None:
+    """Resuming a running domain: exit 1 and libvirt's error on stderr."""
+    run = await ctl_async(sock, "resume", lab_domain)
+    assert run.code == ctl.EX_FAILED
+    assert run.err.startswith("virtmonctl: VIR_ERR_OPERATION_INVALID: ")
+
+
+async def test_usage_errors_exit_2(sock: Path) -> None:
+    """A KEY=VALUE without '=', an unknown verb, or an unreadable @FILE: exit 2."""
+    assert (await ctl_async(sock, "call", "host.info", "oops")).code == ctl.EX_USAGE
+    assert (await ctl_async(sock, "domain", "fly", "x")).code == ctl.EX_USAGE
+    run = await ctl_async(sock, "call", "domain.define", "xml=@/nonexistent/file.xml")
+    assert run.code == ctl.EX_USAGE and "cannot read" in run.err
+
+
+async def test_cannot_connect_exits_3(short_tmp: Path) -> None:
+    """No daemon at the socket: exit 3."""
+    run = await ctl_async(short_tmp / "nothing.sock", "host")
+    assert run.code == ctl.EX_UNAVAILABLE == 3
+
+
+async def test_host_interfaces_operations(sock: Path) -> None:
+    """`host` shows node info, `host lib-version` works, `interfaces` and `operations` print."""
+    host = await ok(sock, "host")
+    assert any(line.startswith("cpus ") for line in host.lines())
+    await ok(sock, "host", "lib-version")
+    interfaces = await ok(sock, "interfaces")
+    assert interfaces.lines()[0].split() == ["NAME", "MAC", "ACTIVE"]
+    ops = await ok(sock, "operations")
+    assert any(line.startswith("domain.suspend ") for line in ops.lines())
+
+
+async def test_admin_commands(sock: Path) -> None:
+    """admin servers, threadpool get/set (seen by virt-admin), clients, limits, logging."""
+    servers = await ok(sock, "admin", "servers")
+    assert "libvirtd" in servers.out
+    before = json.loads((await ok(sock, "--json", "admin", "threadpool", "get")).out)
+    try:
+        await ok(sock, "admin", "threadpool", "set", f"maxWorkers={before['maxWorkers'] + 2}")
+        shown = virt_admin_table("srv-threadpool-info", "libvirtd")
+        assert shown["maxWorkers"] == str(before["maxWorkers"] + 2)
+    finally:
+        await ok(sock, "admin", "threadpool", "set", f"maxWorkers={before['maxWorkers']}")
+    clients = await ok(sock, "admin", "clients")
+    assert clients.lines()[0].split()[:3] == ["ID", "TIMESTAMP", "TRANSPORT"]
+    first_id = clients.lines()[1].split()[0]
+    info = json.loads((await ok(sock, "--json", "admin", "clients", "info", first_id)).out)
+    assert "readonly" in info
+    limits = json.loads((await ok(sock, "--json", "admin", "limits")).out)
+    assert "nclients_max" in limits
+    logging = json.loads((await ok(sock, "--json", "admin", "logging", "get")).out)
+    assert set(logging) == {"filters", "outputs"}
+    assert (await ctl_async(sock, "admin", "clients", "info")).code == ctl.EX_USAGE

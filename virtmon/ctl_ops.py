@@ -1,0 +1,294 @@
+"""``virtmonctl`` commands that run operations: ``call``, lifecycle verbs, ``host``,
+``interfaces``, ``operations`` and ``admin ...``.
+
+Each is a row for :data:`virtmon.ctl.COMMANDS` (added by :func:`virtmon.ctl.parser`); like the rest
+of virtmonctl it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, key_values, table
+
+# Lifecycle verbs: the command word -> the operation.
+VERBS = {
+    "start": "domain.start", "stop": "domain.shutdown", "shutdown": "domain.shutdown",
+    "destroy": "domain.destroy", "suspend": "domain.suspend", "resume": "domain.resume",
+    "reboot": "domain.reboot", "reset": "domain.reset", "undefine": "domain.undefine",
+}
+
+
+def value_of(text: str) -> Any:
+    """A ``KEY=VALUE`` value: ``@FILE`` is the file's text, JSON if it parses, else the text."""
+    if text.startswith("@"):
+        return read_text(text[1:])
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_text(path: str) -> str:
+    """A file's text ('-': standard input); a file that cannot be read is a usage error."""
+    import sys
+
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+def assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {item!r}")
+        head, dot, sub = key.partition(".")
+        if dot:
+            out.setdefault(head, {})[sub] = value_of(text)
+        else:
+            out[key] = value_of(text)
+    return out
+
+
+def show(ctx: Context, result: Any, done: str = "done") -> None:
+    """A result for people (or as JSON with --json)."""
+    if ctx.json:
+        ctx.document(result)
+    elif result is None:
+        ctx.line(done)
+    elif isinstance(result, str):
+        ctx.line(result.rstrip("\n"))
+    elif isinstance(result, Mapping):
+        for text in key_values(result) or ["-"]:
+            ctx.line(text)
+    elif isinstance(result, list) and result and all(isinstance(r, Mapping) for r in result):
+        columns = list(dict.fromkeys(k for r in result for k in r))
+        rows = [[_scalar(c, r.get(c)) for c in columns] for r in result]
+        for text in table([c.upper() for c in columns], rows):
+            ctx.line(text)
+    else:
+        ctx.line(_scalar("", result))
+
+
+def run(ctx: Context, operation: str, arguments: Mapping[str, Any], done: str = "done") -> int:
+    """Run an operation and show its result."""
+    show(ctx, ctx.client.call(operation, **arguments), done)
+    return EX_OK
+
+
+# -- call -----------------------------------------------------------------------------------------
+
+def args_call(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("operation", metavar="OPERATION",
+                        help="e.g. domain.info, or OBJECT OPERATION: domain info")
+    parser.add_argument("rest", nargs="*", metavar="KEY=VALUE",
+                        help="arguments: VALUE is JSON if it parses, @FILE reads a file, "
+                             "KEY.SUB=VALUE builds an object; flags=live,config")
+
+
+def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
+    """``call OPERATION [KEY=VALUE ...]``: any operation of the table."""
+    name, rest = args.operation, list(args.rest)
+    if "." not in name and rest and "=" not in rest[0]:
+        name = f"{name}.{rest.pop(0)}"
+    return run(ctx, name.replace("-", "_"), assignments(rest))
+
+
+def cmd_operations(ctx: Context, _args: argparse.Namespace) -> int:
+    """``operations``: every operation with its role and parameters."""
+    doc = ctx.client.get("/v1/ops")
+    if ctx.json:
+        ctx.document(doc)
+        return EX_OK
+    rows = [[o["name"], o["role"], " ".join(p["name"] + ("" if p["required"] else "?")
+                                            for p in o["params"]), o["summary"]]
+            for o in doc["operations"]]
+    for text in table(["OPERATION", "ROLE", "ARGUMENTS", "SUMMARY"], rows):
+        ctx.line(text)
+    return EX_OK
+
+
+# -- domain verbs ---------------------------------------------------------------------------------
+
+def args_verb(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", metavar="NAME|UUID|ID")
+    parser.add_argument("rest", nargs="*", metavar="KEY=VALUE", help="e.g. flags=paused")
+
+
+def verb_command(verb: str) -> Command:
+    """``VERB NAME [KEY=VALUE ...]`` for one lifecycle verb."""
+
+    def run_verb(ctx: Context, args: argparse.Namespace) -> int:
+        return run(ctx, VERBS[verb], {"domain": args.domain, **assignments(args.rest)},
+                   f"{args.domain}: {verb} done")
+
+    return Command(verb, f"{VERBS[verb].split('.')[1]} a domain", run_verb, args_verb)
+
+
+def args_define(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="domain XML ('-' reads stdin)")
+
+
+def cmd_define(ctx: Context, args: argparse.Namespace) -> int:
+    """``define FILE``: define a domain from its XML."""
+    return run(ctx, "domain.define", {"xml": read_text(args.file)})
+
+
+def args_set_number(unit: str) -> Any:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("domain", metavar="NAME|UUID|ID")
+        parser.add_argument("value", type=int, metavar=unit)
+        parser.add_argument("--live", action="store_true", help="the running domain")
+        parser.add_argument("--config", action="store_true", help="the persistent definition")
+        parser.add_argument("--maximum", action="store_true", help="the maximum, not current")
+    return add
+
+
+def _affect(args: argparse.Namespace) -> list[str]:
+    return [f for f in ("live", "config", "maximum") if getattr(args, f)]
+
+
+def cmd_set_memory(ctx: Context, args: argparse.Namespace) -> int:
+    """``set-memory NAME KIB``."""
+    return run(ctx, "domain.set_memory", {"domain": args.domain, "memory_kib": args.value,
+                                          "flags": _affect(args)})
+
+
+def cmd_set_vcpus(ctx: Context, args: argparse.Namespace) -> int:
+    """``set-vcpus NAME COUNT``."""
+    return run(ctx, "domain.set_vcpus", {"domain": args.domain, "count": args.value,
+                                         "flags": _affect(args)})
+
+
+# -- host and interfaces --------------------------------------------------------------------------
+
+def args_host(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", nargs="?", default="info",
+                        help="info (default), capabilities, sysinfo, hostname, version, "
+                             "lib-version, connection, cpu-stats, memory-stats, free-memory, "
+                             "cpu-map, security-model ...")
+    parser.add_argument("rest", nargs="*", metavar="KEY=VALUE")
+
+
+def cmd_host(ctx: Context, args: argparse.Namespace) -> int:
+    """``host [WHAT]``: facts about the host."""
+    return run(ctx, "host." + args.what.replace("-", "_"), assignments(args.rest))
+
+
+def cmd_interfaces(ctx: Context, _args: argparse.Namespace) -> int:
+    """``interfaces``: host interfaces."""
+    result = ctx.client.call("interface.list")
+    if ctx.json:
+        ctx.document(result)
+        return EX_OK
+    rows = [[i["name"], i["mac"] or "-", _scalar("", i["active"])] for i in result["interfaces"]]
+    for text in table(["NAME", "MAC", "ACTIVE"], sorted(rows)):
+        ctx.line(text)
+    return EX_OK
+
+
+# -- admin ----------------------------------------------------------------------------------------
+
+def _admin_action(sub: Any, name: str, help: str, fn: Any,
+                  *positional: tuple[str, str]) -> argparse.ArgumentParser:
+    child: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    child.add_argument("--server", default="libvirtd", help="libvirtd (default) or admin")
+    for dest, text in positional:
+        child.add_argument(dest, help=text)
+    child.set_defaults(admin_run=fn)
+    return child
+
+
+def args_admin(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="admin_command", required=True, metavar="WHAT")
+    srv = "server"
+    _admin_action(sub, "servers", "the daemon's servers",
+                  lambda c, a: run(c, "admin.servers", {}))
+    tp = _admin_action(sub, "threadpool", "worker pool: get, or set KEY=VALUE "
+                       "(minWorkers, maxWorkers, prioWorkers)",
+                       lambda c, a: _get_set(c, a, "admin.threadpool"))
+    tp.add_argument("action", nargs="?", choices=("get", "set"), default="get")
+    tp.add_argument("rest", nargs="*", metavar="KEY=VALUE")
+    lim = _admin_action(sub, "limits", "client limits: get, or set KEY=VALUE "
+                        "(nclients_max, nclients_unauth_max)",
+                        lambda c, a: _get_set(c, a, "admin.limits"))
+    lim.add_argument("action", nargs="?", choices=("get", "set"), default="get")
+    lim.add_argument("rest", nargs="*", metavar="KEY=VALUE")
+    cl = _admin_action(sub, "clients", "clients: list, info ID, disconnect ID", _clients)
+    cl.add_argument("action", nargs="?", choices=("list", "info", "disconnect"), default="list")
+    cl.add_argument("id", nargs="?", type=int)
+    lg = _admin_action(sub, "logging", "log filters and outputs: get, or set "
+                       "filters=... outputs=...", _logging)
+    lg.add_argument("action", nargs="?", choices=("get", "set"), default="get")
+    lg.add_argument("rest", nargs="*", metavar="KEY=VALUE")
+    _admin_action(sub, "timeout", "exit the daemon after SECONDS idle (0: never)",
+                  lambda c, a: run(c, "admin.daemon_timeout", {"timeout": int(a.seconds)}),
+                  ("seconds", "SECONDS"))
+    _admin_action(sub, "tls-reload", "reload the server's TLS certificates",
+                  lambda c, a: run(c, "admin.tls_reload", {srv: a.server}))
+
+
+def _get_set(ctx: Context, args: argparse.Namespace, base: str) -> int:
+    if args.action == "get":
+        return run(ctx, f"{base}_get", {"server": args.server})
+    params = assignments(args.rest)
+    if not params:
+        raise UsageError("set needs KEY=VALUE arguments")
+    return run(ctx, f"{base}_set", {"server": args.server, "params": params})
+
+
+def _clients(ctx: Context, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return run(ctx, "admin.clients", {"server": args.server})
+    if args.id is None:
+        raise UsageError(f"clients {args.action} needs a client ID")
+    operation = "admin.client_info" if args.action == "info" else "admin.client_disconnect"
+    return run(ctx, operation, {"server": args.server, "id": args.id},
+               f"client {args.id} disconnected")
+
+
+def _logging(ctx: Context, args: argparse.Namespace) -> int:
+    if args.action == "get":
+        result = {"filters": ctx.client.call("admin.logging_filters_get"),
+                  "outputs": ctx.client.call("admin.logging_outputs_get")}
+        show(ctx, result)
+        return EX_OK
+    values = assignments(args.rest)
+    unknown = set(values) - {"filters", "outputs"}
+    if unknown or not values:
+        raise UsageError("logging set takes filters=... and/or outputs=...")
+    for key, text in values.items():
+        ctx.client.call(f"admin.logging_{key}_set", **{key: str(text)})
+    show(ctx, None)
+    return EX_OK
+
+
+def cmd_admin(ctx: Context, args: argparse.Namespace) -> int:
+    """``admin WHAT ...``: the libvirt daemon's own administration."""
+    code: int = args.admin_run(ctx, args)
+    return code
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("call", "run any operation: call OPERATION [KEY=VALUE ...]", cmd_call, args_call),
+    Command("operations", "every operation with its role and arguments", cmd_operations),
+    *(verb_command(verb) for verb in VERBS),
+    Command("define", "define a domain from an XML file", cmd_define, args_define),
+    Command("set-memory", "set a domain's memory in KiB", cmd_set_memory,
+            args_set_number("KIB")),
+    Command("set-vcpus", "set a domain's vCPU count", cmd_set_vcpus, args_set_number("COUNT")),
+    Command("host", "facts about the host (info by default)", cmd_host, args_host),
+    Command("interfaces", "host network interfaces", cmd_interfaces),
+    Command("admin", "the libvirt daemon: servers, threadpool, clients, limits, logging, "
+            "timeout, tls-reload", cmd_admin, args_admin),
+)
