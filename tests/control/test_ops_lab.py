@@ -266,3 +266,64 @@ async def test_status_reports_helper_and_control(ro: Env) -> None:
     status = await ro.get("/v1/status")
     assert status["admin_helper"]["enabled"] is True
     assert status["control"]["calls"] >= 1 and status["control"]["allow_write"] is False
+
+
+def _no_extra_required(name: str) -> bool:
+    op = OPERATIONS[name]
+    return all(not p.required for p in op.params)
+
+
+async def test_every_simple_read_answers_without_5xx(ro: Env, lab_domain: str) -> None:
+    """Every read needing only the domain (or nothing) answers 200 or a 4xx, never a 5xx."""
+    statuses: dict[str, int] = {}
+    for name, op in OPERATIONS.items():
+        if op.role != "read" or op.read_write or not _no_extra_required(name):
+            continue
+        if op.target not in ("domain", "host"):
+            continue
+        args = {"domain": lab_domain} if op.target == "domain" else {}
+        try:
+            await ro.call(name, **args)
+            statuses[name] = 200
+        except Problem as exc:
+            statuses[name] = exc.status
+    assert len(statuses) > 50
+    assert {n: s for n, s in statuses.items() if s >= 500} == {}
+    assert statuses["domain.info"] == statuses["host.capabilities"] == 200
+
+
+async def test_secure_xml_needs_the_read_write_connection(ro: Env, lab_domain: str) -> None:
+    """domain.xml with the secure flag is refused while allow_write is off (passwords)."""
+    problem = await ro.problem("domain.xml", domain=lab_domain, flags=["secure"])
+    assert problem.status == 403
+
+
+async def test_define_snapshot_metadata_undefine(rw: Env, lab_conn: Any) -> None:
+    """define from XML, start, metadata, snapshot create/revert/delete, destroy, undefine."""
+    from tests.lab import lab as lab_module
+
+    name = f"t-api-{os.getpid()}-{int(time.time())}"
+    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
+    await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
+                                             str(image), "64M"], check=True)
+    xml = lab_module.domain_xml(name, image, await call(lab_module.virt_type, lab_conn))
+    try:
+        defined = await rw.call("domain.define", xml=xml)
+        assert defined["name"] == name
+        assert (await rw.call("domain.is_persistent", domain=name)) is True
+        await rw.call("domain.set_metadata", domain=name, type="title", metadata="api test",
+                      flags=["config"])
+        assert await rw.call("domain.metadata", domain=name, type="title",
+                             flags="config") == "api test"
+        snap = await rw.call("domain.snapshot_create", domain=name)
+        assert snap["name"] in (await rw.call("domain.snapshots", domain=name))["snapshots"]
+        await rw.call("domain.snapshot_revert", domain=name, snapshot=snap["name"])
+        await rw.call("domain.snapshot_delete", domain=name, snapshot=snap["name"])
+        await rw.call("domain.start", domain=name)
+        assert (await rw.call("domain.state", domain=name))["state"]["name"] == "running"
+        await rw.call("domain.destroy", domain=name)
+        await rw.call("domain.undefine", domain=name, flags=["snapshots_metadata"])
+        missing = await rw.problem("domain.info", domain=name)
+        assert missing.status == 404
+    finally:
+        await call(lab_module.remove_domain, lab_conn, name)
