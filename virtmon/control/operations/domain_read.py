@@ -253,7 +253,7 @@ OPERATIONS: list[Operation] = [
        "virDomainMigrateGetMaxDowntime", lambda d, a: d.migrateGetMaxDowntime(0)),
     op("domain.migrate_max_speed", D, "read", "Maximum migration bandwidth (MiB/s)",
        "virDomainMigrateGetMaxSpeed", lambda d, a: d.migrateGetMaxSpeed(a["flags"]),
-       flags_param(names.flags("VIR_DOMAIN_MIGRATE_MAX_SPEED_"))),
+       flags_param(names.flags("VIR_DOMAIN_MIGRATE_MAX_SPEED_")), read_write=True),
     op("domain.migrate_compression_cache", D, "read", "Migration compression cache (bytes)",
        "virDomainMigrateGetCompressionCache",
        lambda d, a: d.migrateGetCompressionCache(0)),

@@ -107,7 +107,7 @@ OPERATIONS: list[Operation] = [
        lambda c, a: c.getDomainCapabilities(a["emulator"], a["arch"], a["machine"],
                                             a["virttype"], 0),
        arg("emulator", "string"), arg("arch", "string"), arg("machine", "string"),
-       arg("virttype", "string")),
+       arg("virttype", "string"), read_write=True),
     op("host.hostname", H, "read", "The host's name", "virConnectGetHostname",
        lambda c, a: c.getHostname()),
     op("host.sysinfo", H, "read", "The host's SMBIOS information (XML)",
