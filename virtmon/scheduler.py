@@ -98,7 +98,10 @@ class Scheduler:
             # Counts of domains absent from a fresh listing are dropped (deleted domains).
             names = [d.name for d in snapshot.domains] if fresh else None
             snapshot = dataclasses.replace(snapshot, events=self.event_counts(names))
-        families, _outcomes = run_collectors(self.collectors, snapshot)
+        # Collectors are pure and can be slow at thousands of domains: off the loop thread.
+        families, _outcomes = await anyio.to_thread.run_sync(
+            run_collectors, self.collectors, snapshot
+        )
         self.stats.cycles += 1
         self.stats.last_duration = time.monotonic() - started
         if fresh:

@@ -42,6 +42,16 @@ class Subscription:
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._receive.__aiter__()
 
+    def drain_nowait(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events that are already queued, without waiting."""
+        events: list[Event] = []
+        while len(events) < limit:
+            try:
+                events.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        return events
+
     async def receive(self) -> Event:
         """The next event (raises ``anyio.EndOfStream`` once the bus has cut the sink off)."""
         return await self._receive.receive()

@@ -113,14 +113,21 @@ class DomainInfoCache:
         return self.info
 
     def on_event(self, event: Event) -> None:
-        """Bus listener: mark what an event may have changed (loop thread, never blocks)."""
+        """Bus listener: mark what an event may have changed (loop thread, never blocks).
+
+        Starting and stopping change none of the cached facts; an undefined domain is dropped
+        without asking libvirt (a transient one that still runs is re-read at the next resync).
+        """
         if event.kind == "connection" and event.name == "restored":
             self._resync_due = True  # events were missed while disconnected
         elif event.uuid is None:
             return
+        elif event.kind == "lifecycle" and event.name == "undefined":
+            self.info = {k: v for k, v in self.info.items() if k != event.uuid}
+            self._dirty.discard(event.uuid)
+            return
         elif event.kind in REFRESH_KINDS or (
-            event.kind == "lifecycle"
-            and event.name in ("defined", "undefined", "started", "stopped")
+            event.kind == "lifecycle" and event.name == "defined"
         ):
             self._dirty.add(event.uuid)
         else:
