@@ -15,8 +15,11 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager
+# What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py).
+BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core
 
-.PHONY: run test lab-up lab-down lint pytest bench run-packages lab-packages venv clean
+.PHONY: run test lab-up lab-down lint pytest bench run-packages lab-packages bench-packages venv \
+        clean
 
 run: run-packages venv
 	@mkdir -p $(RUNDIR)/state
@@ -40,7 +43,7 @@ lint: venv
 pytest: venv
 	$(BIN)/pytest -p no:cacheprovider
 
-bench: lab-packages venv
+bench: lab-packages bench-packages venv
 	$(MAKE) lab-up
 	status=0; $(BIN)/python -m bench || status=$$?; $(MAKE) lab-down; exit $$status
 
@@ -60,6 +63,9 @@ run-packages:
 
 lab-packages:
 	$(call apt_ensure,$(LAB_PACKAGES))
+
+bench-packages:
+	$(call apt_ensure,$(BENCH_PACKAGES))
 
 venv: $(VENV)/.installed
 
