@@ -40,9 +40,10 @@ from virtmon.alerts.rules import (
     template_problems,
 )
 
-# The shipped set: config/alerts.toml in a source tree, or where a package installs it.
+# The shipped set: config/alerts.toml, which the package carries as default_rules.toml (a
+# symbolic link in the source tree, a copy in a wheel), or where a distribution installs it.
 DEFAULT_RULE_FILES = (
-    Path(__file__).resolve().parents[2] / "config" / "alerts.toml",
+    Path(__file__).resolve().parent / "default_rules.toml",
     Path("/usr/share/virtmon/alerts.toml"),
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
