@@ -32,7 +32,7 @@ import anyio.to_thread
 import structlog
 
 from virtmon.alerts import formats
-from virtmon.alerts.model import Notification
+from virtmon.alerts.model import Alert, Notification
 from virtmon.alerts.store import AlertStore, OutboxRow
 from virtmon.config import Receiver
 
@@ -70,7 +70,8 @@ class Target:
 
     def __init__(self, receiver: Receiver, url: str, store: AlertStore, host: str,
                  generator_url: str = "", clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 notified: Callable[[Sequence[Alert]], list[Alert]] | None = None) -> None:
         self.receiver = receiver
         self.url = url
         self.store = store
@@ -78,6 +79,8 @@ class Target:
         self.generator_url = generator_url
         self.clock = clock
         self.rng = rng or random.Random()
+        # Of the firing alerts, those whose firing was announced (not silenced): re-sent.
+        self.notified = notified or list
         self.endpoint = (formats.alertmanager_endpoint(url) if receiver.kind == "alertmanager"
                          else url)
         self.secret = (Path(receiver.hmac_secret_file).read_bytes().strip()
@@ -212,7 +215,8 @@ class Target:
         await self._counted.wait()
         while True:
             if self.depth == 0:
-                alerts = await anyio.to_thread.run_sync(self.store.alerts, "firing")
+                alerts = self.notified(
+                    await anyio.to_thread.run_sync(self.store.alerts, "firing"))
                 now = self.clock()
                 notes = [Notification.of(a, now) for a in alerts]
                 for start in range(0, len(notes), self.receiver.batch_size):

@@ -29,6 +29,7 @@ from virtmon.alerts.rules import (
     event_fields,
     render,
 )
+from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore, Target
 from virtmon.collectors.base import MetricFamily
 from virtmon.events.journal import Journal
@@ -64,7 +65,8 @@ class AlertEngine:
     def __init__(self, rules: Sequence[Rule], store: AlertStore, journal: Journal,
                  targets: Sequence[Target], host: str, default_resolve_after: float = 3600.0,
                  on_enqueued: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 silences: Silences | None = None) -> None:
         self.event_rules = [r for r in rules if isinstance(r, EventRule)]
         self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
         self.store = store
@@ -74,6 +76,7 @@ class AlertEngine:
         self.default_resolve_after = default_resolve_after
         self.on_enqueued = on_enqueued
         self.clock = clock
+        self.silences = silences
         self.active: dict[str, Alert] = {}
         self.last_seq = 0
         self.notifications: Counter[str] = Counter()  # by status
@@ -176,6 +179,10 @@ class AlertEngine:
     async def _commit(self, changes: Changes, last_seq: int | None) -> None:
         now = self.clock()
         with anyio.CancelScope(shield=True):
+            if self.silences is not None and changes.notifications:
+                # The one place notifications are enqueued: silenced ones stop here.
+                changes.notifications = await anyio.to_thread.run_sync(
+                    self.silences.filter, changes.notifications, now)
             await anyio.to_thread.run_sync(
                 self.store.apply, list(changes.alerts.values()), changes.notifications,
                 self.targets, now, last_seq)

@@ -21,6 +21,7 @@ from virtmon.alerts.delivery import Target
 from virtmon.alerts.engine import AlertEngine
 from virtmon.alerts.metrics import alert_families
 from virtmon.alerts.ruleconfig import load_rules
+from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore
 from virtmon.collectors.base import MetricFamily
 from virtmon.config import Config, ConfigError
@@ -54,13 +55,15 @@ class AlertService:
         self.clock = clock
         self.retention = float(config["alerts.retention_days"]) * 86400.0
         self.store = AlertStore(journal.path)
+        self.silences = Silences(journal.path)
         url = generator_url(config, self.host)
-        self.targets = [Target(receiver, target_url, self.store, self.host, url, clock=clock)
+        self.targets = [Target(receiver, target_url, self.store, self.host, url, clock=clock,
+                               notified=self.silences.notified)
                         for receiver in config.receivers for target_url in receiver.urls]
         self.engine = AlertEngine(
             rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
             self.host, default_resolve_after=float(config["alerts.resolve_after"]),
-            on_enqueued=self.kick, clock=clock)
+            on_enqueued=self.kick, clock=clock, silences=self.silences)
 
     def kick(self) -> None:
         """Wake every delivery task (new outbox rows)."""
@@ -94,9 +97,12 @@ class AlertService:
             await anyio.sleep(PRUNE_INTERVAL)
             removed = await anyio.to_thread.run_sync(
                 self.store.prune, self.clock() - self.retention)
+            removed += await anyio.to_thread.run_sync(
+                self.silences.prune, self.clock() - self.retention)
             if removed:
                 log.info("virtmon.alerts.pruned", rows=removed)
 
     def close(self) -> None:
-        """Close the database connection (after :meth:`run` has ended)."""
+        """Close the database connections (after :meth:`run` has ended)."""
         self.store.close()
+        self.silences.close()

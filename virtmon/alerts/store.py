@@ -170,13 +170,17 @@ class AlertStore:
         return [_alert(r) for r in self._query(
             "SELECT * FROM alerts WHERE state != 'resolved' ORDER BY starts_at")]
 
-    def alerts(self, state: str | None = None, limit: int = 1000) -> list[Alert]:
-        """Alerts, newest first, optionally in one state."""
-        if state is None:
-            rows = self._query("SELECT * FROM alerts ORDER BY updated_at DESC LIMIT ?", (limit,))
-        else:
-            rows = self._query("SELECT * FROM alerts WHERE state = ? ORDER BY updated_at DESC "
-                               "LIMIT ?", (state, limit))
+    def alerts(self, state: str | None = None, limit: int = 1000, *, rule: str | None = None,
+               domain: str | None = None) -> list[Alert]:
+        """Alerts, newest first, optionally in one state, of a rule and a domain (SQL globs)."""
+        where, params = [], []
+        for clause, value in (("state = ?", state), ("rule GLOB ?", rule),
+                              ("json_extract(labels, '$.domain') GLOB ?", domain)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._query(f"{sql} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
         return [_alert(r) for r in rows]
 
     # -- the outbox ------------------------------------------------------------------------
