@@ -143,7 +143,7 @@ class Daemon:
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=bool(config["control.allow_write"]),
-            deadline=float(config["control.request_timeout"]),
+            deadline=float(config["control.request_timeout"]), alerts=self.alerts,
         )
 
     async def _admin_stats(self) -> AdminStats:

@@ -54,9 +54,9 @@ def test_docs_coverage_table_is_current() -> None:
 
 
 def test_rows_are_well_formed() -> None:
-    """Every row has a summary, C functions, a known role and unique parameter names."""
+    """Every row has a summary, C functions (none for alerts), a role, unique parameters."""
     for name, op in OPERATIONS.items():
-        assert op.summary and op.functions, name
+        assert op.summary and (op.functions or op.target == "alerts"), name
         assert op.role in ("read", "write", "admin"), name
         params = [p.name for p in op.all_params()]
         assert len(params) == len(set(params)), name

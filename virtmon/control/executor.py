@@ -14,14 +14,16 @@ libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a d
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import libvirt
 import structlog
 
-from virtmon.control.operations.model import Operation, domain_key, jsonable
+from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer
 from virtmon.events.bus import EventBus
@@ -40,6 +42,9 @@ from virtmon.virt.connection import (
     ConnectionSupervisor,
 )
 from virtmon.virt.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from virtmon.alerts.service import AlertService
 
 log = structlog.get_logger("virtmon.control").bind(component="control")
 
@@ -128,7 +133,7 @@ class Executor:
     def __init__(
         self, *, caller: LibvirtCaller, supervisor: ConnectionSupervisor,
         admin_helper: AdminHelper | None, bus: EventBus, allow_write: bool,
-        deadline: float, pool_size: int = 2,
+        deadline: float, pool_size: int = 2, alerts: AlertService | None = None,
     ) -> None:
         self.caller = caller
         self.supervisor = supervisor
@@ -136,6 +141,7 @@ class Executor:
         self.bus = bus
         self.allow_write = allow_write
         self.deadline = deadline
+        self.alerts = alerts
         settings: ConnectionSettings = supervisor.settings
         self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
@@ -147,6 +153,8 @@ class Executor:
         try:
             if op.target == "admin":
                 return await self._admin(op, args)
+            if op.target == "alerts":
+                return await self._alerts(op, args)
             return await self._libvirt(op, args)
         except Failure:
             self.stats.failures += 1
@@ -193,6 +201,26 @@ class Executor:
             raise Failure(status_for(exc.code), error_name(exc.code), exc.message,
                           libvirt_code=exc.code, libvirt_error=error_name(exc.code),
                           libvirt_domain=exc.domain) from None
+        return jsonable(result)
+
+    async def _alerts(self, op: Operation, args: dict[str, Any]) -> Any:
+        """virtmon's own alerts service: SQLite in a worker thread, then wake the deliveries."""
+        if op.role != "read" and not self.allow_write:
+            raise Failure(403, "Forbidden", f"{op.name} changes state, and "
+                          "control.allow_write is off")
+        service = self.alerts
+        if service is None:
+            raise Failure(503, "Service Unavailable", "the alerts service is not running")
+        try:
+            result = await anyio.to_thread.run_sync(op.body, service, args)
+        except ArgumentError as exc:
+            raise Failure(400, "Bad Request", str(exc), key=exc.key) from None
+        except LookupError as exc:
+            raise Failure(404, "Not Found", str(exc.args[0] if exc.args else exc)) from None
+        except sqlite3.Error as exc:
+            raise Failure(503, "Service Unavailable", f"the alert database: {exc}") from None
+        if op.role != "read":
+            service.kick()
         return jsonable(result)
 
     def audit(self, op: Operation, args: dict[str, Any], peer: Peer,

@@ -74,7 +74,8 @@ def operation_paths(ops: Mapping[str, Operation]) -> dict[str, Any]:
     for op in ops.values():
         common = {
             "summary": op.summary,
-            "description": f"Role: {op.role}. libvirt: {', '.join(op.functions)}.",
+            "description": f"Role: {op.role}." + (
+                f" libvirt: {', '.join(op.functions)}." if op.functions else ""),
             "tags": [op.area],
             "responses": _responses(RESULT),
             "x-virtmon-role": op.role,

@@ -13,7 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from virtmon.control.operations import admin, domain_read, domain_write, host, interface
+from virtmon.control.operations import (
+    admin,
+    alerts,
+    domain_read,
+    domain_write,
+    host,
+    interface,
+)
 from virtmon.control.operations.model import Operation
 
 __all__ = ["EXCLUDED", "OPERATIONS", "REASONS", "coverage_table", "function_map"]
@@ -30,7 +37,7 @@ def _table(*parts: Iterable[Operation]) -> dict[str, Operation]:
 
 OPERATIONS: dict[str, Operation] = _table(
     domain_read.OPERATIONS, domain_write.OPERATIONS, host.OPERATIONS, interface.OPERATIONS,
-    admin.OPERATIONS,
+    admin.OPERATIONS, alerts.OPERATIONS,
 )
 
 REASONS = {

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("read", "write", "admin")
-# Where an operation runs: on a domain, a host interface, the connection, or the admin helper.
-TARGETS = ("domain", "interface", "host", "admin")
+# Where an operation runs: on a domain, a host interface, the connection, the admin helper, or
+# virtmon's own alerts service (no libvirt: ``body`` takes the AlertService).
+TARGETS = ("domain", "interface", "host", "admin", "alerts")
 
 KINDS = {
     "string": {"type": "string"},
