@@ -312,9 +312,10 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="JSON output, for scripts")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS  # it imports this module
+    from virtmon.ctl_alerts import COMMANDS as ALERT_COMMANDS  # these import this module
+    from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS
 
-    for command in (*COMMANDS, *OPERATION_COMMANDS):
+    for command in (*COMMANDS, *OPERATION_COMMANDS, *ALERT_COMMANDS):
         child = sub.add_parser(command.name, help=command.help, description=command.help,
                                parents=[common])
         command.arguments(child)
