@@ -15,8 +15,9 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager
-# What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py).
-BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core
+# What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
+# write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
+BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
 .PHONY: run test lab-up lab-down lint pytest bench run-packages lab-packages bench-packages venv \
         clean

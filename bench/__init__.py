@@ -145,14 +145,15 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_scenario(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
-    """Run ``python -m module args`` and return its JSON result; run it again once on failure.
+def run_scenario(module: str, args: Sequence[str], timeout: float,
+                 attempts: int = 2) -> dict[str, Any]:
+    """Run ``python -m module args`` and return its JSON result; by default again once on failure.
 
     Once: other engineers' tests may restart libvirtd under a running benchmark.
     """
     command = [sys.executable, "-m", module, *args]
     error = ""
-    for _attempt in range(2):
+    for _attempt in range(attempts):
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode == 0 and lines:
