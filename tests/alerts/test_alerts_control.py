@@ -32,8 +32,7 @@ READS = {"alerts.list": {}, "alerts.outbox": {}, "alerts.dead_letters": {},
 
 
 async def test_dead_letter_is_listed_and_retry_delivers_it(short_tmp: Path) -> None:
-    """A 400 makes a dead letter, listed with its error; retried, it reaches the now-willing
-    receiver with the same idempotency key."""
+    """A 400 makes a listed dead letter; retried, it reaches the now-willing receiver, same key."""
     rec = Recorder(respond=lambda _r: (400, {}, 0.0))
     async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
         env.crash("web-1")
@@ -81,8 +80,7 @@ async def test_outbox_shows_pending_rows_with_attempts_and_error(short_tmp: Path
 
 
 async def test_silenced_domain_is_listed_not_delivered_until_unsilenced(short_tmp: Path) -> None:
-    """While a domain glob is silenced its crash and resolve are stored but not sent; other
-    domains are; after unsilence (and after a silence expires) new crashes are sent again."""
+    """A silenced domain's crash and resolve are listed, not sent; after unsilence/expiry, sent."""
     rec = Recorder()
     async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
         made = await env.call("alerts.silence", domain="web-*", duration="1h",
@@ -243,8 +241,7 @@ def test_durations_and_silence_matching() -> None:
 async def test_lab_crash_of_a_silenced_domain_is_listed_not_delivered(
     lab: str, lab_domain: str, short_tmp: Path
 ) -> None:
-    """kill -9 of a silenced lab domain's QEMU: a silenced firing DomainCrashed, nothing sent;
-    unsilenced, the next kill -9 is delivered."""
+    """kill -9 of a silenced lab domain: listed as silenced, not sent; unsilenced, the next is."""
     rec = Recorder()
     async with serving(rec):
         cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"allow_write": True},

@@ -21,8 +21,7 @@ async def ctl_run(env: Env, *argv: str) -> tuple[int, str, str]:
 
 
 async def test_every_alerts_command(short_tmp: Path) -> None:
-    """list (default), silence, silences, test, outbox, dead, retry, unsilence: exit 0 with
-    tables; usage mistakes exit 2, refused requests exit 1."""
+    """Every alerts action prints its table or JSON (exit 0); usage exits 2, refusals exit 1."""
     rec = Recorder()
     async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
         assert await ctl_run(env, "alerts") == (0, "no alerts\n", "")
