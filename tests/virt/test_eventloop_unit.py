@@ -361,3 +361,117 @@ async def test_calls_from_threads_in_debug_mode_are_thread_safe(
             or r.levelno >= logging.ERROR] == []
     assert impl.is_idle()
 
+
+
+async def test_updates_of_one_watch_coalesce_behind_its_add(
+    impl: ThreadSafeEventImpl, pair: Any,
+) -> None:
+    """100 updates of a new watch while the loop is blocked queue one call, after the add."""
+    a, b = pair
+    calls: list[int] = []
+
+    def cb(watch: int, fd: int, events: int, opaque: Any) -> None:
+        calls.append(watch)
+        a.recv(1)
+
+    def add_and_toggle() -> int:
+        watch = impl.add_handle(a.fileno(), 0, cb, OPAQUE)
+        for i in range(100):
+            impl.update_handle(watch, 0 if i % 2 else READABLE)  # the last one is READABLE
+        impl.update_handle(watch, READABLE)
+        return watch
+
+    watch = in_thread(add_and_toggle)
+    assert impl._queued == 2  # the add and one update carrying the latest value
+    b.send(b"x")
+    await wait_until(lambda: calls == [watch])
+    assert impl.remove_handle(watch) == 0
+
+
+async def test_coalesced_update_applies_the_latest_value(
+    impl: ThreadSafeEventImpl, pair: Any,
+) -> None:
+    """A watch toggled READABLE/off ending off, while the loop is blocked, is not dispatched."""
+    a, b = pair
+    calls: list[int] = []
+    watch = in_thread(lambda: impl.add_handle(a.fileno(), READABLE, lambda *x: calls.append(1),
+                                              OPAQUE))
+    await wait_until(lambda: watch in impl._inner_ids)
+
+    def toggle() -> None:
+        for events in (0, READABLE, 0, READABLE, 0):
+            impl.update_handle(watch, events)
+
+    in_thread(toggle)
+    assert impl._queued == 1
+    b.send(b"x")
+    await asyncio.wait_for(impl.drain(), 5)
+    await asyncio.sleep(0.05)
+    assert calls == []
+    assert impl.remove_handle(watch) == 0
+
+
+async def test_update_queued_before_a_remove_is_never_applied(
+    impl: ThreadSafeEventImpl, pair: Any,
+) -> None:
+    """Updated then removed while the loop is blocked: no dispatch; later updates are ignored."""
+    a, b = pair
+    calls: list[int] = []
+    watch = in_thread(lambda: impl.add_handle(a.fileno(), 0, lambda *x: calls.append(1), OPAQUE))
+    await wait_until(lambda: watch in impl._inner_ids)
+
+    def update_remove_update() -> int:
+        impl.update_handle(watch, READABLE)
+        code = impl.remove_handle(watch)
+        impl.update_handle(watch, READABLE)  # after the remove: ignored, nothing queued
+        return code
+
+    assert in_thread(update_remove_update) == 0
+    assert impl._queued == 2  # the update (it will find the id dead) and the remove
+    b.send(b"x")
+    await asyncio.wait_for(impl.drain(), 5)
+    await asyncio.sleep(0.05)
+    assert calls == []
+    assert impl._updates == {} and impl._applied == {}
+
+
+async def test_timer_updates_coalesce_and_the_timer_fires(impl: ThreadSafeEventImpl) -> None:
+    """A disabled timer toggled -1/0 ending 0 while the loop is blocked: one update, it fires."""
+    calls: list[int] = []
+
+    def add_and_toggle() -> int:
+        timer = impl.add_timeout(-1, lambda t, o: calls.append(t), OPAQUE)
+        for timeout in (0, -1, 0, -1, 0):
+            impl.update_timeout(timer, timeout)
+        return timer
+
+    timer = in_thread(add_and_toggle)
+    assert impl._queued == 2
+    await wait_until(lambda: len(calls) >= 2)
+    assert set(calls) == {timer}
+    assert impl.remove_timeout(timer) == 0
+
+
+async def test_hooks_called_on_the_loop_thread_do_not_wake_it_through_the_self_pipe(
+    impl: ThreadSafeEventImpl, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the loop thread, add/update/remove use call_soon, in order: the timer fires, stops."""
+    loop = asyncio.get_running_loop()
+    crossings: list[Any] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        crossings.append(args[1] if len(args) > 1 else None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    calls: list[int] = []
+    timer = impl.add_timeout(-1, lambda t, o: calls.append(t), OPAQUE)
+    impl.update_timeout(timer, 0)
+    await wait_until(lambda: len(calls) >= 2)
+    assert impl.remove_timeout(timer) == 0
+    await asyncio.wait_for(impl.drain(), 5)
+    seen = len(calls)
+    await asyncio.sleep(0.02)
+    assert len(calls) == seen
+    assert [c for c in crossings if getattr(c, "__self__", None) is impl] == []

@@ -12,8 +12,14 @@ implementation on the loop thread:
   thread;
 - a removed id is marked dead at once, so it is never dispatched again, even if libvirtaio still
   has it until the removal runs on the loop;
-- every change to libvirtaio's state is marshalled onto the loop with ``call_soon_threadsafe``,
-  in call order (one FIFO for every thread), so an update never overtakes the add it refers to.
+- every change to libvirtaio's state is marshalled onto the loop in call order (one FIFO for
+  every thread: ``call_soon_threadsafe`` from other threads, plain ``call_soon`` from the loop
+  thread, which append to the same queue), so an update never overtakes the add it refers to;
+- updates are coalesced per id: while one is queued for an id, a later update only replaces the
+  value it will apply (the latest wins), and a value equal to the one libvirtaio already has is
+  not applied again. Each libvirt RPC from a worker thread turns the connection's watch off and
+  back on (two updates); this makes that one queued call, and no epoll change, instead of two
+  cross-thread wake-ups and two re-registrations (the profile in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import structlog
 
 log = structlog.get_logger("virtmon.virt.eventloop")
 
+# The running loop of the calling thread or None, without raising (C-accelerated in asyncio).
+_running_loop = asyncio._get_running_loop
+
 _registered: ThreadSafeEventImpl | None = None
 
 
@@ -40,7 +49,12 @@ class ThreadSafeEventImpl:
     - ``_live`` holds the ids libvirt may still use: added and not yet removed;
     - ``_inner_ids`` maps a live or removed-but-not-yet-applied id to libvirtaio's own id, and is
       written only on the loop thread, when the add is applied;
-    - ``_queued`` counts changes scheduled on the loop but not yet applied (``drain`` waits for 0).
+    - ``_queued`` counts changes scheduled on the loop but not yet applied (``drain`` waits for 0);
+    - ``_updates`` holds, for an id with an update queued on the loop, the latest value to apply
+      (and libvirtaio's update function); at most one queued update per id, so a coalesced value
+      rides on the earliest slot, which is still behind the id's add; an id removed meanwhile is
+      no longer live when the slot runs, and nothing is applied;
+    - ``_applied`` (loop thread only) is the value libvirtaio holds for each applied id.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -51,6 +65,8 @@ class ThreadSafeEventImpl:
         self._live: set[int] = set()
         self._inner_ids: dict[int, int] = {}
         self._queued = 0
+        self._updates: dict[int, tuple[Callable[[int, int], None], int]] = {}
+        self._applied: dict[int, int] = {}
 
     # -- libvirt's hooks (any thread) -----------------------------------------------------
 
@@ -67,8 +83,7 @@ class ThreadSafeEventImpl:
 
     def update_handle(self, watch: int, events: int) -> None:
         """virEventUpdateHandleFunc: change the events a watch waits for."""
-        if self._is_live(watch):
-            self._schedule(self._apply_update, watch, self._inner._update_handle, events)
+        self._update(watch, self._inner._update_handle, events)
 
     def remove_handle(self, watch: int) -> int:
         """virEventRemoveHandleFunc: the watch is dead at once; libvirtaio frees it on the loop."""
@@ -90,8 +105,7 @@ class ThreadSafeEventImpl:
 
     def update_timeout(self, timer: int, timeout: int) -> None:
         """virEventUpdateTimeoutFunc: change a timer's period."""
-        if self._is_live(timer):
-            self._schedule(self._apply_update, timer, self._inner._update_timeout, timeout)
+        self._update(timer, self._inner._update_timeout, timeout)
 
     def remove_timeout(self, timer: int) -> int:
         """virEventRemoveTimeoutFunc: the timer is dead at once; libvirtaio frees it on the loop."""
@@ -106,18 +120,25 @@ class ThreadSafeEventImpl:
         self, watch: int, fd: int, events: int, cb: Callable[..., None], opaque: Any
     ) -> None:
         self._inner_ids[watch] = self._inner._add_handle(fd, events, cb, opaque)
+        self._applied[watch] = events
 
     def _apply_add_timeout(
         self, timer: int, timeout: int, cb: Callable[..., None], opaque: Any
     ) -> None:
         self._inner_ids[timer] = self._inner._add_timeout(timeout, cb, opaque)
+        self._applied[timer] = timeout
 
-    def _apply_update(self, ident: int, update: Callable[[int, int], None], value: int) -> None:
+    def _apply_update(self, ident: int) -> None:
+        with self._lock:
+            update, value = self._updates.pop(ident)
+            live = ident in self._live
         inner = self._inner_ids.get(ident)
-        if inner is not None and self._is_live(ident):
+        if inner is not None and live and self._applied.get(ident) != value:
             update(inner, value)
+            self._applied[ident] = value
 
     def _apply_remove(self, ident: int, remove: Callable[[int], int]) -> None:
+        self._applied.pop(ident, None)
         inner = self._inner_ids.pop(ident, None)
         if inner is not None:
             remove(inner)
@@ -141,15 +162,43 @@ class ThreadSafeEventImpl:
             self._live.discard(ident)
             return True
 
+    def _update(self, ident: int, update: Callable[[int, int], None], value: int) -> None:
+        """Queue an update of a live id, or fold it into the one already queued for that id."""
+        with self._lock:
+            if ident not in self._live:
+                return
+            queued = ident in self._updates
+            self._updates[ident] = (update, value)
+            if queued:
+                return
+            self._queued += 1
+        if not self._post(self._apply_update, (ident,)):
+            with self._lock:
+                self._updates.pop(ident, None)
+                self._queued -= 1
+
     def _schedule(self, fn: Callable[..., None], *args: Any) -> None:
         with self._lock:
             self._queued += 1
-        try:
-            self._loop.call_soon_threadsafe(self._run, fn, args)
-        except RuntimeError:
-            # The loop is closed: the process is exiting and nothing will dispatch again.
+        if not self._post(fn, args):
             with self._lock:
                 self._queued -= 1
+
+    def _post(self, fn: Callable[..., None], args: tuple[Any, ...]) -> bool:
+        """Append ``fn(*args)`` to the loop's FIFO; False if the loop is closed.
+
+        From the loop thread (libvirt's own callbacks update its timers and watches there) a
+        plain ``call_soon``: same queue, same order, but no self-pipe write and wake-up.
+        """
+        try:
+            if _running_loop() is self._loop:
+                self._loop.call_soon(self._run, fn, args)
+            else:
+                self._loop.call_soon_threadsafe(self._run, fn, args)
+        except RuntimeError:
+            # The loop is closed: the process is exiting and nothing will dispatch again.
+            return False
+        return True
 
     def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
