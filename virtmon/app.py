@@ -60,6 +60,21 @@ def enabled_collectors(config: Config) -> list[str]:
     return sorted(wanted)
 
 
+class ControlSocketInUse(RuntimeError):
+    """Another daemon is listening on the configured control socket."""
+
+
+def socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the Unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def split_listen(listen: str) -> tuple[str | None, int]:
     """``HOST:PORT`` (an empty host: every address; IPv6 in brackets)."""
     host, _, port = listen.rpartition(":")
@@ -123,6 +138,7 @@ class Daemon:
         # Sockets passed by systemd (virtmon.socket): served instead of binding our own.
         self.activated = listen_fds()
         self.control_activated = False
+        self._control_bound = False
         self.config_problem: str | None = None  # set while a reload was rejected
         self.scheduler = Scheduler(
             self.supervisor, self.pool, self.caller, build_collectors(names),
@@ -135,7 +151,10 @@ class Daemon:
             ) + self.alerts.families(),
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
-            event_counts=self.event_counters.snapshot,
+            # Counts of domains the inventory no longer has are dropped (deleted domains).
+            event_counts=lambda: self.event_counters.snapshot(
+                domain.name for domain in self.inventory.all()
+            ),
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
@@ -259,7 +278,7 @@ class Daemon:
                 await impl.drain()
             self.journal.close()
             self.alerts.close()
-            if not self.control_activated:  # systemd owns an activated socket's file
+            if self._control_bound:  # only our own file: not systemd's, not another daemon's
                 with contextlib.suppress(OSError):
                     self.control_socket.unlink()
             log.info("virtmon.stopped")
@@ -307,9 +326,12 @@ class Daemon:
             log.info("virtmon.control.socket_activated", path=str(self.control_socket))
             return [metrics, control]
         self.control_socket.parent.mkdir(parents=True, exist_ok=True)
+        if socket_answers(self.control_socket):
+            raise ControlSocketInUse(f"another virtmon answers on {self.control_socket}")
         with contextlib.suppress(FileNotFoundError):
             self.control_socket.unlink()  # a stale socket from a killed run
         await web.UnixSite(control, str(self.control_socket)).start()
+        self._control_bound = True
         self._secure_socket(self.control_socket)
         return [metrics, control]
 

@@ -16,6 +16,7 @@ import structlog
 from virtmon import __version__, config, logsetup
 
 EX_OK = 0
+EX_UNAVAILABLE = 69
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,6 +114,17 @@ async def serve(
         group.cancel_scope.cancel()  # stop listening for signals
 
 
+def leaves(errors: list[BaseException]) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    found: list[BaseException] = []
+    for error in errors:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(leaves(list(error.exceptions)))
+        else:
+            found.append(error)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``virtmon`` command."""
     args = parser().parse_args(argv)
@@ -135,8 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"virtmon: config: {problem}", file=sys.stderr)
         return config.EX_CONFIG
     logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]))
-    anyio.run(serve, cfg, args.demo, lambda: load_config(args), backend="asyncio")
-    return EX_OK
+    from virtmon.app import ControlSocketInUse
+
+    failures: list[BaseException] = []
+    try:
+        anyio.run(serve, cfg, args.demo, lambda: load_config(args), backend="asyncio")
+    except* (ControlSocketInUse, OSError) as group:
+        # Listeners that cannot be opened (address in use, another instance): one clear line.
+        failures.extend(group.exceptions)
+    for failure in leaves(failures):
+        print(f"virtmon: cannot start: {failure}", file=sys.stderr)
+    return EX_UNAVAILABLE if failures else EX_OK
 
 
 if __name__ == "__main__":

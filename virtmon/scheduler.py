@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -45,7 +45,7 @@ class Scheduler:
         extra_families: Callable[[], list[MetricFamily]],
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
         admin: Callable[[], Awaitable[Any]] | None = None,
-        event_counts: Callable[[Iterable[str] | None], Any] | None = None,
+        event_counts: Callable[[], Any] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
@@ -85,7 +85,17 @@ class Scheduler:
             await self._cycle_done.wait()
 
     async def cycle(self) -> None:
-        """One collection: snapshot, collectors, render, publish."""
+        """One collection; a failure anywhere keeps the previous exposition and is counted."""
+        try:
+            await self._cycle()
+        except Exception:
+            self.stats.failures += 1
+            log.exception("virtmon.collect.cycle_failed")
+        async with self._cycle_done:
+            self._cycle_done.notify_all()
+
+    async def _cycle(self) -> None:
+        """Snapshot, collectors, render, publish."""
         started = time.monotonic()
         admin_result: list[Any] = [None]
         async with anyio.create_task_group() as group:
@@ -95,9 +105,7 @@ class Scheduler:
         if self.admin is not None:
             snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
         if self.event_counts is not None:
-            # Counts of domains absent from a fresh listing are dropped (deleted domains).
-            names = [d.name for d in snapshot.domains] if fresh else None
-            snapshot = dataclasses.replace(snapshot, events=self.event_counts(names))
+            snapshot = dataclasses.replace(snapshot, events=self.event_counts())
         # Collectors are pure and can be slow at thousands of domains: off the loop thread.
         families, _outcomes = await anyio.to_thread.run_sync(
             run_collectors, self.collectors, snapshot
@@ -112,12 +120,13 @@ class Scheduler:
         families.extend(self.extra_families())
         if fresh:
             for listener in self.cycle_listeners:
-                listener(families)
+                try:
+                    listener(families)
+                except Exception:
+                    log.exception("virtmon.collect.listener_failed")
         self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
-        async with self._cycle_done:
-            self._cycle_done.notify_all()
 
     async def _admin_snapshot(self, result: list[Any]) -> None:
         """The admin helper's statistics, or the error it gave (the collector reports it)."""

@@ -129,6 +129,11 @@ def run_collectors(
         start = clock()
         try:
             produced = list(collector.collect(snapshot))
+            for family in produced:
+                width = len(family.label_names)
+                if any(len(labels) != width for labels, _ in family.samples):
+                    raise ValueError(f"{family.name}: a sample's label values do not match "
+                                     f"its label names {family.label_names}")
         except NoData as exc:
             duration = clock() - start
             _log.debug("virtmon.collector.no_data", collector=name, reason=str(exc))

@@ -10,7 +10,6 @@ can tell its client and resume with ``since=SEQ`` without a silent gap.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from virtmon.events.model import Event
 log = structlog.get_logger("virtmon.events.bus")
 
 INGEST_SINK = "journal"
+JOURNAL_ATTEMPTS = 4
 
 
 @dataclass(eq=False)
@@ -70,6 +70,8 @@ class EventBus:
         self.dropped: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.published_seq = journal.last_seq
+        # The journal's own worker thread: other thread users cannot delay event journaling.
+        self._journal_limiter = anyio.CapacityLimiter(1)
         self._listeners: list[Callable[[Event], None]] = []
 
     def publish(self, event: Event) -> bool:
@@ -95,7 +97,9 @@ class EventBus:
         disconnect_when_full: bool = False,
     ) -> Subscription:
         """A new bounded sink; close it with :meth:`unsubscribe`."""
-        send, receive = anyio.create_memory_object_stream[Event](size if size > 0 else math.inf)
+        if size <= 0:
+            raise ValueError("a subscription's queue must be bounded")
+        send, receive = anyio.create_memory_object_stream[Event](size)
         sub = Subscription(name, event_filter or EventFilter(), disconnect_when_full, send, receive)
         self._subscriptions.add(sub)
         return sub
@@ -123,9 +127,9 @@ class EventBus:
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Event]) -> None:
-        # Shielded: an event taken from the queue is journaled even if shutdown cancels us now.
-        with anyio.CancelScope(shield=True):
-            numbered = await anyio.to_thread.run_sync(self.journal.append, batch)
+        numbered = await self._journal(batch)
+        if not numbered:
+            return
         self.published_seq = numbered[-1].seq
         for event in numbered:
             for listener in self._listeners:
@@ -146,6 +150,26 @@ class EventBus:
                         sub._send.close()
                 except anyio.BrokenResourceError:
                     self._subscriptions.discard(sub)
+
+    async def _journal(self, batch: list[Event]) -> list[Event]:
+        """Write a batch, retrying a failing journal a few times; then drop it, counted.
+
+        Shielded: an event taken from the queue is journaled even if shutdown cancels us now.
+        Events are fanned out only once journaled, so a batch that cannot be written reaches
+        nobody (rule 9: nothing is delivered that a reader could not replay).
+        """
+        with anyio.CancelScope(shield=True):
+            for attempt in range(JOURNAL_ATTEMPTS):
+                try:
+                    return await anyio.to_thread.run_sync(
+                        self.journal.append, batch, limiter=self._journal_limiter
+                    )
+                except Exception as exc:
+                    log.error("virtmon.events.journal_failed", error=str(exc),
+                              events=len(batch), attempt=attempt + 1)
+                    await anyio.sleep(0.2 * 2**attempt)
+        self.dropped[INGEST_SINK] += len(batch)
+        return []
 
     def end_streams(self) -> None:
         """Cut off every stream subscriber (at shutdown, so their handlers return at once)."""

@@ -126,6 +126,9 @@ def load_web_config(path: Path) -> WebConfig:
 def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
     """Require one of ``users`` on every request (no users: the middleware lets all pass)."""
     verified: set[bytes] = set()
+    # bcrypt's own threads: a flood of bad passwords must not take the threads that journal
+    # events and run collection cycles.
+    bcrypt_limiter = anyio.CapacityLimiter(2)
 
     async def check(header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -143,7 +146,8 @@ def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
             return True
         # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
         ok = await anyio.to_thread.run_sync(
-            bcrypt.checkpw, password.encode(), hashed.replace(b"$2y$", b"$2b$", 1)
+            bcrypt.checkpw, password.encode(), hashed.replace(b"$2y$", b"$2b$", 1),
+            limiter=bcrypt_limiter,
         )
         if ok:
             if len(verified) >= MAX_REMEMBERED:

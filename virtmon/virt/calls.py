@@ -93,15 +93,15 @@ class LibvirtCaller:
                     if state["abandoned"]:
                         self._abandoned_outstanding -= 1
 
-        try:
-            with anyio.fail_after(deadline):
-                return await anyio.to_thread.run_sync(
-                    run, limiter=self._limiter, abandon_on_cancel=True
-                )
-        except TimeoutError:
-            with self._lock:
-                if state["started"] and not state["done"]:
-                    state["abandoned"] = True
-                    self._abandoned_outstanding += 1
-                    self.abandoned_total += 1
-            raise CallTimeout(name, deadline) from None
+        with anyio.move_on_after(deadline) as scope:
+            return await anyio.to_thread.run_sync(
+                run, limiter=self._limiter, abandon_on_cancel=True
+            )
+        # Only the deadline gets here (a TimeoutError the call raises itself propagates as is).
+        assert scope.cancelled_caught
+        with self._lock:
+            if state["started"] and not state["done"]:
+                state["abandoned"] = True
+                self._abandoned_outstanding += 1
+                self.abandoned_total += 1
+        raise CallTimeout(name, deadline)

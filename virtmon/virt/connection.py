@@ -238,21 +238,31 @@ class ConnectionSupervisor:
     # -- connecting ---------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        abandoned = threading.Event()
+        # Whoever comes second owns closing a connection that nobody will use: the opening
+        # thread if the caller already gave up, else the caller when it gives up.
+        handover = threading.Lock()
+        state: dict[str, Any] = {"abandoned": False, "conn": None}
 
         def open_or_discard() -> Any:
             conn = open_connection(self.settings)
-            if abandoned.is_set():
-                # The caller gave up waiting (a hung daemon came back late): nobody owns it.
-                conn.close()
-            return conn
+            with handover:
+                if not state["abandoned"]:
+                    state["conn"] = conn
+                    return conn
+            conn.close()  # a hung daemon came back late: nobody owns this connection
+            return None
 
         try:
             conn = await self.caller.call_with_deadline(
                 self.settings.open_timeout, open_or_discard
             )
         except BaseException:
-            abandoned.set()
+            with handover:
+                state["abandoned"] = True
+                late = state["conn"]
+            if late is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    await anyio.to_thread.run_sync(late.close)
             raise
         self._lost = anyio.Event()
         self.conn = shared = SharedConnection(conn)
@@ -296,6 +306,8 @@ class ConnectionSupervisor:
         self.event_ids = tuple(accepted)
 
     async def _on_lost(self) -> None:
+        # Not "connected" while the dead connection is torn down (which may take a while).
+        self._set_state(State.BACKOFF)
         reason = self._lost_reason
         self.reconnects[reason] += 1
         self._connected = anyio.Event()

@@ -105,6 +105,7 @@ class DomainInfoCache:
         self.resync_interval = resync_interval
         self.info: dict[str, DomainInfo] = {}
         self._dirty: set[str] = set()
+        self._undefined: set[str] = set()
         self._wake = anyio.Event()
         self._resync_due = True
 
@@ -115,8 +116,9 @@ class DomainInfoCache:
     def on_event(self, event: Event) -> None:
         """Bus listener: mark what an event may have changed (loop thread, never blocks).
 
-        Starting and stopping change none of the cached facts; an undefined domain is dropped
-        without asking libvirt (a transient one that still runs is re-read at the next resync).
+        Starting and stopping change none of the cached facts, except that a transient domain
+        (created, never defined) is first seen starting; an undefined domain is dropped without
+        asking libvirt (a transient one that still runs is re-read at the next resync).
         """
         if event.kind == "connection" and event.name == "restored":
             self._resync_due = True  # events were missed while disconnected
@@ -125,11 +127,15 @@ class DomainInfoCache:
         elif event.kind == "lifecycle" and event.name == "undefined":
             self.info = {k: v for k, v in self.info.items() if k != event.uuid}
             self._dirty.discard(event.uuid)
+            self._undefined.add(event.uuid)  # a refresh under way must not bring it back
             return
         elif event.kind in REFRESH_KINDS or (
-            event.kind == "lifecycle" and event.name == "defined"
+            event.kind == "lifecycle"
+            and (event.name == "defined"
+                 or (event.name == "started" and event.uuid not in self.info))
         ):
             self._dirty.add(event.uuid)
+            self._undefined.discard(event.uuid)
         else:
             return
         self._wake.set()
@@ -156,18 +162,30 @@ class DomainInfoCache:
                 self._resync_due = True
 
     async def _refresh(self, conn: Any) -> None:
+        """Re-read what is marked; on failure everything stays marked for the next try."""
+        self._undefined = set()
         if self._resync_due:
+            dirty = set(self._dirty)
+            try:
+                info = await self.caller.call(conn.run, read_all, self.labels)
+            except BaseException:
+                self._resync_due = True
+                raise
             self._resync_due = False
-            self._dirty.clear()
-            self.info = await self.caller.call(conn.run, read_all, self.labels)
-            log.debug("virtmon.domain_cache.resync", domains=len(self.info))
-            return
-        dirty, self._dirty = self._dirty, set()
-        info = dict(self.info)
-        for uuid in dirty:
-            fresh = await self.caller.call(conn.run, read_one, uuid, self.labels)
-            if fresh is None:
-                info.pop(uuid, None)
-            else:
-                info[uuid] = fresh
-        self.info = info
+            self._dirty -= dirty
+            log.debug("virtmon.domain_cache.resync", domains=len(info))
+        else:
+            dirty, self._dirty = self._dirty, set()
+            info = dict(self.info)
+            try:
+                for uuid in dirty:
+                    fresh = await self.caller.call(conn.run, read_one, uuid, self.labels)
+                    if fresh is None:
+                        info.pop(uuid, None)
+                    else:
+                        info[uuid] = fresh
+            except BaseException:
+                self._dirty |= dirty
+                raise
+        # Domains undefined while we were reading stay gone.
+        self.info = {k: v for k, v in info.items() if k not in self._undefined}

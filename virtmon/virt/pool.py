@@ -54,9 +54,14 @@ class ConnectionPool:
     def _take(self) -> tuple[Any, int]:
         with self._lock:
             generation = self._generation
-            if self._idle:
-                self._busy += 1
-                return self._idle.pop(), generation
+            while self._idle:
+                conn = self._idle.pop()
+                # isAlive is local: a connection libvirtd dropped (a restart) is not reused.
+                if _alive(conn):
+                    self._busy += 1
+                    return conn, generation
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
             if self._busy >= self.max_size:
                 raise ConnectionBusy(f"all {self.max_size} collection connections are busy")
             self._busy += 1
