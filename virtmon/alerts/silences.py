@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmon.alerts.model import Alert, Notification
+from virtmon.events.database import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS silences (
@@ -107,13 +107,9 @@ class Silences:
     """The silences of ``virtmon.db`` and the alerts they kept quiet."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
             self._active = {s.id: s for s in map(_silence, self._db.execute(
                 "SELECT * FROM silences ORDER BY id").fetchall())}
             self._suppressed: dict[tuple[str, float], int] = {

@@ -13,7 +13,6 @@ Every method blocks; callers run them in a worker thread. One connection, behind
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmon.alerts.model import Alert, Notification
+from virtmon.events.database import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -103,14 +103,8 @@ class AlertStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
 
     def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
         changed = 0

@@ -10,13 +10,13 @@ All methods are blocking; the bus calls them in a worker thread, one call at a t
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtmon.events.database import open_database
 from virtmon.events.model import Event
 
 SCHEMA = """
@@ -53,15 +53,11 @@ class Journal:
         self.path = path
         self.max_age = max_age
         self.max_count = max_count
-        path.parent.mkdir(parents=True, exist_ok=True)
         # One connection used from one worker thread at a time (the bus serialises its calls);
         # the lock makes that explicit for readers of the stream, which may overlap a write.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             self._last_seq = int(row[0]) if row else 0
 
