@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from virtmon import __version__
-from virtmon.collectors.base import MetricFamily
+from virtmon.collectors.base import MetricFamily, MetricType
 from virtmon.events.bus import INGEST_SINK, EventBus
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import CLOSE_REASONS, ConnectionSupervisor, State
@@ -35,6 +35,12 @@ def _counter_family(name: str, help_: str, label: str, counts: Mapping[str, int]
     return family
 
 
+def _single(name: str, kind: MetricType, help_: str, value: float) -> MetricFamily:
+    family = MetricFamily(name, kind, help_)
+    family.add((), value)
+    return family
+
+
 def self_metrics(
     supervisor: ConnectionSupervisor, bus: EventBus, caller: LibvirtCaller, cycle: CycleStats
 ) -> list[MetricFamily]:
@@ -47,43 +53,29 @@ def self_metrics(
     )
     for candidate in State:
         state.add((candidate.value,), 1 if supervisor.state is candidate else 0)
-    event_ids = MetricFamily(
-        "virtmon_libvirt_event_ids_registered", "gauge",
-        "Domain event ids the running libvirt accepted on the current connection.",
-    )
-    event_ids.add((), len(supervisor.event_ids))
-    duration = MetricFamily(
-        "virtmon_collection_duration_seconds", "gauge",
-        "Wall time of the last collection cycle, in seconds.",
-    )
-    duration.add((), cycle.last_duration)
-    last_success = MetricFamily(
-        "virtmon_collection_last_success_timestamp_seconds", "gauge",
-        "Unix time of the last successful collection cycle: the age of every cached value.",
-    )
-    last_success.add((), cycle.last_success)
-    failures = MetricFamily(
-        "virtmon_collection_failures_total", "counter",
-        "Collection cycles whose libvirt calls failed or overran their deadline.",
-    )
-    failures.add((), cycle.failures)
-    abandoned = MetricFamily(
-        "virtmon_libvirt_calls_abandoned_total", "counter",
-        "libvirt calls abandoned after overrunning their deadline.",
-    )
-    abandoned.add((), caller.abandoned_total)
-    outstanding = MetricFamily(
-        "virtmon_libvirt_calls_abandoned_outstanding", "gauge",
-        "Abandoned libvirt calls whose worker threads are still blocked in libvirt.",
-    )
-    outstanding.add((), caller.abandoned_outstanding)
-    journal_seq = MetricFamily(
-        "virtmon_events_last_sequence", "gauge", "Sequence number of the last journaled event.",
-    )
-    journal_seq.add((), bus.published_seq)
+    singles = [
+        _single("virtmon_libvirt_event_ids_registered", "gauge",
+                "Domain event ids the running libvirt accepted on the current connection.",
+                len(supervisor.event_ids)),
+        _single("virtmon_collection_duration_seconds", "gauge",
+                "Wall time of the last collection cycle, in seconds.", cycle.last_duration),
+        _single("virtmon_collection_last_success_timestamp_seconds", "gauge",
+                "Unix time of the last successful collection cycle: the age of every cached "
+                "value.", cycle.last_success),
+        _single("virtmon_collection_failures_total", "counter",
+                "Collection cycles whose libvirt calls failed or overran their deadline.",
+                cycle.failures),
+        _single("virtmon_libvirt_calls_abandoned_total", "counter",
+                "libvirt calls abandoned after overrunning their deadline.",
+                caller.abandoned_total),
+        _single("virtmon_libvirt_calls_abandoned_outstanding", "gauge",
+                "Abandoned libvirt calls whose worker threads are still blocked in libvirt.",
+                caller.abandoned_outstanding),
+        _single("virtmon_events_last_sequence", "gauge",
+                "Sequence number of the last journaled event.", bus.published_seq),
+    ]
     return [
-        build, state, event_ids, duration, last_success, failures, abandoned, outstanding,
-        journal_seq,
+        build, state, *singles,
         _counter_family("virtmon_libvirt_reconnects_total",
                         "Connections to libvirt lost (and then re-established), by close reason.",
                         "reason", _with_zeros(supervisor.reconnects, CLOSE_REASONS.values())),

@@ -27,6 +27,7 @@ __all__ = [
     "MetricType",
     "NoData",
     "Sample",
+    "claim_unique",
     "help_text",
     "run_collectors",
 ]
@@ -39,6 +40,19 @@ _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 _log = structlog.get_logger(component="collectors")
+
+
+def claim_unique(used: set[str], name: str) -> str:
+    """``name``, or ``name_1``, ``name_2``... if taken; the result is added to ``used``.
+
+    Device labels must never repeat within a domain: a duplicate series fails the whole scrape.
+    """
+    candidate, suffix = name, 1
+    while candidate in used:
+        candidate = f"{name}_{suffix}"
+        suffix += 1
+    used.add(candidate)
+    return candidate
 
 
 def help_text(what: str, source: str) -> str:

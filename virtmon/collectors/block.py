@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.base import MetricFamily, MetricType, claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 
 # (key suffix, metric, type, divisor, description)
@@ -108,16 +108,10 @@ def block_devices(stats: Mapping[str, Any], count: int) -> list[str]:
     for index in range(count):
         k_name, _, k_backing, _ = _keys(index)
         name = stats.get(k_name) or f"block{index}"
-        if name in used:
+        if name in used:  # a backing-chain layer: libvirt's own vda[1] notation
             backing = stats.get(k_backing)
             name = f"{name}[{backing if backing is not None else index}]"
-            suffix = 1
-            base = name
-            while name in used:
-                name = f"{base}_{suffix}"
-                suffix += 1
-        used.add(name)
-        names.append(name)
+        names.append(claim_unique(used, name))
     return names
 
 

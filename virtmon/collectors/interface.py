@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import MetricFamily, claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 
 # (key suffix, metric, description)
@@ -54,13 +54,8 @@ def interface_names(stats: Mapping[str, Any], count: int) -> list[str]:
     for index in range(count):
         name = get(_keys(index)[0]) or ""
         if not name or name in used:
-            name = f"net{index}"
-            suffix = 1
-            while name in used:  # a real interface already called net<n>
-                name = f"net{index}_{suffix}"
-                suffix += 1
-        used.add(name)
-        names.append(name)
+            name = f"net{index}"  # stable: by position; claim_unique if a real NIC has it
+        names.append(claim_unique(used, name))
     return names
 
 
