@@ -123,19 +123,14 @@ class ControlClient:
 
     def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:
         """GET a JSON document."""
-        target = path + (f"?{urlencode(query)}" if query else "")
-        conn, response = self._open(target, "application/json", self.timeout)
-        try:
-            return json.loads(response.read())
-        except (OSError, http.client.HTTPException) as exc:
-            raise _unreachable(self.path, exc) from exc
-        finally:
-            conn.close()
+        return self._json("GET", path + (f"?{urlencode(query)}" if query else ""))
 
     def post(self, path: str, document: Any) -> Any:
         """POST a JSON document; the JSON answer."""
-        body = json.dumps(document).encode()
-        conn, response = self._open(path, "application/json", self.timeout, "POST", body)
+        return self._json("POST", path, json.dumps(document).encode())
+
+    def _json(self, method: str, target: str, body: bytes | None = None) -> Any:
+        conn, response = self._open(target, "application/json", self.timeout, method, body)
         try:
             return json.loads(response.read())
         except (OSError, http.client.HTTPException) as exc:
