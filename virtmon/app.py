@@ -41,9 +41,10 @@ from virtmon.selfmetrics import self_metrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
 from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
-from virtmon.virt.connection import ConnectionSettings, ConnectionSupervisor
+from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
 from virtmon.virt.eventloop import register_event_impl
+from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.inventory import Inventory
 from virtmon.virt.pool import ConnectionPool
 

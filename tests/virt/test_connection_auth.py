@@ -7,7 +7,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from virtmon.virt.connection import ConnectionSettings, open_connection, read_credentials
+from virtmon.virt.handle import ConnectionSettings, open_connection, read_credentials
 
 
 def test_credentials_file_gives_username_and_password(tmp_path: Path) -> None:

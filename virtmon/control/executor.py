@@ -35,12 +35,8 @@ from virtmon.virt.admin_client import (
     AdminHelper,
 )
 from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
-from virtmon.virt.connection import (
-    ConnectionBusy,
-    ConnectionClosed,
-    ConnectionSettings,
-    ConnectionSupervisor,
-)
+from virtmon.virt.connection import ConnectionSupervisor
+from virtmon.virt.handle import ConnectionBusy, ConnectionClosed, ConnectionSettings
 from virtmon.virt.pool import ConnectionPool
 
 if TYPE_CHECKING:

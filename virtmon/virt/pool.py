@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from virtmon.virt.connection import ConnectionBusy, ConnectionSettings, open_connection
+from virtmon.virt.handle import ConnectionBusy, ConnectionSettings, open_connection
 
 T = TypeVar("T")
 
