@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import libvirt
@@ -31,7 +31,6 @@ from virtmon.virt.handle import ConnectionSettings, SharedConnection, open_conne
 from virtmon.virt.inventory import DomainState, Inventory, Transition
 
 log = structlog.get_logger("virtmon.virt.connection")
-T = TypeVar("T")
 
 CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
