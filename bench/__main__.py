@@ -278,6 +278,10 @@ are stable.
   cycle). Running `run_collectors` in the render worker thread would remove that wait (and bring
   the loop lag during 1,000-domain cycles, 15-90 ms here, under its 20 ms target); at the
   default 15 s interval the overlap is rare.
+- **Render µs/sample** (0.58-0.60 in quiet runs, target 1.5). `render_text` alone can never cost
+  more than `collect + render`, which includes it: when the table shows it above, the 5 repeats
+  were disturbed by other work on the shared machine. The run of 2026-11-23 14:41 UTC showed
+  2.63 against 1.09; `bench/bench_render.py --repeat 5` run alone right after gave 0.58.
 - **The peers.** The exporter calls libvirt for every domain on every scrape (`XMLDesc`,
   `GetInfo`, block and interface stats), so a scrape costs it and libvirtd milliseconds per
   domain, 16 concurrent scrapers queue on libvirtd (p99 in the hundreds of ms with ~20 domains),
@@ -323,12 +327,13 @@ applied again; the FIFO invariants hold: an update never overtakes its add, noth
 a remove), and hooks called on the loop thread use `call_soon` (same FIFO, no self-pipe).
 
 Before / after (same machine, A/B in one session: 3,000 `getLibVersion` RPCs from a worker
-thread on `test+unix:///default` with the loop otherwise idle, and the paced events benchmark):
+thread on `test+unix:///default` with the loop otherwise idle, `python -m bench.bench_wakeups`,
+and the paced events benchmark):
 
 | figure | before | after |
 |---|---|---|
-| self-pipe writes (loop wake-ups) per RPC from a worker thread | 2.00 | 1.00-1.04 |
-| event-impl calls run on the loop per RPC | 2.00 | 1.00-1.04 |
+| self-pipe writes (loop wake-ups) per RPC from a worker thread | 2.00 | 0.99-1.04 |
+| event-impl calls run on the loop per RPC | 2.00 | 0.99-1.04 |
 | CPU per RPC, whole process (noisy, shared machine) | 54-77 µs | 53-59 µs |
 | events benchmark, daemon CPU per 1,000 events (2 runs each) | 0.26, 0.30 s | 0.28, 0.30 s |
 
