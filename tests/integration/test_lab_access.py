@@ -22,11 +22,11 @@ def test_a_libvirt_group_member_reads_and_writes_without_polkit(lab: str) -> Non
     listed = as_lab_user("virsh", "-c", lab, "list", "--all")
     assert listed.returncode == 0, listed.stderr
     assert "lab-0" in listed.stdout
-    # A write (a live description) is refused on a read-only connection: it proves the user
-    # reached the read-write socket (group libvirt, auth none).
-    wrote = as_lab_user("virsh", "-c", lab, "desc", "lab-0", "--live", "lab domain")
+    # A write (a live title; the description marks lab domains) is refused on a read-only
+    # connection: it proves the user reached the read-write socket (group libvirt, auth none).
+    wrote = as_lab_user("virsh", "-c", lab, "desc", "lab-0", "--live", "--title", "lab")
     assert wrote.returncode == 0, wrote.stderr
-    refused = as_lab_user("virsh", "-r", "-c", lab, "desc", "lab-0", "--live", "lab domain")
+    refused = as_lab_user("virsh", "-r", "-c", lab, "desc", "lab-0", "--live", "--title", "lab")
     assert refused.returncode != 0
 
 

@@ -36,8 +36,6 @@ TEST_GROUP = "libvirt"
 # Every lab domain carries this description, so tear-down finds exactly the lab's domains.
 LAB_MARK = "virtmon-lab"
 BASE_DOMAINS = 2
-# The reapers this process started: kept so that Popen does not warn that they still run.
-_reapers: list[subprocess.Popen[bytes]] = []
 
 
 def _log(message: str) -> None:
@@ -115,13 +113,12 @@ def start_libvirtd(timeout: float = 60.0) -> None:
     if _read_pid(LIBVIRTD_PIDFILE) is None:
         LIBVIRTD_PIDFILE.unlink(missing_ok=True)
         with LIBVIRTD_LOG.open("ab") as log:
-            reaper = subprocess.Popen(
-                [sys.executable, str(HERE / "reaper.py"), "libvirtd", "-f",
-                 str(HERE / "libvirtd.conf"), "-p", str(LIBVIRTD_PIDFILE)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            # Detached: the reaper outlives this process (a test session, make lab-up).
+            subprocess.run(
+                [sys.executable, str(HERE / "reaper.py"), "--detach", str(REAPER_PIDFILE),
+                 "libvirtd", "-f", str(HERE / "libvirtd.conf"), "-p", str(LIBVIRTD_PIDFILE)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
             )
-        REAPER_PIDFILE.write_text(f"{reaper.pid}\n")
-        _reapers.append(reaper)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:

@@ -16,8 +16,23 @@ import sys
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def detach(pidfile: str) -> None:
+    """Leave the caller at once (it waits for nothing) and go on in a session of our own."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    with open(pidfile, "w") as out:
+        out.write(f"{os.getpid()}\n")
+
+
 def main(argv: list[str]) -> int:
-    """Become a subreaper, start argv, forward SIGTERM/SIGINT to it and reap until it exits."""
+    """Become a subreaper, start argv, forward SIGTERM/SIGINT to it and reap until it exits.
+
+    ``--detach PIDFILE`` first: return to the caller at once, writing our pid to PIDFILE.
+    """
+    if argv[:1] == ["--detach"]:
+        detach(argv[1])
+        argv = argv[2:]
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
