@@ -208,12 +208,18 @@ def remove_domain(conn: Any, name: str) -> None:
         image.unlink(missing_ok=True)
 
 
+# Names the lab, the tests and the benchmarks give their domains: a test may change a domain's
+# description (metadata tests do), so tear-down also goes by name.
+LAB_PREFIXES = ("lab-", "t-", "bench-")
+
+
 def lab_domain_names(conn: Any) -> list[str]:
-    """Names of every domain the lab made (marked by its description)."""
+    """Names of every domain the lab made (marked by its description, or named by a prefix)."""
     names = []
     for dom in conn.listAllDomains(0):
         with contextlib.suppress(libvirt.libvirtError):
-            if f"<description>{LAB_MARK}</description>" in dom.XMLDesc(0):
+            if (dom.name().startswith(LAB_PREFIXES)
+                    or f"<description>{LAB_MARK}</description>" in dom.XMLDesc(0)):
                 names.append(dom.name())
     return names
 
