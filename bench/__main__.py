@@ -236,64 +236,47 @@ def table(lines: list[Row], markdown: bool) -> str:
 
 
 NOTES = """\
-## Why the misses (analysis on this lab; the figures vary from run to run)
+## Why the misses, and what the figures depend on (figures vary from run to run)
 
-The lab is 2 cores shared by libvirtd, QEMU, the load generators, virtmon and, during a run,
-other engineers' tests: tail figures (p99, max) move by several times between runs. The medians
-are stable.
+The lab is 2 cores shared by libvirtd, QEMU, the load generators and virtmon; runs made while
+other test suites used the same machine showed tail figures (p99, max) several times higher
+than a quiet run. Medians are stable. Compare figures within one run only.
 
-- **Event latency p99** (11-210 ms across the runs made so far, with the load; p50 2.5-7 ms).
-  Every event makes several hops on the loop: libvirt's event timer is marshalled onto it, the
-  bus journals each batch in a worker thread (SQLite commit), and the stream handler writes
-  every event with its own `response.write` (one socket write each). A py-spy profile at 2,500
-  events/s shows the loop about 75 % busy: the stream handler's per-event writes (~17 %),
-  cross-thread wake-ups (`call_soon_threadsafe` / self-pipe, ~14 %), libvirt's timer dispatch
-  (~12 %); and in worker threads one `lookupByUUIDString` RPC per lifecycle event from the
-  domain cache (`DomainInfoCache.on_event` marks every defined/undefined/started/stopped domain
-  dirty, and `read_one` looks it up again even when it was just undefined). Suggested fixes: in
-  `events_stream`, drain what the subscription holds with `receive_nowait` and write it in one
-  `write`; in `DomainInfoCache.on_event`, drop the entry on `undefined` without an RPC. (The
-  `update_handle` coalescing suggested here before is done: see "Profile" below.)
-- **Unpaced generator.** The test driver produces 5,000-10,000 events/s from 8 threads; under
-  that load (generator and libvirtd take most of the 2 cores) the stream subscriber's queue
-  (1,000) fills within a second and the bus cuts it off as designed, with an overflow notice
-  carrying `since`; the journal keeps every event. The delivered rate shown is the rate before
-  the cut-off.
-- **Cycle ratio on KVM domains** (1.08-1.57 across runs: the target is met or missed with the
-  load): the bulk call takes ~27-150 ms here, and the cycle adds about 8-10 ms of fixed libvirt
-  calls made one after another on the serialised connection: node statistics (~10 RPCs, ~5 ms),
-  `listAllInterfaces` (2-7 ms), and four version/type calls every cycle; render and collectors
-  add ~3 ms. The version/type answers cannot change within a connection and node info, CPU map,
-  KSM parameters and host interfaces change rarely: caching them per connection (or refreshing
-  them every Nth cycle) would bring the ratio to about 1.1. The KVM scenario also counts the
-  other engineers' domains on the shared host.
-- **Cycle ratio on the test driver** (7-21): the test driver answers the bulk call in 5-40 ms,
-  so fixed costs dominate; the biggest is rendering *both* Prometheus text and OpenMetrics (and
-  gzip of each) every cycle (~25 ms at 12,000 samples, ~1 µs per sample per format). Rendering
-  OpenMetrics lazily, on the first request in a cycle that asks for it, would halve that.
-- **Scrape p99.** A scrape costs ~0.35 ms of loop time, so 16 scrapers arriving together queue:
-  the 16th waits ~5-6 ms (p99 with 16 at once ≈ 16 times one scrape). With cycles running, a
-  scrape that arrives while the collectors run (on the loop thread, not in a worker) waits for
-  them: visible at 1 s intervals, dramatic at 5,000 domains (loop lag p99 ~40 ms during a
-  cycle). Running `run_collectors` in the render worker thread would remove that wait (and bring
-  the loop lag during 1,000-domain cycles, 15-90 ms here, under its 20 ms target); at the
-  default 15 s interval the overlap is rare.
-- **Render µs/sample** (0.58-0.60 in quiet runs, target 1.5). `render_text` alone can never cost
-  more than `collect + render`, which includes it: when the table shows it above, the 5 repeats
-  were disturbed by other work on the shared machine. The run of 2026-11-23 14:41 UTC showed
-  2.63 against 1.09; `bench/bench_render.py --repeat 5` run alone right after gave 0.58.
+- **Event latency p99** was 11-210 ms in runs under outside load, 7.5 ms in a quiet run. Three
+  changes took most of the loop's per-event work away: the stream handler writes every burst a
+  subscriber has queued in one `write` (it wrote each event separately, ~17 % of the loop at
+  2,500 events/s); the domain cache no longer re-reads a domain on start, stop or undefine (one
+  `lookupByUUIDString` per lifecycle event before); queued `update_handle` calls are coalesced
+  (see "Profile" below).
+- **Loop lag while 1,000-domain cycles run** (17 ms quiet; 15-90 ms before collectors moved off
+  the loop). Collectors and rendering run in a worker thread now; what remains is that thread
+  holding the GIL in slices, which the loop feels as lag.
+- **Scrape p99 while a cycle runs every 1 s** (missed: 6-12 ms). The same GIL sharing: a scrape
+  that arrives while the worker renders waits for its slices. At the default 15 s interval a
+  render (~25 ms at 12,000 samples) overlaps few scrapes. Rendering OpenMetrics lazily, or in a
+  process of its own, would shorten or remove that window; not done.
+- **Cycle ratio on KVM domains** (1.08-1.57 across runs; 1.19 quiet, narrowly met): the bulk
+  call takes 47-150 ms here, and each cycle adds about 8-10 ms of fixed calls: node statistics
+  (~10 RPCs), `listAllInterfaces`, and four version/type calls. The version/type answers cannot
+  change within a connection, and node info, CPU map, KSM parameters and host interfaces change
+  rarely: caching them per connection would bring the ratio to about 1.1. Not done.
+- **Cycle ratio on the test driver** (9-21): the test driver answers the bulk call in 5-40 ms,
+  so fixed costs dominate, mostly rendering both Prometheus text and OpenMetrics with gzip
+  every cycle (~1 µs per sample per format).
+- **Render µs/sample** (0.57-0.60 in quiet runs, target 1.5). `render_text` alone can never cost
+  more than `collect + render`, which includes it: when the table shows otherwise, the repeats
+  were disturbed by other work on the machine.
 - **The peers.** The exporter calls libvirt for every domain on every scrape (`XMLDesc`,
   `GetInfo`, block and interface stats), so a scrape costs it and libvirtd milliseconds per
-  domain, 16 concurrent scrapers queue on libvirtd (p99 in the hundreds of ms with ~20 domains),
-  and a hung libvirtd hangs the scrape until it continues. virtmon and collectd serve what their
-  last cycle read and answer while libvirtd is stopped; collectd exports about a quarter of
-  virtmon's series per domain (no vCPU/KVM, balloon or block capacity stats by default) and
-  keeps a smaller RSS (C, no Python runtime; virtmon's figure counts its admin helper process
-  too). virtmon's CPU between scrapes is its cycle: bulk stats, node stats, render of two
-  formats with gzip, every 5 s here.
-- **Domain cache resync** reads every domain's XML in one call on the shared, serialised
-  connection (4 RPCs per domain): ~3 s at 5,000 test domains, longer on real hosts, during which
-  the first cycles wait (`domain_cache_resync_s` in results.json). Chunking it would bound that.
+  domain, 16 concurrent scrapers queue on libvirtd, and a hung libvirtd hangs the scrape until
+  it continues. virtmon and collectd serve what their last cycle read and answer while libvirtd
+  is stopped; collectd exports about a quarter of virtmon's series per domain and keeps a
+  smaller RSS (C, no Python runtime; virtmon's figure includes its admin helper process).
+  virtmon's CPU between scrapes is its cycle: bulk stats, node stats, render of two formats
+  with gzip, every 5 s here.
+- **Domain cache resync** reads every domain's XML on the events connection (4 RPCs per
+  domain): ~3 s at 5,000 test domains, during which the first cycles' event-driven refreshes
+  wait. Chunking it would bound that. Not done.
 """
 
 
