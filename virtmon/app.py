@@ -24,7 +24,7 @@ from anyio.abc import TaskStatus
 
 from virtmon import __version__
 from virtmon.alerts.service import AlertService
-from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
+from virtmon.collectors import DEFAULT_ENABLED
 from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
 from virtmon.control.executor import Executor
@@ -142,9 +142,7 @@ class Daemon:
         self._control_bound = False
         self.config_problem: str | None = None  # set while a reload was rejected
         self.scheduler = Scheduler(
-            self.supervisor, self.pool, self.caller, build_collectors(names),
-            stats_flags=stats_flags_for(names),
-            requested_groups=frozenset(stats_groups_for(names)),
+            self.supervisor, self.pool, self.caller, names,
             interval=float(config["collect.interval"]),
             deadline_ratio=float(config["collect.deadline_ratio"]),
             extra_families=lambda: self_metrics(

@@ -98,16 +98,12 @@ def effective(old: Config, new: Config, plan_: ReloadPlan) -> Config:
 def _apply(daemon: Daemon, cfg: Config) -> None:
     """Push the runtime keys of ``cfg`` into the running components."""
     from virtmon.app import enabled_collectors
-    from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
 
     logsetup.set_level(str(cfg["log.level"]))
     scheduler = daemon.scheduler
     scheduler.interval = float(cfg["collect.interval"])
     scheduler.deadline = scheduler.interval * float(cfg["collect.deadline_ratio"])
-    names = enabled_collectors(cfg)
-    scheduler.collectors = build_collectors(names)
-    scheduler.stats_flags = stats_flags_for(names)
-    scheduler.requested_groups = frozenset(stats_groups_for(names))
+    scheduler.use_collectors(enabled_collectors(cfg))
     daemon.domain_cache.resync_interval = float(cfg["collect.resync_interval"])
     daemon.journal.max_age = float(cfg["events.retention_days"]) * 86400.0
     daemon.journal.max_count = int(cfg["events.retention_count"])

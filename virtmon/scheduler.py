@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -17,8 +17,9 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
 from virtmon.collectors.base import Collector, MetricFamily, run_collectors
-from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
+from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.exposition.cache import Exposition
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
@@ -37,9 +38,7 @@ class Scheduler:
         supervisor: ConnectionSupervisor,
         pool: ConnectionPool,
         caller: LibvirtCaller,
-        collectors: Sequence[Collector],
-        stats_flags: int,
-        requested_groups: frozenset[str],
+        collector_names: Iterable[str],
         interval: float,
         deadline_ratio: float,
         extra_families: Callable[[], list[MetricFamily]],
@@ -50,9 +49,7 @@ class Scheduler:
         self.supervisor = supervisor
         self.pool = pool
         self.caller = caller
-        self.collectors = collectors
-        self.stats_flags = stats_flags
-        self.requested_groups = requested_groups
+        self.use_collectors(collector_names)
         self.interval = interval
         self.deadline = interval * deadline_ratio
         self.extra_families = extra_families
@@ -60,11 +57,23 @@ class Scheduler:
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
         self.domain_info = domain_info
         self.admin = admin
+        # Versions and hypervisor, read once per connection: (connected_since, info).
+        self._libvirt_info: tuple[float | None, LibvirtInfo | None] = (None, None)
         self.event_counts = event_counts
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
         self._cycle_done = anyio.Condition()
+
+    def use_collectors(self, names: Iterable[str]) -> None:
+        """Collect with these collectors from the next cycle on, asking libvirt for just what
+        they read (at start, and on a reload)."""
+        names = list(names)
+        self.collectors: Sequence[Collector] = build_collectors(names)
+        self.stats_flags = stats_flags_for(names)
+        self.requested_groups = frozenset(stats_groups_for(names))
+        self.with_node = "node" in names
+        self.with_interfaces = "host_interfaces" in names
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -147,10 +156,14 @@ class Scheduler:
         if not self.supervisor.connected:
             return disconnected_snapshot(uri), False
         try:
+            since = self.supervisor.connected_since
+            known = self._libvirt_info[1] if self._libvirt_info[0] == since else None
             snapshot = await self.caller.call_with_deadline(
                 self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
-                self.requested_groups, self.domain_info(),
+                self.requested_groups, self.domain_info(), self.with_node,
+                self.with_interfaces, known,
             )
+            self._libvirt_info = (since, snapshot.libvirt)
         except Exception as exc:
             log.warning("virtmon.collect.failed", error=str(exc))
             if self.snapshot is not None and self.supervisor.connected:

@@ -103,12 +103,17 @@ def take_snapshot(
     domain_info: Mapping[str, DomainInfo],
     with_node: bool = True,
     with_interfaces: bool = True,
+    known_info: LibvirtInfo | None = None,
 ) -> StatsSnapshot:
-    """The whole cycle's calls (blocking: run it in a worker thread with a deadline)."""
+    """The whole cycle's calls (blocking: run it in a worker thread with a deadline).
+
+    ``known_info``: versions and hypervisor already read on this connection (they cannot change
+    while it lasts), saving four calls a cycle.
+    """
     records = domain_records(conn, stats_flags) if stats_flags else ()
     node = node_stats(conn) if with_node else None
     interfaces = host_interfaces(conn) if with_interfaces else None
-    info = libvirt_info(conn, uri)
+    info = known_info or libvirt_info(conn, uri)
     return StatsSnapshot(
         taken_at=time.time(),
         requested_groups=requested_groups,
