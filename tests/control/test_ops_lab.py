@@ -327,3 +327,24 @@ async def test_define_snapshot_metadata_undefine(rw: Env, lab_conn: Any) -> None
         assert missing.status == 404
     finally:
         await call(lab_module.remove_domain, lab_conn, name)
+
+
+async def test_every_lifecycle_verb_on_a_real_domain(rw: Env, lab_domain: str) -> None:
+    """shutdown, reboot, reset, destroy, start, suspend, resume: each acts, with its event."""
+    from tests.streamclient import follow, lifecycle
+
+    async with follow(rw.sock, f"domain={lab_domain}") as stream:
+        # No guest OS: shutdown and reboot are ACPI requests libvirt accepts; nothing answers.
+        assert await rw.call("domain.shutdown", domain=lab_domain, flags=["acpi_power_btn"]) \
+            is None
+        assert await rw.call("domain.reboot", domain=lab_domain, flags=["acpi_power_btn"]) is None
+        assert await rw.call("domain.reset", domain=lab_domain) is None
+        await stream.wait_for(lambda e: e["kind"] == "reboot")
+        assert await rw.call("domain.destroy", domain=lab_domain) is None
+        await stream.wait_for(lifecycle(lab_domain, "stopped", "destroyed"))
+        assert await rw.call("domain.start", domain=lab_domain) is None
+        await stream.wait_for(lifecycle(lab_domain, "started", "booted"))
+        assert await rw.call("domain.suspend", domain=lab_domain) is None
+        await stream.wait_for(lifecycle(lab_domain, "suspended", "paused"))
+        assert await rw.call("domain.resume", domain=lab_domain) is None
+        await stream.wait_for(lifecycle(lab_domain, "resumed", "unpaused"))
