@@ -90,6 +90,8 @@ class Target:
         self.depth = 0
         self.oldest: float | None = None
         self._wake = anyio.Event()
+        # One request at a time per URL: deliveries and Alertmanager re-sends never overtake.
+        self._sending = anyio.Lock()
         self._counted = anyio.Event()  # the queue has been looked at once
         self._next_request = 0.0
         self._log = log.bind(receiver=receiver.name, url=url)
@@ -183,7 +185,9 @@ class Target:
 
     async def send(self, session: aiohttp.ClientSession, rows: Sequence[OutboxRow]) -> str:
         """Send rows in one request and record the outcome; returns it."""
-        status, retry_after, error = await self.post(session, [r.notification for r in rows])
+        async with self._sending:
+            status, retry_after, error = await self.post(
+                session, [r.notification for r in rows])
         now = self.clock()
         ids = [r.id for r in rows]
         attempts = max(r.attempts for r in rows) + 1
@@ -214,22 +218,28 @@ class Target:
         """Re-send every firing alert while caught up, so Alertmanager keeps it active."""
         await self._counted.wait()
         while True:
-            if self.depth == 0:
-                alerts = self.notified(
-                    await anyio.to_thread.run_sync(self.store.alerts, "firing"))
-                now = self.clock()
-                notes = [Notification.of(a, now) for a in alerts]
-                for start in range(0, len(notes), self.receiver.batch_size):
-                    await self._rate_limit()
-                    status, _, error = await self.post(
-                        session, notes[start:start + self.receiver.batch_size])
-                    ok = status is not None and 200 <= status < 300
-                    self.outcomes["resent" if ok else "resend_failed"] += 1
-                    if not ok:
-                        self._log.info("virtmon.webhook.resend_failed", status=status,
-                                       error=error)
-                        break
+            # Under the sending lock, with the queue read fresh: a resolve that is queued or
+            # being sent is never overtaken by a stale "firing" re-send.
+            async with self._sending:
+                depth, _ = await anyio.to_thread.run_sync(
+                    self.store.queue_stats, self.receiver.name, self.url)
+                if depth == 0:
+                    await self._resend_firing(session)
             await anyio.sleep(self.receiver.resend_interval)
+
+    async def _resend_firing(self, session: aiohttp.ClientSession) -> None:
+        alerts = self.notified(await anyio.to_thread.run_sync(self.store.alerts, "firing"))
+        now = self.clock()
+        notes = [Notification.of(a, now) for a in alerts]
+        for start in range(0, len(notes), self.receiver.batch_size):
+            await self._rate_limit()
+            status, _, error = await self.post(
+                session, notes[start:start + self.receiver.batch_size])
+            ok = status is not None and 200 <= status < 300
+            self.outcomes["resent" if ok else "resend_failed"] += 1
+            if not ok:
+                self._log.info("virtmon.webhook.resend_failed", status=status, error=error)
+                return
 
 
 async def run_targets(targets: Sequence[Target]) -> None:
