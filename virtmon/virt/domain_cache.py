@@ -24,6 +24,9 @@ from virtmon.virt.connection import ConnectionSupervisor
 
 log = structlog.get_logger("virtmon.virt.domain_cache").bind(component="domain_cache")
 
+# Domains read per call in a full resync (three calls each: XML, autostart, persistence).
+RESYNC_CHUNK = 100
+
 # Event kinds after which a domain's XML may differ.
 REFRESH_KINDS = frozenset({"metadata_change", "device_added", "device_removed", "tunable"})
 
@@ -41,8 +44,8 @@ class MetadataLabels:
         self.paths: dict[str, tuple[str, str | None]] = {}
         for label, path in paths.items():
             path = path.removeprefix("/domain/").removeprefix("./")
-            element, _, attribute = path.rpartition("/@")
-            self.paths[label] = (element, attribute) if attribute else (path, None)
+            element, found, attribute = path.rpartition("/@")
+            self.paths[label] = (element, attribute) if found else (path, None)
 
     def read(self, root: ET.Element) -> dict[str, str]:
         """Label → value for the paths found in this document."""
@@ -71,11 +74,16 @@ def read_domain(dom: Any, labels: MetadataLabels) -> DomainInfo:
     )
 
 
-def read_all(conn: Any, labels: MetadataLabels) -> dict[str, DomainInfo]:
-    """Every domain's facts (blocking; the slow resync)."""
+def list_all(conn: Any) -> list[Any]:
+    """Every domain object (blocking: one call)."""
+    return list(conn.listAllDomains(0))
+
+
+def read_many(_conn: Any, domains: list[Any], labels: MetadataLabels) -> dict[str, DomainInfo]:
+    """These domains' facts; one that vanished meanwhile is left out (blocking)."""
     found = {}
-    for dom in conn.listAllDomains(0):
-        with contextlib.suppress(libvirt.libvirtError):  # vanished while we read
+    for dom in domains:
+        with contextlib.suppress(libvirt.libvirtError):
             info = read_domain(dom, labels)
             found[info.uuid] = info
     return found
@@ -161,13 +169,23 @@ class DomainInfoCache:
             if waited.cancelled_caught:
                 self._resync_due = True
 
+    async def _read_all(self, conn: Any) -> dict[str, DomainInfo]:
+        """Every domain, read in chunks: each chunk is one call on the shared connection, so
+        a resync of thousands of domains never holds it for long at a stretch."""
+        domains = await self.caller.call(conn.run, list_all)
+        info: dict[str, DomainInfo] = {}
+        for start in range(0, len(domains), RESYNC_CHUNK):
+            chunk = domains[start:start + RESYNC_CHUNK]
+            info |= await self.caller.call(conn.run, read_many, chunk, self.labels)
+        return info
+
     async def _refresh(self, conn: Any) -> None:
         """Re-read what is marked; on failure everything stays marked for the next try."""
         self._undefined = set()
         if self._resync_due:
             dirty = set(self._dirty)
             try:
-                info = await self.caller.call(conn.run, read_all, self.labels)
+                info = await self._read_all(conn)
             except BaseException:
                 self._resync_due = True
                 raise
