@@ -25,9 +25,12 @@ from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
-from virtmon.virt.stats import disconnected_snapshot, take_snapshot
+from virtmon.virt.stats import HostFacts, disconnected_snapshot, take_snapshot
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
+
+# Node info, CPU map and host interfaces are re-read every this many cycles (2 min at 15 s).
+FACTS_EVERY = 8
 
 
 class Scheduler:
@@ -57,8 +60,12 @@ class Scheduler:
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
         self.domain_info = domain_info
         self.admin = admin
-        # Versions and hypervisor, read once per connection: (connected_since, info).
-        self._libvirt_info: tuple[float | None, LibvirtInfo | None] = (None, None)
+        # Read once per connection (the connection's connected_since): versions and hypervisor;
+        # and every FACTS_EVERY cycles: node info, CPU map, host interfaces.
+        self._known_since: float | None = None
+        self._libvirt_info: LibvirtInfo | None = None
+        self._facts: HostFacts | None = None
+        self._facts_age = 0
         self.event_counts = event_counts
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
@@ -157,13 +164,18 @@ class Scheduler:
             return disconnected_snapshot(uri), False
         try:
             since = self.supervisor.connected_since
-            known = self._libvirt_info[1] if self._libvirt_info[0] == since else None
+            same_connection = self._known_since == since
+            known = self._libvirt_info if same_connection else None
+            facts = self._facts if same_connection and self._facts_age < FACTS_EVERY else None
             snapshot = await self.caller.call_with_deadline(
                 self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
                 self.requested_groups, self.domain_info(), self.with_node,
-                self.with_interfaces, known,
+                self.with_interfaces, known, facts,
             )
-            self._libvirt_info = (since, snapshot.libvirt)
+            if facts is None:
+                self._facts, self._facts_age = HostFacts.of(snapshot), 0
+            self._facts_age += 1
+            self._known_since, self._libvirt_info = since, snapshot.libvirt
         except Exception as exc:
             log.warning("virtmon.collect.failed", error=str(exc))
             if self.snapshot is not None and self.supervisor.connected:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import libvirt
@@ -42,9 +43,32 @@ def domain_records(conn: Any, stats_flags: int) -> tuple[DomainRecord, ...]:
     )
 
 
-def node_stats(conn: Any) -> NodeStats:
-    """virNodeGetInfo, CPU and memory statistics, free pages, KSM parameters and the CPU map."""
-    info = _maybe(conn.getInfo)
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What changes rarely on a host: node info, CPU map and host interfaces.
+
+    Read on the first cycle of a connection and then every few cycles (the scheduler decides),
+    not every cycle: they cost several calls and almost never change.
+    """
+
+    info: tuple[Any, ...] | None
+    cpu_map: tuple[bool, ...] | None
+    interfaces: tuple[HostInterface, ...] | None
+
+    @classmethod
+    def of(cls, snapshot: StatsSnapshot) -> HostFacts:
+        """The facts a snapshot carries."""
+        node = snapshot.node
+        return cls(node.info if node else None, node.cpu_map if node else None,
+                   snapshot.host_interfaces)
+
+
+def node_stats(conn: Any, facts: HostFacts | None = None) -> NodeStats:
+    """virNodeGetInfo, CPU and memory statistics, free pages, KSM parameters and the CPU map.
+
+    With ``facts``, node info and the CPU map are taken from them instead of asked again.
+    """
+    info = facts.info if facts else _maybe(conn.getInfo)
     cpus = int(info[2]) if info else 0
     cells = int(info[4]) if info else 0
     per_cpu: dict[int, Mapping[str, int]] = {}
@@ -62,7 +86,11 @@ def node_stats(conn: Any) -> NodeStats:
         pages = _maybe(conn.getFreePages, [4, 2048, 1048576], 0, cells)
         if pages:
             free_pages = {int(cell): dict(sizes) for cell, sizes in pages.items()}
-    cpu_map = _maybe(conn.getCPUMap)
+    if facts:
+        cpu_map_flags = facts.cpu_map
+    else:
+        cpu_map = _maybe(conn.getCPUMap)
+        cpu_map_flags = tuple(bool(b) for b in cpu_map[1]) if cpu_map else None
     return NodeStats(
         info=tuple(info) if info else None,
         cpu_total=_maybe(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS),
@@ -71,16 +99,22 @@ def node_stats(conn: Any) -> NodeStats:
         memory_per_cell=per_cell,
         free_pages=free_pages,
         memory_parameters=_maybe(conn.getMemoryParameters) or {},
-        cpu_map=tuple(bool(b) for b in cpu_map[1]) if cpu_map else None,
+        cpu_map=cpu_map_flags,
     )
 
 
 def host_interfaces(conn: Any) -> tuple[HostInterface, ...] | None:
     """virConnectListAllInterfaces: name, MAC, active."""
-    found = _maybe(conn.listAllInterfaces, 0)
-    if found is None:
+    # Two listings (active, inactive) instead of one isActive call per interface.
+    active = _maybe(conn.listAllInterfaces, libvirt.VIR_CONNECT_LIST_INTERFACES_ACTIVE)
+    inactive = _maybe(conn.listAllInterfaces, libvirt.VIR_CONNECT_LIST_INTERFACES_INACTIVE)
+    if active is None or inactive is None:
         return None
-    return tuple(HostInterface(i.name(), i.MACString(), bool(i.isActive())) for i in found)
+    return tuple(
+        HostInterface(i.name(), i.MACString(), is_active)
+        for listing, is_active in ((active, True), (inactive, False))
+        for i in listing
+    )
 
 
 def libvirt_info(conn: Any, uri: str) -> LibvirtInfo:
@@ -104,15 +138,22 @@ def take_snapshot(
     with_node: bool = True,
     with_interfaces: bool = True,
     known_info: LibvirtInfo | None = None,
+    facts: HostFacts | None = None,
 ) -> StatsSnapshot:
     """The whole cycle's calls (blocking: run it in a worker thread with a deadline).
 
     ``known_info``: versions and hypervisor already read on this connection (they cannot change
-    while it lasts), saving four calls a cycle.
+    while it lasts), saving four calls a cycle; ``facts``: node info, CPU map and host
+    interfaces from a recent cycle.
     """
     records = domain_records(conn, stats_flags) if stats_flags else ()
-    node = node_stats(conn) if with_node else None
-    interfaces = host_interfaces(conn) if with_interfaces else None
+    node = node_stats(conn, facts) if with_node else None
+    if not with_interfaces:
+        interfaces = None
+    elif facts is not None:
+        interfaces = facts.interfaces
+    else:
+        interfaces = host_interfaces(conn)
     info = known_info or libvirt_info(conn, uri)
     return StatsSnapshot(
         taken_at=time.time(),

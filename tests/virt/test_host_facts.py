@@ -1,0 +1,56 @@
+"""Host facts (node info, CPU map, host interfaces) are re-read every few cycles, not every one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import libvirt
+
+from tests.conftest import daemon_config, running_daemon
+from virtmon.collectors.snapshot import HostInterface
+from virtmon.scheduler import FACTS_EVERY
+from virtmon.virt.stats import HostFacts, take_snapshot
+
+IFACE_XML = """<interface type='ethernet' name='facts0'>
+  <start mode='onboot'/><mac address='aa:bb:cc:00:00:01'/>
+</interface>"""
+
+
+def test_given_facts_are_used_instead_of_asking_again() -> None:
+    """take_snapshot with facts returns them; without, it reads the host itself."""
+    conn = libvirt.openReadOnly("test:///default")
+    try:
+        fresh = take_snapshot(conn, "test:///default", 0, frozenset(), {})
+        assert fresh.host_interfaces and fresh.node and fresh.node.info
+        planted = HostFacts(("model", 1, 2, 3, 1, 1, 1, 1), (True, True),
+                            (HostInterface("planted", "00:00:00:00:00:01", True),))
+        reused = take_snapshot(conn, "test:///default", 0, frozenset(), {}, facts=planted)
+        assert reused.host_interfaces == planted.interfaces
+        assert reused.node is not None and reused.node.info == planted.info
+        assert reused.node.cpu_total is not None  # statistics are still read every cycle
+    finally:
+        conn.close()
+
+
+async def test_a_new_interface_shows_within_facts_every_cycles(short_tmp: Path) -> None:
+    """An interface defined after a refresh appears once the facts are re-read, not before."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        collect={"interval": 0.2, "collectors": {"admin": False}})
+    writer = await asyncio.to_thread(libvirt.open, "test:///default")
+    try:
+        async with running_daemon(cfg) as daemon:
+            scheduler = daemon.scheduler
+            while scheduler._facts_age != 1:
+                await scheduler.wait_cycle()
+            iface = await asyncio.to_thread(writer.interfaceDefineXML, IFACE_XML, 0)
+            seen_at = None
+            for cycle in range(1, 2 * FACTS_EVERY + 1):
+                await scheduler.wait_cycle()
+                if b'interface="facts0"' in scheduler.exposition.text:
+                    seen_at = cycle
+                    break
+            assert seen_at is not None and 1 < seen_at <= FACTS_EVERY
+            await asyncio.to_thread(iface.undefine)
+    finally:
+        await asyncio.to_thread(writer.close)
