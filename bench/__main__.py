@@ -255,11 +255,11 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   that arrives while the worker renders waits for its slices. At the default 15 s interval a
   render (~25 ms at 12,000 samples) overlaps few scrapes. Rendering OpenMetrics lazily, or in a
   process of its own, would shorten or remove that window; not done.
-- **Cycle ratio on KVM domains** (1.08-1.57 across runs; 1.19 quiet, narrowly met): the bulk
-  call takes 47-150 ms here, and each cycle adds about 8-10 ms of fixed calls: node statistics
-  (~10 RPCs), `listAllInterfaces`, and four version/type calls. The version/type answers cannot
-  change within a connection, and node info, CPU map, KSM parameters and host interfaces change
-  rarely: caching them per connection would bring the ratio to about 1.1. Not done.
+- **Cycle ratio on KVM domains** (1.08-1.57 across runs under load; 1.17-1.19 quiet, met
+  narrowly): the bulk call takes 47-150 ms here. Versions are now read once per connection and
+  node info, CPU map and host interfaces every 8 cycles; what each cycle still adds is CPU,
+  memory, free-page and KSM statistics (one call per host CPU and NUMA cell, plus four), the
+  collectors and the render: about 8 ms.
 - **Cycle ratio on the test driver** (9-21): the test driver answers the bulk call in 5-40 ms,
   so fixed costs dominate, mostly rendering both Prometheus text and OpenMetrics with gzip
   every cycle (~1 µs per sample per format).
