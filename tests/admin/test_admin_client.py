@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.admin.conftest import BAD_SOCKET_URI, virt_admin
+from tests.lab.close_watcher import close_watcher
 from virtmon.virt.admin_client import (
     AdminError,
     AdminEvent,
@@ -179,34 +178,15 @@ async def test_loop_is_not_blocked_during_requests() -> None:
 @pytest.mark.usefixtures("lab")
 async def test_client_disconnect_closes_a_libvirt_connection() -> None:
     """A client closed through the helper sees its close callback fire and leaves the list."""
-    script = (
-        "import libvirt, sys, threading\n"
-        "libvirt.virEventRegisterDefaultImpl()\n"
-        "threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],"
-        " daemon=True).start()\n"
-        "conn = libvirt.openReadOnly('qemu:///system')\n"
-        "done = threading.Event()\n"
-        "conn.registerCloseCallback(lambda c, reason, o: (print('closed', reason, flush=True),"
-        " done.set()), None)\n"
-        "print('ready', flush=True)\n"
-        "sys.exit(0 if done.wait(20) else 1)\n"
-    )
-    async with await anyio.open_process(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE
-    ) as proc:
-        assert proc.stdout is not None
-        lines = BufferedByteReceiveStream(proc.stdout)
-        with anyio.fail_after(20):
-            assert await lines.receive_until(b"\n", 1000) == b"ready"
+    async with close_watcher("qemu:///system") as watcher:
+        proc = watcher.process
         async with AdminHelper() as helper:
             clients = await helper.request("client_list", {"server": "libvirtd", "info": True})
             mine = [c for c in clients if c["info"].get("unix_process_id") == proc.pid]
             assert len(mine) == 1 and mine[0]["info"]["readonly"] is True
             assert str(mine[0]["id"]) in virt_admin("srv-clients-list", "libvirtd")
             await helper.request("client_close", {"server": "libvirtd", "id": mine[0]["id"]})
-            with anyio.fail_after(20):
-                assert (await lines.receive_until(b"\n", 1000)).startswith(b"closed")
-                assert await proc.wait() == 0
+            assert (await watcher.closed()).startswith(b"closed")
             after = await helper.request("client_list", {"server": "libvirtd"})
             assert mine[0]["id"] not in [c["id"] for c in after]
             assert f" {mine[0]['id']} " not in virt_admin("srv-clients-list", "libvirtd")

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.admin.conftest import virt_admin, virt_admin_table
 from tests.conftest import daemon_config, running_daemon
+from tests.lab.close_watcher import close_watcher
 from virtmon.control.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
@@ -64,34 +61,15 @@ async def test_admin_errors(client: ControlClient) -> None:
 
 async def test_client_disconnect_through_the_api(client: ControlClient) -> None:
     """admin.client_disconnect closes another process's libvirt connection (callback fires)."""
-    script = (
-        "import libvirt, sys, threading\n"
-        "libvirt.virEventRegisterDefaultImpl()\n"
-        "threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],"
-        " daemon=True).start()\n"
-        "conn = libvirt.openReadOnly('qemu:///system')\n"
-        "done = threading.Event()\n"
-        "conn.registerCloseCallback(lambda c, reason, o: (print('closed', reason, flush=True),"
-        " done.set()), None)\n"
-        "print('ready', flush=True)\n"
-        "sys.exit(0 if done.wait(20) else 1)\n"
-    )
-    async with await anyio.open_process(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE
-    ) as proc:
-        assert proc.stdout is not None
-        lines = BufferedByteReceiveStream(proc.stdout)
-        with anyio.fail_after(20):
-            assert await lines.receive_until(b"\n", 1000) == b"ready"
+    async with close_watcher("qemu:///system") as watcher:
+        proc = watcher.process
         clients = await op(client, "admin.clients", server="libvirtd", info=True)
         mine = [c for c in clients if c["info"].get("unix_process_id") == proc.pid]
         assert len(mine) == 1
         info = await op(client, "admin.client_info", server="libvirtd", id=mine[0]["id"])
         assert info["unix_process_id"] == proc.pid
         await op(client, "admin.client_disconnect", server="libvirtd", id=mine[0]["id"])
-        with anyio.fail_after(20):
-            assert (await lines.receive_until(b"\n", 1000)).startswith(b"closed")
-            assert await proc.wait() == 0
+        assert (await watcher.closed()).startswith(b"closed")
         after = await op(client, "admin.clients", server="libvirtd")
         assert mine[0]["id"] not in [c["id"] for c in after]
         listing = await asyncio.to_thread(virt_admin, "srv-clients-list", "libvirtd")
