@@ -11,6 +11,7 @@ from pathlib import Path
 import libvirt
 
 from tests.conftest import daemon_config, running_daemon
+from tests.waiting import wait_until
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -46,8 +47,7 @@ async def test_readme_curl_examples_work_as_written(short_tmp: Path) -> None:
                         collect={"collectors": {"admin": False}})
     async with running_daemon(cfg) as daemon:
         await asyncio.to_thread(define_and_undefine, "readme-example")
-        while daemon.bus.published_seq < 2:  # noqa: ASYNC110 - the bus offers no wait
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: daemon.bus.published_seq >= 2)
         for argv in examples:
             assert argv[2] == "run/virtmon.sock"  # the path make run uses
             argv[2] = str(daemon.control_socket)

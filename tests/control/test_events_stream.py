@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.events.samples import ev
+from tests.waiting import wait_until
 from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
 from virtmon.events.journal import Journal
@@ -28,21 +30,6 @@ from virtmon.virt.inventory import DomainState, Inventory
 NDJSON = "application/x-ndjson"
 PROBLEM = "application/problem+json"
 UUID_A = "11111111-1111-1111-1111-111111111111"
-
-
-def ev(n: int = 0, domain: str | None = "a", kind: str = "lifecycle") -> Event:
-    """An unnumbered event; ``n`` goes into the payload."""
-    return Event(time=time.time(), uri="test:///default", kind=kind, name="started",
-                 domain=domain, payload={"n": n})
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let the loop run until ``predicate()`` holds (fail after ``timeout`` s)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 @dataclass

@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 import structlog
 
+from tests.events.samples import ev
+from tests.waiting import wait_until
 from virtmon.events.bus import INGEST_SINK, EventBus, Subscription
 from virtmon.events.journal import EventFilter, Journal
 from virtmon.events.model import Event
-
-
-def ev(n: int = 0, domain: str | None = "a", kind: str = "lifecycle") -> Event:
-    """An unnumbered event; ``n`` goes into the payload."""
-    return Event(time=time.time(), uri="test:///default", kind=kind, name="started",
-                 domain=domain, payload={"n": n})
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let the loop run until ``predicate()`` holds (fail after ``timeout`` s)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json, lifecycle
-from virtmon.app import Daemon
+from tests.waiting import wait_until
 from virtmon.virt.connection import State
 
 pytestmark = pytest.mark.lab
@@ -45,15 +44,6 @@ def my_readonly_client_ids(server: str = "libvirtd") -> list[str]:
         if keys.get("unix_process_id") == str(os.getpid()) and keys.get("readonly") == "yes":
             ids.append(fields[0])
     return ids
-
-
-async def wait_state(daemon: Daemon, state: State, timeout: float) -> None:
-    """Wait until the supervisor reaches a state."""
-    deadline = time.monotonic() + timeout
-    while daemon.supervisor.state is not state:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"state {daemon.supervisor.state} after {timeout} s, not {state}")
-        await asyncio.sleep(0.05)
 
 
 def lab_config(short_tmp: Path, **libvirt_keys: Any) -> Any:
@@ -183,7 +173,7 @@ async def test_libvirtd_stopped_for_10_s_then_continued(
             await asyncio.sleep(10)
         finally:
             os.kill(pid, signal.SIGCONT)
-        await wait_state(daemon, State.CONNECTED, 60)
+        await wait_until(lambda: daemon.supervisor.state is State.CONNECTED, timeout=60)
         dom = await call(lab_conn.lookupByName, lab_domain)
         await call(dom.suspend)
         await stream.wait_for(lifecycle(lab_domain, "suspended"))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.waiting import wait_until
 from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
 
 
@@ -18,16 +19,6 @@ def gate() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-
-
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    """Poll ``predicate()`` on the loop until it is true (fail after ``timeout`` s)."""
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_call_returns_the_value_from_a_worker_thread() -> None:

@@ -27,6 +27,7 @@ import libvirtaio
 import pytest
 import structlog
 
+from tests.waiting import wait_until
 from virtmon.virt.eventloop import ThreadSafeEventImpl
 
 OPAQUE = (None, None, None)
@@ -70,15 +71,6 @@ async def run_threads(fn: Callable[[int], Any], count: int) -> list[Any]:
     if errors:
         raise errors[0]
     return results
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let the loop run until ``predicate()`` holds (fail after ``timeout`` s)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
