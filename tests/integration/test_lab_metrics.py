@@ -44,6 +44,11 @@ async def scrape(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
         return response.status, dict(response.headers), await response.read()
 
 
+def exported_names(daemon: Any) -> set[str]:
+    """The sample names of the daemon's current exposition."""
+    return {name for name, _ in samples(daemon.scheduler.exposition.text.decode())}
+
+
 def config(short_tmp: Path) -> Any:
     """A daemon on the lab with a one-second cycle."""
     return daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
@@ -202,6 +207,9 @@ async def test_a_hung_hypervisor_neither_stops_the_cycles_nor_hides_other_domain
             assert daemon.scheduler.stats.cycles - cycles >= 8
             assert time.monotonic() - started < 30
             assert incomplete_seen
+            # The call stuck on the hung monitor was abandoned, counted and exported.
+            assert daemon.caller.abandoned_total >= 1
+            assert "virtmon_libvirt_calls_abandoned_total" in exported_names(daemon)
         finally:
             os.kill(qemu, signal.SIGCONT)
         for _ in range(20):
