@@ -128,6 +128,26 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             for row in [headers, *rows]]
 
 
+def show(ctx: Context, result: Any, done: str = "done") -> None:
+    """A result for people (or as JSON with --json)."""
+    if ctx.json:
+        ctx.document(result)
+    elif result is None:
+        ctx.line(done)
+    elif isinstance(result, str):
+        ctx.line(result.rstrip("\n"))
+    elif isinstance(result, Mapping):
+        for text in key_values(result) or ["-"]:
+            ctx.line(text)
+    elif isinstance(result, list) and result and all(isinstance(r, Mapping) for r in result):
+        columns = list(dict.fromkeys(k for r in result for k in r))
+        rows = [[_scalar(c, r.get(c)) for c in columns] for r in result]
+        for text in table([c.upper() for c in columns], rows):
+            ctx.line(text)
+    else:
+        ctx.line(_scalar("", result))
+
+
 def event_line(event: Mapping[str, Any]) -> str:
     """One event on one line: seq, time, domain, kind, name/detail, synthetic marker."""
     what = event.get("name") or "-"
@@ -144,12 +164,7 @@ def event_line(event: Mapping[str, Any]) -> str:
 
 def cmd_status(ctx: Context, _args: argparse.Namespace) -> int:
     """``status``: the daemon's state."""
-    doc = ctx.client.get("/v1/status")
-    if ctx.json:
-        ctx.document(doc)
-    else:
-        for text in key_values(doc):
-            ctx.line(text)
+    show(ctx, ctx.client.get("/v1/status"))
     return EX_OK
 
 
@@ -190,11 +205,7 @@ def cmd_domain(ctx: Context, args: argparse.Namespace) -> int:
         doc = ctx.client.get("/v1/domains/" + quote(args.domain, safe=""), [("fresh", "1")])
     else:
         doc = ctx.client.domain(args.domain)
-    if ctx.json:
-        ctx.document(doc)
-    else:
-        for text in key_values(doc):
-            ctx.line(text)
+    show(ctx, doc)
     return EX_OK
 
 

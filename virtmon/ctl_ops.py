@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, key_values, table
+from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, show, table
 
 # Lifecycle verbs: the command word -> the operation.
 VERBS = {
@@ -58,26 +58,6 @@ def assignments(items: Sequence[str]) -> dict[str, Any]:
         else:
             out[key] = value_of(text)
     return out
-
-
-def show(ctx: Context, result: Any, done: str = "done") -> None:
-    """A result for people (or as JSON with --json)."""
-    if ctx.json:
-        ctx.document(result)
-    elif result is None:
-        ctx.line(done)
-    elif isinstance(result, str):
-        ctx.line(result.rstrip("\n"))
-    elif isinstance(result, Mapping):
-        for text in key_values(result) or ["-"]:
-            ctx.line(text)
-    elif isinstance(result, list) and result and all(isinstance(r, Mapping) for r in result):
-        columns = list(dict.fromkeys(k for r in result for k in r))
-        rows = [[_scalar(c, r.get(c)) for c in columns] for r in result]
-        for text in table([c.upper() for c in columns], rows):
-            ctx.line(text)
-    else:
-        ctx.line(_scalar("", result))
 
 
 def run(ctx: Context, operation: str, arguments: Mapping[str, Any], done: str = "done") -> int:
