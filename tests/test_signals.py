@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -45,38 +48,107 @@ def test_sigterm_shuts_down_gracefully(short_tmp: Path) -> None:
         (short_tmp / "state" / "virtmon.db-wal").stat().st_size == 0
 
 
-@pytest.mark.lab
-def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
-    """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
-    process = start(short_tmp, 9782, uri="test+unix:///default")
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    reader = threading.Thread(
-        target=lambda: [lines.put(line) for line in process.stderr],  # type: ignore[union-attr]
-        daemon=True)
-    reader.start()
+class StderrLines:
+    """The daemon's stderr, line by line, read on a thread; the pipes are closed on exit."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        """Block until a line containing ``text`` was written; fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {text!r} on stderr within {timeout} s")
+            if text in line:
+                return
+
+    def rest(self) -> list[str]:
+        """The lines not consumed yet (call once the process has ended)."""
+        self._reader.join(timeout=10)
+        found = []
+        while not self.lines.empty():
+            found.append(self.lines.get())
+        return found
+
+    def __enter__(self) -> StderrLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextlib.contextmanager
+def stopped_libvirtd() -> Iterator[None]:
+    """The lab's libvirtd SIGSTOPped for the duration: calls to it hang."""
     libvirtd = lab_module.libvirtd_pid()
     assert libvirtd is not None
     os.kill(libvirtd, signal.SIGSTOP)
     try:
-        os.kill(process.pid, signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while "virtmon.stopping" not in lines.get(timeout=max(0.1, deadline - time.monotonic())):
-            pass
-        time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
-        assert process.poll() is None
-        started = time.monotonic()
-        os.kill(process.pid, signal.SIGINT)
-        process.wait(timeout=10)
-        assert time.monotonic() - started < 5
+        yield
     finally:
         os.kill(libvirtd, signal.SIGCONT)
-    reader.join(timeout=10)  # the pipe ends with the process
-    for pipe in (process.stdout, process.stderr):
-        assert pipe is not None
-        pipe.close()
-    assert process.returncode == 130
-    rest = []
-    while not lines.empty():
-        rest.append(lines.get())
-    assert any("virtmon.forced_exit" in line for line in rest)
+
+
+@pytest.mark.lab
+def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
+    """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
+    process = start(short_tmp, 9782, uri="test+unix:///default")
+    with StderrLines(process) as stderr:
+        stderr.wait_for('"virtmon.started"')
+        with stopped_libvirtd():
+            os.kill(process.pid, signal.SIGINT)
+            stderr.wait_for("virtmon.stopping")
+            time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
+            assert process.poll() is None
+            started = time.monotonic()
+            os.kill(process.pid, signal.SIGINT)
+            process.wait(timeout=10)
+            assert time.monotonic() - started < 5
+        assert process.returncode == 130
+        assert any("virtmon.forced_exit" in line for line in stderr.rest())
+
+
+@pytest.mark.lab
+def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
+    lab: str, short_tmp: Path
+) -> None:
+    """A start-up hung on a stopped libvirtd does not hold SIGTERM back: exit 0 within 15 s."""
+    with stopped_libvirtd():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "virtmon.cli", "run", "--uri", "test+unix:///default",
+             "--listen", "127.0.0.1:9783", "--control-socket", str(short_tmp / "c.sock"),
+             "--state-dir", str(short_tmp / "state"), "--no-collector.admin",
+             "--log-format", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        with StderrLines(process) as stderr:
+            # The supervisor starts right after the alerts; its first open (10 s deadline) hangs.
+            stderr.wait_for('"virtmon.alerts.started"', timeout=30)
+            time.sleep(1.0)
+            assert process.poll() is None
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            took = time.monotonic() - started
+            rest = stderr.rest()
+            assert process.returncode == 0, "".join(rest)[-2000:]
+            assert took < 15, f"took {took:.1f} s"
+            assert not any('"virtmon.started"' in line for line in rest), "".join(rest)
+            assert any('"virtmon.stopped"' in line for line in rest)

@@ -234,7 +234,10 @@ class Daemon:
         }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until :meth:`stop`; ``started`` once listeners and the first cycle are up."""
+        """Run until :meth:`stop`; ``started`` once listeners and the first cycle are up.
+
+        A stop during start-up ends the run without ``started`` ever being reported.
+        """
         impl = register_event_impl()
         runners: list[web.AppRunner] = []
         try:
@@ -242,6 +245,9 @@ class Daemon:
                 bus_group.start_soon(self.bus.run)
                 try:
                     async with anyio.create_task_group() as group:
+                        # A stop asked for while starting (a hung libvirtd holds the first
+                        # connection or cycle) cancels the start-up too, instead of waiting on it.
+                        group.start_soon(self._stop_when_asked, group.cancel_scope)
                         await group.start(self.alerts.run)
                         await group.start(self.supervisor.run)
                         runners = await self._start_listeners()
@@ -260,10 +266,6 @@ class Daemon:
                         task_status.started()
                         self.started.set()
                         self.notifier.notify(READY=1, STATUS=self.status_line())
-                        await self._stop.wait()
-                        log.info("virtmon.stopping")
-                        self.notifier.notify(STOPPING=1)
-                        group.cancel_scope.cancel()
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
                         self.bus.end_streams()
@@ -282,6 +284,12 @@ class Daemon:
                     self.control_socket.unlink()
             log.info("virtmon.stopped")
             self.finished.set()
+
+    async def _stop_when_asked(self, scope: anyio.CancelScope) -> None:
+        await self._stop.wait()
+        log.info("virtmon.stopping", started=self.started.is_set())
+        self.notifier.notify(STOPPING=1)
+        scope.cancel()
 
     async def _start_listeners(self) -> list[web.AppRunner]:
         web_config = WebConfig()

@@ -6,6 +6,8 @@ import argparse
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,10 +108,15 @@ async def serve(
                     log.info("virtmon.signal", signal=signal.Signals(signum).name)
                     daemon.stop()
 
+        async def announce() -> None:
+            await daemon.started.wait()
+            print(f"virtmon {__version__}: metrics at {daemon.metrics_address}/metrics, "
+                  f"control socket at {daemon.control_socket}", file=sys.stderr, flush=True)
+
         group.start_soon(signals)
-        await group.start(daemon.run)
-        print(f"virtmon {__version__}: metrics at {daemon.metrics_address}/metrics, "
-              f"control socket at {daemon.control_socket}", file=sys.stderr, flush=True)
+        group.start_soon(announce)
+        # Not group.start(): a signal during start-up stops the daemon before it has started.
+        group.start_soon(daemon.run)
         await daemon.finished.wait()
         group.cancel_scope.cancel()  # stop listening for signals
 
@@ -157,7 +164,30 @@ def main(argv: list[str] | None = None) -> int:
         failures.extend(group.exceptions)
     for failure in leaves(failures):
         print(f"virtmon: cannot start: {failure}", file=sys.stderr)
-    return EX_UNAVAILABLE if failures else EX_OK
+    code = EX_UNAVAILABLE if failures else EX_OK
+    exit_past_blocked_calls(code)
+    return code
+
+
+def exit_past_blocked_calls(code: int, grace: float = 1.0) -> None:
+    """Exit now with ``code`` if worker threads are still blocked in libvirt calls.
+
+    libvirt cannot cancel a call, and the interpreter would wait at exit for every thread blocked
+    in one (a hung libvirtd: for ever). By now the daemon has closed its journal and state
+    database, so such a thread holds nothing worth waiting for.
+    """
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    blocked = [thread.name for thread in threading.enumerate()
+               if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()]
+    if blocked:
+        structlog.get_logger("virtmon.cli").warning("virtmon.exit_past_blocked_calls",
+                                                    threads=len(blocked))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
