@@ -80,7 +80,7 @@ async def test_outbox_shows_pending_rows_with_attempts_and_error(short_tmp: Path
 
 
 async def test_silenced_domain_is_listed_not_delivered_until_unsilenced(short_tmp: Path) -> None:
-    """A silenced domain's crash and resolve are listed, not sent; after unsilence/expiry, sent."""
+    """A crash resolved within its silence is never sent; one still firing at expiry is, then."""
     rec = Recorder()
     async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
         made = await env.call("alerts.silence", domain="web-*", duration="1h",
@@ -109,11 +109,44 @@ async def test_silenced_domain_is_listed_not_delivered_until_unsilenced(short_tm
         assert (await env.alert("web-1", "firing"))["silenced"] is False
         short = await env.call("alerts.silence", domain="exp-*", duration="1s")
         env.crash("exp-1")
-        assert (await env.alert("exp-1", "firing"))["silence_id"] == short["id"]
-        await asyncio.sleep(max(0.0, short["ends_at"] - time.time()) + 0.1)
-        env.crash("exp-2")
-        await rec.wait_for(lambda: "exp-2" in domains_at(rec))
+        silenced = await env.alert("exp-1", "firing")
+        assert silenced["silence_id"] == short["id"]
         assert "exp-1" not in domains_at(rec)
+        # Still firing when the silence expires: announced then, with its original start.
+        await rec.wait_for(lambda: "exp-1" in domains_at(rec), timeout=10)
+        assert time.time() >= short["ends_at"]
+        [sent] = [a for r in rec.requests for a in r.json()["alerts"]
+                  if a["labels"].get("domain") == "exp-1"]
+        assert sent["status"] == "firing"
+        assert sent["starts_at"] == formats.rfc3339(silenced["starts_at"])
+        assert (await env.alert("exp-1", "firing"))["silenced"] is False
+        env.start("exp-1")
+        await rec.wait_for(lambda: "exp-1" in domains_at(rec, "resolved"))
+
+
+async def test_unsilence_releases_the_alerts_it_kept_quiet_once(short_tmp: Path) -> None:
+    """unsilence announces a still-firing silenced alert at once, once; a second silence holds."""
+    rec = Recorder()
+    async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
+        by_domain = await env.call("alerts.silence", domain="web-*", duration="1h")
+        by_rule = await env.call("alerts.silence", rule="Crash", domain="web-2", duration="1h")
+        env.crash("web-1")
+        env.crash("web-2")
+        await env.alert("web-1", "firing")
+        await env.alert("web-2", "firing")
+        await env.call("alerts.unsilence", id=by_domain["id"])
+        await rec.wait_for(lambda: "web-1" in domains_at(rec), timeout=5)
+        env.crash("db-1")  # a barrier: rows of one URL are sent in order
+        await rec.wait_for(lambda: "db-1" in domains_at(rec))
+        assert domains_at(rec) == ["web-1", "db-1"]  # web-2 is still covered by by_rule
+        assert (await env.alert("web-2", "firing"))["silenced"] is True
+        await env.call("alerts.unsilence", id=by_rule["id"])
+        await rec.wait_for(lambda: "web-2" in domains_at(rec), timeout=5)
+        env.start("web-2")
+        await rec.wait_for(lambda: "web-2" in domains_at(rec, "resolved"))
+        assert domains_at(rec) == ["web-1", "db-1", "web-2"]
+        keys = [r.headers[formats.IDEMPOTENCY_HEADER] for r in rec.requests]
+        assert len(keys) == len(set(keys))
 
 
 async def test_silence_of_a_rule_and_its_survival_of_a_restart(short_tmp: Path) -> None:

@@ -63,4 +63,6 @@ async def test_every_alerts_command(short_tmp: Path) -> None:
         assert [s["active"] for s in json.loads(out)["silences"]] == [False]
         code, _, err = await ctl_run(env, "alerts", "test", "nope")
         assert code == 1 and "no receiver 'nope'" in err
-        assert domains_at(rec) == [None]  # only the test alert was sent
+        # The test alert, then web-1: still firing, released when its silence was ended.
+        await rec.wait_for(lambda: "web-1" in domains_at(rec), timeout=5)
+        assert domains_at(rec) == [None, "web-1"]

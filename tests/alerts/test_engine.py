@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,14 @@ def ev(name: str, detail: str | None, domain: str | None = "web", kind: str = "l
                  name=name, detail=detail, domain=domain)
 
 
+def outbox(path: Path) -> list[tuple[Any, ...]]:
+    """(receiver, url, status, rule, state) of every outbox row of a database, in order."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT receiver, url, body, state FROM outbox ORDER BY id")
+        return [(r, u, json.loads(b)["status"], json.loads(b)["rule"], s)
+                for r, u, b, s in rows.fetchall()]
+
+
 class Rig:
     """A journal, a store and an engine on one database file, the engine running."""
 
@@ -58,12 +67,7 @@ class Rig:
 
     def outbox(self) -> list[tuple[Any, ...]]:
         """(receiver, url, status, rule, state) of every outbox row, in order."""
-        import json
-
-        with sqlite3.connect(self.path) as db:
-            rows = db.execute("SELECT receiver, url, body, state FROM outbox ORDER BY id")
-            return [(r, u, json.loads(b)["status"], json.loads(b)["rule"], s)
-                    for r, u, b, s in rows.fetchall()]
+        return outbox(self.path)
 
     async def settle(self) -> None:
         """Wait until the engine has handled everything journaled."""
@@ -269,3 +273,39 @@ async def test_alerts_of_a_removed_rule_resolve_at_start(tmp_path: Path) -> None
     async with rig(path, []) as r:
         assert r.engine.active == {}
         assert [row[2] for row in r.outbox()] == ["firing"] * 2 + ["resolved"] * 2
+
+
+
+async def test_a_release_interrupted_before_its_record_is_dropped_is_sent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between enqueueing a release and dropping its silence record: one row per URL."""
+    from virtmon.alerts.silences import Silences
+
+    path = tmp_path / "v.db"
+    silences = Silences(path)
+    silence = silences.add(None, "web", 3600.0, "maintenance", time.time())
+
+    def dies(_released: object) -> None:
+        raise RuntimeError("killed after the outbox commit")
+
+    with pytest.raises(BaseExceptionGroup):
+        async with rig(path, rules(CRASH), silences=silences) as r:
+            r.publish(ev("stopped", "failed"))
+            await r.settle()
+            assert r.outbox() == [] and len(r.engine.active) == 1
+            monkeypatch.setattr(silences, "forget", dies)
+            silences.end(silence.id, time.time())
+            r.engine.wake()
+            await anyio.sleep(10)  # the engine dies at once, which cancels this
+    monkeypatch.undo()
+    assert [row[2] for row in outbox(path)] == ["firing", "firing"]
+    silences.close()
+    restarted, store = Silences(path), AlertStore(path)
+    assert restarted.released(store.active(), time.time())  # its record is still there
+    store.close()
+    async with rig(path, rules(CRASH), silences=restarted) as r:
+        await wait_until(lambda: not restarted.released(list(r.engine.active.values()),
+                                                        time.time()), 5)
+        assert [row[2] for row in r.outbox()] == ["firing", "firing"]  # the key ignored it
+    restarted.close()

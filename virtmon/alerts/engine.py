@@ -91,6 +91,10 @@ class AlertEngine:
 
     def on_event(self, event: Event) -> None:
         """Bus listener: the journal has a new event; the engine reads it from there."""
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the journal, the timers and the silences now (on the loop)."""
         self._wake.set()
 
     def on_families(self, families: Sequence[MetricFamily]) -> None:
@@ -163,11 +167,20 @@ class AlertEngine:
         self.handle_timers(self.clock(), changes)
         if changes:
             await self._commit(changes, None)
+        if self.silences is not None:
+            firing = [a for a in self.active.values() if a.state == "firing"]
+            released = await anyio.to_thread.run_sync(
+                self.silences.released, firing, self.clock())
+            if released:
+                await self._commit(Changes(), None, released)
 
     def _next_timer(self) -> float:
         deadlines = [a.resolve_at for a in self.active.values() if a.resolve_at is not None]
         deadlines += [a.starts_at + self._for(a) for a in self.active.values()
                       if a.state == "pending"]
+        silence_ends = self.silences.next_end() if self.silences is not None else None
+        if silence_ends is not None:
+            deadlines.append(silence_ends)
         if not deadlines:
             return math.inf
         return max(0.0, min(min(deadlines) - self.clock(), 60.0)) + 0.01
@@ -176,16 +189,23 @@ class AlertEngine:
         rule = next((r for r in self.event_rules if r.name == alert.rule), None)
         return rule.for_seconds if rule is not None else 0.0
 
-    async def _commit(self, changes: Changes, last_seq: int | None) -> None:
+    async def _commit(self, changes: Changes, last_seq: int | None,
+                      released: Sequence[Alert] = ()) -> None:
+        """Store a batch; ``released`` alerts (a silence over them ended) are announced too."""
         now = self.clock()
         with anyio.CancelScope(shield=True):
             if self.silences is not None and changes.notifications:
                 # The one place notifications are enqueued: silenced ones stop here.
                 changes.notifications = await anyio.to_thread.run_sync(
                     self.silences.filter, changes.notifications, now)
+            changes.notifications += [Notification.of(alert, now) for alert in released]
             await anyio.to_thread.run_sync(
                 self.store.apply, list(changes.alerts.values()), changes.notifications,
                 self.targets, now, last_seq)
+            if released and self.silences is not None:
+                # After the outbox rows: killed in between, the release is enqueued again on
+                # restart, and the outbox's idempotency key ignores the second copy.
+                await anyio.to_thread.run_sync(self.silences.forget, released)
         if last_seq is not None:
             self.last_seq = last_seq
         for alert in changes.alerts.values():

@@ -70,6 +70,11 @@ class AlertService:
         for target in self.targets:
             target.kick()
 
+    def changed(self) -> None:
+        """A control operation changed alerts or silences: the engine and deliveries look now."""
+        self.engine.wake()
+        self.kick()
+
     def on_event(self, event: Event) -> None:
         """Bus listener."""
         self.engine.on_event(event)

@@ -2,10 +2,13 @@
 
 A silence applies to transitions, not to alerts already announced: while one matches, a *firing*
 notification is not enqueued, and the alert (still stored and listed) is recorded as silenced.
-Its *resolved* notification is then dropped too, whenever it comes, so a receiver never sees a
-resolve without the firing before it, nor a firing without its resolve. An alert that fired
-before the silence was made keeps being announced as usual (and resolved). Alerts that start
-after the silence ends (or is lifted with ``unsilence``) are notified again.
+Its *resolved* notification is then dropped too, while it stays silenced, so a receiver never
+sees a resolve without the firing before it. An alert that fired before the silence was made
+keeps being announced as usual (and resolved). When the silence ends (expires, or is lifted with
+``unsilence``) and no other one covers an alert it kept quiet, an alert still firing is
+*released*: its firing is announced then (with its original start), and its resolve later, as
+Alertmanager does at the end of a silence. An alert that resolved during the silence is never
+announced.
 
 Invariant: ``_active`` holds every silence row whose ``ends_at`` is in the future and
 ``_suppressed`` every row of ``silenced_alerts``; both change only together with the table,
@@ -163,6 +166,36 @@ class Silences:
                     self._suppressed[(fp, starts_at)] = silence_id
             self.dropped += len(notes) - len(kept)
             return kept
+
+    def released(self, firing: Sequence[Alert], now: float) -> list[Alert]:
+        """The firing alerts kept quiet by silences of which none covers them any more."""
+        with self._lock:
+            if not self._suppressed:
+                return []
+            self._forget_ended(now)
+            return [a for a in firing if (a.fingerprint, a.starts_at) in self._suppressed
+                    and not any(s.active(now) and s.matches(a.rule, a.labels)
+                                for s in self._active.values())]
+
+    def forget(self, released: Sequence[Alert]) -> None:
+        """Drop the records of released alerts (after their firing was enqueued)."""
+        moments = [(a.fingerprint, a.starts_at) for a in released]
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM silenced_alerts WHERE fingerprint = ? AND starts_at = ?", moments)
+            for moment in moments:
+                self._suppressed.pop(moment, None)
+
+    def next_end(self) -> float | None:
+        """When the first silence in force ends, if any alert is kept quiet (for a timer).
+
+        Called on the event loop, so without the lock: ``list()`` of a dict's values is taken
+        whole while the interpreter holds the GIL, and a stale answer only moves a wake-up.
+        """
+        if not self._suppressed:
+            return None
+        ends = [s.ends_at for s in list(self._active.values())]
+        return min(ends) if ends else None
 
     def notified(self, alerts: Sequence[Alert]) -> list[Alert]:
         """The alerts whose firing was announced (what an Alertmanager re-send may repeat)."""

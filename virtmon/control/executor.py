@@ -216,7 +216,7 @@ class Executor:
         except sqlite3.Error as exc:
             raise Failure(503, "Service Unavailable", f"the alert database: {exc}") from None
         if op.role != "read":
-            service.kick()
+            service.changed()
         return jsonable(result)
 
     def audit(self, op: Operation, args: dict[str, Any], peer: Peer,

@@ -122,7 +122,7 @@ def silences(service: AlertService, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def unsilence(service: AlertService, a: dict[str, Any]) -> dict[str, Any]:
-    """End a silence now; alerts that start from now on are notified."""
+    """End a silence now: alerts it kept quiet that still fire are announced, and new ones too."""
     now = service.clock()
     ended = service.silences.end(int(a["id"]), now)
     if ended is None:
