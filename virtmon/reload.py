@@ -34,6 +34,14 @@ RUNTIME_KEYS = frozenset({
     "collect.resync_interval",
     "events.retention_days",
     "events.retention_count",
+    # The alerts service re-reads its rules (and the default rule file) and secrets on every
+    # reload; receiver URLs whose settings did not change keep delivering undisturbed.
+    "alerts.receivers",
+    "alerts.rules",
+    "alerts.default_rules",
+    "alerts.default_rules_file",
+    "alerts.resolve_after",
+    "alerts.external_url",
 })
 
 
@@ -115,7 +123,13 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
     log.info("virtmon.reload.started", source=str(daemon.config.source))
     try:
         new = await anyio.to_thread.run_sync(loader)
-    except ConfigError as exc:
+        result = plan(daemon.config, new, daemon.admin_helper is not None)
+        cfg = effective(daemon.config, new, result)
+        # First, as it reads files again: if one has gone bad since, nothing has changed yet.
+        await daemon.alerts.reconfigure(cfg)
+    except (ConfigError, OSError) as exc:
+        if isinstance(exc, OSError):
+            exc = ConfigError([f"alerts: {exc}"])
         for problem in exc.problems:
             log.error("virtmon.reload.invalid", problem=problem)
         daemon.config_problem = (
@@ -125,8 +139,6 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
         log.error("virtmon.reload.rejected", problems=len(exc.problems))
         daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
         return None
-    result = plan(daemon.config, new, daemon.admin_helper is not None)
-    cfg = effective(daemon.config, new, result)
     _apply(daemon, cfg)
     daemon.config = cfg
     daemon.config_problem = None

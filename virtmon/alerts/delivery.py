@@ -65,13 +65,21 @@ def ssl_context(receiver: Receiver) -> ssl.SSLContext | None:
     return context
 
 
+def read_secret(receiver: Receiver) -> bytes | None:
+    """The HMAC secret of a receiver, read from its file (None: requests are not signed)."""
+    if not receiver.hmac_secret_file:
+        return None
+    return Path(receiver.hmac_secret_file).read_bytes().strip()
+
+
 class Target:
     """Delivers one receiver URL's outbox rows; counts outcomes for the metrics."""
 
     def __init__(self, receiver: Receiver, url: str, store: AlertStore, host: str,
                  generator_url: str = "", clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None,
-                 notified: Callable[[Sequence[Alert]], list[Alert]] | None = None) -> None:
+                 notified: Callable[[Sequence[Alert]], list[Alert]] | None = None,
+                 secret: bytes | None = None) -> None:
         self.receiver = receiver
         self.url = url
         self.store = store
@@ -83,8 +91,8 @@ class Target:
         self.notified = notified or list
         self.endpoint = (formats.alertmanager_endpoint(url) if receiver.kind == "alertmanager"
                          else url)
-        self.secret = (Path(receiver.hmac_secret_file).read_bytes().strip()
-                       if receiver.hmac_secret_file else None)
+        # Given when read already (off the loop, by a reload); else read here.
+        self.secret = secret if secret is not None else read_secret(receiver)
         self.outcomes: Counter[str] = Counter()
         self.attempts = 0
         self.depth = 0
@@ -95,6 +103,12 @@ class Target:
         self._counted = anyio.Event()  # the queue has been looked at once
         self._next_request = 0.0
         self._log = log.bind(receiver=receiver.name, url=url)
+
+    def serves(self, receiver: Receiver, url: str, generator_url: str,
+               secret: bytes | None) -> bool:
+        """Whether this target, as it runs, is what ``receiver`` asks for ``url`` (a reload)."""
+        return (self.receiver == receiver and self.url == url
+                and self.generator_url == generator_url and self.secret == secret)
 
     def kick(self) -> None:
         """New rows may be due (called on the loop after the engine commits)."""

@@ -83,6 +83,7 @@ class AlertEngine:
         self.families_dropped = 0
         self._streaks: dict[str, int] = {}  # threshold series fingerprint -> cycles beyond
         self._wake = anyio.Event()
+        self._rules_changed = False
         self._families_send, self._families_receive = anyio.create_memory_object_stream[
             list[MetricFamily]](FAMILY_QUEUE)
         self.ready = anyio.Event()
@@ -116,6 +117,34 @@ class AlertEngine:
         self.last_seq = self.journal.last_seq if stored is None else stored
         if stored is None:
             await self._commit(Changes(), self.last_seq)
+        await self._resolve_orphans()
+        log.info("virtmon.alerts.started", rules=len(self.event_rules) + len(self.threshold_rules),
+                 active=len(self.active), since_seq=self.last_seq)
+        self.ready.set()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._thresholds)
+                while True:
+                    if self._rules_changed:
+                        self._rules_changed = False
+                        await self._resolve_orphans()
+                    await self._drain_journal()
+                    await self._timers()
+                    with anyio.move_on_after(self._next_timer()):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            self.close()
+
+    def use_rules(self, rules: Sequence[Rule], default_resolve_after: float) -> None:
+        """Evaluate these rules from now on (a reload); alerts of removed rules resolve."""
+        self.event_rules = [r for r in rules if isinstance(r, EventRule)]
+        self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
+        self.default_resolve_after = default_resolve_after
+        self._rules_changed = True
+        self.wake()
+
+    async def _resolve_orphans(self) -> None:
         # A rule removed from the configuration can no longer resolve its alerts: resolve them.
         names = {r.name for r in self.event_rules} | {r.name for r in self.threshold_rules}
         orphans = Changes()
@@ -124,20 +153,6 @@ class AlertEngine:
                 orphans.put(alert.resolved(self.clock()), alert.state == "firing", self.clock())
         if orphans:
             await self._commit(orphans, None)
-        log.info("virtmon.alerts.started", rules=len(self.event_rules) + len(self.threshold_rules),
-                 active=len(self.active), since_seq=self.last_seq)
-        self.ready.set()
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._thresholds)
-                while True:
-                    await self._drain_journal()
-                    await self._timers()
-                    with anyio.move_on_after(self._next_timer()):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Release the families queue (done by :meth:`run` when it ends)."""

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from virtmon.alerts.delivery import Target
+from virtmon.alerts.delivery import Target, read_secret
 from virtmon.alerts.engine import AlertEngine
 from virtmon.alerts.metrics import alert_families
 from virtmon.alerts.ruleconfig import load_rules
+from virtmon.alerts.rules import Rule
 from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore
 from virtmon.collectors.base import MetricFamily
@@ -42,28 +44,73 @@ def generator_url(config: Config, host: str) -> str:
     return f"http://{host}:{port}/metrics"
 
 
+def read_setup(config: Config) -> tuple[list[Rule], dict[str, bytes | None]]:
+    """The rules (the default rule file is read) and each receiver's HMAC secret (blocking)."""
+    problems: list[str] = []
+    rules = load_rules(config.values["alerts"], problems)
+    if problems:  # build() validated them already; a file changed since is still an error
+        raise ConfigError(problems)
+    return rules, {receiver.name: read_secret(receiver) for receiver in config.receivers}
+
+
 class AlertService:
     """Rules, alert state, the outbox and webhook delivery, as one component."""
 
     def __init__(self, config: Config, journal: Journal, host: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        problems: list[str] = []
-        rules = load_rules(config.values["alerts"], problems)
-        if problems:  # build() validated them already; a file changed since is still an error
-            raise ConfigError(problems)
+        rules, secrets = read_setup(config)
         self.host = host or socket.gethostname()
         self.clock = clock
         self.retention = float(config["alerts.retention_days"]) * 86400.0
         self.store = AlertStore(journal.path)
         self.silences = Silences(journal.path)
-        url = generator_url(config, self.host)
-        self.targets = [Target(receiver, target_url, self.store, self.host, url, clock=clock,
-                               notified=self.silences.notified)
-                        for receiver in config.receivers for target_url in receiver.urls]
+        self.targets = self._targets(config, secrets, [])
         self.engine = AlertEngine(
             rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
             self.host, default_resolve_after=float(config["alerts.resolve_after"]),
             on_enqueued=self.kick, clock=clock, silences=self.silences)
+        self._group: anyio.abc.TaskGroup | None = None
+        self._scopes: dict[Target, anyio.CancelScope] = {}  # running targets' task scopes
+
+    def _targets(self, config: Config, secrets: Mapping[str, bytes | None],
+                 running: Sequence[Target]) -> list[Target]:
+        """One target per receiver URL: a running one where nothing about it changed."""
+        url = generator_url(config, self.host)
+        targets = []
+        for receiver in config.receivers:
+            secret = secrets[receiver.name]
+            for target_url in receiver.urls:
+                same = next((t for t in running
+                             if t.serves(receiver, target_url, url, secret)), None)
+                targets.append(same or Target(
+                    receiver, target_url, self.store, self.host, url, clock=self.clock,
+                    notified=self.silences.notified, secret=secret))
+        return targets
+
+    async def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration's rules and receivers.
+
+        Rules are swapped at once, and alerts of removed rules resolve. Each receiver URL whose
+        settings are unchanged keeps its running target; the others are stopped and started
+        anew. Rows queued for a URL that is no longer configured stay in the outbox (listed by
+        ``alerts.outbox``) and are delivered if it comes back.
+        """
+        rules, secrets = await anyio.to_thread.run_sync(read_setup, config)
+        self.engine.use_rules(rules, float(config["alerts.resolve_after"]))
+        targets = self._targets(config, secrets, self.targets)
+        stopped = [t for t in self.targets if t not in targets]
+        for target in stopped:
+            scope = self._scopes.pop(target, None)
+            if scope is not None:
+                scope.cancel()
+        started = [t for t in targets if t not in self.targets]
+        self.targets = targets
+        self.engine.targets = [(t.receiver.name, t.url) for t in targets]
+        if self._group is not None:
+            for target in started:
+                self._group.start_soon(self._run_target, target)
+        log.info("virtmon.alerts.reconfigured", rules=len(rules), targets=len(targets),
+                 started=len(started), stopped=len(stopped))
 
     def kick(self) -> None:
         """Wake every delivery task (new outbox rows)."""
@@ -92,10 +139,19 @@ class AlertService:
         async with anyio.create_task_group() as group:
             group.start_soon(self.engine.run)
             await self.engine.ready.wait()
+            self._group = group
             for target in self.targets:
-                group.start_soon(target.run)
+                group.start_soon(self._run_target, target)
             group.start_soon(self._prune)
             task_status.started()
+
+    async def _run_target(self, target: Target) -> None:
+        with anyio.CancelScope() as scope:
+            self._scopes[target] = scope
+            try:
+                await target.run()
+            finally:
+                self._scopes.pop(target, None)
 
     async def _prune(self) -> None:
         while True:

@@ -1,0 +1,89 @@
+"""A reload (SIGHUP) swaps alert rules and receivers in a running daemon without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.alerts.control_env import CRASH_RULE, URI, alert_daemon, domains_at, receiver
+from tests.alerts.receiver import Recorder, serving
+from virtmon import config
+from virtmon.reload import reload_daemon
+
+PAUSE_RULE = {"name": "Paused", "severity": "warning", "summary": "{domain} paused",
+              "match": {"kind": "lifecycle", "name": "suspended"},
+              "resolve": {"kind": "lifecycle", "name": "resumed"}}
+
+
+def reloaded(running: config.Config, **alerts: Any) -> config.Config:
+    """The running configuration with some ``[alerts]`` keys changed, validated as a file is."""
+    values = {section: dict(table) for section, table in running.values.items()}
+    values["alerts"].update(alerts)
+    values["libvirt"]["uri"] = URI
+    return config.build(values)
+
+
+async def test_a_reload_moves_deliveries_to_the_new_receivers_and_keeps_the_unchanged(
+    short_tmp: Path,
+) -> None:
+    """A changed URL and a new receiver deliver after SIGHUP; an unchanged one keeps its task."""
+    old, moved, kept, added = Recorder(), Recorder(), Recorder(), Recorder()
+    async with serving(old), serving(moved), serving(kept), serving(added), alert_daemon(
+            short_tmp, [receiver("hook", old.url), receiver("steady", kept.url)]) as env:
+        service = env.daemon.alerts
+        steady = next(t for t in service.targets if t.receiver.name == "steady")
+        env.crash("web-1")
+        await old.wait_for(lambda: "web-1" in domains_at(old))
+        new = reloaded(env.daemon.config, receivers=[
+            receiver("hook", moved.url), receiver("steady", kept.url),
+            receiver("extra", added.url)])
+        result = await reload_daemon(env.daemon, lambda: new)
+        assert result is not None and "alerts.receivers" in result.applied
+        assert result.restart == ()
+        assert [(t.receiver.name, t.url) for t in service.targets] == [
+            ("hook", moved.url), ("steady", kept.url), ("extra", added.url)]
+        assert next(t for t in service.targets if t.receiver.name == "steady") is steady
+        env.crash("web-2")
+        for rec in (moved, kept, added):
+            await rec.wait_for(lambda rec=rec: "web-2" in domains_at(rec))  # type: ignore[misc]
+        assert domains_at(old) == ["web-1"]
+        assert domains_at(kept) == ["web-1", "web-2"]  # nothing sent twice by a restarted task
+
+
+async def test_a_reload_adds_rules_and_resolves_the_alerts_of_removed_ones(
+    short_tmp: Path,
+) -> None:
+    """A rule added by reload fires; the alerts of a rule removed by reload are resolved."""
+    rec = Recorder()
+    async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
+        env.crash("web-1")
+        await rec.wait_for(lambda: "web-1" in domains_at(rec))
+        result = await reload_daemon(env.daemon, lambda: reloaded(
+            env.daemon.config, rules=[PAUSE_RULE]))
+        assert result is not None and "alerts.rules" in result.applied
+        await rec.wait_for(lambda: "web-1" in domains_at(rec, "resolved"))
+        assert (await env.alert("web-1"))["state"] == "resolved"
+        env.publish("suspended", "paused", "db-1")
+        env.crash("web-2")  # Crash is gone: no alert
+        await rec.wait_for(lambda: "db-1" in domains_at(rec))
+        alert = await env.alert("db-1", "firing")
+        assert alert["rule"] == "Paused"
+        assert (await env.call("alerts.list", domain="web-2"))["alerts"] == []
+
+
+async def test_a_reload_whose_secret_file_vanished_changes_nothing(short_tmp: Path) -> None:
+    """A receiver secret unreadable at reload: rejected, the running receivers keep delivering."""
+    rec = Recorder()
+    secret = short_tmp / "secret"
+    secret.write_text("s3cret\n")
+    async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
+        running = env.daemon.alerts.targets
+        new = reloaded(env.daemon.config, rules=[CRASH_RULE, PAUSE_RULE], receivers=[
+            receiver("hook", rec.url, hmac_secret_file=str(secret))])
+        secret.unlink()  # after validation, before the alerts service reads it
+        assert await reload_daemon(env.daemon, lambda: new) is None
+        assert env.daemon.config_problem is not None
+        assert env.daemon.alerts.targets is running
+        assert [r.name for r in env.daemon.alerts.engine.event_rules] == ["Crash"]
+        env.crash("web-1")
+        await rec.wait_for(lambda: "web-1" in domains_at(rec))
