@@ -6,13 +6,12 @@ The daemon runs on the test's loop, so every client call runs in a worker thread
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,59 +19,12 @@ import libvirt
 import pytest
 
 from tests.conftest import call, daemon_config, running_daemon
-from virtmon.app import Daemon
+from tests.control.conftest import Env
 from virtmon.control.client import ControlClient, Problem
 from virtmon.control.operations import OPERATIONS
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Env:
-    """A daemon on the lab and a client of its socket."""
-
-    daemon: Daemon
-    sock: Path
-    client: ControlClient
-
-    async def call(self, operation: str, **args: Any) -> Any:
-        """One operation's result (in a worker thread)."""
-        return await asyncio.to_thread(self.client.call, operation, **args)
-
-    async def problem(self, operation: str, **args: Any) -> Problem:
-        """The problem an operation answers with (fails if it succeeds)."""
-        try:
-            result = await self.call(operation, **args)
-        except Problem as exc:
-            return exc
-        raise AssertionError(f"{operation} succeeded: {result!r}")
-
-    async def get(self, path: str, query: list[tuple[str, str]] | None = None) -> Any:
-        """GET a JSON document (in a worker thread)."""
-        return await asyncio.to_thread(self.client.get, path, query or [])
-
-
-async def _env(short_tmp: Path, lab: str, allow_write: bool) -> AsyncIterator[Env]:
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab},
-                        control={"allow_write": allow_write, "request_timeout": 20.0})
-    async with running_daemon(cfg) as daemon:
-        sock = short_tmp / "control.sock"
-        yield Env(daemon, sock, ControlClient(str(sock), timeout=30))
-
-
-@pytest.fixture
-async def ro(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
-    """A daemon with control.allow_write off (the default)."""
-    async for env in _env(short_tmp, lab, allow_write=False):
-        yield env
-
-
-@pytest.fixture
-async def rw(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
-    """A daemon with control.allow_write on."""
-    async for env in _env(short_tmp, lab, allow_write=True):
-        yield env
 
 
 async def test_domain_reads(ro: Env, lab_domain: str, lab_conn: Any) -> None:
@@ -172,22 +124,55 @@ async def test_body_too_large_is_413(short_tmp: Path, lab: str) -> None:
         assert caught.value.status == 413
 
 
+async def audit_records(env: Env, domain: str, count: int) -> list[dict[str, Any]]:
+    """The journal's audit events of a domain, once there are ``count`` (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = await asyncio.to_thread(
+            lambda: list(env.client.stream("/v1/events", [("kind", "audit"), ("follow", "0"),
+                                                          ("since", "0")])))
+        mine = [e for e in map(json.loads, rows) if e["domain"] == domain]
+        if len(mine) >= count or time.monotonic() > deadline:
+            return mine
+        await asyncio.sleep(0.1)
+
+
+async def test_a_bug_in_an_operation_is_a_500_problem_audited_and_counted(
+    rw: Env, lab_domain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operation body raising what it should not gives a 500 problem document, audited."""
+    def broken(_dom: Any, _args: dict[str, Any]) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setitem(OPERATIONS, "domain.suspend",
+                        dataclasses.replace(OPERATIONS["domain.suspend"], body=broken))
+    failures = rw.daemon.executor.stats.failures
+    failed = await rw.problem("domain.suspend", domain=lab_domain)
+    assert failed.status == 500 and failed.document["title"] == "Internal Server Error"
+    assert "KeyError" in failed.document["detail"]
+    assert rw.daemon.executor.stats.failures == failures + 1
+    [record] = await audit_records(rw, lab_domain, 1)
+    assert record["detail"] == "failed" and record["payload"]["status"] == 500
+
+
+@pytest.mark.skipif(hasattr(libvirt.virDomain, "graphicsReload"),
+                    reason="this libvirt has virDomainGraphicsReload")
+async def test_a_function_the_binding_lacks_is_501_naming_it(rw: Env, lab_domain: str) -> None:
+    """domain.graphics_reload on a libvirt older than 10.2: 501 naming the missing function."""
+    failed = await rw.problem("domain.graphics_reload", domain=lab_domain)
+    assert failed.status == 501 and "graphicsReload()" in failed.document["detail"]
+    assert "libvirt-python" in failed.document["detail"]
+    [record] = await audit_records(rw, lab_domain, 1)
+    assert record["name"] == "domain.graphics_reload" and record["payload"]["status"] == 501
+
+
 async def test_audit_record_in_the_journal(rw: Env, lab_domain: str) -> None:
     """A write leaves an audit event with uid, pid, command, operation, arguments and result."""
     await rw.call("domain.suspend", domain=lab_domain)
     await rw.call("domain.resume", domain=lab_domain)
     failed = await rw.problem("domain.resume", domain=lab_domain)
     assert failed.status == 409
-    deadline = time.monotonic() + 10
-    while True:
-        rows = await asyncio.to_thread(
-            lambda: list(rw.client.stream("/v1/events", [("kind", "audit"), ("follow", "0"),
-                                                         ("since", "0")])))
-        events = [json.loads(r) for r in rows]
-        mine = [e for e in events if e["domain"] == lab_domain]
-        if len(mine) >= 3 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    mine = await audit_records(rw, lab_domain, 3)
     assert [(e["name"], e["detail"]) for e in mine] == [
         ("domain.suspend", "ok"), ("domain.resume", "ok"), ("domain.resume", "failed")]
     record = mine[0]["payload"]

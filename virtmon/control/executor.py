@@ -14,6 +14,7 @@ libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a d
 
 from __future__ import annotations
 
+import importlib.metadata
 import sqlite3
 import time
 from dataclasses import dataclass, replace
@@ -114,6 +115,17 @@ def resolve(op: Operation, conn: Any, args: dict[str, Any]) -> Any:
     return conn
 
 
+def binding_versions() -> str:
+    """The binding's and the running library's versions, for a function the binding lacks."""
+    try:
+        binding = importlib.metadata.version("libvirt-python")
+    except importlib.metadata.PackageNotFoundError:  # a distribution's own package name
+        binding = "(unknown version)"
+    library = libvirt.getVersion()
+    return (f"libvirt-python {binding} (libvirt "
+            f"{library // 1000000}.{library // 1000 % 1000}.{library % 1000} here)")
+
+
 @dataclass(slots=True)
 class ControlStats:
     """Counters for the status document."""
@@ -155,6 +167,13 @@ class Executor:
         except Failure:
             self.stats.failures += 1
             raise
+        except Exception as exc:
+            # virtmon's own fault, never the caller's: a problem document (and an audit record)
+            # rather than aiohttp's bare 500, with the traceback in the log.
+            self.stats.failures += 1
+            log.exception("virtmon.control.operation_failed", operation=op.name)
+            raise Failure(500, "Internal Server Error",
+                          f"{op.name}: {type(exc).__name__}: {exc}") from None
 
     async def _libvirt(self, op: Operation, args: dict[str, Any]) -> Any:
         def body(conn: Any) -> Any:
@@ -180,6 +199,15 @@ class Executor:
         except (ValueError, TypeError, OverflowError) as exc:
             # libvirt-python's own argument checks (a cpumap too wide, a bad typed param).
             raise Failure(400, "Bad Request", f"{op.name}: {exc}") from None
+        except AttributeError as exc:
+            if not isinstance(exc.obj, (libvirt.virConnect, libvirt.virDomain,
+                                        libvirt.virInterface)):
+                raise
+            # libvirt-python binds only the functions of the libvirt it was built against, and
+            # the API documents are newer than some hosts' libvirt (graphicsReload came in
+            # 10.2): the operation exists, this host cannot do it.
+            raise Failure(501, "Not Implemented", f"{op.name}: not available on this host: "
+                          f"{binding_versions()} has no {exc.name}()") from None
 
     async def _admin(self, op: Operation, args: dict[str, Any]) -> Any:
         if self.admin_helper is None:
