@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -94,25 +92,13 @@ class StderrLines:
                 pipe.close()
 
 
-@contextlib.contextmanager
-def stopped_libvirtd() -> Iterator[None]:
-    """The lab's libvirtd SIGSTOPped for the duration: calls to it hang."""
-    libvirtd = lab_module.libvirtd_pid()
-    assert libvirtd is not None
-    os.kill(libvirtd, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(libvirtd, signal.SIGCONT)
-
-
 @pytest.mark.lab
 def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
     """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
     process = start(short_tmp, 9782, uri="test+unix:///default")
     with StderrLines(process) as stderr:
         stderr.wait_for('"virtmon.started"')
-        with stopped_libvirtd():
+        with lab_module.paused_libvirtd():
             os.kill(process.pid, signal.SIGINT)
             stderr.wait_for("virtmon.stopping")
             time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
@@ -130,7 +116,7 @@ def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
     lab: str, short_tmp: Path
 ) -> None:
     """A start-up hung on a stopped libvirtd does not hold SIGTERM back: exit 0 within 15 s."""
-    with stopped_libvirtd():
+    with lab_module.paused_libvirtd():
         process = subprocess.Popen(
             [sys.executable, "-m", "virtmon.cli", "run", "--uri", "test+unix:///default",
              "--listen", "127.0.0.1:9783", "--control-socket", str(short_tmp / "c.sock"),

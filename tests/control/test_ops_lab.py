@@ -166,6 +166,35 @@ async def test_a_function_the_binding_lacks_is_501_naming_it(rw: Env, lab_domain
     assert record["name"] == "domain.graphics_reload" and record["payload"]["status"] == 501
 
 
+async def test_a_call_past_its_deadline_is_504_and_the_daemon_goes_on(
+    short_tmp: Path, lab: str
+) -> None:
+    """libvirtd stopped: a call is abandoned at control.request_timeout with 504; then 200."""
+    from tests.lab import lab as lab_module
+
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"request_timeout": 1.0})
+    async with running_daemon(cfg) as daemon:
+        client = ControlClient(str(short_tmp / "control.sock"), timeout=30)
+        with lab_module.paused_libvirtd():
+            started = time.monotonic()
+            with pytest.raises(Problem) as caught:
+                await asyncio.to_thread(client.call, "host.info")
+            took = time.monotonic() - started
+        assert caught.value.status == 504, caught.value.document
+        assert "abandoned" in caught.value.document["detail"]
+        assert 1.0 <= took < 5.0
+        assert daemon.caller.abandoned_total >= 1
+        deadline = time.monotonic() + 30
+        while True:  # the connection answers again once libvirtd runs (or is reopened)
+            try:
+                info = await asyncio.to_thread(client.call, "host.info")
+                break
+            except Problem as exc:
+                assert exc.status in (503, 504) and time.monotonic() < deadline, exc.document
+                await asyncio.sleep(0.2)
+        assert info["cpus"] > 0
+
+
 async def test_audit_record_in_the_journal(rw: Env, lab_domain: str) -> None:
     """A write leaves an audit event with uid, pid, command, operation, arguments and result."""
     await rw.call("domain.suspend", domain=lab_domain)

@@ -163,16 +163,11 @@ async def test_libvirtd_stopped_for_10_s_then_continued(
     """SIGSTOP of libvirtd for 10 s: keepalive notices, reconnects after SIGCONT, stream flows."""
     async with running_daemon(lab_config(short_tmp)) as daemon, \
             follow(daemon.control_socket) as stream:
-        pid = lab_module.libvirtd_pid()
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with lab_module.paused_libvirtd():
             lost = await stream.wait_for(
                 lambda e: e["kind"] == "connection" and e["name"] == "lost", timeout=15)
             assert lost["detail"] == "keepalive"
             await asyncio.sleep(10)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         await wait_until(lambda: daemon.supervisor.state is State.CONNECTED, timeout=60)
         dom = await call(lab_conn.lookupByName, lab_domain)
         await call(dom.suspend)

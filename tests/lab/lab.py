@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,19 @@ def start_libvirtd(timeout: float = 60.0) -> None:
 def libvirtd_pid() -> int | None:
     """The running lab libvirtd's pid, or None."""
     return _read_pid(LIBVIRTD_PIDFILE)
+
+
+@contextlib.contextmanager
+def paused_libvirtd() -> Iterator[int]:
+    """The lab's libvirtd SIGSTOPped for the body (calls to it hang), then SIGCONTinued."""
+    pid = libvirtd_pid()
+    if pid is None:
+        raise RuntimeError("the lab's libvirtd is not running")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def stop_libvirtd(sig: int = signal.SIGTERM) -> None:
