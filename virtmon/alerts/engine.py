@@ -182,7 +182,7 @@ class AlertEngine:
         self.handle_timers(self.clock(), changes)
         if changes:
             await self._commit(changes, None)
-        if self.silences is not None:
+        if self.silences is not None and self.silences.holds_any():
             firing = [a for a in self.active.values() if a.state == "firing"]
             released = await anyio.to_thread.run_sync(
                 self.silences.released, firing, self.clock())

@@ -186,12 +186,16 @@ class Silences:
             for moment in moments:
                 self._suppressed.pop(moment, None)
 
-    def next_end(self) -> float | None:
-        """When the first silence in force ends, if any alert is kept quiet (for a timer).
+    # The two below are called on the event loop, so without the lock: a dict's truth and
+    # ``list()`` of its values are taken whole under the GIL, and a stale answer only moves a
+    # wake-up (``released`` decides under the lock).
 
-        Called on the event loop, so without the lock: ``list()`` of a dict's values is taken
-        whole while the interpreter holds the GIL, and a stale answer only moves a wake-up.
-        """
+    def holds_any(self) -> bool:
+        """Whether some alert is kept quiet (only then can a silence's end release one)."""
+        return bool(self._suppressed)
+
+    def next_end(self) -> float | None:
+        """When the first silence in force ends, if any alert is kept quiet (for a timer)."""
         if not self._suppressed:
             return None
         ends = [s.ends_at for s in list(self._active.values())]

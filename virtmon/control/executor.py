@@ -9,7 +9,8 @@ audited.
 
 Status policy (docs/control-api.md): a libvirt error means libvirt refused this request, so it is
 a 4xx (404 unknown object, 409 wrong state, 403 denied, 400 bad argument, 422 anything else
-libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a deadline passed.
+libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a deadline passed,
+501 when this host's libvirt-python lacks the function, 500 for a fault in virtmon itself.
 """
 
 from __future__ import annotations
