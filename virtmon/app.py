@@ -35,7 +35,12 @@ from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
 from virtmon.exposition.http import metrics_app
-from virtmon.exposition.webconfig import WebConfig, basic_auth_middleware, load_web_config
+from virtmon.exposition.webconfig import (
+    LiveWebConfig,
+    WebConfig,
+    basic_auth_middleware,
+    load_web_config,
+)
 from virtmon.scheduler import Scheduler
 from virtmon.selfmetrics import self_metrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
@@ -157,6 +162,7 @@ class Daemon:
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
+        self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
         self.control_socket = Path(config["control.socket"])
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
@@ -292,9 +298,10 @@ class Daemon:
         scope.cancel()
 
     async def _start_listeners(self) -> list[web.AppRunner]:
-        web_config = WebConfig()
+        loaded = WebConfig()
         if self.config["metrics.web_config_file"]:
-            web_config = load_web_config(Path(self.config["metrics.web_config_file"]))
+            loaded = load_web_config(Path(self.config["metrics.web_config_file"]))
+        self.web_config = web_config = LiveWebConfig(loaded)
         app = metrics_app(lambda: self.scheduler.exposition, self.ready)
         app.middlewares.append(basic_auth_middleware(web_config.users))
         metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

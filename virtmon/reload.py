@@ -5,13 +5,16 @@ daemon runs on the previous configuration until a reload succeeds. A valid file 
 by key with the running one: keys in ``RUNTIME_KEYS`` are applied at once; every other changed
 key (the libvirt URI, the listeners, the control socket, the state directory...) is logged as
 needing a restart and keeps its running value, so ``Daemon.config`` always describes what runs.
+Files named by the configuration are read again even when their path did not change: the alert
+rule file, receivers' HMAC secrets, and the web config (certificates and users of /metrics).
 systemd is told ``RELOADING=1`` (with ``MONOTONIC_USEC``) before and ``READY=1`` after.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -19,6 +22,7 @@ import structlog
 
 from virtmon import logsetup
 from virtmon.config import SCHEMA, Config, ConfigError
+from virtmon.exposition.webconfig import WebConfig, WebConfigError, load_web_config
 
 if TYPE_CHECKING:
     from virtmon.app import Daemon
@@ -103,6 +107,17 @@ def effective(old: Config, new: Config, plan_: ReloadPlan) -> Config:
     return Config(values, receivers, new.source)
 
 
+def _read_web_config(cfg: Config) -> WebConfig:
+    """The web config file read again (certificates, users), so a reload renews them."""
+    path = str(cfg["metrics.web_config_file"])
+    if not path:
+        return WebConfig()
+    try:
+        return load_web_config(Path(path))
+    except WebConfigError as exc:
+        raise ConfigError([f"metrics.web_config_file: {p}" for p in exc.problems]) from None
+
+
 def _apply(daemon: Daemon, cfg: Config) -> None:
     """Push the runtime keys of ``cfg`` into the running components."""
     from virtmon.app import enabled_collectors
@@ -125,7 +140,9 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
         new = await anyio.to_thread.run_sync(loader)
         result = plan(daemon.config, new, daemon.admin_helper is not None)
         cfg = effective(daemon.config, new, result)
-        # First, as it reads files again: if one has gone bad since, nothing has changed yet.
+        # These read files again (one may have gone bad since validation), so they come before
+        # any change: the web config is only read here, the alerts read before they change.
+        web = await anyio.to_thread.run_sync(_read_web_config, cfg)
         await daemon.alerts.reconfigure(cfg)
     except (ConfigError, OSError) as exc:
         if isinstance(exc, OSError):
@@ -140,6 +157,11 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
         daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
         return None
     _apply(daemon, cfg)
+    if daemon.web_config is not None:
+        if daemon.web_config.can_take(web):
+            daemon.web_config.replace(web)
+        else:
+            result = replace(result, restart=(*result.restart, "metrics.web_config_file (TLS)"))
     daemon.config = cfg
     daemon.config_problem = None
     if result.restart:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import socket
 import ssl
 import subprocess
 import time
@@ -14,18 +16,37 @@ import pytest
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon import config as config_module
+from virtmon.reload import reload_daemon
+
+
+def make_certificate(directory: Path) -> bytes:
+    """A self-signed certificate and key for 127.0.0.1 as tls.crt/tls.key; its DER bytes."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+        check=True, capture_output=True,
+    )
+    return ssl.PEM_cert_to_DER_cert((directory / "tls.crt").read_text())
 
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> Path:
     """A self-signed certificate and key for 127.0.0.1 in tmp_path."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
-        check=True, capture_output=True,
-    )
+    make_certificate(tmp_path)
     return tmp_path
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate the listener presents to a client sending no server name (as by IP)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw) as tls:
+        certificate = tls.getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate
 
 
 def basic(user: str, password: str) -> str:
@@ -89,3 +110,45 @@ async def test_tls_and_basic_auth_guard_metrics(tls_files: Path, short_tmp: Path
             async with session.get(url, ssl=context, headers=right) as response:
                 assert response.status == 200
             assert time.perf_counter() - started < 0.5
+
+
+async def test_a_reload_renews_the_certificate_and_the_users(
+    tls_files: Path, short_tmp: Path
+) -> None:
+    """SIGHUP after the files were replaced: the next handshake has the new certificate, the
+    new password works and the old one no longer does; TLS off waits for a restart."""
+    first = ssl.PEM_cert_to_DER_cert((tls_files / "tls.crt").read_text())
+    web_config = write_web_config(tls_files, "s3cret")
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        metrics={"web_config_file": str(web_config)},
+                        collect={"collectors": {"admin": False}})
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    async with running_daemon(cfg) as daemon, aiohttp.ClientSession() as session:
+        url = daemon.metrics_address.replace("0.0.0.0", "127.0.0.1") + "/metrics"
+        port = int(url.split(":")[2].split("/")[0])
+
+        async def status(password: str) -> int:
+            headers = {"Authorization": basic("prometheus", password)}
+            async with session.get(url, ssl=insecure, headers=headers) as response:
+                return response.status
+
+        assert await asyncio.to_thread(served_certificate, port) == first
+        renewed_dir = tls_files / "renewed"
+        renewed_dir.mkdir()
+        second = make_certificate(renewed_dir)
+        for name in ("tls.crt", "tls.key"):  # renewed in place, as certbot or an operator does
+            (renewed_dir / name).replace(tls_files / name)
+        write_web_config(tls_files, "n3w")
+        assert await asyncio.to_thread(served_certificate, port) == first  # not before reload
+        result = await reload_daemon(daemon, lambda: cfg)
+        assert result is not None and result.restart == ()
+        assert await asyncio.to_thread(served_certificate, port) == second
+        assert await status("n3w") == 200
+        assert await status("s3cret") == 401
+
+        web_config.write_text("basic_auth_users: {}\n")  # TLS off: the listener must change
+        result = await reload_daemon(daemon, lambda: cfg)
+        assert result is not None and result.restart == ("metrics.web_config_file (TLS)",)
+        assert await asyncio.to_thread(served_certificate, port) == second
+        assert await status("n3w") == 200

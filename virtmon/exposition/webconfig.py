@@ -123,8 +123,46 @@ def load_web_config(path: Path) -> WebConfig:
     return WebConfig(context, users)
 
 
+class LiveWebConfig:
+    """The web config the metrics listener runs with; a reload replaces it in place.
+
+    The listener is bound once, with ``ssl_context``. OpenSSL calls that context's SNI callback
+    on every handshake (with or without a server name), and the callback hands the connection
+    the newest context: renewed certificates apply from the next connection, and connections
+    already open keep theirs. ``users`` is the dict the basic-auth middleware reads per request.
+    Turning TLS on or off changes the listener itself, so that alone needs a restart.
+    """
+
+    def __init__(self, loaded: WebConfig) -> None:
+        self.users: dict[str, bytes] = dict(loaded.users)
+        self.ssl_context = loaded.ssl_context
+        self._newest = loaded.ssl_context
+        if self.ssl_context is not None:
+            self.ssl_context.sni_callback = self._hand_newest
+
+    def _hand_newest(self, connection: Any, _server_name: str | None,
+                     context: ssl.SSLContext) -> None:
+        if self._newest is not None and self._newest is not context:
+            connection.context = self._newest
+
+    def can_take(self, loaded: WebConfig) -> bool:
+        """Whether ``loaded`` applies without a restart (TLS stays on, or stays off)."""
+        return (loaded.ssl_context is None) == (self.ssl_context is None)
+
+    def replace(self, loaded: WebConfig) -> None:
+        """Serve with ``loaded`` from the next request and handshake (on the loop)."""
+        if not self.can_take(loaded):
+            raise ValueError("turning TLS on or off needs a restart")
+        self.users.clear()
+        self.users.update(loaded.users)
+        self._newest = loaded.ssl_context
+
+
 def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
-    """Require one of ``users`` on every request (no users: the middleware lets all pass)."""
+    """Require one of ``users`` on every request (no users: the middleware lets all pass).
+
+    ``users`` is read per request, so a caller may change it in place (a reload).
+    """
     verified: set[bytes] = set()
     # bcrypt's own threads: a flood of bad passwords must not take the threads that journal
     # events and run collection cycles.
