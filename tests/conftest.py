@@ -73,6 +73,10 @@ async def lab_domain(lab: str) -> AsyncIterator[str]:
         await asyncio.to_thread(lab_module.create_domain, conn, name)
         yield name
     finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            await asyncio.to_thread(conn.close)
+        # A new connection: the test may have restarted libvirtd, which ends the first one.
+        conn = await asyncio.to_thread(libvirt.open, lab)
         await asyncio.to_thread(lab_module.remove_domain, conn, name)
         await asyncio.to_thread(conn.close)
 
