@@ -152,7 +152,7 @@ class Daemon:
             deadline_ratio=float(config["collect.deadline_ratio"]),
             extra_families=lambda: self_metrics(
                 self.supervisor, self.bus, self.caller, self.scheduler.stats
-            ) + self.alerts.families(),
+            ) + self.alerts.families() + self.executor.stats.families(),
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
             # Counts of domains the inventory no longer has are dropped (deleted domains).
@@ -237,6 +237,7 @@ class Daemon:
                 "read_connections": self.executor.reads.size,
                 "write_connections": self.executor.writes.size,
             },
+            "alerts": self.alerts.summary(),
         }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -361,6 +362,8 @@ class Daemon:
         return (f"libvirt {self.supervisor.state.value}, {len(self.inventory)} domains, "
                 f"last cycle {stats.last_duration * 1000:.0f} ms, "
                 f"events journaled {self.bus.published_seq}"
+                + (f", outbox {self.alerts.summary()['outbox']['pending']}"
+                   if self.alerts.targets else "")
                 + (f"; {self.config_problem}" if self.config_problem else ""))
 
     async def _report_to_systemd(self) -> None:

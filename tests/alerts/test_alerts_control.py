@@ -57,7 +57,8 @@ async def test_dead_letter_is_listed_and_retry_delivers_it(short_tmp: Path) -> N
 
 
 async def test_outbox_shows_pending_rows_with_attempts_and_error(short_tmp: Path) -> None:
-    """A receiver answering 503: the row stays pending with its attempts, next attempt, error."""
+    """A receiver answering 503: the row stays pending with its attempts, next attempt, error;
+    /v1/status and systemd's STATUS= count it."""
     rec = Recorder(respond=lambda _r: (503, {}, 0.0))
     async with serving(rec), alert_daemon(short_tmp, [receiver(
             "hook", rec.url, backoff_initial=60.0, backoff_max=60.0)]) as env:
@@ -76,6 +77,10 @@ async def test_outbox_shows_pending_rows_with_attempts_and_error(short_tmp: Path
         assert row["next_attempt"] > time.time() + 20  # backing off 30..60 s
         [queue] = outbox["queues"]
         assert queue["pending"] == 1 and queue["url"] == rec.url and queue["oldest_age"] >= 0
+        status = await asyncio.to_thread(env.client.get, "/v1/status")
+        assert status["alerts"]["outbox"]["pending"] == 1
+        assert status["alerts"]["active"] == 1 and status["alerts"]["receivers"] == ["hook"]
+        assert ", outbox 1" in env.daemon.status_line()  # systemd's STATUS=
         assert (await env.problem("alerts.outbox", receiver="nope")).status == 404
 
 

@@ -137,6 +137,23 @@ async def audit_records(env: Env, domain: str, count: int) -> list[dict[str, Any
         await asyncio.sleep(0.1)
 
 
+async def test_answers_are_counted_by_operation_and_status_in_the_metrics(ro: Env) -> None:
+    """virtmon_control_requests_total counts 200, 400 and 403 answers; unknown names add none."""
+    await ro.call("host.info")
+    assert (await ro.problem("host.cpu_stats", cpu="seven")).status == 400
+    assert (await ro.problem("domain.suspend", domain="lab-0")).status == 403
+    assert (await ro.problem("no.such_operation")).status == 404
+    expected = ['virtmon_control_requests_total{operation="host.info",code="200"} 1',
+                'virtmon_control_requests_total{operation="host.cpu_stats",code="400"} 1',
+                'virtmon_control_requests_total{operation="domain.suspend",code="403"} 1']
+    deadline = time.monotonic() + 10
+    while not all(line in (text := ro.daemon.scheduler.exposition.text.decode())
+                  for line in expected):
+        assert time.monotonic() < deadline, [line for line in expected if line not in text]
+        await asyncio.sleep(0.1)
+    assert "no.such_operation" not in text
+
+
 async def test_a_bug_in_an_operation_is_a_500_problem_audited_and_counted(
     rw: Env, lab_domain: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

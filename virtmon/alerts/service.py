@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -111,6 +112,16 @@ class AlertService:
                 self._group.start_soon(self._run_target, target)
         log.info("virtmon.alerts.reconfigured", rules=len(rules), targets=len(targets),
                  started=len(started), stopped=len(stopped))
+
+    def summary(self) -> dict[str, Any]:
+        """Active alerts and the outbox, as the delivery tasks last counted it (for status)."""
+        oldest = [t.oldest for t in self.targets if t.oldest is not None]
+        return {
+            "active": len(self.engine.active),
+            "receivers": sorted({t.receiver.name for t in self.targets}),
+            "outbox": {"pending": sum(t.depth for t in self.targets),
+                       "oldest_created_at": min(oldest) if oldest else None},
+        }
 
     def kick(self) -> None:
         """Wake every delivery task (new outbox rows)."""

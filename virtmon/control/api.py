@@ -105,8 +105,14 @@ def add_operation_routes(app: web.Application, executor: Executor,
         if op is None:
             return problem(404, "Not Found", f"no operation {name!r} (GET /v1/ops lists them)")
         if request.method == "GET" and op.role != "read":
-            return problem(405, "Method Not Allowed", f"{name} changes state: use POST",
-                           headers={"Allow": "POST"})
+            response = problem(405, "Method Not Allowed", f"{name} changes state: use POST",
+                               headers={"Allow": "POST"})
+        else:
+            response = await answer(request, op)
+        executor.stats.answers[(op.name, response.status)] += 1
+        return response
+
+    async def answer(request: web.Request, op: Operation) -> web.Response:
         try:
             args = validate(op, await _arguments(request))
         except ArgumentError as exc:
@@ -118,7 +124,7 @@ def add_operation_routes(app: web.Application, executor: Executor,
         if not allows(role, needed):
             if audited:
                 executor.audit(op, args, peer, {"ok": False, "status": 403, "title": "Forbidden"})
-            return problem(403, "Forbidden", f"{name} needs the {needed} role; "
+            return problem(403, "Forbidden", f"{op.name} needs the {needed} role; "
                            f"uid {peer.uid} has {role}", role=role, needs=needed)
         try:
             result = await executor.run(op, args)
@@ -128,7 +134,7 @@ def add_operation_routes(app: web.Application, executor: Executor,
             return problem(exc.status, exc.title, exc.detail, **exc.extra)
         if audited:
             executor.audit(op, args, peer, {"ok": True, "result": _summary(result)})
-        return web.json_response({"operation": name, "result": result})
+        return web.json_response({"operation": op.name, "result": result})
 
     app.router.add_get("/v1/ops", listing)
     app.router.add_route("GET", "/v1/ops/{name}", call)

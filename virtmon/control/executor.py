@@ -18,13 +18,15 @@ from __future__ import annotations
 import importlib.metadata
 import sqlite3
 import time
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import libvirt
 import structlog
 
+from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer
@@ -129,11 +131,22 @@ def binding_versions() -> str:
 
 @dataclass(slots=True)
 class ControlStats:
-    """Counters for the status document."""
+    """Counters for the status document and ``virtmon_control_requests_total``."""
 
     calls: int = 0
     failures: int = 0
-    denied: int = 0
+    # (operation, HTTP status) -> answers; only operations of the table, so callers cannot
+    # add series by asking for names that do not exist.
+    answers: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def families(self) -> list[MetricFamily]:
+        """``virtmon_control_requests_total{operation,code}``."""
+        family = MetricFamily("virtmon_control_requests_total", "counter",
+                              "Control API operations answered, by operation and HTTP status.",
+                              ("operation", "code"))
+        for (operation, code), count in sorted(self.answers.items()):
+            family.add((operation, str(code)), count)
+        return [family]
 
 
 class Executor:

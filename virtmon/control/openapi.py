@@ -28,6 +28,8 @@ ERRORS = {
     "404": "no such operation, domain, interface, snapshot, server or client",
     "409": "the object is in the wrong state for it (libvirt: operation invalid)",
     "413": "request body too large", "422": "libvirt refused it (its error code says why)",
+    "500": "a fault in virtmon itself (logged with its traceback)",
+    "501": "this host's libvirt-python lacks the function the operation calls",
     "503": "libvirt or the admin helper is not reachable, or too many requests",
     "504": "the call overran its deadline and was abandoned",
 }
