@@ -160,6 +160,7 @@ class Daemon:
                 domain.name for domain in self.inventory.all()
             ),
         )
+        self.scheduler.backing_chain = bool(config["collect.block_backing_chain"])
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up

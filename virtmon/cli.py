@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--control-socket", help="control socket path (control.socket)")
     run.add_argument("--state-dir", help="journal and outbox directory (state.dir)")
     run.add_argument("--collect-interval", type=float, help="seconds between collection cycles")
+    run.add_argument("--collect.block-backing-chain", dest="block_backing_chain", default=None,
+                     action=argparse.BooleanOptionalAction,
+                     help="block stats for every backing-chain layer (collect.block_backing_chain)")
     run.add_argument("--web.config.file", dest="web_config_file",
                      help="TLS and basic auth for /metrics (metrics.web_config_file)")
     run.add_argument("--log-format", choices=("json", "console", "auto"))
@@ -58,6 +61,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "control.socket": args.control_socket,
         "state.dir": args.state_dir,
         "collect.interval": args.collect_interval,
+        "collect.block_backing_chain": args.block_backing_chain,
         "log.format": args.log_format,
         "log.level": args.log_level,
     }

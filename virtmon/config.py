@@ -126,6 +126,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_abandoned_calls": Key(int, 2, _positive),
         "resync_interval": Key((int, float), 600.0, _positive),
         "collectors": Key(dict, {}),
+        # Block stats for every layer of each disk's backing chain (vda, vda[1], ...), not only
+        # the active one: a series per layer, so off by default.
+        "block_backing_chain": Key(bool, False),
         "metadata_labels": Key(dict, {}),
         "metadata_namespaces": Key(dict, {}),
     },

@@ -36,6 +36,7 @@ RUNTIME_KEYS = frozenset({
     "collect.deadline_ratio",
     "collect.collectors",
     "collect.resync_interval",
+    "collect.block_backing_chain",
     "events.retention_days",
     "events.retention_count",
     # The alerts service re-reads its rules (and the default rule file) and secrets on every
@@ -127,6 +128,7 @@ def _apply(daemon: Daemon, cfg: Config) -> None:
     scheduler.interval = float(cfg["collect.interval"])
     scheduler.deadline = scheduler.interval * float(cfg["collect.deadline_ratio"])
     scheduler.use_collectors(enabled_collectors(cfg))
+    scheduler.backing_chain = bool(cfg["collect.block_backing_chain"])
     daemon.domain_cache.resync_interval = float(cfg["collect.resync_interval"])
     daemon.journal.max_age = float(cfg["events.retention_days"]) * 86400.0
     daemon.journal.max_count = int(cfg["events.retention_count"])

@@ -67,6 +67,7 @@ class Scheduler:
         self._facts: HostFacts | None = None
         self._facts_age = 0
         self.event_counts = event_counts
+        self.backing_chain = False  # collect.block_backing_chain: every layer of each disk
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
@@ -170,7 +171,7 @@ class Scheduler:
             snapshot = await self.caller.call_with_deadline(
                 self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
                 self.requested_groups, self.domain_info(), self.with_node,
-                self.with_interfaces, known, facts,
+                self.with_interfaces, known, facts, self.backing_chain,
             )
             if facts is None:
                 self._facts, self._facts_age = HostFacts.of(snapshot), 0

@@ -218,3 +218,34 @@ async def test_a_hung_hypervisor_neither_stops_the_cycles_nor_hides_other_domain
             if value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0:
                 break
         assert value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0
+
+
+async def test_the_backing_chain_option_exports_every_layer_of_a_disk(
+    lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
+) -> None:
+    """Over an external snapshot, collect.block_backing_chain adds vda[1] (the base image)."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    base = lab_module.IMAGE_DIR / f"{lab_domain}.qcow2"
+    overlay = lab_module.IMAGE_DIR / f"{lab_domain}.overlay"  # removed with the domain
+    await call(dom.snapshotCreateXML,
+               f"<domainsnapshot><disks><disk name='vda' snapshot='external'><source file="
+               f"'{overlay}'/></disk></disks></domainsnapshot>",
+               libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+               | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+    chain = daemon_config(short_tmp, libvirt={"uri": lab}, collect={"block_backing_chain": True})
+    async with running_daemon(chain) as daemon:
+        await daemon.scheduler.wait_cycle()
+        exported = samples(daemon.scheduler.exposition.text.decode())
+    info = {dict(labels)["target_device"]: dict(labels)["path"]
+            for (name, labels), _ in exported.items()
+            if name == "libvirt_domain_block_stats_info" and dict(labels)["domain"] == lab_domain}
+    assert info == {"vda": str(overlay), "vda[1]": str(base)}
+    assert value(exported, "libvirt_domain_block_stats_capacity_bytes", domain=lab_domain,
+                 target_device="vda[1]") == 64 * 1024 * 1024
+    async with running_daemon(config(short_tmp / "plain")) as daemon:
+        await daemon.scheduler.wait_cycle()
+        plain = samples(daemon.scheduler.exposition.text.decode())
+    devices = {dict(labels)["target_device"] for (name, labels), _ in plain.items()
+               if name == "libvirt_domain_block_stats_info"
+               and dict(labels)["domain"] == lab_domain}
+    assert devices == {"vda"}

@@ -1,7 +1,7 @@
 """Domain block device statistics from the `block` group (`block.<n>.*`).
 
 `target_device` is `block.<n>.name` (vda, sda, ...). Every disk is exported, CD-ROMs and
-floppies included (a drive with no medium simply has no `path`). With the backing-chain option
+floppies included (a drive with no medium simply has no `path`). With `collect.block_backing_chain`
 (`VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING`) libvirt lists each layer under the same name; the
 first (active) layer keeps the plain name and the backing layers get libvirt's own notation
 `vda[<backingIndex>]`, so series stay unique (do not sum across them). Times are converted from

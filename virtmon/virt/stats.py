@@ -34,9 +34,16 @@ def _maybe(fn: Callable[..., T], *args: Any) -> T | None:
         return None
 
 
-def domain_records(conn: Any, stats_flags: int) -> tuple[DomainRecord, ...]:
-    """virConnectGetAllDomainStats(groups, NOWAIT): one call for every domain."""
+def domain_records(conn: Any, stats_flags: int,
+                   backing_chain: bool = False) -> tuple[DomainRecord, ...]:
+    """virConnectGetAllDomainStats(groups, NOWAIT): one call for every domain.
+
+    ``backing_chain`` adds ``BACKING``: the block group then lists every layer of each disk's
+    backing chain, not only the active one.
+    """
     flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    if backing_chain:
+        flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
     return tuple(
         DomainRecord(dom.name(), dom.UUIDString(), stats)
         for dom, stats in conn.getAllDomainStats(stats_flags, flags)
@@ -139,6 +146,7 @@ def take_snapshot(
     with_interfaces: bool = True,
     known_info: LibvirtInfo | None = None,
     facts: HostFacts | None = None,
+    backing_chain: bool = False,
 ) -> StatsSnapshot:
     """The whole cycle's calls (blocking: run it in a worker thread with a deadline).
 
@@ -146,7 +154,7 @@ def take_snapshot(
     while it lasts), saving four calls a cycle; ``facts``: node info, CPU map and host
     interfaces from a recent cycle.
     """
-    records = domain_records(conn, stats_flags) if stats_flags else ()
+    records = domain_records(conn, stats_flags, backing_chain) if stats_flags else ()
     node = node_stats(conn, facts) if with_node else None
     if not with_interfaces:
         interfaces = None
