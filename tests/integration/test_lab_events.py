@@ -160,7 +160,8 @@ async def test_libvirtd_killed_and_restarted_reconciles_a_domain_that_died_meanw
 async def test_libvirtd_stopped_for_10_s_then_continued(
     lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
 ) -> None:
-    """SIGSTOP of libvirtd for 10 s: keepalive notices, reconnects after SIGCONT, stream flows."""
+    """SIGSTOP of libvirtd for 10 s: keepalive notices, reconnects after SIGCONT, the stream
+    flows and the inventory matches libvirt's own listing."""
     async with running_daemon(lab_config(short_tmp)) as daemon, \
             follow(daemon.control_socket) as stream:
         with lab_module.paused_libvirtd():
@@ -175,6 +176,10 @@ async def test_libvirtd_stopped_for_10_s_then_continued(
         status = await get_json(daemon.control_socket, "/v1/status")
         assert status["libvirt"]["state"] == "connected"
         assert status["libvirt"]["reconnects"].get("keepalive", 0) >= 1
+        # The inventory, reconciled after the reconnect and kept by events since, is libvirt's.
+        listing = await call(lab_conn.listAllDomains, 0)
+        direct = {d.name(): (await call(d.state))[0] for d in listing}
+        assert {d.name: d.state for d in daemon.inventory.all()} == direct
 
 
 async def test_since_after_a_virtmon_restart_returns_exactly_the_missed_events(
