@@ -74,3 +74,27 @@ async def test_client_disconnect_through_the_api(client: ControlClient) -> None:
         assert mine[0]["id"] not in [c["id"] for c in after]
         listing = await asyncio.to_thread(virt_admin, "srv-clients-list", "libvirtd")
         assert f" {mine[0]['id']} " not in listing
+
+
+async def test_limits_and_logging_filters_set_show_in_virt_admin(client: ControlClient) -> None:
+    """admin.limits_set and admin.logging_filters_set change what virt-admin reports; restored."""
+    limits = await op(client, "admin.limits_get", server="libvirtd")
+    filters = await op(client, "admin.logging_filters_get")
+    try:
+        await op(client, "admin.limits_set", server="libvirtd",
+                 params={"nclients_max": limits["nclients_max"] + 7})
+        shown = await asyncio.to_thread(virt_admin_table, "srv-clients-info", "libvirtd")
+        assert shown["nclients_max"] == str(limits["nclients_max"] + 7)
+        await op(client, "admin.logging_filters_set", filters="3:remote 4:event")
+        listed = await asyncio.to_thread(virt_admin, "daemon-log-filters")
+        ours = await op(client, "admin.logging_filters_get")
+        assert ours in listed  # libvirt writes them back as 3:*remote* 4:*event*
+        assert [f.split(":")[0] for f in ours.split()] == ["3", "4"]
+        assert "remote" in ours and "event" in ours
+    finally:
+        await op(client, "admin.limits_set", server="libvirtd",
+                 params={"nclients_max": limits["nclients_max"]})
+        await op(client, "admin.logging_filters_set", filters=filters or "")
+    shown = await asyncio.to_thread(virt_admin_table, "srv-clients-info", "libvirtd")
+    assert shown["nclients_max"] == str(limits["nclients_max"])
+    assert await op(client, "admin.logging_filters_get") == filters
