@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.conftest import daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json
+from virtmon import app
+from virtmon.virt.admin_client import AdminHelper
 
 pytestmark = pytest.mark.lab
 
@@ -38,3 +43,27 @@ async def test_kill_9_of_the_admin_helper_is_an_event_and_metrics_resume(
         assert 'libvirt_daemon_threadpool_max_workers{server="libvirtd"}' in text
         status = await get_json(daemon.control_socket, "/v1/status")
         assert status["libvirt"]["state"] == "connected"  # nothing else was touched
+
+
+async def test_a_helper_without_access_fails_only_the_admin_collector(
+    lab: str, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that may not open the admin socket (a non-root user): the admin collector fails
+    with libvirt's permission error in the log and its success metric at 0; all else works."""
+    non_root = ["setpriv", "--reuid=virtmon-lab", "--regid=virtmon-lab", "--clear-groups",
+                sys.executable, "-m", "virtmon.admin_helper"]
+    monkeypatch.setattr(app, "AdminHelper", functools.partial(AdminHelper, command=non_root))
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
+    with structlog.testing.capture_logs() as logs:
+        async with running_daemon(cfg) as daemon:
+            await daemon.scheduler.wait_cycle()
+            text = daemon.scheduler.exposition.text.decode()
+            status = await get_json(daemon.control_socket, "/v1/status")
+    assert 'virtmon_collector_success{collector="admin"} 0' in text
+    assert 'virtmon_collector_success{collector="state"} 1' in text
+    assert "libvirt_up 1" in text and 'libvirt_domain_info_state{domain="lab-0"}' in text
+    assert "libvirt_daemon_threadpool_max_workers" not in text
+    assert status["libvirt"]["state"] == "connected"
+    failures = [e for e in logs if e["event"] == "virtmon.collector.failed"
+                and e.get("collector") == "admin"]
+    assert failures and "Permission denied" in failures[0]["error"]
