@@ -74,14 +74,25 @@ def args_call(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rest", nargs="*", metavar="KEY=VALUE",
                         help="arguments: VALUE is JSON if it parses, @FILE reads a file, "
                              "KEY.SUB=VALUE builds an object; flags=live,config")
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="write a byte result (screenshot, block or memory peek) to FILE")
 
 
 def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
-    """``call OPERATION [KEY=VALUE ...]``: any operation of the table."""
+    """``call OPERATION [KEY=VALUE ...] [--output FILE]``: any operation of the table."""
     name, rest = args.operation, list(args.rest)
     if "." not in name and rest and "=" not in rest[0]:
         name = f"{name}.{rest.pop(0)}"
-    return run(ctx, name.replace("-", "_"), assignments(rest))
+    name = name.replace("-", "_")
+    if args.output is None:
+        return run(ctx, name, assignments(rest))
+    try:
+        data = ctx.client.call_bytes(name, **assignments(rest))
+    except ValueError as exc:
+        raise UsageError(f"{exc}: --output is for screenshots and peeks") from None
+    args.output.write_bytes(data)
+    ctx.line(f"{len(data)} bytes written to {args.output}")
+    return EX_OK
 
 
 def cmd_operations(ctx: Context, _args: argparse.Namespace) -> int:

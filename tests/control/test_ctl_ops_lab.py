@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from tests.admin.conftest import virt_admin_table
 from tests.conftest import call, daemon_config, running_daemon
 from tests.test_ctl import Run, ctl_async
 from virtmon import ctl
+from virtmon.control.client import ControlClient
 
 pytestmark = pytest.mark.lab
 
@@ -112,3 +116,34 @@ async def test_admin_commands(sock: Path) -> None:
     logging = json.loads((await ok(sock, "--json", "admin", "logging", "get")).out)
     assert set(logging) == {"filters", "outputs"}
     assert (await ctl_async(sock, "admin", "clients", "info")).code == ctl.EX_USAGE
+
+
+async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
+    sock: Path, lab_domain: str, lab_conn: Any, short_tmp: Path
+) -> None:
+    """domain.memory_peek of the BIOS ROM: base64 in JSON, the bytes when asked, and
+    `call --output FILE`, all equal to libvirt's own memoryPeek."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    client = ControlClient(str(sock))
+    arguments = {"domain": lab_domain, "start": 0xF0000, "size": 256, "flags": ["physical"]}
+    deadline = time.monotonic() + 20
+    while True:  # the BIOS is still setting up its area in a domain this young
+        direct = await call(dom.memoryPeek, 0xF0000, 256, libvirt.VIR_MEMORY_PHYSICAL)
+        doc = await asyncio.to_thread(client.call, "domain.memory_peek", **arguments)
+        after = await call(dom.memoryPeek, 0xF0000, 256, libvirt.VIR_MEMORY_PHYSICAL)
+        if direct == after == base64.b64decode(doc["base64"]) and any(direct):
+            break
+        assert time.monotonic() < deadline, "the BIOS area never settled"
+        await asyncio.sleep(0.2)
+    assert doc["size"] == 256
+    raw = await asyncio.to_thread(client.call_bytes, "domain.memory_peek", **arguments)
+    assert raw == direct
+    with pytest.raises(ValueError):
+        await asyncio.to_thread(client.call_bytes, "domain.info", domain=lab_domain)
+    out = short_tmp / "rom.bin"
+    run = await ok(sock, "call", "domain.memory_peek", f"domain={lab_domain}",
+                   f"start={0xF0000}", "size=256", "flags=physical", "--output", str(out))
+    assert out.read_bytes() == direct and "256 bytes written" in run.out
+    refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
+                              "--output", str(out))
+    assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err

@@ -8,6 +8,7 @@ more than ``read`` is audited, refused ones included.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,7 @@ from virtmon.control.roles import UNKNOWN, Peer, RoleMap, allows, peer_of
 
 PEER_KEY = web.RequestKey("virtmon_peer", Peer)
 ROLE_KEY = web.RequestKey("virtmon_role", str)
+OCTET_STREAM = "application/octet-stream"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -86,6 +88,12 @@ async def _arguments(request: web.Request) -> Mapping[str, Any]:
     return doc
 
 
+def wants_raw(accept: str, result: Mapping[str, Any]) -> bool:
+    """Whether ``Accept`` asks for a byte result as itself rather than base64 in JSON."""
+    asked = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return OCTET_STREAM in asked or str(result.get("mime_type", "")).lower() in asked - {""}
+
+
 def add_operation_routes(app: web.Application, executor: Executor,
                          operations: Mapping[str, Operation]) -> None:
     """``/v1/ops`` and ``/v1/ops/{name}``."""
@@ -134,6 +142,9 @@ def add_operation_routes(app: web.Application, executor: Executor,
             return problem(exc.status, exc.title, exc.detail, **exc.extra)
         if audited:
             executor.audit(op, args, peer, {"ok": True, "result": _summary(result)})
+        if op.returns_bytes and wants_raw(request.headers.get("Accept", ""), result):
+            return web.Response(body=base64.b64decode(result["base64"]),
+                                content_type=result.get("mime_type") or OCTET_STREAM)
         return web.json_response({"operation": op.name, "result": result})
 
     app.router.add_get("/v1/ops", listing)

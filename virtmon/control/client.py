@@ -143,6 +143,21 @@ class ControlClient:
         answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments)
         return answer.get("result") if isinstance(answer, dict) else answer
 
+    def call_bytes(self, operation: str, **arguments: Any) -> bytes:
+        """Run an operation whose result is bytes (screenshot, peeks); the bytes themselves."""
+        body = json.dumps(arguments).encode()
+        conn, response = self._open("/v1/ops/" + quote(operation, safe="."),
+                                    "application/octet-stream", self.timeout, "POST", body)
+        try:
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unreachable(self.path, exc) from exc
+        finally:
+            conn.close()
+        if (response.getheader("Content-Type") or "").startswith("application/json"):
+            raise ValueError(f"{operation} does not return bytes")
+        return data
+
     def domain(self, key: str) -> Any:
         """One domain by name, UUID or id."""
         return self.get("/v1/domains/" + quote(key, safe=""))

@@ -41,9 +41,13 @@ JSON = "application/json"
 PROBLEM_TYPE = "application/problem+json"
 
 
-def _responses(ok: dict[str, Any], description: str = "the result") -> dict[str, Any]:
-    out: dict[str, Any] = {"200": {"description": description,
-                                   "content": {JSON: {"schema": ok}}}}
+def _responses(ok: dict[str, Any], description: str = "the result",
+               raw: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {JSON: {"schema": ok}}
+    if raw:  # bytes as themselves, with Accept: application/octet-stream (or the image type)
+        content["application/octet-stream"] = {"schema": {"type": "string",
+                                                          "format": "binary"}}
+    out: dict[str, Any] = {"200": {"description": description, "content": content}}
     for status, text in ERRORS.items():
         out[status] = {"description": text,
                        "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/"
@@ -79,7 +83,7 @@ def operation_paths(ops: Mapping[str, Operation]) -> dict[str, Any]:
             "description": f"Role: {op.role}." + (
                 f" libvirt: {', '.join(op.functions)}." if op.functions else ""),
             "tags": [op.area],
-            "responses": _responses(RESULT),
+            "responses": _responses(RESULT, raw=op.returns_bytes),
             "x-virtmon-role": op.role,
             "x-libvirt-functions": list(op.functions),
         }

@@ -284,12 +284,13 @@ OPERATIONS: list[Operation] = [
        read_write=True),
     # Byte streams and peeks: guest contents, so they need more than the read role.
     op("domain.screenshot", D, "write", "A screenshot of one screen (base64 image)",
-       "virDomainScreenshot", screenshot, arg("screen", "unsigned", 0)),
+       "virDomainScreenshot", screenshot, arg("screen", "unsigned", 0), returns_bytes=True),
     op("domain.block_peek", D, "write", "Bytes of a disk image (base64)", "virDomainBlockPeek",
        lambda d, a: peek(d.blockPeek(a["disk"], a["offset"], a["size"], 0)),
-       DISK, need("offset", "unsigned"), need("size", "unsigned", "at most 65536")),
+       DISK, need("offset", "unsigned"), need("size", "unsigned", "at most 65536"),
+       returns_bytes=True),
     op("domain.memory_peek", D, "write", "Bytes of guest memory (base64)",
        "virDomainMemoryPeek", lambda d, a: peek(d.memoryPeek(a["start"], a["size"], a["flags"])),
        need("start", "unsigned"), need("size", "unsigned", "at most 65536"),
-       flags_param(names.flags("VIR_MEMORY_"))),
+       flags_param(names.flags("VIR_MEMORY_")), returns_bytes=True),
 ]

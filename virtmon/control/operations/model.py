@@ -105,6 +105,9 @@ class Operation:
     # Arguments that make a read privileged (secure XML shows passwords): then it needs the
     # write role and the read-write connection.
     escalate: Callable[[dict[str, Any]], bool] | None = None
+    # The result carries bytes ({"size", "base64"[, "mime_type"]}): a caller may ask for them
+    # raw with ``Accept: application/octet-stream`` (or the image's own type).
+    returns_bytes: bool = False
 
     def needs(self, args: dict[str, Any]) -> tuple[str, bool]:
         """The role and whether the read-write connection is needed, for these arguments."""
@@ -279,11 +282,12 @@ def jsonable(value: Any) -> Any:
 
 def op(name: str, target: str, role: str, summary: str, functions: str, body: Body,
        *params: Param, read_write: bool = False, helper_op: str = "",
-       escalate: Callable[[dict[str, Any]], bool] | None = None) -> Operation:
+       escalate: Callable[[dict[str, Any]], bool] | None = None,
+       returns_bytes: bool = False) -> Operation:
     """One table row, compactly: ``functions`` is a space-separated list of C functions."""
     assert target in TARGETS and role in ROLES, (name, target, role)
     return Operation(name, target, role, summary, tuple(functions.split()), body, params,
-                     read_write or role != "read", helper_op, escalate)
+                     read_write or role != "read", helper_op, escalate, returns_bytes)
 
 
 def flags_param(choices: Mapping[str, int], name: str = "flags", help: str = "") -> Param:
