@@ -30,8 +30,9 @@ def crash_alerts(rec: Recorder, domain: str, status: str) -> list[dict[str, obje
 async def test_kill_9_of_qemu_alerts_and_start_resolves(
     lab: str, lab_domain: str, short_tmp: Path
 ) -> None:
-    """QEMU SIGKILLed: a DomainCrashed alert at the receiver and on Alertmanager; start resolves."""
-    with alertmanager.cluster(short_tmp, peers=1) as am_urls:
+    """QEMU SIGKILLed: a DomainCrashed alert at the receiver and on both peers of a two-peer
+    Alertmanager cluster (amtool sees it); a start resolves it everywhere."""
+    with alertmanager.cluster(short_tmp, peers=2) as am_urls:
         async with serving(Recorder()) as rec:
             cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
                                 alerts={"receivers": [
@@ -46,18 +47,25 @@ async def test_kill_9_of_qemu_alerts_and_start_resolves(
                 assert firing["labels"]["severity"] == "critical"  # type: ignore[index]
                 assert lab_domain in firing["annotations"]["summary"]  # type: ignore[index]
 
-                def on_am() -> bool:
+                def on_am(url: str) -> bool:
                     return any(a["labels"].get("domain") == lab_domain
-                               for a in alertmanager.get_alerts(am_urls[0])
+                               for a in alertmanager.get_alerts(url)
                                if a["labels"]["alertname"] == "DomainCrashed")
 
+                def on_both() -> bool:
+                    return all(on_am(url) for url in am_urls)
+
+                def on_neither() -> bool:
+                    return not any(on_am(url) for url in am_urls)
+
                 deadline = time.monotonic() + 20
-                while not await asyncio.to_thread(on_am):
-                    assert time.monotonic() < deadline, "not on Alertmanager"
+                while not await asyncio.to_thread(on_both):
+                    assert time.monotonic() < deadline, "not on both Alertmanager peers"
                     await asyncio.sleep(0.1)
-                query = await asyncio.to_thread(alertmanager.amtool_query, am_urls[0],
-                                                "alertname=DomainCrashed")
-                assert lab_domain in query
+                for url in am_urls:
+                    query = await asyncio.to_thread(alertmanager.amtool_query, url,
+                                                    "alertname=DomainCrashed")
+                    assert lab_domain in query
                 conn = await asyncio.to_thread(libvirt.open, lab)
                 try:
                     dom = await call(conn.lookupByName, lab_domain)
@@ -66,7 +74,7 @@ async def test_kill_9_of_qemu_alerts_and_start_resolves(
                     await call(conn.close)
                 await rec.wait_for(lambda: bool(crash_alerts(rec, lab_domain, "resolved")), 30)
                 deadline = time.monotonic() + 20
-                while await asyncio.to_thread(on_am):
-                    assert time.monotonic() < deadline, "not resolved on Alertmanager"
+                while not await asyncio.to_thread(on_neither):
+                    assert time.monotonic() < deadline, "not resolved on both peers"
                     await asyncio.sleep(0.1)
     print(f"kill -9 -> alert at the receiver in {latency * 1000:.0f} ms")

@@ -30,7 +30,8 @@ def metrics_app(
         body, content_type, encoding = exposition().choose(
             request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
         )
-        headers = {"Content-Type": content_type}
+        # The body depends on both headers: a cache in between must not mix the variants.
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if encoding:
             headers["Content-Encoding"] = encoding
         return web.Response(body=body, headers=headers)
