@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon.app import Daemon
-from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE
+from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE, Exposition
 
 TEST_URI = "test:///default"
 # A remote test-driver URI whose socket does not exist: every connection attempt fails at once.
@@ -244,3 +244,19 @@ async def test_accept_encoding_gzip_gives_the_same_text_compressed(
             assert compressed != plain
             assert gzip.decompress(compressed) == plain
             assert plain in (exposition.text, exposition.openmetrics)
+
+
+@pytest.mark.parametrize(("accept", "encoding", "expected"), [
+    ("application/openmetrics-text; version=1.0.0", "gzip, deflate", ("openmetrics", "gzip")),
+    ("application/openmetrics-text;q=0, text/plain", "gzip;q=0, identity", ("text", None)),
+    ("text/plain;q=0.5, application/openmetrics-text;q=0.9", "GZIP;q=0.1", ("openmetrics",
+                                                                             "gzip")),
+    ("", "", ("text", None)),
+    ("application/openmetrics-text;q=bogus", "br", ("text", None)),
+])
+def test_choose_honours_quality_values(accept: str, encoding: str,
+                                       expected: tuple[str, str | None]) -> None:
+    """A format or encoding offered with q=0 (or a q that is not a number) is not chosen."""
+    exposition = Exposition.render([])
+    _body, content_type, chosen = exposition.choose(accept, encoding)
+    assert ("openmetrics" if "openmetrics" in content_type else "text", chosen) == expected

@@ -18,6 +18,23 @@ TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
+def accepts(header: str, token: str) -> bool:
+    """Whether an Accept-style header names ``token`` with a quality above 0 (``;q=0`` refuses)."""
+    for part in header.split(","):
+        name, *parameters = (piece.strip() for piece in part.split(";"))
+        if name.lower() != token:
+            continue
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Exposition:
     """One cycle's rendered output in every form a scraper may ask for."""
@@ -44,8 +61,8 @@ class Exposition:
 
     def choose(self, accept: str, accept_encoding: str) -> tuple[bytes, str, str | None]:
         """(body, content type, content encoding) for a request's headers."""
-        wants_openmetrics = "application/openmetrics-text" in accept
-        wants_gzip = "gzip" in accept_encoding
+        wants_openmetrics = accepts(accept, "application/openmetrics-text")
+        wants_gzip = accepts(accept_encoding, "gzip")
         if wants_openmetrics:
             return (self.openmetrics_gzip if wants_gzip else self.openmetrics,
                     OPENMETRICS_TYPE, "gzip" if wants_gzip else None)
