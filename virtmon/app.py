@@ -361,8 +361,14 @@ class Daemon:
     def _secure_socket(self, path: Path) -> None:
         os.chmod(path, int(str(self.config["control.socket_mode"]), 8))
         group = str(self.config["control.socket_group"])
-        with contextlib.suppress(KeyError, PermissionError):
+        if not group:
+            return
+        try:
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except (KeyError, PermissionError) as exc:
+            # The socket still works for its owner (and root): say why the group cannot use it.
+            log.warning("virtmon.control.socket_group_not_set", group=group, socket=str(path),
+                        error="no such group" if isinstance(exc, KeyError) else str(exc))
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import grp
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import libvirt
 import pytest
+import structlog
 
 from tests.conftest import call, daemon_config, running_daemon
 from tests.control.conftest import Env
@@ -379,3 +382,23 @@ async def test_every_lifecycle_verb_on_a_real_domain(rw: Env, lab_domain: str) -
         await stream.wait_for(lifecycle(lab_domain, "suspended", "paused"))
         assert await rw.call("domain.resume", domain=lab_domain) is None
         await stream.wait_for(lifecycle(lab_domain, "resumed", "unpaused"))
+
+
+async def test_the_socket_gets_its_mode_and_group_and_a_missing_group_is_logged(
+    short_tmp: Path, lab: str
+) -> None:
+    """control.socket_mode and socket_group are applied; an unknown group is a logged warning."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab},
+                        control={"socket_mode": "0660", "socket_group": "virtmon-lab"})
+    async with running_daemon(cfg):
+        info = (short_tmp / "control.sock").stat()
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert info.st_gid == grp.getgrnam("virtmon-lab").gr_gid
+    missing = daemon_config(short_tmp, libvirt={"uri": lab},
+                            control={"socket_group": "no-such-group-here"})
+    with structlog.testing.capture_logs() as logs:
+        async with running_daemon(missing):
+            client = ControlClient(str(short_tmp / "control.sock"))
+            assert (await asyncio.to_thread(client.call, "host.info"))["cpus"] > 0
+    [warning] = [e for e in logs if e["event"] == "virtmon.control.socket_group_not_set"]
+    assert warning["group"] == "no-such-group-here" and warning["error"] == "no such group"
