@@ -1,8 +1,9 @@
 """Fuzzing the control API from its own OpenAPI document with schemathesis, over the Unix socket.
 
 Every operation gets a bounded number of generated requests, valid (positive) and invalid
-(negative) ones. The daemon must answer each without a 5xx (a caller's mistake is a 4xx), and it
-must still be healthy afterwards. Writes are off, so the generated calls cannot change the test
+(negative) ones. The daemon must answer each without a 5xx (a caller's mistake is a 4xx) and as
+its document says (a listed status, the listed content type, the schema), and it must still be
+healthy afterwards. Writes are off, so the generated calls cannot change the test
 driver's shared state; they still go through validation, roles and the problem documents.
 """
 
@@ -20,11 +21,18 @@ import requests_unixsocket
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup
 
 from tests.conftest import daemon_config, running_daemon
 from tests.streamclient import get_json
 
 EXAMPLES_PER_OPERATION = 4
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 class Fuzzer:
@@ -40,6 +48,7 @@ class Fuzzer:
         """One case: schemathesis joins URLs itself, which loses the http+unix scheme, so the
         request is built from its keyword arguments and sent on the Unix-socket session."""
         kwargs = case.as_transport_kwargs(base_url="http://virtmon")
+        shown_url = kwargs["url"]
         kwargs["url"] = self.base_url + kwargs["url"].removeprefix("http://virtmon")
         response = self.session.request(**kwargs, timeout=30)
         self.sent += 1
@@ -49,6 +58,14 @@ class Fuzzer:
         if response.status_code >= 500 and not helper_off:
             self.failures.append(f"{case.method} {case.formatted_path} {label}: "
                                  f"{response.status_code} {response.text[:200]}")
+        # The answer matches the document: a status it lists, its content type, its schema.
+        # (Its failure report quotes the request as curl, which cannot show an http+unix URL.)
+        response.request.url = shown_url
+        try:
+            case.validate_response(response, checks=CONFORMANCE)
+        except FailureGroup as exc:
+            self.failures.append(f"{case.method} {case.formatted_path} {label}: "
+                                 f"{response.status_code} does not conform: {str(exc)[:300]}")
 
     def run(self, strategy: Any, label: str) -> None:
         """A bounded number of examples from one strategy."""
@@ -77,7 +94,8 @@ def fuzz(socket: Path, document: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 async def test_no_generated_request_gets_a_5xx(short_tmp: Path) -> None:
-    """Schemathesis cases for every operation: no 5xx, and the daemon is healthy afterwards."""
+    """Schemathesis cases for every operation: no 5xx, every answer as the document says, and
+    the daemon is healthy afterwards."""
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
                         collect={"collectors": {"admin": False}},
                         control={"allow_write": False})
