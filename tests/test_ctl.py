@@ -418,3 +418,17 @@ async def test_broken_pipe_exits_quietly(env: Env) -> None:
             await asyncio.to_thread(proc.wait)
         proc.stderr.close()
     assert (code, err) == (0, b"")
+
+
+def test_every_command_has_help() -> None:
+    """`virtmonctl COMMAND --help` exits 0 with a usage line, for every command in the table."""
+    from virtmon.ctl_alerts import COMMANDS as ALERT_COMMANDS
+    from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS
+
+    for argv in ([], *([command.name] for command in (*ctl.COMMANDS, *OPERATION_COMMANDS,
+                                                       *ALERT_COMMANDS))):
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), pytest.raises(SystemExit) as exited:
+            ctl.main([*argv, "--help"], environ={})
+        assert exited.value.code == 0, argv
+        assert shown.getvalue().startswith("usage: virtmonctl"), argv

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 
 from tests.admin.conftest import virt_admin_table
 from tests.conftest import call, daemon_config, running_daemon
+from tests.lab import lab as lab_module
 from tests.test_ctl import Run, ctl_async
 from virtmon import ctl
 from virtmon.control.client import ControlClient
@@ -147,3 +150,37 @@ async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
     refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
                               "--output", str(out))
     assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err
+
+
+async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(
+    sock: Path, lab_conn: Any
+) -> None:
+    """`define FILE`, `set-memory --config`, `set-vcpus --config --maximum`, `set-vcpus
+    --config`, `start`, `shutdown`, `destroy` and `undefine` act on a real domain."""
+    name = f"t-ctl-{uuid.uuid4().hex[:8]}"
+    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
+    xml_file = lab_module.IMAGE_DIR / f"{name}.xml"
+    try:
+        await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
+                                                 str(image), "64M"], check=True)
+        xml_file.write_text(lab_module.domain_xml(name, image,
+                                                  await call(lab_module.virt_type, lab_conn)))
+        await ok(sock, "define", str(xml_file))
+        dom = await call(lab_conn.lookupByName, name)
+        await ok(sock, "set-memory", name, "49152", "--config")
+        await ok(sock, "set-vcpus", name, "2", "--config", "--maximum")
+        await ok(sock, "set-vcpus", name, "2", "--config")
+        assert (await call(dom.info))[2] == 49152
+        assert await call(dom.vcpusFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG) == 2
+        await ok(sock, "start", name)
+        assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+        # No guest OS answers the ACPI request: libvirt accepts it and the domain runs on.
+        assert (await ok(sock, "shutdown", name, "flags=acpi_power_btn")).out == \
+            f"{name}: shutdown done\n"
+        await ok(sock, "destroy", name)
+        await ok(sock, "undefine", name)
+        with pytest.raises(libvirt.libvirtError):
+            await call(lab_conn.lookupByName, name)
+    finally:
+        await call(lab_module.remove_domain, lab_conn, name)
+
