@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import shutil
@@ -218,6 +219,38 @@ async def test_a_hung_hypervisor_neither_stops_the_cycles_nor_hides_other_domain
             if value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0:
                 break
         assert value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 0
+
+
+async def test_a_domain_whose_job_another_client_holds_is_skipped_without_waiting(
+    lab: str, lab_domain: str, short_tmp: Path
+) -> None:
+    """Another client's suspend hangs on a stopped QEMU holding the domain's job: NOWAIT skips
+    that domain's queries, so no cycle waits or is abandoned and the others stay fresh."""
+    pidfile = Path(f"/run/libvirt/qemu/{lab_domain}.pid")
+    qemu = int((await asyncio.to_thread(pidfile.read_text)).strip())
+    holder = await asyncio.to_thread(libvirt.open, lab)
+    dom = await call(holder.lookupByName, lab_domain)
+    os.kill(qemu, signal.SIGSTOP)
+    held = asyncio.ensure_future(asyncio.to_thread(dom.suspend))  # takes the job, then hangs
+    try:
+        await asyncio.sleep(1.0)
+        assert not held.done()
+        async with running_daemon(config(short_tmp)) as daemon:
+            cycles, started = daemon.scheduler.stats.cycles, time.monotonic()
+            for _ in range(5):
+                await daemon.scheduler.wait_cycle()
+                exported = samples(daemon.scheduler.exposition.text.decode())
+                assert value(exported, "libvirt_domain_info_state", domain="lab-0") == 1
+                assert value(exported, "libvirt_domain_stats_incomplete", domain=lab_domain) == 1
+            assert daemon.scheduler.stats.cycles - cycles >= 5
+            assert time.monotonic() - started < 15
+            assert daemon.caller.abandoned_total == 0  # nothing of virtmon's waited on the job
+            assert daemon.scheduler.stats.last_duration < 0.5
+    finally:
+        os.kill(qemu, signal.SIGCONT)
+        with contextlib.suppress(libvirt.libvirtError):
+            await held
+        await call(holder.close)
 
 
 async def test_the_backing_chain_option_exports_every_layer_of_a_disk(
