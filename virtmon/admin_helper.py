@@ -320,7 +320,14 @@ class Admin:
             "transport": TRANSPORTS.get(transport, str(transport)),
         }
         if info:
-            summary["info"] = self._get_params(self._adm.virAdmClientGetInfo, client)
+            try:
+                summary["info"] = self._get_params(self._adm.virAdmClientGetInfo, client)
+            except HelperError as exc:
+                # A client still connecting has no identity yet, and libvirt then fails its
+                # info ("No identity information available for client"): list it without.
+                if exc.code != 1 or "identity" not in exc.message:  # VIR_ERR_INTERNAL_ERROR
+                    raise
+                summary["info"] = {}
         return summary
 
     def _list(self, fn: Callable[..., int], obj: int, free: Callable[[int], int]) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -190,3 +191,35 @@ async def test_client_disconnect_closes_a_libvirt_connection() -> None:
             after = await helper.request("client_list", {"server": "libvirtd"})
             assert mine[0]["id"] not in [c["id"] for c in after]
             assert f" {mine[0]['id']} " not in virt_admin("srv-clients-list", "libvirtd")
+
+
+ORPHAN_CONNECTOR = """
+import socket, sys
+channel = socket.socket(fileno=int(sys.argv[1]))
+libvirtd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+libvirtd.connect("/run/libvirt/libvirt-sock-ro")
+socket.send_fds(channel, [b"x"], [libvirtd.fileno()])
+"""
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
+async def test_a_client_whose_process_is_gone_does_not_fail_the_snapshot() -> None:
+    """A libvirtd client connected by a process that exited (its fd lives on elsewhere) has no
+    identity, so libvirt refuses its info: the snapshot still lists it, without details."""
+    ours, theirs = socket.socketpair()
+    child = await anyio.run_process(
+        [sys.executable, "-c", ORPHAN_CONNECTOR, str(theirs.fileno())],
+        pass_fds=[theirs.fileno()], check=True)
+    assert child.returncode == 0  # the process that connected to libvirtd is gone
+    _, [orphan], _, _ = socket.recv_fds(ours, 16, 1)
+    try:
+        async with AdminHelper() as helper:
+            snapshot = await helper.request("snapshot", timeout=10)
+        clients = snapshot["servers"]["libvirtd"]["clients"]
+        assert {} in [c["info"] for c in clients]  # the orphan: listed, no info
+        assert all(c["transport"] == "unix" for c in clients if c["info"] == {})
+    finally:
+        os.close(orphan)
+        ours.close()
+        theirs.close()
