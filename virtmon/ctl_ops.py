@@ -86,7 +86,7 @@ def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
     name = name.replace("-", "_")
     if args.output is None:
         return run(ctx, name, assignments(rest))
-    try:
+    try:  # an operation that returns no bytes is refused (406) before it runs
         data = ctx.client.call_bytes(name, **assignments(rest))
     except ValueError as exc:
         raise UsageError(f"{exc}: --output is for screenshots and peeks") from None

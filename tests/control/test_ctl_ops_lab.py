@@ -20,7 +20,7 @@ from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.test_ctl import Run, ctl_async
 from virtmon import ctl
-from virtmon.control.client import ControlClient
+from virtmon.control.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
 
@@ -141,15 +141,17 @@ async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
     assert doc["size"] == 256
     raw = await asyncio.to_thread(client.call_bytes, "domain.memory_peek", **arguments)
     assert raw == direct
-    with pytest.raises(ValueError):
-        await asyncio.to_thread(client.call_bytes, "domain.info", domain=lab_domain)
+    with pytest.raises(Problem) as refused_early:  # refused before it runs
+        await asyncio.to_thread(client.call_bytes, "domain.destroy", domain=lab_domain)
+    assert refused_early.value.status == 406
+    assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
     out = short_tmp / "rom.bin"
     run = await ok(sock, "call", "domain.memory_peek", f"domain={lab_domain}",
                    f"start={0xF0000}", "size=256", "flags=physical", "--output", str(out))
     assert out.read_bytes() == direct and "256 bytes written" in run.out
     refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
                               "--output", str(out))
-    assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err
+    assert refused.code == ctl.EX_FAILED and "does not return bytes" in refused.err
 
 
 async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(

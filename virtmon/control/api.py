@@ -94,6 +94,13 @@ def wants_raw(accept: str, result: Mapping[str, Any]) -> bool:
     return OCTET_STREAM in asked or str(result.get("mime_type", "")).lower() in asked - {""}
 
 
+def only_raw(accept: str) -> bool:
+    """Whether ``Accept`` takes bytes but not JSON (nor anything at all)."""
+    asked = {part.split(";")[0].strip().lower() for part in accept.split(",")} - {""}
+    return bool(asked) and not asked & {"application/json", "application/*", "*/*"} and (
+        OCTET_STREAM in asked)
+
+
 def add_operation_routes(app: web.Application, executor: Executor,
                          operations: Mapping[str, Operation]) -> None:
     """``/v1/ops`` and ``/v1/ops/{name}``."""
@@ -115,6 +122,10 @@ def add_operation_routes(app: web.Application, executor: Executor,
         if request.method == "GET" and op.role != "read":
             response = problem(405, "Method Not Allowed", f"{name} changes state: use POST",
                                headers={"Allow": "POST"})
+        elif only_raw(request.headers.get("Accept", "")) and not op.returns_bytes:
+            # Refused before it runs: a write must not happen for an answer nobody can take.
+            response = problem(406, "Not Acceptable", f"{name} does not return bytes; "
+                               "ask for application/json")
         else:
             response = await answer(request, op)
         executor.stats.answers[(op.name, response.status)] += 1

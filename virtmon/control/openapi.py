@@ -26,6 +26,7 @@ PROBLEM = {
 ERRORS = {
     "400": "bad arguments (the key is named)", "403": "the caller's role does not allow it",
     "404": "no such operation, domain, interface, snapshot, server or client",
+    "406": "bytes asked for (Accept: application/octet-stream) from an operation without any",
     "409": "the object is in the wrong state for it (libvirt: operation invalid)",
     "413": "request body too large", "422": "libvirt refused it (its error code says why)",
     "500": "a fault in virtmon itself (logged with its traceback)",
