@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import libvirt
 
 from tests.conftest import daemon_config, running_daemon
 from tests.waiting import wait_until
+from virtmon.control.client import ControlClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -61,3 +68,37 @@ async def test_readme_curl_examples_work_as_written(short_tmp: Path) -> None:
                 assert any(d["name"] == "test" for d in lines[0]["domains"])
             if "/v1/events" in argv[-1]:
                 assert [e["name"] for e in lines][:2] == ["defined", "undefined"]
+
+
+def test_make_run_serves_metrics_and_demo_events_within_15_s(short_tmp: Path) -> None:
+    """`make run` (on a port and run directory of its own): /metrics answers within 15 s, and
+    the demo's lifecycle events reach the control socket."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        ["make", "-s", "run", f"LISTEN=127.0.0.1:{port}", f"RUNDIR={short_tmp}"],
+        cwd=README.parent, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    assert r.status == 200 and b"libvirt_up 1" in r.read()
+                    break
+            except OSError:
+                assert process.poll() is None, "make run exited"
+                assert time.monotonic() - started < 15, "no /metrics within 15 s"
+                time.sleep(0.2)
+        client = ControlClient(str(short_tmp / "virtmon.sock"))
+        while True:
+            events = [json.loads(line) for line in client.stream(
+                "/v1/events", [("since", "0"), ("follow", "0"), ("kind", "lifecycle")])]
+            if any(str(e.get("domain", "")).startswith("demo-") for e in events):
+                break
+            assert time.monotonic() - started < 30, "no demo event within 30 s"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
