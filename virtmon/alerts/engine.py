@@ -173,7 +173,11 @@ class AlertEngine:
         async with self._families_receive:
             async for families in self._families_receive:
                 changes = Changes()
-                self.evaluate_thresholds(families, changes)
+                # Off the loop: a pass over every selected sample takes tens of ms on a host of
+                # a thousand domains, which the loop would feel as lag. Only this task changes
+                # threshold alerts and streaks, so a copy of the active alerts is enough.
+                await anyio.to_thread.run_sync(
+                    self.evaluate_thresholds, families, changes, dict(self.active))
                 if changes:
                     await self._commit(changes, None)
 
@@ -237,12 +241,14 @@ class AlertEngine:
 
     # -- pure evaluation (tests call these directly) -----------------------------------------
 
-    def _current(self, fp: str, changes: Changes) -> Alert | None:
-        alert = changes.alerts.get(fp) or self.active.get(fp)
+    def _current(self, fp: str, changes: Changes,
+                 active: Mapping[str, Alert] | None = None) -> Alert | None:
+        alert = changes.alerts.get(fp) or (self.active if active is None else active).get(fp)
         return alert if alert is not None and alert.active else None
 
-    def _active_of(self, rule: str, changes: Changes) -> list[Alert]:
-        merged = {**self.active, **changes.alerts}
+    def _active_of(self, rule: str, changes: Changes,
+                   active: Mapping[str, Alert] | None = None) -> list[Alert]:
+        merged = {**(self.active if active is None else active), **changes.alerts}
         return [a for a in merged.values() if a.rule == rule and a.active]
 
     def handle_event(self, event: Event, changes: Changes) -> None:
@@ -287,8 +293,13 @@ class AlertEngine:
             elif alert.resolve_at is not None and now >= alert.resolve_at:
                 changes.put(alert.resolved(now), alert.state == "firing", now)
 
-    def evaluate_thresholds(self, families: Iterable[MetricFamily], changes: Changes) -> None:
-        """One cycle: series beyond a threshold for ``for_cycles`` fire, others resolve."""
+    def evaluate_thresholds(self, families: Iterable[MetricFamily], changes: Changes,
+                            active: Mapping[str, Alert] | None = None) -> None:
+        """One cycle: series beyond a threshold for ``for_cycles`` fire, others resolve.
+
+        ``active``: a copy of :attr:`active` to read instead, so that this can run in a worker
+        thread while the loop goes on changing the original.
+        """
         now = self.clock()
         by_name: Mapping[str, MetricFamily] = {f.name: f for f in families}
         streaks: dict[str, int] = {}
@@ -324,7 +335,7 @@ class AlertEngine:
                 beyond.add(fp)
                 streak = streaks[f"{rule.name}:{fp}"] = self._streaks.get(
                     f"{rule.name}:{fp}", 0) + 1
-                if streak >= rule.for_cycles and self._current(fp, changes) is None:
+                if streak >= rule.for_cycles and self._current(fp, changes, active) is None:
                     fields["cycles"] = streak
                     alert = Alert(rule=rule.name, labels=labels, annotations={
                         "summary": render(rule.summary, fields),
@@ -332,7 +343,7 @@ class AlertEngine:
                         "value": f"{value:g}"}, state="firing", starts_at=now, updated_at=now,
                         fingerprint=fp)
                     changes.put(alert, True, now)
-            for alert in self._active_of(rule.name, changes):
+            for alert in self._active_of(rule.name, changes, active):
                 if alert.fingerprint not in beyond:
                     changes.put(alert.resolved(now), True, now)
         self._streaks = streaks
