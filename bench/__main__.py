@@ -277,16 +277,21 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   2,500 events/s); the domain cache no longer re-reads a domain on start, stop or undefine (one
   `lookupByUUIDString` per lifecycle event before); queued `update_handle` calls are coalesced
   (see "Profile" below).
-- **Loop lag while 1,000-domain cycles run** (17 ms quiet; 15-90 ms before collectors moved off
-  the loop). Collectors and rendering run in a worker thread now; what remains is that thread
-  holding the GIL in slices, which the loop feels as lag.
+- **Loop lag while 1,000-domain cycles run** (17-21 ms quiet before `gc.freeze()`; 15-90 ms
+  before collectors moved off the loop). Most of it was the cyclic garbage collector: a full
+  collection holds the GIL for ~20 ms at this size, whichever thread triggers it. The daemon
+  now freezes everything alive once started, and full collections take ~2 ms (loop lag p99
+  5-7 ms). What remains is libvirt-python turning the bulk result into Python
+  objects without releasing the GIL (up to 5 ms at 1,000 domains, 12 ms at 5,000, measured
+  with a bare call) and the worker threads' 1 ms GIL slices.
 - **Scrape p99 while a cycle runs every 1 s** at 1,000 domains: 6-12 ms with CPython's default
-  5 ms GIL switch interval, 2.9-5.6 ms since the daemon sets 1 ms (same runs, alternated; cycle
-  time and loop lag unchanged), so the target is met in some runs and missed narrowly in
-  others. The cause is the same GIL sharing: a scrape that arrives while the worker renders waits
-  for its slices. At 5,000 domains one scraper still sees 30-40 ms at p99. At the default 15 s
-  interval a render (~25 ms at 12,000 samples) overlaps few scrapes. Rendering in a process of
-  its own would remove that window; not done.
+  5 ms GIL switch interval, 2.9-5.6 ms once the daemon set 1 ms (same runs, alternated; cycle
+  time unchanged); since `gc.freeze()` 3.5-4 ms with one scraper, and 3.6-8.8 ms with 16, so the
+  target is met in some runs and missed in others. At 5,000 domains: 33 ms with one scraper
+  before `gc.freeze()`, 11 ms after. The cause is the same GIL sharing: a scrape that arrives
+  while a worker renders waits for its slices. At the default 15 s interval a render (~25 ms at
+  12,000 samples) overlaps few scrapes. Rendering in a process of its own would remove that
+  window; not done.
 - **Cycle ratio on KVM domains** (1.08-1.57 across runs under load; 1.11-1.24 quiet, so met in
   some runs and missed narrowly in others): the bulk call takes 45-150 ms here. Versions are
   now read once per connection and node info, CPU map and host interfaces every 8 cycles; what
