@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -309,3 +310,89 @@ async def test_a_release_interrupted_before_its_record_is_dropped_is_sent_once(
                                                         time.time()), 5)
         assert [row[2] for row in r.outbox()] == ["firing", "firing"]  # the key ignored it
     restarted.close()
+
+
+QUEUE_RULE = {"name": "Queue", "metric": "libvirt_daemon_threadpool_job_queue_depth", "op": ">",
+              "value": 0, "for_cycles": 1}
+
+
+class GatedSamples(list[Any]):
+    """Samples whose iteration waits for a gate: an evaluation that takes a while."""
+
+    def __init__(self, items: list[Any], gate: threading.Event) -> None:
+        super().__init__(items)
+        self.gate = gate
+
+    def __iter__(self) -> Any:
+        self.gate.wait(10)
+        return super().__iter__()
+
+
+async def test_a_threshold_rule_removed_during_its_evaluation_leaves_no_alert(
+    tmp_path: Path,
+) -> None:
+    """A reload that removes a threshold rule while its evaluation runs: its result is dropped."""
+    gate = threading.Event()
+    async with rig(tmp_path / "v.db", rules(QUEUE_RULE)) as r:
+        slow = families(5)
+        slow[0].samples = GatedSamples(slow[0].samples, gate)
+        r.engine.on_families(slow)
+        await anyio.sleep(0.2)  # the evaluation waits in its worker thread
+        r.engine.use_rules([], 3600.0)
+        await anyio.sleep(0.2)
+        gate.set()
+        await anyio.sleep(0.5)
+        assert r.engine.active == {} and r.outbox() == []
+
+
+async def test_a_release_and_a_threshold_resolve_leave_no_firing_unresolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silence ends while the series drops below its threshold: every firing sent is resolved."""
+    from virtmon.alerts.silences import Silences
+
+    path = tmp_path / "v.db"
+    silences = Silences(path)
+    silence = silences.add("Queue", None, 3600.0, "maintenance", time.time())
+    async with rig(path, rules(QUEUE_RULE), silences=silences) as r:
+        r.engine.on_families(families(5))
+        await wait_until(lambda: len(r.engine.active) == 1, 5)
+        assert r.outbox() == []  # silenced
+        entered, gate = threading.Event(), threading.Event()
+        original = silences.released
+
+        def slow_released(firing: Any, now: float) -> Any:
+            found = original(firing, now)
+            if found:
+                entered.set()
+                gate.wait(10)
+            return found
+
+        monkeypatch.setattr(silences, "released", slow_released)
+        silences.end(silence.id, time.time())
+        r.engine.wake()
+        await wait_until(entered.is_set, 5)
+        r.engine.on_families(families(0))  # below the threshold while the release is decided
+        await anyio.sleep(0.3)
+        gate.set()
+        await wait_until(lambda: not r.engine.active, 5)
+        await anyio.sleep(0.3)
+        statuses = [row[2] for row in r.outbox()]
+        assert statuses == ["firing", "firing", "resolved", "resolved"]
+    silences.close()
+
+
+async def test_a_threshold_alert_is_released_when_its_silence_expires(tmp_path: Path) -> None:
+    """Silenced by the threshold task, still firing at the silence's end: sent then, unprompted."""
+    from virtmon.alerts.silences import Silences
+
+    path = tmp_path / "v.db"
+    silences = Silences(path)
+    async with rig(path, rules(QUEUE_RULE), silences=silences) as r:
+        await anyio.sleep(0.2)  # the engine idles with no timer
+        silences.add("Queue", None, 1.0, "short", time.time())
+        r.engine.on_families(families(5))
+        await wait_until(lambda: len(r.engine.active) == 1, 5)
+        assert r.outbox() == []
+        await wait_until(lambda: [row[2] for row in r.outbox()] == ["firing", "firing"], 5)
+    silences.close()

@@ -84,6 +84,10 @@ class AlertEngine:
         self._streaks: dict[str, int] = {}  # threshold series fingerprint -> cycles beyond
         self._wake = anyio.Event()
         self._rules_changed = False
+        self._rules_generation = 0  # which rule set a threshold evaluation ran with
+        # Commits come from two tasks (the main loop and the threshold rules): one at a time, so
+        # that what a commit decided from ``active`` still holds when it is stored.
+        self._commit_lock = anyio.Lock()
         self._families_send, self._families_receive = anyio.create_memory_object_stream[
             list[MetricFamily]](FAMILY_QUEUE)
         self.ready = anyio.Event()
@@ -142,17 +146,20 @@ class AlertEngine:
         self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
         self.default_resolve_after = default_resolve_after
         self._rules_changed = True
+        self._rules_generation += 1
         self.wake()
 
     async def _resolve_orphans(self) -> None:
         # A rule removed from the configuration can no longer resolve its alerts: resolve them.
-        names = {r.name for r in self.event_rules} | {r.name for r in self.threshold_rules}
-        orphans = Changes()
-        for alert in self.active.values():
-            if alert.rule not in names:
-                orphans.put(alert.resolved(self.clock()), alert.state == "firing", self.clock())
-        if orphans:
-            await self._commit(orphans, None)
+        async with self._commit_lock:  # after any threshold commit already under way
+            names = {r.name for r in self.event_rules} | {r.name for r in self.threshold_rules}
+            orphans = Changes()
+            for alert in self.active.values():
+                if alert.rule not in names:
+                    orphans.put(alert.resolved(self.clock()), alert.state == "firing",
+                                self.clock())
+            if orphans:
+                await self._store(orphans, None)
 
     def close(self) -> None:
         """Release the families queue (done by :meth:`run` when it ends)."""
@@ -173,13 +180,19 @@ class AlertEngine:
         async with self._families_receive:
             async for families in self._families_receive:
                 changes = Changes()
+                generation = self._rules_generation
                 # Off the loop: a pass over every selected sample takes tens of ms on a host of
-                # a thousand domains, which the loop would feel as lag. Only this task changes
-                # threshold alerts and streaks, so a copy of the active alerts is enough.
+                # a thousand domains, which the loop would feel as lag. Only this task creates
+                # threshold alerts and changes streaks, so a copy of the active alerts will do.
                 await anyio.to_thread.run_sync(
                     self.evaluate_thresholds, families, changes, dict(self.active))
-                if changes:
-                    await self._commit(changes, None)
+                if not changes:
+                    continue
+                async with self._commit_lock:
+                    if generation != self._rules_generation:
+                        continue  # a reload changed the rules meanwhile: the next cycle decides
+                    await self._store(changes, None)
+                self.wake()  # a silence may now hold one of these: its end must be timed
 
     async def _timers(self) -> None:
         changes = Changes()
@@ -187,11 +200,12 @@ class AlertEngine:
         if changes:
             await self._commit(changes, None)
         if self.silences is not None and self.silences.holds_any():
-            firing = [a for a in self.active.values() if a.state == "firing"]
-            released = await anyio.to_thread.run_sync(
-                self.silences.released, firing, self.clock())
-            if released:
-                await self._commit(Changes(), None, released)
+            async with self._commit_lock:  # no resolve may slip in between (it would be dropped)
+                firing = [a for a in self.active.values() if a.state == "firing"]
+                released = await anyio.to_thread.run_sync(
+                    self.silences.released, firing, self.clock())
+                if released:
+                    await self._store(Changes(), None, released)
 
     def _next_timer(self) -> float:
         deadlines = [a.resolve_at for a in self.active.values() if a.resolve_at is not None]
@@ -208,9 +222,15 @@ class AlertEngine:
         rule = next((r for r in self.event_rules if r.name == alert.rule), None)
         return rule.for_seconds if rule is not None else 0.0
 
-    async def _commit(self, changes: Changes, last_seq: int | None,
-                      released: Sequence[Alert] = ()) -> None:
-        """Store a batch; ``released`` alerts (a silence over them ended) are announced too."""
+    async def _commit(self, changes: Changes, last_seq: int | None) -> None:
+        """Store a batch (waiting for a commit of the other task to finish first)."""
+        async with self._commit_lock:
+            await self._store(changes, last_seq)
+
+    async def _store(self, changes: Changes, last_seq: int | None,
+                     released: Sequence[Alert] = ()) -> None:
+        """Store a batch, holding the commit lock; ``released`` alerts (a silence over them
+        ended) are announced too."""
         now = self.clock()
         with anyio.CancelScope(shield=True):
             if self.silences is not None and changes.notifications:
