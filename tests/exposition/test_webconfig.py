@@ -152,3 +152,28 @@ async def test_a_reload_renews_the_certificate_and_the_users(
         assert result is not None and result.restart == ("metrics.web_config_file (TLS)",)
         assert await asyncio.to_thread(served_certificate, port) == second
         assert await status("n3w") == 200
+
+
+async def test_a_reload_that_changes_handshake_rules_waits_for_a_restart(
+    tls_files: Path, short_tmp: Path
+) -> None:
+    """Requiring client certificates (or another lowest TLS version) cannot be swapped in per
+    connection: the reload says a restart is needed and keeps serving as before."""
+    web_config = tls_files / "web.yml"
+    web_config.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        metrics={"web_config_file": str(web_config)},
+                        collect={"collectors": {"admin": False}})
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    async with running_daemon(cfg) as daemon, aiohttp.ClientSession() as session:
+        url = daemon.metrics_address.replace("0.0.0.0", "127.0.0.1") + "/metrics"
+        for extra in ("  client_ca_file: tls.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
+                      "  min_version: TLS13\n"):
+            web_config.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+                                  + extra)
+            result = await reload_daemon(daemon, lambda: cfg)
+            assert result is not None
+            assert result.restart == ("metrics.web_config_file (TLS)",), extra
+            async with session.get(url, ssl=insecure) as response:
+                assert response.status == 200  # as before: nothing half-applied

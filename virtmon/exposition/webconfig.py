@@ -130,7 +130,8 @@ class LiveWebConfig:
     on every handshake (with or without a server name), and the callback hands the connection
     the newest context: renewed certificates apply from the next connection, and connections
     already open keep theirs. ``users`` is the dict the basic-auth middleware reads per request.
-    Turning TLS on or off changes the listener itself, so that alone needs a restart.
+    Turning TLS on or off, or changing what a handshake requires (client certificates, the
+    lowest TLS version), needs a restart: see :meth:`can_take`.
     """
 
     def __init__(self, loaded: WebConfig) -> None:
@@ -146,13 +147,24 @@ class LiveWebConfig:
             connection.context = self._newest
 
     def can_take(self, loaded: WebConfig) -> bool:
-        """Whether ``loaded`` applies without a restart (TLS stays on, or stays off)."""
-        return (loaded.ssl_context is None) == (self.ssl_context is None)
+        """Whether ``loaded`` applies without a restart.
+
+        TLS must stay on or stay off, and the handshake's rules stay those of the listener's
+        context: swapping a connection's context in the SNI callback changes its certificate
+        and client CAs, but not whether a client certificate is required nor the lowest TLS
+        version, so a change of either waits for a restart.
+        """
+        new, bound = loaded.ssl_context, self.ssl_context
+        if new is None or bound is None:
+            return new is None and bound is None
+        return (new.verify_mode == bound.verify_mode
+                and new.minimum_version == bound.minimum_version)
 
     def replace(self, loaded: WebConfig) -> None:
         """Serve with ``loaded`` from the next request and handshake (on the loop)."""
         if not self.can_take(loaded):
-            raise ValueError("turning TLS on or off needs a restart")
+            raise ValueError("turning TLS on or off, or changing client certificate or TLS "
+                             "version rules, needs a restart")
         self.users.clear()
         self.users.update(loaded.users)
         self._newest = loaded.ssl_context
