@@ -283,3 +283,13 @@ def test_unknown_collector_name_is_reported() -> None:
 def test_bad_socket_mode_is_reported() -> None:
     """control.socket_mode must be an octal permission string."""
     assert paths_of(problems_of({"control": {"socket_mode": "rw"}})) == ["control.socket_mode"]
+
+
+def test_a_receiver_ca_file_that_is_not_a_certificate_is_reported(tmp_path: Path) -> None:
+    """A readable tls_ca_file that holds no certificate: reported with the receiver's key path."""
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    receiver = {"name": "r", "kind": "json", "urls": ["https://127.0.0.1:9/"],
+                "tls_ca_file": str(bad)}
+    [problem] = problems_of({"alerts": {"receivers": [receiver]}})
+    assert problem.startswith("alerts.receivers[0]: cannot load the TLS files")

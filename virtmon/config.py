@@ -8,6 +8,7 @@ anything starts. The schema below is the one place that knows the keys, their ty
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -264,6 +265,17 @@ def _check_value(path: str, key: Key, value: Any, problems: list[str]) -> bool:
     return True
 
 
+def _tls_files_problem(values: Mapping[str, Any]) -> str | None:
+    """Why a receiver's CA file or client certificate cannot be loaded, if it cannot."""
+    try:
+        context = ssl.create_default_context(cafile=values.get("tls_ca_file") or None)
+        if values.get("tls_cert_file"):
+            context.load_cert_chain(values["tls_cert_file"], values.get("tls_key_file") or None)
+    except (OSError, ssl.SSLError) as exc:  # readable was checked: the contents are wrong
+        return f"cannot load the TLS files: {exc}"
+    return None
+
+
 def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
     receivers: list[Receiver] = []
     for index, item in enumerate(raw):
@@ -291,6 +303,10 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
                 problems.append(f"{base}.headers.{header}: must be a string")
         if values.get("tls_key_file") and not values.get("tls_cert_file"):
             problems.append(f"{base}.tls_key_file: needs tls_cert_file")
+        elif values.get("tls_ca_file") or values.get("tls_cert_file"):
+            problem = _tls_files_problem(values)
+            if problem:
+                problems.append(f"{base}: {problem}")
         earlier = [r.get("name") for r in raw[:index] if isinstance(r, dict)]
         if "name" in values and values["name"] in earlier:
             problems.append(f"{base}.name: {values['name']!r} is used by another receiver")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.alerts.control_env import CRASH_RULE, URI, alert_daemon, domains_at, receiver
 from tests.alerts.receiver import Recorder, serving
+from tests.exposition.test_webconfig import make_certificate
 from virtmon import config
 from virtmon.reload import reload_daemon
 
@@ -87,3 +92,73 @@ async def test_a_reload_whose_secret_file_vanished_changes_nothing(short_tmp: Pa
         assert [r.name for r in env.daemon.alerts.engine.event_rules] == ["Crash"]
         env.crash("web-1")
         await rec.wait_for(lambda: "web-1" in domains_at(rec))
+
+
+async def test_a_reload_with_a_bad_ca_file_is_rejected_and_delivery_goes_on(
+    short_tmp: Path,
+) -> None:
+    """A receiver CA file that holds no certificate: the reload is rejected with its key path,
+    and the running receivers keep delivering (the daemon does not stop)."""
+    rec = Recorder()
+    bad = short_tmp / "ca.pem"
+    bad.write_text("not a certificate\n")
+    async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
+        result = await reload_daemon(env.daemon, lambda: reloaded(
+            env.daemon.config, receivers=[receiver("hook", rec.url), receiver(
+                "tls", "https://127.0.0.1:9/", tls_ca_file=str(bad))]))
+        assert result is None and env.daemon.config_problem is not None
+        env.crash("web-1")
+        await rec.wait_for(lambda: "web-1" in domains_at(rec))
+        assert not env.daemon.finished.is_set()
+
+
+async def test_a_ca_file_renewed_in_place_restarts_only_its_receiver(short_tmp: Path) -> None:
+    """Same keys, new contents of a receiver's CA file: that target is replaced on reload, the
+    other keeps its task."""
+    first, second = short_tmp / "first", short_tmp / "second"
+    for directory in (first, second):  # two self-signed certificates to use as the CA file
+        directory.mkdir()
+        await asyncio.to_thread(make_certificate, directory)
+    ca = short_tmp / "ca.pem"
+    shutil.copyfile(first / "tls.crt", ca)
+    rec = Recorder()
+    async with serving(rec), alert_daemon(short_tmp, [
+            receiver("hook", rec.url),
+            receiver("tls", "https://127.0.0.1:9/", tls_ca_file=str(ca))]) as env:
+        service = env.daemon.alerts
+        before = {t.receiver.name: t for t in service.targets}
+        result = await reload_daemon(env.daemon, lambda: reloaded(env.daemon.config))
+        assert result is not None
+        assert {t.receiver.name: t for t in service.targets} == before  # nothing changed
+        shutil.copyfile(second / "tls.crt", ca)  # renewed in place
+        result = await reload_daemon(env.daemon, lambda: reloaded(env.daemon.config))
+        assert result is not None
+        after = {t.receiver.name: t for t in service.targets}
+        assert after["hook"] is before["hook"] and after["tls"] is not before["tls"]
+
+
+async def test_a_delivery_task_that_fails_starts_again_and_others_go_on(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in one receiver URL's task: the task starts again and the alert still
+    reaches that receiver, the other receiver is not held up, and the daemon does not stop."""
+    from virtmon.alerts import service as service_module
+    from virtmon.alerts.delivery import Target
+
+    monkeypatch.setattr(service_module, "TARGET_RESTART", 0.2)
+    original, failures = Target.run, []
+
+    async def fails_once(self: Target) -> None:
+        if self.receiver.name == "hook" and not failures:
+            failures.append(self.url)
+            raise RuntimeError("a bug in the delivery task")
+        await original(self)
+
+    monkeypatch.setattr(Target, "run", fails_once)
+    rec, other = Recorder(), Recorder()
+    async with serving(rec), serving(other), alert_daemon(
+            short_tmp, [receiver("hook", rec.url), receiver("other", other.url)]) as env:
+        env.crash("web-1")
+        await other.wait_for(lambda: "web-1" in domains_at(other))
+        await rec.wait_for(lambda: "web-1" in domains_at(rec))
+        assert failures == [rec.url] and not env.daemon.finished.is_set()

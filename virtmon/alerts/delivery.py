@@ -18,11 +18,13 @@ in between sends it again, with the same ``Idempotency-Key`` header.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -65,11 +67,26 @@ def ssl_context(receiver: Receiver) -> ssl.SSLContext | None:
     return context
 
 
-def read_secret(receiver: Receiver) -> bytes | None:
-    """The HMAC secret of a receiver, read from its file (None: requests are not signed)."""
-    if not receiver.hmac_secret_file:
-        return None
-    return Path(receiver.hmac_secret_file).read_bytes().strip()
+@dataclass(frozen=True)
+class ReceiverFiles:
+    """What a receiver's files hold, read once (blocking): the HMAC secret, the TLS context, and
+    a digest of every file's bytes, so a reload can tell a renewed file from an unchanged one."""
+
+    secret: bytes | None
+    ssl_context: ssl.SSLContext | None
+    digest: str
+
+    @classmethod
+    def read(cls, receiver: Receiver) -> ReceiverFiles:
+        """Read them; OSError or ssl.SSLError if one cannot be read or loaded."""
+        digest = hashlib.sha256()
+        for name in (receiver.hmac_secret_file, receiver.tls_ca_file, receiver.tls_cert_file,
+                     receiver.tls_key_file):
+            digest.update(Path(name).read_bytes() if name else b"")
+            digest.update(b"\0")
+        secret = (Path(receiver.hmac_secret_file).read_bytes().strip()
+                  if receiver.hmac_secret_file else None)
+        return cls(secret, ssl_context(receiver), digest.hexdigest())
 
 
 class Target:
@@ -79,7 +96,7 @@ class Target:
                  generator_url: str = "", clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None,
                  notified: Callable[[Sequence[Alert]], list[Alert]] | None = None,
-                 secret: bytes | None = None) -> None:
+                 files: ReceiverFiles | None = None) -> None:
         self.receiver = receiver
         self.url = url
         self.store = store
@@ -91,8 +108,9 @@ class Target:
         self.notified = notified or list
         self.endpoint = (formats.alertmanager_endpoint(url) if receiver.kind == "alertmanager"
                          else url)
-        # Given when read already (off the loop, by a reload); else read here.
-        self.secret = secret if secret is not None else read_secret(receiver)
+        # Given when read already (off the loop, by the service); else read here.
+        self.files = files if files is not None else ReceiverFiles.read(receiver)
+        self.secret = self.files.secret
         self.outcomes: Counter[str] = Counter()
         self.attempts = 0
         self.depth = 0
@@ -105,10 +123,10 @@ class Target:
         self._log = log.bind(receiver=receiver.name, url=url)
 
     def serves(self, receiver: Receiver, url: str, generator_url: str,
-               secret: bytes | None) -> bool:
+               files: ReceiverFiles) -> bool:
         """Whether this target, as it runs, is what ``receiver`` asks for ``url`` (a reload)."""
         return (self.receiver == receiver and self.url == url
-                and self.generator_url == generator_url and self.secret == secret)
+                and self.generator_url == generator_url and self.files.digest == files.digest)
 
     def kick(self) -> None:
         """New rows may be due (called on the loop after the engine commits)."""
@@ -116,7 +134,7 @@ class Target:
 
     async def run(self) -> None:
         """Deliver until cancelled (and re-send firing alerts to an Alertmanager)."""
-        connector = aiohttp.TCPConnector(limit=4, ssl=ssl_context(self.receiver) or True)
+        connector = aiohttp.TCPConnector(limit=4, ssl=self.files.ssl_context or True)
         async with aiohttp.ClientSession(connector=connector) as session, \
                 anyio.create_task_group() as group:
             if self.receiver.kind == "alertmanager":

@@ -9,6 +9,7 @@ after the group has ended.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from virtmon.alerts.delivery import Target, read_secret
+from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.engine import AlertEngine
 from virtmon.alerts.metrics import alert_families
 from virtmon.alerts.ruleconfig import load_rules
@@ -34,6 +35,7 @@ from virtmon.events.model import Event
 log = structlog.get_logger("virtmon.alerts.service").bind(component="alerts")
 
 PRUNE_INTERVAL = 3600.0
+TARGET_RESTART = 5.0  # seconds before a failed delivery task starts again
 
 
 def generator_url(config: Config, host: str) -> str:
@@ -45,13 +47,22 @@ def generator_url(config: Config, host: str) -> str:
     return f"http://{host}:{port}/metrics"
 
 
-def read_setup(config: Config) -> tuple[list[Rule], dict[str, bytes | None]]:
-    """The rules (the default rule file is read) and each receiver's HMAC secret (blocking)."""
+def read_setup(config: Config) -> tuple[list[Rule], dict[str, ReceiverFiles]]:
+    """The rules (the default rule file is read) and each receiver's files (blocking).
+
+    build() validated them already; a file changed since is still an error, with its key.
+    """
     problems: list[str] = []
     rules = load_rules(config.values["alerts"], problems)
-    if problems:  # build() validated them already; a file changed since is still an error
+    files: dict[str, ReceiverFiles] = {}
+    for index, receiver in enumerate(config.receivers):
+        try:
+            files[receiver.name] = ReceiverFiles.read(receiver)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"alerts.receivers[{index}]: cannot load its files: {exc}")
+    if problems:
         raise ConfigError(problems)
-    return rules, {receiver.name: read_secret(receiver) for receiver in config.receivers}
+    return rules, files
 
 
 class AlertService:
@@ -59,13 +70,13 @@ class AlertService:
 
     def __init__(self, config: Config, journal: Journal, host: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        rules, secrets = read_setup(config)
+        rules, files = read_setup(config)
         self.host = host or socket.gethostname()
         self.clock = clock
         self.retention = float(config["alerts.retention_days"]) * 86400.0
         self.store = AlertStore(journal.path)
         self.silences = Silences(journal.path)
-        self.targets = self._targets(config, secrets, [])
+        self.targets = self._targets(config, files, [])
         self.engine = AlertEngine(
             rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
             self.host, default_resolve_after=float(config["alerts.resolve_after"]),
@@ -73,19 +84,19 @@ class AlertService:
         self._group: anyio.abc.TaskGroup | None = None
         self._scopes: dict[Target, anyio.CancelScope] = {}  # running targets' task scopes
 
-    def _targets(self, config: Config, secrets: Mapping[str, bytes | None],
+    def _targets(self, config: Config, files: Mapping[str, ReceiverFiles],
                  running: Sequence[Target]) -> list[Target]:
         """One target per receiver URL: a running one where nothing about it changed."""
         url = generator_url(config, self.host)
         targets = []
         for receiver in config.receivers:
-            secret = secrets[receiver.name]
+            read = files[receiver.name]
             for target_url in receiver.urls:
                 same = next((t for t in running
-                             if t.serves(receiver, target_url, url, secret)), None)
+                             if t.serves(receiver, target_url, url, read)), None)
                 targets.append(same or Target(
                     receiver, target_url, self.store, self.host, url, clock=self.clock,
-                    notified=self.silences.notified, secret=secret))
+                    notified=self.silences.notified, files=read))
         return targets
 
     async def reconfigure(self, config: Config) -> None:
@@ -96,9 +107,9 @@ class AlertService:
         anew. Rows queued for a URL that is no longer configured stay in the outbox (listed by
         ``alerts.outbox``) and are delivered if it comes back.
         """
-        rules, secrets = await anyio.to_thread.run_sync(read_setup, config)
+        rules, files = await anyio.to_thread.run_sync(read_setup, config)
         self.engine.use_rules(rules, float(config["alerts.resolve_after"]))
-        targets = self._targets(config, secrets, self.targets)
+        targets = self._targets(config, files, self.targets)
         stopped = [t for t in self.targets if t not in targets]
         for target in stopped:
             scope = self._scopes.pop(target, None)
@@ -157,10 +168,18 @@ class AlertService:
             task_status.started()
 
     async def _run_target(self, target: Target) -> None:
+        """One target's task, until cancelled; a failure of one receiver URL stays its own."""
         with anyio.CancelScope() as scope:
             self._scopes[target] = scope
             try:
-                await target.run()
+                while True:
+                    try:
+                        await target.run()
+                    except Exception:
+                        log.exception("virtmon.webhook.target_failed",
+                                      receiver=target.receiver.name, url=target.url,
+                                      retry_in=TARGET_RESTART)
+                        await anyio.sleep(TARGET_RESTART)
             finally:
                 self._scopes.pop(target, None)
 
