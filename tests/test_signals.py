@@ -138,3 +138,34 @@ def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
             assert took < 15, f"took {took:.1f} s"
             assert not any('"virtmon.started"' in line for line in rest), "".join(rest)
             assert any('"virtmon.stopped"' in line for line in rest)
+
+
+FAULT_WITH_A_BLOCKED_CALL = """
+import threading, anyio, anyio.to_thread
+from virtmon import cli
+
+async def serve(cfg, demo, reload):
+    async with anyio.create_task_group() as group:
+        # As a libvirt call hung in a dead daemon: never returns, cannot be cancelled.
+        group.start_soon(lambda: anyio.to_thread.run_sync(threading.Event().wait,
+                                                          abandon_on_cancel=True))
+        await anyio.sleep(0.2)
+        raise RuntimeError("a fault in the daemon")
+
+cli.serve = serve
+cli.main(["run", "--state-dir", STATE, "--control-socket", SOCKET])
+"""
+
+
+def test_an_unexpected_error_with_a_call_still_blocked_exits_with_its_traceback(
+    short_tmp: Path,
+) -> None:
+    """A fault ends the run while a worker thread is stuck in a call: the process still exits
+    (70, the traceback printed) instead of waiting for the thread for ever."""
+    script = FAULT_WITH_A_BLOCKED_CALL.replace("STATE", repr(str(short_tmp / "state"))).replace(
+        "SOCKET", repr(str(short_tmp / "c.sock")))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 70, done.stderr[-2000:]
+    assert "RuntimeError: a fault in the daemon" in done.stderr
+    assert "virtmon.exit_past_blocked_calls" in done.stderr

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import structlog
 from virtmon import __version__, config, logsetup
 
 EX_OK = 0
+EX_SOFTWARE = 70  # an internal error (sysexits.h)
 EX_UNAVAILABLE = 69
 
 
@@ -161,24 +163,29 @@ def main(argv: list[str] | None = None) -> int:
     from virtmon.app import ControlSocketInUse
 
     failures: list[BaseException] = []
+    code = EX_SOFTWARE  # unless the run ends as below: an unexpected error's traceback follows
     try:
-        anyio.run(serve, cfg, args.demo, lambda: load_config(args), backend="asyncio")
-    except* (ControlSocketInUse, OSError) as group:
-        # Listeners that cannot be opened (address in use, another instance): one clear line.
-        failures.extend(group.exceptions)
-    for failure in leaves(failures):
-        print(f"virtmon: cannot start: {failure}", file=sys.stderr)
-    code = EX_UNAVAILABLE if failures else EX_OK
-    exit_past_blocked_calls(code)
+        try:
+            anyio.run(serve, cfg, args.demo, lambda: load_config(args), backend="asyncio")
+        except* (ControlSocketInUse, OSError) as group:
+            # Listeners that cannot be opened (address in use, another instance): one line.
+            failures.extend(group.exceptions)
+        for failure in leaves(failures):
+            print(f"virtmon: cannot start: {failure}", file=sys.stderr)
+        code = EX_UNAVAILABLE if failures else EX_OK
+    finally:
+        exit_past_blocked_calls(code, sys.exc_info()[1])  # also after an unexpected error
     return code
 
 
-def exit_past_blocked_calls(code: int, grace: float = 1.0) -> None:
+def exit_past_blocked_calls(code: int, error: BaseException | None = None,
+                            grace: float = 1.0) -> None:
     """Exit now with ``code`` if worker threads are still blocked in libvirt calls.
 
     libvirt cannot cancel a call, and the interpreter would wait at exit for every thread blocked
     in one (a hung libvirtd: for ever). By now the daemon has closed its journal and state
-    database, so such a thread holds nothing worth waiting for.
+    database, so such a thread holds nothing worth waiting for. ``error``, an exception on its
+    way out, is printed first, since exiting here cuts its way short.
     """
     deadline = time.monotonic() + grace
     for thread in threading.enumerate():
@@ -187,6 +194,8 @@ def exit_past_blocked_calls(code: int, grace: float = 1.0) -> None:
     blocked = [thread.name for thread in threading.enumerate()
                if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()]
     if blocked:
+        if error is not None:
+            traceback.print_exception(error)
         structlog.get_logger("virtmon.cli").warning("virtmon.exit_past_blocked_calls",
                                                     threads=len(blocked))
         sys.stdout.flush()
