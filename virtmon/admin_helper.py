@@ -323,11 +323,13 @@ class Admin:
             try:
                 summary["info"] = self._get_params(self._adm.virAdmClientGetInfo, client)
             except HelperError as exc:
-                # A client still connecting has no identity yet, and libvirt then fails its
-                # info ("No identity information available for client"): list it without.
-                if exc.code != 1 or "identity" not in exc.message:  # VIR_ERR_INTERNAL_ERROR
-                    raise
+                # One client's details failing must not fail the listing. libvirtd refuses the
+                # info of a client whose process has gone while its connection lives on ("No
+                # identity information available for client"): it is listed without them.
+                if exc.code != 1:  # VIR_ERR_INTERNAL_ERROR, whatever the message's language;
+                    raise  # a lost connection or RPC failure carries another code
                 summary["info"] = {}
+                summary["info_error"] = exc.message
         return summary
 
     def _list(self, fn: Callable[..., int], obj: int, free: Callable[[int], int]) -> list[int]:
