@@ -118,6 +118,13 @@ def resolve(op: Operation, conn: Any, args: dict[str, Any]) -> Any:
     return conn
 
 
+# The binding's objects an operation calls methods on (a missing method there is the binding's
+# age, not a fault of virtmon's; a misspelt method would look the same, which the lab tests of
+# the operations guard against).
+BINDING_CLASSES = (libvirt.virConnect, libvirt.virDomain, libvirt.virInterface,
+                   libvirt.virDomainSnapshot, libvirt.virDomainCheckpoint, libvirt.virStream)
+
+
 def binding_versions() -> str:
     """The binding's and the running library's versions, for a function the binding lacks."""
     try:
@@ -214,8 +221,7 @@ class Executor:
             # libvirt-python's own argument checks (a cpumap too wide, a bad typed param).
             raise Failure(400, "Bad Request", f"{op.name}: {exc}") from None
         except AttributeError as exc:
-            if not isinstance(exc.obj, (libvirt.virConnect, libvirt.virDomain,
-                                        libvirt.virInterface)):
+            if not isinstance(exc.obj, BINDING_CLASSES):
                 raise
             # libvirt-python binds only the functions of the libvirt it was built against, and
             # the API documents are newer than some hosts' libvirt (graphicsReload came in
