@@ -175,6 +175,7 @@ class AlertService:
                 while True:
                     try:
                         await target.run()
+                        return  # it delivers until cancelled: ending on its own is its choice
                     except Exception:
                         log.exception("virtmon.webhook.target_failed",
                                       receiver=target.receiver.name, url=target.url,
