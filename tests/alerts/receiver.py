@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -76,16 +77,17 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(recorder: Recorder, port: int = 0) -> AsyncIterator[Recorder]:
-    """Serve ``recorder`` on 127.0.0.1 for the body of the ``with``."""
+async def serving(recorder: Recorder, port: int = 0,
+                  ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Recorder]:
+    """Serve ``recorder`` on 127.0.0.1 for the body of the ``with`` (HTTPS with a context)."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port or free_port())
+    site = web.TCPSite(runner, "127.0.0.1", port or free_port(), ssl_context=ssl_context)
     await site.start()
     host, bound = runner.addresses[0][:2]
-    recorder.url = f"http://{host}:{bound}/hook"
+    recorder.url = f"{'https' if ssl_context else 'http'}://{host}:{bound}/hook"
     try:
         yield recorder
     finally:

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from tests.alerts.control_env import Env, alert_daemon, domains_at, receiver
-from tests.alerts.receiver import Recorder
+from tests.alerts.receiver import Recorder, serving
 from virtmon.alerts import formats
 
 CLIENT_CN = "virtmon-client"
@@ -141,24 +141,6 @@ class TlsRecorder(Recorder):
         return await super().handle(request)
 
 
-@asynccontextmanager
-async def serving_tls(recorder: TlsRecorder, context: ssl.SSLContext
-                      ) -> AsyncIterator[TlsRecorder]:
-    """Serve ``recorder`` over HTTPS on 127.0.0.1 (a port of the kernel's choice)."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=recorder.watch(context))
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    recorder.url = f"https://{host}:{port}/hook"
-    try:
-        yield recorder
-    finally:
-        await runner.cleanup()
-
-
 async def outbox_rows(env: Env, until: Callable[[list[dict[str, Any]]], bool],
                       timeout: float = 15.0) -> list[dict[str, Any]]:
     """The pending rows of receiver ``hook`` once ``until(rows)`` holds (control API)."""
@@ -175,7 +157,7 @@ async def test_alert_arrives_over_mutual_tls_with_headers(pki: Pki, short_tmp: P
     """With tls_ca_file, a client certificate and headers, the alert arrives over verified mTLS
     carrying the client's CN, both extra headers and the Idempotency-Key."""
     rec = TlsRecorder()
-    async with serving_tls(rec, server_context(pki)):
+    async with serving(rec, ssl_context=rec.watch(server_context(pki))):
         hook = receiver("hook", rec.url, tls_ca_file=str(pki.ca),
                         tls_cert_file=str(pki.client_cert), tls_key_file=str(pki.client_key),
                         headers=dict(HEADERS))
@@ -198,7 +180,7 @@ async def test_missing_client_certificate_fails_handshake_row_stays_pending(
     """Without a client certificate the mTLS handshake fails: nothing reaches the receiver and
     the row stays pending, retried, with a TLS/SSL error."""
     rec = TlsRecorder()
-    async with serving_tls(rec, server_context(pki)):
+    async with serving(rec, ssl_context=rec.watch(server_context(pki))):
         hook = receiver("hook", rec.url, tls_ca_file=str(pki.ca), headers=dict(HEADERS))
         async with alert_daemon(short_tmp, [hook]) as env:
             env.crash("web-1")
@@ -218,7 +200,7 @@ async def test_untrusted_server_certificate_fails_verification_row_stays_pending
     """With a tls_ca_file that did not sign the server's certificate, verification fails:
     nothing reaches the receiver and the row stays pending with a certificate error."""
     rec = TlsRecorder()
-    async with serving_tls(rec, server_context(pki)):
+    async with serving(rec, ssl_context=rec.watch(server_context(pki))):
         hook = receiver("hook", rec.url, tls_ca_file=str(pki.other_ca),
                         tls_cert_file=str(pki.client_cert), tls_key_file=str(pki.client_key))
         async with alert_daemon(short_tmp, [hook]) as env:

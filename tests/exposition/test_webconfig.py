@@ -37,13 +37,24 @@ def tls_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def web_daemon_config(short_tmp: Path, web_config: Path) -> config_module.Config:
+    """A daemon on the test driver with this web config file on its metrics listener."""
+    return daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                         metrics={"web_config_file": str(web_config)},
+                         collect={"collectors": {"admin": False}})
+
+
+def trusting_anything() -> ssl.SSLContext:
+    """A client context that accepts any certificate (the tests compare certificates)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
 def served_certificate(port: int) -> bytes:
     """The certificate the listener presents to a client sending no server name (as by IP)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            context.wrap_socket(raw) as tls:
+            trusting_anything().wrap_socket(raw) as tls:
         certificate = tls.getpeercert(binary_form=True)
     assert certificate is not None
     return certificate
@@ -87,9 +98,7 @@ def test_every_web_config_problem_is_reported_with_its_key(tmp_path: Path) -> No
 async def test_tls_and_basic_auth_guard_metrics(tls_files: Path, short_tmp: Path) -> None:
     """Over TLS: no credentials 401, a wrong password 401, the right one 200 with metrics."""
     web_config = write_web_config(tls_files, "s3cret")
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
-                        metrics={"web_config_file": str(web_config)},
-                        collect={"collectors": {"admin": False}})
+    cfg = web_daemon_config(short_tmp, web_config)
     context = ssl.create_default_context(cafile=str(tls_files / "tls.crt"))
     async with running_daemon(cfg) as daemon:
         assert daemon.metrics_address.startswith("https://")
@@ -119,11 +128,8 @@ async def test_a_reload_renews_the_certificate_and_the_users(
     new password works and the old one no longer does; TLS off waits for a restart."""
     first = ssl.PEM_cert_to_DER_cert((tls_files / "tls.crt").read_text())
     web_config = write_web_config(tls_files, "s3cret")
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
-                        metrics={"web_config_file": str(web_config)},
-                        collect={"collectors": {"admin": False}})
-    insecure = ssl.create_default_context()
-    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    cfg = web_daemon_config(short_tmp, web_config)
+    insecure = trusting_anything()
     async with running_daemon(cfg) as daemon, aiohttp.ClientSession() as session:
         url = daemon.metrics_address.replace("0.0.0.0", "127.0.0.1") + "/metrics"
         port = int(url.split(":")[2].split("/")[0])
@@ -161,11 +167,8 @@ async def test_a_reload_that_changes_handshake_rules_waits_for_a_restart(
     connection: the reload says a restart is needed and keeps serving as before."""
     web_config = tls_files / "web.yml"
     web_config.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
-                        metrics={"web_config_file": str(web_config)},
-                        collect={"collectors": {"admin": False}})
-    insecure = ssl.create_default_context()
-    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    cfg = web_daemon_config(short_tmp, web_config)
+    insecure = trusting_anything()
     async with running_daemon(cfg) as daemon, aiohttp.ClientSession() as session:
         url = daemon.metrics_address.replace("0.0.0.0", "127.0.0.1") + "/metrics"
         for extra in ("  client_ca_file: tls.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
