@@ -83,47 +83,23 @@ class LagMeter:
 
 
 def daemon_config(state: Path, uri: str, interval: float, **sections: dict[str, Any]) -> Any:
-    """A benchmark daemon's configuration: a free loopback metrics port, files in ``state``."""
-    import socket
+    """A benchmark daemon's configuration: the tests' one, quieter, on ``uri``."""
+    from tests.daemon import daemon_config as test_daemon_config
 
-    from virtmon import config
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    raw: dict[str, dict[str, Any]] = {
-        "libvirt": {"uri": uri},
-        "metrics": {"listen": f"127.0.0.1:{port}"},
-        "control": {"socket": str(state / "control.sock"), "socket_group": ""},
-        "state": {"dir": str(state / "state")},
-        "collect": {"interval": interval},
-        "log": {"level": "warning", "format": "json"},
-    }
+    merged: dict[str, dict[str, Any]] = {"libvirt": {"uri": uri}, "collect": {"interval": interval},
+                                         "log": {"level": "warning"}}
     for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return config.build(raw)
+        merged.setdefault(section, {}).update(values)
+    return test_daemon_config(state, **merged)
 
 
 @contextlib.asynccontextmanager
 async def running_daemon(cfg: Any) -> AsyncIterator[Any]:
-    """Run a virtmon Daemon on this loop for the body of an ``async with``; stop it after."""
-    from virtmon.app import Daemon
+    """The tests' running daemon, with room for thousands of domains to start and stop."""
+    from tests.daemon import running_daemon as test_running_daemon
 
-    daemon = Daemon(cfg)
-    task = asyncio.ensure_future(daemon.run())
-    started = asyncio.ensure_future(daemon.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=120)
-    if task in done:
-        started.cancel()
-        task.result()
-    if started not in done:
-        task.cancel()
-        raise TimeoutError("the daemon did not start within 120 s")
-    try:
+    async with test_running_daemon(cfg, start_timeout=120.0, stop_timeout=60.0) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 60)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,8 @@
 """Fixtures shared by the whole suite: libvirt's event implementation, the lab, a running daemon.
 
+``daemon_config`` and ``running_daemon`` come from tests/daemon.py (the benchmarks use them too)
+and are imported here, where the tests have always found them.
+
 libvirt accepts one event implementation per process, so it is registered once on the session's
 event loop (pyproject.toml runs every test and fixture on that one loop) before any test opens a
 connection.
@@ -19,9 +22,8 @@ from typing import Any
 import libvirt
 import pytest
 
+from tests.daemon import daemon_config, running_daemon
 from tests.lab import lab as lab_module
-from virtmon import config as config_module
-from virtmon.app import Daemon
 from virtmon.virt.eventloop import ThreadSafeEventImpl, register_event_impl
 
 
@@ -81,40 +83,4 @@ async def lab_domain(lab: str) -> AsyncIterator[str]:
         await asyncio.to_thread(conn.close)
 
 
-def daemon_config(state: Path, **sections: dict[str, Any]) -> config_module.Config:
-    """A configuration for a test daemon: loopback port 0 is not allowed, so a free port."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    raw: dict[str, dict[str, Any]] = {
-        "metrics": {"listen": f"127.0.0.1:{port}"},
-        "control": {"socket": str(state / "control.sock"), "socket_group": ""},
-        "state": {"dir": str(state / "state")},
-        "collect": {"interval": 1.0},
-        "log": {"level": "debug", "format": "json"},
-    }
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return config_module.build(raw)
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(cfg: config_module.Config, demo: bool = False) -> AsyncIterator[Daemon]:
-    """Run a Daemon on the session loop for the body of a ``with``; stop it and wait after."""
-    daemon = Daemon(cfg, demo=demo)
-    task = asyncio.ensure_future(daemon.run())
-    started = asyncio.ensure_future(daemon.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED, timeout=60)
-    if task in done:
-        started.cancel()
-        task.result()  # raises the daemon's error
-    if started not in done:
-        task.cancel()
-        raise TimeoutError("daemon did not start within 60 s")
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 30)
+__all__ = ["call", "daemon_config", "running_daemon"]
