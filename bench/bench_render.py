@@ -1,7 +1,8 @@
 """Rendering benchmark: µs per sample for render alone and collect+render, vs prometheus_client.
 
-Synthetic snapshot: 1,000 domains, each a renamed copy of the fixture record `web-01`
-(4 vCPUs, 2 disks, 2 NICs; tests/collectors/fixtures/kvm_running.json), all default collectors.
+Snapshot: 1,000 domains, each a renamed copy of a record taken from a lab KVM domain (1 vCPU,
+1 disk, 1 NIC; tests/collectors/fixtures/lab_kvm.json), in the collector tests' snapshot (node
+stats, host interfaces), all default collectors.
 Prints a table and writes bench/results/render.json. Not a test.
 
     .venv/bin/python bench/bench_render.py [--domains N] [--repeat R]
@@ -27,46 +28,26 @@ from prometheus_client.metrics_core import Metric
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.collectors.snapshots import load_records, make_snapshot  # noqa: E402
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, run_collectors  # noqa: E402
 from virtmon.collectors.base import MetricFamily  # noqa: E402
-from virtmon.collectors.snapshot import (  # noqa: E402
-    DomainInfo,
-    DomainRecord,
-    HostInterface,
-    LibvirtInfo,
-    NodeStats,
-    StatsSnapshot,
-)
+from virtmon.collectors.snapshot import DomainRecord, StatsSnapshot  # noqa: E402
 from virtmon.exposition.render import render_openmetrics, render_text  # noqa: E402
 
-FIXTURE = ROOT / "tests" / "collectors" / "fixtures" / "kvm_running.json"
+# Recorded from a lab domain (1 vCPU, 1 disk, 1 NIC): tests/collectors/fixtures/README.md.
+FIXTURE = ROOT / "tests" / "collectors" / "fixtures" / "lab_kvm.json"
 RESULTS = ROOT / "bench" / "results" / "render.json"
 
 
 def build_snapshot(domains: int) -> StatsSnapshot:
-    """`domains` renamed copies of web-01, with XML info, node stats and host interfaces."""
-    raw = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    stats = next(r["stats"] for r in raw if r["name"] == "web-01")
-    records = []
-    info = {}
-    for i in range(domains):
-        uuid = f"00000000-0000-4000-8000-{i:012d}"
-        records.append(DomainRecord(f"vm-{i:04d}", uuid, dict(stats)))
-        info[uuid] = DomainInfo(f"vm-{i:04d}", uuid, "hvm", True, False, {})
-    return StatsSnapshot(
-        taken_at=time.time(),
-        requested_groups=frozenset({"state", "cpu_total", "balloon", "vcpu", "interface", "block"}),
-        domains=tuple(records),
-        domain_info=info,
-        node=NodeStats(
-            info=("x86_64", 24641536, 2, 2394, 1, 1, 2, 1),
-            cpu_total={"kernel": 1, "user": 2, "idle": 3, "iowait": 4},
-            cpu_per_cpu={0: {"kernel": 1, "user": 2, "idle": 3, "iowait": 4}},
-            memory_total={"total": 1, "free": 1, "buffers": 1, "cached": 1},
-        ),
-        host_interfaces=(HostInterface("eth0", "52:54:00:12:34:56", True),),
-        libvirt=LibvirtInfo(True, 9000000, 9000000, "QEMU", 7002000, "qemu:///system"),
-    )
+    """``domains`` renamed copies of the record of a lab KVM domain, in the collector tests'
+    snapshot (XML info, node stats, host interfaces)."""
+    [lab] = load_records(FIXTURE)
+    records = tuple(
+        DomainRecord(f"vm-{i:04d}", f"00000000-0000-4000-8000-{i:012d}", dict(lab.stats))
+        for i in range(domains))
+    return make_snapshot(records, groups=frozenset(
+        {"state", "cpu_total", "balloon", "vcpu", "interface", "block"}))
 
 
 class _Adapter:
