@@ -265,12 +265,24 @@ def _check_value(path: str, key: Key, value: Any, problems: list[str]) -> bool:
     return True
 
 
+def receiver_ssl_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The TLS context of a receiver's https URLs (None: the system's defaults).
+
+    Blocking (reads the files); OSError or ssl.SSLError when one cannot be loaded.
+    """
+    if not (ca_file or cert_file):
+        return None
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
 def _tls_files_problem(values: Mapping[str, Any]) -> str | None:
     """Why a receiver's CA file or client certificate cannot be loaded, if it cannot."""
     try:
-        context = ssl.create_default_context(cafile=values.get("tls_ca_file") or None)
-        if values.get("tls_cert_file"):
-            context.load_cert_chain(values["tls_cert_file"], values.get("tls_key_file") or None)
+        receiver_ssl_context(values.get("tls_ca_file", ""), values.get("tls_cert_file", ""),
+                             values.get("tls_key_file", ""))
     except (OSError, ssl.SSLError) as exc:  # readable was checked: the contents are wrong
         return f"cannot load the TLS files: {exc}"
     return None

@@ -36,7 +36,7 @@ import structlog
 from virtmon.alerts import formats
 from virtmon.alerts.model import Alert, Notification
 from virtmon.alerts.store import AlertStore, OutboxRow
-from virtmon.config import Receiver
+from virtmon.config import Receiver, receiver_ssl_context
 
 log = structlog.get_logger("virtmon.alerts.delivery").bind(component="webhooks")
 
@@ -55,16 +55,6 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def ssl_context(receiver: Receiver) -> ssl.SSLContext | None:
-    """The TLS context for a receiver's https URLs (None: the system defaults)."""
-    if not (receiver.tls_ca_file or receiver.tls_cert_file):
-        return None
-    context = ssl.create_default_context(cafile=receiver.tls_ca_file or None)
-    if receiver.tls_cert_file:
-        context.load_cert_chain(receiver.tls_cert_file, receiver.tls_key_file or None)
-    return context
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,9 @@ class ReceiverFiles:
             digest.update(b"\0")
         secret = (Path(receiver.hmac_secret_file).read_bytes().strip()
                   if receiver.hmac_secret_file else None)
-        return cls(secret, ssl_context(receiver), digest.hexdigest())
+        context = receiver_ssl_context(receiver.tls_ca_file, receiver.tls_cert_file,
+                                       receiver.tls_key_file)
+        return cls(secret, context, digest.hexdigest())
 
 
 class Target:
@@ -110,7 +102,6 @@ class Target:
                          else url)
         # Given when read already (off the loop, by the service); else read here.
         self.files = files if files is not None else ReceiverFiles.read(receiver)
-        self.secret = self.files.secret
         self.outcomes: Counter[str] = Counter()
         self.attempts = 0
         self.depth = 0
@@ -196,8 +187,8 @@ class Target:
         headers = {**self.receiver.headers, "Content-Type": content_type,
                    formats.IDEMPOTENCY_HEADER: formats.batch_key(notes),
                    "User-Agent": "virtmon"}
-        if self.secret is not None:
-            headers[formats.SIGNATURE_HEADER] = formats.sign(self.secret, int(now), body)
+        if self.files.secret is not None:
+            headers[formats.SIGNATURE_HEADER] = formats.sign(self.files.secret, int(now), body)
         self.attempts += 1
         try:
             async with session.post(
