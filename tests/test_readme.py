@@ -71,8 +71,8 @@ async def test_readme_curl_examples_work_as_written(short_tmp: Path) -> None:
 
 
 def test_make_run_serves_metrics_and_demo_events_within_15_s(short_tmp: Path) -> None:
-    """`make run` (on a port and run directory of its own): /metrics answers within 15 s, and
-    the demo's lifecycle events reach the control socket."""
+    """`make run` (on a port and run directory of its own): /metrics shows libvirt up within
+    15 s, and the demo's lifecycle events reach the control socket."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -85,12 +85,14 @@ def test_make_run_serves_metrics_and_demo_events_within_15_s(short_tmp: Path) ->
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    assert r.status == 200 and b"libvirt_up 1" in r.read()
-                    break
+                    assert r.status == 200
+                    # Before the first cycle is done the body has virtmon's own metrics only.
+                    if b"libvirt_up 1" in r.read():
+                        break
             except OSError:
                 assert process.poll() is None, "make run exited"
-                assert time.monotonic() - started < 15, "no /metrics within 15 s"
-                time.sleep(0.2)
+            assert time.monotonic() - started < 15, "no libvirt_up 1 on /metrics within 15 s"
+            time.sleep(0.2)
         client = ControlClient(str(short_tmp / "virtmon.sock"))
         while True:
             events = [json.loads(line) for line in client.stream(

@@ -266,6 +266,7 @@ class Daemon:
                         group.start_soon(self._stop_when_asked, group.cancel_scope)
                         await group.start(self.alerts.run)
                         await group.start(self.supervisor.run)
+                        self.scheduler.publish_own_metrics()
                         runners = await self._start_listeners()
                         if self.admin_helper is not None:
                             await group.start(self.admin_helper.run)

@@ -83,6 +83,11 @@ class Scheduler:
         self.with_node = "node" in names
         self.with_interfaces = "host_interfaces" in names
 
+    def publish_own_metrics(self) -> None:
+        """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
+        is done: an empty body would pass for a target that has no series at all."""
+        self.exposition = Exposition.render(self.extra_families())
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
         next_tick = time.monotonic()

@@ -3,9 +3,11 @@ client-certificate TLS from the web config file and /metrics content negotiation
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +17,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
+from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
 from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE, Exposition
+from virtmon.virt.stats import take_snapshot
 
 TEST_URI = "test:///default"
 # A remote test-driver URI whose socket does not exist: every connection attempt fails at once.
@@ -118,6 +122,42 @@ async def test_landing_page_is_html_linking_to_metrics_and_healthz_is_ok(
     word, stamp = health.split()
     assert word == "ok"
     assert abs(float(stamp) - before) < 5.0
+
+
+async def test_a_scrape_before_the_first_cycle_gets_virtmons_own_metrics(
+    short_tmp: Path, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the first cycle's libvirt call is still running, /metrics already answers with
+    virtmon's own metrics (never an empty body), and with libvirt's once the cycle is done."""
+    gate = threading.Event()
+
+    def held_snapshot(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(20)
+        return take_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "take_snapshot", held_snapshot)
+    cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI}, collect=SLOW)
+    daemon = Daemon(cfg)
+    task = asyncio.ensure_future(daemon.run())
+    try:
+        while not daemon.metrics_address:  # set once the listener is up
+            assert not task.done(), "the daemon ended"
+            await asyncio.sleep(0.05)
+        url = base_url(daemon) + "/metrics"
+        status, _, body = await get(session, url)
+        assert not daemon.started.is_set()
+        assert status == 200
+        assert 'virtmon_build_info{version="' in body
+        assert 'virtmon_libvirt_connection_state{state="connected"} 1' in body
+        assert "libvirt_up" not in body  # nothing about libvirt is claimed before it is read
+        gate.set()
+        await asyncio.wait_for(daemon.started.wait(), 30)
+        status, _, body = await get(session, url)
+        assert (status, "libvirt_up 1" in body) == (200, True)
+    finally:
+        gate.set()
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
 
 
 # -- TLS with client certificates ---------------------------------------------------------------
