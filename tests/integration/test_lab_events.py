@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json, lifecycle
-from tests.waiting import wait_until
+from tests.waiting import exposition_until, wait_until
 from virtmon.virt.connection import State
 
 pytestmark = pytest.mark.lab
@@ -92,11 +92,9 @@ async def test_kill_9_of_qemu_gives_stopped_failed(
         event = await stream.wait_for(lifecycle(lab_domain, "stopped", "failed"))
         assert event["synthetic"] is False
         assert daemon.inventory.find(lab_domain).state_name == "shutoff"
-        await daemon.scheduler.wait_cycle()
-        await daemon.scheduler.wait_cycle()
         series = (f'libvirt_domain_events_total{{domain="{lab_domain}",event="stopped",'
                   f'detail="failed"}} 1')
-        assert series in daemon.scheduler.exposition.text.decode()
+        await exposition_until(daemon.scheduler, lambda text: series in text)
 
 
 async def test_metadata_change_and_every_event_id_registered(
