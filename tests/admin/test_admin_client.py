@@ -6,7 +6,7 @@ import os
 import signal
 import socket
 import sys
-import time
+import threading
 from pathlib import Path
 
 import anyio
@@ -14,6 +14,7 @@ import pytest
 
 from tests.admin.conftest import BAD_SOCKET_URI, virt_admin
 from tests.lab.close_watcher import close_watcher
+from tests.waiting import wait_until
 from virtmon.virt.admin_client import (
     AdminError,
     AdminEvent,
@@ -41,11 +42,6 @@ async def test_snapshot_round_trip() -> None:
     async with AdminHelper() as helper:
         pid = helper.pid
         snapshot = await helper.request("snapshot", timeout=10)
-        durations = []
-        for _ in range(20):
-            start = time.perf_counter()
-            await helper.request("snapshot")
-            durations.append(time.perf_counter() - start)
     assert {"libvirtd", "admin"} <= set(snapshot["servers"])
     server = snapshot["servers"]["admin"]
     assert {"minWorkers", "maxWorkers", "nWorkers", "freeWorkers", "prioWorkers",
@@ -54,7 +50,6 @@ async def test_snapshot_round_trip() -> None:
         server["client_limits"])
     me = [c for c in server["clients"] if c["info"].get("unix_process_id") == pid]
     assert me and me[0]["transport"] == "unix" and me[0]["info"]["readonly"] is False
-    assert sorted(durations)[len(durations) // 2] < 0.05
 
 
 @pytest.mark.lab
@@ -122,10 +117,10 @@ async def test_helper_that_cannot_start_never_raises() -> None:
     """A helper that exits at once makes requests fail fast; the supervisor keeps retrying."""
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]
     async with AdminHelper(command=command, backoff_initial=0.05) as helper:
-        with anyio.fail_after(2), pytest.raises(AdminHelperUnavailable):
+        # Unavailable at once, not a timeout of the request (5 s by default).
+        with anyio.fail_after(4), pytest.raises(AdminHelperUnavailable):
             await helper.request("server_list")
-        await anyio.sleep(0.3)
-        assert helper.restarts >= 2
+        await wait_until(lambda: helper.restarts >= 2, timeout=30)
 
 
 async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -> None:
@@ -138,15 +133,20 @@ async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -
 
         async def one() -> None:
             try:
-                await helper.request("server_list", timeout=1.0)
+                await helper.request("server_list", timeout=5.0)
             except AdminError as exc:
                 outcomes.append(exc)
 
         async with anyio.create_task_group() as tg:
             for _ in range(5):
                 tg.start_soon(one)
-            await anyio.sleep(0.5)
-            assert len(log.read_text().splitlines()) == 2
+
+            def requests_logged() -> int:
+                return len(log.read_text().splitlines()) if log.exists() else 0
+
+            await wait_until(lambda: requests_logged() >= 2, timeout=4)
+            await anyio.sleep(0.3)  # a third request, had one been let through, would be here
+            assert requests_logged() == 2
         assert len(outcomes) == 5
         assert any(isinstance(exc, AdminTimeout) for exc in outcomes)
         with events:
@@ -157,22 +157,42 @@ async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -
 @pytest.mark.lab
 @pytest.mark.usefixtures("lab")
 async def test_loop_is_not_blocked_during_requests() -> None:
-    """While snapshots run back to back, a 10 ms ticker on the loop never lags by 50 ms."""
+    """A request to a helper that does not answer (SIGSTOPped) leaves the loop running: a
+    ticker goes on ticking while it waits, and it completes once the helper goes on."""
     async with AdminHelper() as helper:
-        lags: list[float] = []
+        await helper.request("server_list", timeout=10)
+        assert helper.pid is not None
+        ticks = 0
 
         async def ticker() -> None:
+            nonlocal ticks
             while True:
-                start = time.perf_counter()
                 await anyio.sleep(0.01)
-                lags.append(time.perf_counter() - start - 0.01)
+                ticks += 1
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ticker)
-            for _ in range(50):
-                await helper.request("snapshot")
-            tg.cancel_scope.cancel()
-    assert lags and max(lags) < 0.05
+        reply: list[object] = []
+
+        async def snapshot() -> None:
+            reply.append(await helper.request("snapshot", timeout=30))
+
+        os.kill(helper.pid, signal.SIGSTOP)
+        # Were the loop blocked in the request, nothing on it could continue the helper: a
+        # thread does so after 25 s, and the check below then fails instead of hanging.
+        rescue = threading.Timer(25, os.kill, (helper.pid, signal.SIGCONT))
+        rescue.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                tg.start_soon(snapshot)
+                await wait_until(lambda: ticks >= 20, timeout=20)
+                assert not reply  # the loop ran on while the request waited for its answer
+                os.kill(helper.pid, signal.SIGCONT)
+                await wait_until(lambda: bool(reply), timeout=20)
+                tg.cancel_scope.cancel()
+        finally:
+            rescue.cancel()
+            os.kill(helper.pid, signal.SIGCONT)
+    assert isinstance(reply[0], dict) and "servers" in reply[0]
 
 
 @pytest.mark.lab

@@ -63,7 +63,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, state: Path, port: int, extra: str = "") -> None:
+def write_config(path: Path, state: Path, port: int, extra: str = "",
+                 interval: float = 0.5) -> None:
     """A daemon configuration on libvirt's test driver with a fast cycle."""
     path.write_text(
         f"""
@@ -71,7 +72,7 @@ def write_config(path: Path, state: Path, port: int, extra: str = "") -> None:
 uri = "test:///default"
 
 [collect]
-interval = 0.5
+interval = {interval}
 {extra}
 
 [collect.collectors]
