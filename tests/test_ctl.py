@@ -223,10 +223,12 @@ async def test_follow_receives_an_event_produced_after_it_started(env: Env) -> N
 async def test_follow_timeout_ends_quietly(env: Env) -> None:
     """`events --follow --timeout S` with nothing happening stops after S seconds with exit 0."""
     started = time.monotonic()
-    run = await ctl_async(env.sock, "events", "--follow", "--domain", fresh_name(),
-                          "--timeout", "0.5")
+    # Nothing else would end this follower: it must end by itself (bounded, for a loaded
+    # machine; a hung one ends with the daemon at teardown).
+    run = await asyncio.wait_for(ctl_async(env.sock, "events", "--follow", "--domain",
+                                           fresh_name(), "--timeout", "0.5"), 30)
     assert (run.code, run.out, run.err) == (0, "", "")
-    assert 0.4 < time.monotonic() - started < 5
+    assert time.monotonic() - started > 0.4  # it did wait for S
 
 
 async def test_follow_reports_a_daemon_that_stops(short_tmp: Path) -> None:

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
+from tests.systemd.notifyhelpers import free_port
 from tests.waiting import wait_until
 from virtmon.collectors.base import MetricFamily, run_collectors
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -82,9 +83,10 @@ async def test_a_second_instance_on_the_same_socket_refuses_to_start(short_tmp: 
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
                         collect={"collectors": {"admin": False}})
     async with running_daemon(cfg) as daemon:
+        # A free port of its own: only the control socket is in use, so only it can refuse.
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "virtmon.cli", "run", "--uri", "test:///default",
-            "--listen", "127.0.0.1:9795", "--control-socket", str(daemon.control_socket),
+            "--listen", f"127.0.0.1:{free_port()}", "--control-socket", str(daemon.control_socket),
             "--state-dir", str(short_tmp / "other"), "--no-collector.admin",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )

@@ -15,17 +15,18 @@ from typing import IO
 import pytest
 
 from tests.lab import lab as lab_module
+from tests.systemd.notifyhelpers import free_port
 
 
-def start(short_tmp: Path, port: int, uri: str = "test:///default") -> subprocess.Popen[str]:
-    """A daemon (on the test driver by default); returns once its control socket exists."""
+def start(short_tmp: Path, uri: str = "test:///default") -> subprocess.Popen[str]:
+    """A daemon (test driver by default, a free port); returns once its control socket exists."""
     process = subprocess.Popen(
         [sys.executable, "-m", "virtmon.cli", "run", "--uri", uri,
-         "--listen", f"127.0.0.1:{port}", "--control-socket", str(short_tmp / "c.sock"),
+         "--listen", f"127.0.0.1:{free_port()}", "--control-socket", str(short_tmp / "c.sock"),
          "--state-dir", str(short_tmp / "state"), "--no-collector.admin", "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not (short_tmp / "c.sock").exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -36,9 +37,9 @@ def start(short_tmp: Path, port: int, uri: str = "test:///default") -> subproces
 
 def test_sigterm_shuts_down_gracefully(short_tmp: Path) -> None:
     """SIGTERM: exit 0 within the deadline, the socket removed, the journal closed cleanly."""
-    process = start(short_tmp, 9781)
+    process = start(short_tmp)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=30)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-2000:]
     assert not (short_tmp / "c.sock").exists()
     assert '"event": "virtmon.stopped"' in err
@@ -60,7 +61,7 @@ class StderrLines:
         for line in pipe:
             self.lines.put(line)
 
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
         """Block until a line containing ``text`` was written; fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -95,47 +96,51 @@ class StderrLines:
 @pytest.mark.lab
 def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
     """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
-    process = start(short_tmp, 9782, uri="test+unix:///default")
+    process = start(short_tmp, uri="test+unix:///default")
     with StderrLines(process) as stderr:
-        stderr.wait_for('"virtmon.started"')
+        stderr.wait_for('"virtmon.started"')  # after the first cycle: slow on a loaded machine
         with lab_module.paused_libvirtd():
             os.kill(process.pid, signal.SIGINT)
             stderr.wait_for("virtmon.stopping")
             time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
             assert process.poll() is None
-            started = time.monotonic()
             os.kill(process.pid, signal.SIGINT)
-            process.wait(timeout=10)
-            assert time.monotonic() - started < 5
+            process.wait(timeout=60)
+        # Forced: 130, and before the graceful shutdown ended (it would exit 0 after its 10 s
+        # deadlines, having logged virtmon.stopped).
         assert process.returncode == 130
-        assert any("virtmon.forced_exit" in line for line in stderr.rest())
+        rest = stderr.rest()
+        assert any("virtmon.forced_exit" in line for line in rest)
+        assert not any('"virtmon.stopped"' in line for line in rest), "".join(rest)[-2000:]
 
 
 @pytest.mark.lab
 def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
     lab: str, short_tmp: Path
 ) -> None:
-    """A start-up hung on a stopped libvirtd does not hold SIGTERM back: exit 0 within 15 s."""
+    """Start-up hung on a stopped libvirtd: SIGTERM still exits 0, within the shutdown deadlines."""
     with lab_module.paused_libvirtd():
         process = subprocess.Popen(
             [sys.executable, "-m", "virtmon.cli", "run", "--uri", "test+unix:///default",
-             "--listen", "127.0.0.1:9783", "--control-socket", str(short_tmp / "c.sock"),
+             "--listen", f"127.0.0.1:{free_port()}", "--control-socket", str(short_tmp / "c.sock"),
              "--state-dir", str(short_tmp / "state"), "--no-collector.admin",
              "--log-format", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         with StderrLines(process) as stderr:
             # The supervisor starts right after the alerts; its first open (10 s deadline) hangs.
-            stderr.wait_for('"virtmon.alerts.started"', timeout=30)
+            stderr.wait_for('"virtmon.alerts.started"')
             time.sleep(1.0)
             assert process.poll() is None
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            process.wait(timeout=60)
             took = time.monotonic() - started
             rest = stderr.rest()
             assert process.returncode == 0, "".join(rest)[-2000:]
-            assert took < 15, f"took {took:.1f} s"
+            # libvirtd stays stopped: the exit comes from the shutdown's own deadlines (10 s
+            # each, then a 1 s grace for blocked calls), with room for a loaded machine.
+            assert took < 30, f"took {took:.1f} s"
             assert not any('"virtmon.started"' in line for line in rest), "".join(rest)
             assert any('"virtmon.stopped"' in line for line in rest)
 
@@ -165,7 +170,7 @@ def test_an_unexpected_error_with_a_call_still_blocked_exits_with_its_traceback(
     script = FAULT_WITH_A_BLOCKED_CALL.replace("STATE", repr(str(short_tmp / "state"))).replace(
         "SOCKET", repr(str(short_tmp / "c.sock")))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=60)
     assert done.returncode == 70, done.stderr[-2000:]
     assert "RuntimeError: a fault in the daemon" in done.stderr
     assert "virtmon.exit_past_blocked_calls" in done.stderr

@@ -64,5 +64,5 @@ async def test_every_alerts_command(short_tmp: Path) -> None:
         code, _, err = await ctl_run(env, "alerts", "test", "nope")
         assert code == 1 and "no receiver 'nope'" in err
         # The test alert, then web-1: still firing, released when its silence was ended.
-        await rec.wait_for(lambda: "web-1" in domains_at(rec), timeout=5)
+        await rec.wait_for(lambda: "web-1" in domains_at(rec), timeout=30)
         assert domains_at(rec) == [None, "web-1"]

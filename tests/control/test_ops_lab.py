@@ -202,7 +202,9 @@ async def test_a_call_past_its_deadline_is_504_and_the_daemon_goes_on(
             took = time.monotonic() - started
         assert caught.value.status == 504, caught.value.document
         assert "abandoned" in caught.value.document["detail"]
-        assert 1.0 <= took < 5.0
+        # At the configured 1 s, not at the 30 s defaults (call_timeout, request_timeout) nor
+        # the client's 30 s timeout; the bound leaves a loaded machine plenty of room.
+        assert 1.0 <= took < 20.0
         assert daemon.caller.abandoned_total >= 1
         deadline = time.monotonic() + 30
         while True:  # the connection answers again once libvirtd runs (or is reopened)
@@ -286,10 +288,22 @@ async def test_openapi_lists_every_operation(ro: Env) -> None:
 
 async def test_fresh_domain_reads(ro: Env, lab_domain: str) -> None:
     """?fresh=1 asks libvirt; without it the inventory answers; both agree on the state."""
-    cached = await ro.get(f"/v1/domains/{lab_domain}")
     fresh = await ro.get(f"/v1/domains/{lab_domain}", [("fresh", "1")])
     assert fresh["fresh"] is True and fresh["name"] == lab_domain
-    assert fresh["state"]["name"] == cached["state"] == "running"
+    assert fresh["state"]["name"] == "running"
+    # The daemon started before lab_domain made the domain and learns of it from libvirt's
+    # events: the cached read may not know it yet, or not as running. Poll it, bounded.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cached = await ro.get(f"/v1/domains/{lab_domain}")
+        except Problem as exc:
+            assert exc.status == 404, exc.document
+            cached = {"state": "unknown to the inventory"}
+        if cached["state"] == fresh["state"]["name"]:
+            break
+        assert time.monotonic() < deadline, f"the inventory says {cached['state']!r}"
+        await asyncio.sleep(0.1)
     listing = await ro.get("/v1/domains", [("fresh", "1")])
     assert lab_domain in {d["name"] for d in listing["domains"]}
 

@@ -48,7 +48,7 @@ async def test_call_propagates_the_function_s_exception() -> None:
 
 async def test_overrunning_call_times_out_and_is_counted(gate: threading.Event) -> None:
     """A blocked call raises CallTimeout at its deadline; abandoned_outstanding drops to 0 later."""
-    caller = LibvirtCaller(capacity=2, default_deadline=10, max_abandoned=4)
+    caller = LibvirtCaller(capacity=2, default_deadline=60, max_abandoned=4)
     returned = threading.Event()
 
     def blocked() -> str:
@@ -60,7 +60,9 @@ async def test_overrunning_call_times_out_and_is_counted(gate: threading.Event) 
     with pytest.raises(CallTimeout) as caught:
         await caller.call_with_deadline(0.2, blocked)
     elapsed = time.monotonic() - started
-    assert 0.15 < elapsed < 1.5
+    # At its own 0.2 s: not at the default deadline (60 s), nor when the call returns (30 s or
+    # the gate); the upper bound leaves a loaded machine plenty of room.
+    assert 0.15 < elapsed < 20
     assert "blocked" in caught.value.name
     assert isinstance(caught.value, TimeoutError)
     assert caller.abandoned_total == 1
@@ -78,12 +80,14 @@ async def test_an_abandoned_call_gives_its_capacity_slot_back(gate: threading.Ev
     caller = LibvirtCaller(capacity=1, default_deadline=5, max_abandoned=4)
     with pytest.raises(CallTimeout):
         await caller.call_with_deadline(0.1, gate.wait, 30)
-    assert await caller.call_with_deadline(1.0, lambda: "next") == "next"
+    # Were the slot still taken, this would wait for it until its deadline: 10 s, less than the
+    # 30 s the abandoned call stays blocked.
+    assert await caller.call_with_deadline(10.0, lambda: "next") == "next"
 
 
 async def test_max_abandoned_refuses_new_calls_at_once(gate: threading.Event) -> None:
     """At max_abandoned outstanding, a new call raises TooManyAbandoned without running fn."""
-    caller = LibvirtCaller(capacity=4, default_deadline=5, max_abandoned=2)
+    caller = LibvirtCaller(capacity=4, default_deadline=60, max_abandoned=2)
     for _ in range(2):
         with pytest.raises(CallTimeout):
             await caller.call_with_deadline(0.1, gate.wait, 30)
@@ -92,7 +96,9 @@ async def test_max_abandoned_refuses_new_calls_at_once(gate: threading.Event) ->
     started = time.monotonic()
     with pytest.raises(TooManyAbandoned, match="2 abandoned"):
         await caller.call(ran.set)
-    assert time.monotonic() - started < 0.1
+    # At once, not after waiting out its deadline (60 s) for an abandoned call to return; the
+    # bound leaves a loaded machine plenty of room.
+    assert time.monotonic() - started < 20
     assert not ran.is_set()
 
     gate.set()
@@ -103,8 +109,11 @@ async def test_max_abandoned_refuses_new_calls_at_once(gate: threading.Event) ->
 
 async def test_capacity_limits_concurrent_calls() -> None:
     """No more than ``capacity`` calls run at the same time, and all of them complete."""
-    caller = LibvirtCaller(capacity=3, default_deadline=10)
+    caller = LibvirtCaller(capacity=3, default_deadline=60)
     lock = threading.Lock()
+    # Calls go in by threes (12 of them: four rounds): three do run at once, however slowly
+    # their threads start. With fewer slots the barrier breaks (the test fails, not hangs).
+    together = threading.Barrier(3, timeout=30)
     running = 0
     peak = 0
 
@@ -113,7 +122,8 @@ async def test_capacity_limits_concurrent_calls() -> None:
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.05)
+        together.wait()
+        time.sleep(0.01)  # still running: a fourth call let in now would be seen
         with lock:
             running -= 1
         return i
@@ -129,8 +139,14 @@ async def test_call_waiting_for_capacity_that_times_out_is_not_abandoned(
     """A call whose deadline passes while it waits for a slot never runs and is not counted."""
     caller = LibvirtCaller(capacity=1, default_deadline=10, max_abandoned=4)
     ran = threading.Event()
-    holder = asyncio.ensure_future(caller.call_with_deadline(5, gate.wait, 30))
-    await asyncio.sleep(0.05)  # the holder takes the only slot
+    holding = threading.Event()
+
+    def hold() -> bool:
+        holding.set()
+        return gate.wait(30)
+
+    holder = asyncio.ensure_future(caller.call_with_deadline(30, hold))
+    await wait_until(holding.is_set, 10)  # the holder has the only slot
     with pytest.raises(CallTimeout):
         await caller.call_with_deadline(0.1, ran.set)
     assert caller.abandoned_total == 0
