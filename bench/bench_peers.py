@@ -31,7 +31,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +43,7 @@ import libvirt
 from bench import ROOT, emit, short_tmp
 from bench.bench_cycle import lab_domains
 from bench.bench_scrape import PROMETHEUS_HEADERS, client
+from tests.daemon import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_SECONDS = 10.0
@@ -165,14 +165,6 @@ TOOLS = (
          "prometheus-libvirt-exporter", True),
     Tool("collectd", "collectd 5.12 virt + write_prometheus", collectd_command, "collectd", False),
 )
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

@@ -16,12 +16,17 @@ from virtmon import config as config_module
 from virtmon.app import Daemon
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def daemon_config(state: Path, **sections: dict[str, Any]) -> config_module.Config:
     """A daemon's configuration with its files in ``state`` and a free loopback metrics port
     (port 0 is not allowed); ``sections`` add to or override the defaults, key by key."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     raw: dict[str, dict[str, Any]] = {
         "metrics": {"listen": f"127.0.0.1:{port}"},
         "control": {"socket": str(state / "control.sock"), "socket_group": ""},

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 import libvirt
 
 from tests.conftest import daemon_config, running_daemon
+from tests.daemon import free_port
 from tests.waiting import wait_until
 from virtmon.control.client import ControlClient
 
@@ -73,9 +73,7 @@ async def test_readme_curl_examples_work_as_written(short_tmp: Path) -> None:
 def test_make_run_serves_metrics_within_15_s_and_demo_events(short_tmp: Path) -> None:
     """`make run` (own port and run directory): /metrics within 15 s, then libvirt up and demo
     events."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         ["make", "-s", "run", f"LISTEN=127.0.0.1:{port}", f"RUNDIR={short_tmp}"],
         cwd=README.parent, start_new_session=True,

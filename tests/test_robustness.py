@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
-from tests.systemd.notifyhelpers import free_port
+from tests.daemon import free_port
 from tests.waiting import wait_until
 from virtmon.collectors.base import MetricFamily, run_collectors
 from virtmon.collectors.snapshot import StatsSnapshot

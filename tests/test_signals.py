@@ -14,8 +14,8 @@ from typing import IO
 
 import pytest
 
+from tests.daemon import free_port
 from tests.lab import lab as lab_module
-from tests.systemd.notifyhelpers import free_port
 
 
 def start(short_tmp: Path, uri: str = "test:///default") -> subprocess.Popen[str]:

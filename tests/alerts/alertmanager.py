@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.alerts.receiver import free_port
+from tests.daemon import free_port
 
 BINARY = "/usr/bin/prometheus-alertmanager"
 AMTOOL = "/usr/bin/amtool"

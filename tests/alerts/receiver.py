@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.daemon import free_port
+
 
 @dataclass
 class Request:
@@ -65,15 +67,6 @@ class Recorder:
                 raise TimeoutError(f"condition not met in {timeout} s; {len(self.requests)} "
                                    "requests recorded")
             await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (yet)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

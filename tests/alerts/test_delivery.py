@@ -15,7 +15,8 @@ import anyio
 import pytest
 import structlog
 
-from tests.alerts.receiver import Recorder, Request, free_port, serving, wait_until
+from tests.alerts.receiver import Recorder, Request, serving, wait_until
+from tests.daemon import free_port
 from virtmon.alerts import formats
 from virtmon.alerts.delivery import Target, retry_after_seconds
 from virtmon.alerts.metrics import alert_families

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.alerts.receiver import Recorder, free_port, serving
+from tests.alerts.receiver import Recorder, serving
+from tests.daemon import free_port
 from virtmon.alerts import formats
 
 CONFIG = """

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
+from tests.daemon import free_port
 from tests.integration.test_lab_events import qemu_pid
 from tests.lab import lab as lab_module
 from tests.shipped.promql import (
@@ -27,7 +28,6 @@ from tests.shipped.promql import (
     metric_names,
     rule_expressions,
 )
-from tests.systemd.notifyhelpers import free_port
 
 pytestmark = pytest.mark.lab
 

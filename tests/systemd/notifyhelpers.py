@@ -56,13 +56,6 @@ class NotifySocket:
                 return message
 
 
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write_config(path: Path, state: Path, port: int, extra: str = "",
                  interval: float = 0.5) -> None:
     """A daemon configuration on libvirt's test driver with a fast cycle."""

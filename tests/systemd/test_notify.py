@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd.notifyhelpers import (
-    DaemonProcess,
-    NotifySocket,
-    daemon_process,
-    free_port,
-    write_config,
-)
+from tests.daemon import free_port
+from tests.systemd.notifyhelpers import DaemonProcess, NotifySocket, daemon_process, write_config
 from virtmon.systemd import Notifier
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd.notifyhelpers import NotifySocket, daemon_process, free_port, write_config
+from tests.daemon import free_port
+from tests.systemd.notifyhelpers import NotifySocket, daemon_process, write_config
 from virtmon.systemd import ActivatedSocket, pick_socket
 
 ACTIVATE = shutil.which("systemd-socket-activate")
