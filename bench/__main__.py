@@ -112,6 +112,7 @@ def run_all(quick: bool) -> dict[str, Any]:
                                                "--requests", "400" if quick else "800"],
          300, 2),
         ("scrape_5000", "bench.bench_scrape", ["--domains", "5000", "--requests", "400"], 300, 2),
+        ("admin", "bench.bench_admin", ["--requests", "100" if quick else "300"], 120, 2),
         # Needs no lab: test:///default in-process, events published into the daemon's bus.
         ("alerts", "bench.bench_alerts", ["--events", str(int(2000 * scale))], 600, 2),
         # One attempt only: each run stops libvirtd (SIGSTOP) for 10 s once per tool.
@@ -238,6 +239,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
             add(area, "backlog alerts lost / duplicated",
                 f"{down['lost']} / {down['duplicated']} of {down['published']:,}", "0 / 0",
                 lambda d=down: d["lost"] == 0 and d["duplicated"] == 0)  # type: ignore[misc]
+    if (admin := ok("admin")) is not None:
+        area = f"admin API ({admin['clients_listed']} clients listed)"
+        add(area, "snapshot, same calls in-process (floor) p50 / p99",
+            f"{admin['direct_p50_ms']:.2f} / {admin['direct_p99_ms']:.2f} ms")
+        add(area, "snapshot through the helper process p50 / p99",
+            f"{admin['helper_p50_ms']:.2f} / {admin['helper_p99_ms']:.2f} ms")
+        add(area, "ratio helper / floor (p50)", f"{admin['ratio_p50']:.2f}")
+        add(area, "loop lag p99 while snapshots run back to back",
+            f"{admin['loop_lag_p99_ms']:.1f} ms")
     render = results.get("render") or {}
     if render:
         add("render", f"render_text µs/sample ({render['samples']:,} samples)",

@@ -41,8 +41,20 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# Lab tests before which the lab's libvirtd was found dead and started again.
+# When and where the lab's libvirtd was found dead and started again during the run.
 LAB_REVIVALS: list[str] = []
+
+
+def revive_lab(where: str) -> bool:
+    """Start the lab's libvirtd again if it has died (blocking); the run's summary names
+    ``where``. libvirt 9.0's libvirtd has segfaulted here, under load, freeing the event
+    callbacks of clients that had gone (after a SIGSTOP that keepalive noticed, or as a client
+    closed): a libvirt bug that should fail at most the test it hit, not every lab test after."""
+    if lab_module.libvirtd_pid() is not None:
+        return False
+    LAB_REVIVALS.append(where)
+    lab_module.up()
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -55,24 +67,19 @@ def lab() -> str:
 
 @pytest.fixture(autouse=True)
 def lab_alive(request: pytest.FixtureRequest) -> None:
-    """Once the lab was up, each lab test starts with a running libvirtd: one found dead is
-    started again and listed at the end of the run. libvirt 9.0's libvirtd has segfaulted here
-    as a client closed its connection under load; one such crash fails at most the test it hit,
-    not every lab test after it."""
+    """Once the lab was up, each lab test starts with a running libvirtd (see revive_lab)."""
     if request.node.get_closest_marker("lab") is None:
         return
     request.getfixturevalue("lab")  # the session's first lab test still fails on a down lab
-    if lab_module.libvirtd_pid() is None:
-        LAB_REVIVALS.append(request.node.nodeid)
-        lab_module.up()
+    revive_lab(f"before {request.node.nodeid}")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say when the lab's libvirtd had to be started again during the run, and before what."""
     if LAB_REVIVALS:
         terminalreporter.write_sep("=", "the lab's libvirtd was found dead and started again")
-        for nodeid in LAB_REVIVALS:
-            terminalreporter.write_line(f"before {nodeid} (see {lab_module.LIBVIRTD_LOG.parent})")
+        for where in LAB_REVIVALS:
+            terminalreporter.write_line(f"{where} (see {lab_module.LIBVIRTD_LOG.parent})")
 
 
 @pytest.fixture

@@ -151,7 +151,8 @@ def paused_libvirtd() -> Iterator[int]:
     try:
         yield pid
     finally:
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # it may have died meanwhile
+            os.kill(pid, signal.SIGCONT)
 
 
 def stop_libvirtd(sig: int = signal.SIGTERM) -> None:
