@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -160,13 +159,9 @@ async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(
     """`define FILE`, `set-memory --config`, `set-vcpus --config --maximum`, `set-vcpus
     --config`, `start`, `shutdown`, `destroy` and `undefine` act on a real domain."""
     name = f"t-ctl-{uuid.uuid4().hex[:8]}"
-    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
     xml_file = lab_module.IMAGE_DIR / f"{name}.xml"
     try:
-        await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
-                                                 str(image), "64M"], check=True)
-        xml_file.write_text(lab_module.domain_xml(name, image,
-                                                  await call(lab_module.virt_type, lab_conn)))
+        xml_file.write_text(await call(lab_module.new_domain_xml, lab_conn, name))
         await ok(sock, "define", str(xml_file))
         dom = await call(lab_conn.lookupByName, name)
         await ok(sock, "set-memory", name, "49152", "--config")

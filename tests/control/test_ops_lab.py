@@ -351,10 +351,7 @@ async def test_define_snapshot_metadata_undefine(rw: Env, lab_conn: Any) -> None
     from tests.lab import lab as lab_module
 
     name = f"t-api-{os.getpid()}-{int(time.time())}"
-    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
-    await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
-                                             str(image), "64M"], check=True)
-    xml = lab_module.domain_xml(name, image, await call(lab_module.virt_type, lab_conn))
+    xml = await call(lab_module.new_domain_xml, lab_conn, name)
     try:
         defined = await rw.call("domain.define", xml=xml)
         assert defined["name"] == name

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -79,11 +78,8 @@ async def _external_snapshot(env: Env, name: str, overlay: Path) -> None:
 async def _vnc_domain(lab_conn: Any) -> AsyncIterator[str]:
     """A running lab domain with a VNC display and a VGA card (something to screenshot)."""
     name = f"t-{uuid.uuid4().hex[:8]}-vnc"
-    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
     try:
-        await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
-                                                 str(image), "64M"], check=True)
-        xml = lab_module.domain_xml(name, image, await call(lab_module.virt_type, lab_conn))
+        xml = await call(lab_module.new_domain_xml, lab_conn, name)
         xml = xml.replace("<memballoon", "<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>"
                                          "<video><model type='vga'/></video><memballoon")
         dom = await call(lab_conn.defineXML, xml)
@@ -389,11 +385,8 @@ async def test_create_xml_starts_a_transient_domain(
         rw: Env, lab_conn: Any) -> None:
     """create_xml starts a transient domain (paused flag); destroying it makes it vanish."""
     name = f"t-{uuid.uuid4().hex[:8]}-transient"
-    image = lab_module.IMAGE_DIR / f"{name}.qcow2"
     try:
-        await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2",
-                                                 str(image), "64M"], check=True)
-        xml = lab_module.domain_xml(name, image, await call(lab_module.virt_type, lab_conn))
+        xml = await call(lab_module.new_domain_xml, lab_conn, name)
         created = await rw.call("domain.create_xml", xml=xml, flags=["paused"])
         assert created["name"] == name
         dom = await call(lab_conn.lookupByName, name)

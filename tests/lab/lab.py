@@ -190,13 +190,19 @@ def domain_xml(name: str, image: Path, kind: str) -> str:
 </domain>"""
 
 
-def create_domain(conn: Any, name: str, start: bool = True) -> Any:
-    """Define (and start) a lab domain with a fresh 64 MiB qcow2 disk."""
+def new_domain_xml(conn: Any, name: str) -> str:
+    """A fresh 64 MiB qcow2 disk in the image directory and a lab domain's XML around it (for
+    tests that define or create the domain themselves; remove_domain deletes the disk)."""
     image = IMAGE_DIR / f"{name}.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True
     )
-    dom = conn.defineXML(domain_xml(name, image, virt_type(conn)))
+    return domain_xml(name, image, virt_type(conn))
+
+
+def create_domain(conn: Any, name: str, start: bool = True) -> Any:
+    """Define (and start) a lab domain with a fresh 64 MiB qcow2 disk."""
+    dom = conn.defineXML(new_domain_xml(conn, name))
     if start:
         dom.create()
     return dom
