@@ -5,37 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import openapi_spec_validator
 import pytest
 
+from virtmon.control.executor import privileged
 from virtmon.control.openapi import document
 from virtmon.control.operations import (
     EXCLUDED,
     OPERATIONS,
-    api_functions,
+    coverage_functions,
     coverage_table,
     excluded_reason,
     function_map,
+    libvirt_api_functions,
 )
 from virtmon.control.operations.model import ArgumentError, domain_key, jsonable, validate
 from virtmon.control.roles import Peer, RoleMap, allows
 
 ROOT = Path(__file__).resolve().parents[2]
-API_DIR = ROOT.parent / "shared" / "libvirt-api"
 DOC = ROOT / "docs" / "control-api.md"
 
 
-def api_texts() -> list[str]:
-    """The four API documents' text."""
-    files = sorted(API_DIR.glob("*.txt"))
-    if len(files) < 4:
-        pytest.skip(f"the API documents are not at {API_DIR}")
-    return [f.read_text() for f in files]
+def test_libvirt_api_description_is_read_whole() -> None:
+    """The installed libvirt-api.xml/libvirt-admin-api.xml give every domain, host, interface and
+    admin function (hundreds), and none of the storage or network API."""
+    functions = libvirt_api_functions()
+    assert {"virDomainCreate", "virNodeGetInfo", "virInterfaceCreate",
+            "virAdmServerGetThreadPoolParameters", "virConnectDomainEventCallback"} <= functions
+    assert not {f for f in functions if f.startswith(("virStoragePool", "virNetwork"))}
+    assert len(functions) > 300
+
+
+def test_a_missing_api_description_names_the_package() -> None:
+    """Without libvirt-dev's files the coverage checks fail saying what to install."""
+    with pytest.raises(FileNotFoundError, match="libvirt-dev"):
+        libvirt_api_functions(ROOT / "no-such-dir")
 
 
 def test_every_api_function_is_mapped_or_excluded() -> None:
-    """Each virXxx function named in the four documents has an operation or a written reason."""
+    """Each function of libvirt's installed API description (domain, host, interface, admin)
+    has an operation or a written reason."""
     mapped = function_map()
-    missing = sorted(f for f in api_functions(api_texts())
+    missing = sorted(f for f in libvirt_api_functions()
                      if f not in mapped and excluded_reason(f) is None)
     assert missing == []
 
@@ -50,7 +61,7 @@ def test_docs_coverage_table_is_current() -> None:
     text = DOC.read_text()
     begin, end = "<!-- coverage:begin -->\n", "\n<!-- coverage:end -->"
     shown = text[text.index(begin) + len(begin):text.index(end)]
-    assert shown == "\n".join(coverage_table(api_functions(api_texts())))
+    assert shown == "\n".join(coverage_table(coverage_functions()))
 
 
 def test_rows_are_well_formed() -> None:
@@ -65,18 +76,46 @@ def test_rows_are_well_formed() -> None:
             assert op.helper_op, name
 
 
-def test_writes_never_run_on_the_read_only_connection() -> None:
-    """Anything that needs more than read uses the read-write connection (or the helper)."""
+def test_the_callers_role_picks_the_connection() -> None:
+    """A read caller never gets more than a read-only libvirt connection, whatever the
+    operation; write and admin callers get the read-write one when allow_write is on."""
     for op in OPERATIONS.values():
-        if op.role != "read" and op.target != "admin":
-            assert op.read_write, op.name
+        libvirt_target = op.target not in ("admin", "alerts")
+        for allow_write in (False, True):
+            if libvirt_target:
+                assert not privileged(op, "read", allow_write), op.name
+            for role in ("write", "admin"):
+                assert privileged(op, role, allow_write) == (
+                    op.target == "admin" or (libvirt_target and allow_write)), (op.name, role)
+
+
+def test_what_libvirt_refuses_read_only_needs_write() -> None:
+    """The functions libvirt 9.0 refuses on a read-only connection (virCheckReadOnlyGoto) are
+    write operations, and the flag-dependent ones declare the flags that need write."""
+    refused = {"virDomainGetTime", "virDomainGetHostname", "virDomainGetFSInfo",
+               "virDomainGetGuestInfo", "virDomainGetGuestVcpus",
+               "virDomainAuthorizedSSHKeysGet", "virDomainGetLaunchSecurityInfo",
+               "virDomainMigrateGetMaxSpeed", "virConnectGetDomainCapabilities",
+               "virDomainSaveImageGetXMLDesc", "virConnectDomainXMLToNative",
+               "virConnectDomainXMLFromNative", "virDomainBlockPeek", "virDomainMemoryPeek",
+               "virDomainScreenshot", "virConnectCompareHypervisorCPU",
+               "virConnectBaselineHypervisorCPU", "virNodeGetSEVInfo"}
+    for function in refused:
+        for name in function_map()[function]:
+            assert OPERATIONS[name].role != "read", name
+    conditional = {"domain.xml": {"flags": ["secure"]}, "domain.managed_save_xml": {
+        "flags": ["secure"]}, "domain.vcpus_count": {"flags": ["guest"]},
+        "domain.interface_addresses": {"source": "agent"}}
+    for name, raw in conditional.items():
+        op = OPERATIONS[name]
+        assert op.needs(validate(op, {"domain": "d"})) == "read", name
+        assert op.needs(validate(op, {"domain": "d", **raw})) == "write", name
 
 
 def test_openapi_document_is_valid_and_complete() -> None:
     """The generated document passes openapi-spec-validator and has every operation."""
-    validator = pytest.importorskip("openapi_spec_validator")
     doc = document(OPERATIONS)
-    validator.validate(doc)
+    openapi_spec_validator.validate(doc)
     ids = {item[m]["operationId"] for item in doc["paths"].values() for m in item}
     assert set(OPERATIONS) <= ids
     assert len(ids) == sum(len(item) for item in doc["paths"].values())  # ids are unique

@@ -2,8 +2,9 @@
 
 ``GET|POST /v1/ops/{name}`` validates the arguments against the operation's row, checks the
 caller's role (SO_PEERCRED), runs it through the :class:`~virtmon.control.executor.Executor` and
-answers ``{"operation": name, "result": ...}`` or a problem document. Every operation that needs
-more than ``read`` is audited, refused ones included.
+answers ``{"operation": name, "result": ...}`` or a problem document. Every call that needs more
+than ``read``, or runs with more than a read-only libvirt connection (a write-role caller's
+reads, the admin helper), is audited, refused ones included.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def add_operation_routes(app: web.Application, executor: Executor,
         return web.json_response({"operations": [
             {"name": op.name, "role": op.role, "summary": op.summary,
              "functions": list(op.functions),
+             **({"write_when": op.write_when.text} if op.write_when else {}),
              "params": [{"name": p.name, "kind": p.kind, "required": p.required,
                          **({"choices": sorted(p.choices)} if p.choices else {})}
                         for p in op.all_params()]}
@@ -138,21 +140,24 @@ def add_operation_routes(app: web.Application, executor: Executor,
             return problem(400, "Bad Request", str(exc), key=exc.key)
         peer = request.get(PEER_KEY, UNKNOWN)
         role = role_of(request)
-        needed, _read_write = op.needs(args)
-        audited = needed != "read"
+        needed = op.needs(args)
+        privileged = executor.privileged(op, role)
+        audited = needed != "read" or privileged
+        who = {"caller_role": role, "needs": needed, "privileged": privileged}
         if not allows(role, needed):
             if audited:
-                executor.audit(op, args, peer, {"ok": False, "status": 403, "title": "Forbidden"})
+                executor.audit(op, args, peer, {**who, "ok": False, "status": 403,
+                                                "title": "Forbidden"})
             return problem(403, "Forbidden", f"{op.name} needs the {needed} role; "
                            f"uid {peer.uid} has {role}", role=role, needs=needed)
         try:
-            result = await executor.run(op, args)
+            result = await executor.run(op, args, role)
         except Failure as exc:
             if audited:
-                executor.audit(op, args, peer, {"ok": False, **exc.as_dict()})
+                executor.audit(op, args, peer, {**who, "ok": False, **exc.as_dict()})
             return problem(exc.status, exc.title, exc.detail, **exc.extra)
         if audited:
-            executor.audit(op, args, peer, {"ok": True, "result": _summary(result)})
+            executor.audit(op, args, peer, {**who, "ok": True, "result": _summary(result)})
         if op.returns_bytes and wants_raw(request.headers.get("Accept", ""), result):
             return web.Response(body=base64.b64decode(result["base64"]),
                                 content_type=result.get("mime_type") or OCTET_STREAM)

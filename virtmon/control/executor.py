@@ -1,11 +1,13 @@
 """Running one operation: the right connection, a worker thread, a deadline, and an answer.
 
-Reads run on read-only connections of their own (a small pool: a slow read never holds up the
-events connection or a collection cycle). Writes run on read-write connections, opened on first
-use and only when ``control.allow_write`` is on; the collectors never see them. Admin operations
-go to the admin helper. Every failure becomes :class:`Failure` carrying the HTTP status and
-libvirt's error code, so the server answers with a problem document; every non-read call is
-audited.
+The caller's role picks the connection, never the operation: a read-role caller's request runs
+on a read-only connection of its own (a small pool: a slow read never holds up the events
+connection or a collection cycle), so libvirt itself enforces what a read-only client may do; a
+write- or admin-role caller's runs on a read-write connection, opened on first use and only when
+``control.allow_write`` is on (without it, on the read-only pool). The collectors never see
+these connections. Admin operations go to the admin helper. Every failure becomes
+:class:`Failure` carrying the HTTP status and libvirt's error code, so the server answers with a
+problem document.
 
 Status policy (docs/control-api.md): a libvirt error means libvirt refused this request, so it is
 a 4xx (404 unknown object, 409 wrong state, 403 denied, 400 bad argument, 422 anything else
@@ -29,7 +31,7 @@ import structlog
 from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
-from virtmon.control.roles import Peer
+from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import Event
 from virtmon.virt.admin_client import (
@@ -176,15 +178,21 @@ class Executor:
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
         self.stats = ControlStats()
 
-    async def run(self, op: Operation, args: dict[str, Any]) -> Any:
-        """The operation's JSON result; raise :class:`Failure`."""
+    def privileged(self, op: Operation, role: str) -> bool:
+        """Whether a call by ``role`` runs with more than a read-only libvirt connection."""
+        return privileged(op, role, self.allow_write)
+
+    async def run(self, op: Operation, args: dict[str, Any], role: str) -> Any:
+        """The operation's JSON result for a caller with ``role``; raise :class:`Failure`.
+
+        The caller's role has been checked against ``op.needs(args)`` already."""
         self.stats.calls += 1
         try:
             if op.target == "admin":
                 return await self._admin(op, args)
             if op.target == "alerts":
                 return await self._alerts(op, args)
-            return await self._libvirt(op, args)
+            return await self._libvirt(op, args, role)
         except Failure:
             self.stats.failures += 1
             raise
@@ -196,18 +204,26 @@ class Executor:
             raise Failure(500, "Internal Server Error",
                           f"{op.name}: {type(exc).__name__}: {exc}") from None
 
-    async def _libvirt(self, op: Operation, args: dict[str, Any]) -> Any:
+    async def _libvirt(self, op: Operation, args: dict[str, Any], role: str) -> Any:
         def body(conn: Any) -> Any:
-            return jsonable(op.body(resolve(op, conn, args), args))
+            # ``target`` stays referenced until the check: freeing a libvirt object is a libvirt
+            # call too, and it would reset the error this thread recorded.
+            target = resolve(op, conn, args)
+            libvirt.virResetLastError()
+            result = op.body(target, args)
+            if result is None and libvirt.virGetLastError() is not None:
+                # Some bindings answer None for a failure instead of raising (guestVcpus):
+                # the error libvirt recorded in this thread is the answer.
+                raise libvirt.libvirtError(f"{op.name}: libvirt failed")
+            return jsonable(result)
 
-        _role, read_write = op.needs(args)
-        if read_write and not self.allow_write:
+        if op.needs(args) != "read" and not self.allow_write:
             raise Failure(403, "Forbidden", f"{op.name} needs the read-write connection "
                           "(with these arguments), and control.allow_write is off")
         if not self.supervisor.connected:
             raise Failure(503, "Service Unavailable", "libvirt is not connected "
                           f"({self.supervisor.state.value}); try again shortly")
-        pool = self.writes if read_write else self.reads
+        pool = self.writes if self.privileged(op, role) else self.reads
         try:
             return await self.caller.call_with_deadline(self.deadline, pool.run, body)
         except libvirt.libvirtError as exc:
@@ -217,9 +233,18 @@ class Executor:
                           "(libvirt cannot cancel it and may still complete it)") from None
         except (TooManyAbandoned, ConnectionBusy, ConnectionClosed) as exc:
             raise Failure(503, "Service Unavailable", str(exc)) from None
+        except LookupError as exc:
+            # libvirt-python looks typed-parameter names up in what libvirt offers before it
+            # calls the setter and raises a bare LookupError for an unknown one: the caller's
+            # mistake. A KeyError or IndexError is virtmon's own (500, below).
+            if type(exc) is not LookupError:
+                raise
+            raise Failure(400, "Bad Request", f"{op.name}: {exc.args[0] if exc.args else exc}",
+                          **typed_key(op, args)) from None
         except (ValueError, TypeError, OverflowError) as exc:
             # libvirt-python's own argument checks (a cpumap too wide, a bad typed param).
-            raise Failure(400, "Bad Request", f"{op.name}: {exc}") from None
+            raise Failure(400, "Bad Request", f"{op.name}: {exc}",
+                          **typed_key(op, args)) from None
         except AttributeError as exc:
             if not isinstance(exc.obj, BINDING_CLASSES):
                 raise
@@ -285,6 +310,23 @@ class Executor:
         """Close the idle connections (blocking; busy ones close when their call returns)."""
         self.reads.reset()
         self.writes.reset()
+
+
+def privileged(op: Operation, role: str, allow_write: bool) -> bool:
+    """Whether a call by a caller with ``role`` runs with more than a read-only libvirt
+    connection: the read-write connection (write and admin callers, when ``allow_write`` is on)
+    or the admin helper's connection to libvirt's root-only admin socket (every admin
+    operation). The caller's role decides, never the operation."""
+    if op.target == "admin":
+        return True
+    return op.target != "alerts" and allow_write and allows(role, "write")
+
+
+def typed_key(op: Operation, args: dict[str, Any]) -> dict[str, str]:
+    """``{"key": NAME}`` for the typed-parameters argument of a call that has one (libvirt-python
+    checks those before it calls libvirt), else nothing."""
+    typed = [p.name for p in op.params if p.kind == "typed" and args.get(p.name)]
+    return {"key": typed[0]} if len(typed) == 1 else {}
 
 
 def _short(value: Any) -> Any:

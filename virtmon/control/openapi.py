@@ -82,10 +82,12 @@ def operation_paths(ops: Mapping[str, Operation]) -> dict[str, Any]:
         common = {
             "summary": op.summary,
             "description": f"Role: {op.role}." + (
+                f" The write role when {op.write_when.text}." if op.write_when else "") + (
                 f" libvirt: {', '.join(op.functions)}." if op.functions else ""),
             "tags": [op.area],
             "responses": _responses(RESULT, raw=op.returns_bytes),
             "x-virtmon-role": op.role,
+            **({"x-virtmon-write-when": op.write_when.text} if op.write_when else {}),
             "x-libvirt-functions": list(op.functions),
         }
         item: dict[str, Any] = {"post": {

@@ -2,16 +2,18 @@
 
 :data:`OPERATIONS` (name -> :class:`~virtmon.control.operations.model.Operation`) drives the
 routes, argument validation, roles and the OpenAPI document. :data:`EXCLUDED` names the functions
-of the API documents that are deliberately not operations, each with its reason; together they
-account for every function the documents name (tests/control/test_coverage.py checks it) and
-produce the coverage table in docs/control-api.md
-(``python -m virtmon.control.operations API.txt...``).
+of libvirt's domain, host, interface and admin API that are deliberately not operations, each with
+its reason; together they account for every function libvirt's own API description lists
+(``libvirt-api.xml`` and ``libvirt-admin-api.xml``, installed by ``libvirt-dev``;
+tests/control/test_operations.py checks it) and produce the coverage table in
+docs/control-api.md (``python -m virtmon.control.operations``).
 """
 
 from __future__ import annotations
 
-import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from pathlib import Path
 
 from virtmon.control.operations import (
     admin,
@@ -23,7 +25,14 @@ from virtmon.control.operations import (
 )
 from virtmon.control.operations.model import Operation
 
-__all__ = ["EXCLUDED", "OPERATIONS", "REASONS", "coverage_table", "function_map"]
+__all__ = ["EXCLUDED", "OPERATIONS", "REASONS", "coverage_table", "function_map",
+           "libvirt_api_functions"]
+
+# Where libvirt-dev installs libvirt's machine-readable API description.
+API_DIR = Path("/usr/share/libvirt/api")
+# The parts of libvirt-api.xml the control API covers (its ``file`` attribute); every function of
+# libvirt-admin-api.xml is covered too.
+COVERED_FILES = ("libvirt-domain", "libvirt-host", "libvirt-interface")
 
 
 def _table(*parts: Iterable[Operation]) -> dict[str, Operation]:
@@ -81,7 +90,7 @@ EXCLUDED: dict[str, str] = {
     **_each("connection", (
         "virAdmConnectOpen virAdmConnectClose virAdmInitialize virConnectOpen "
         "virConnectOpenAuth virConnectOpenReadOnly virConnectClose virInitialize "
-        "virConnectSetKeepAlive"
+        "virConnectSetKeepAlive virConnectSetIdentity"
     )),
     **_each("handle", (
         "virDomainMigrate virDomainMigrate2 virDomainMigrate3"
@@ -123,12 +132,26 @@ def coverage_table(functions: Iterable[str]) -> list[str]:
     return rows
 
 
-def api_functions(texts: Iterable[str]) -> set[str]:
-    """Every ``virXxx(`` function the API documents name (declared or referred to)."""
+def libvirt_api_functions(api_dir: Path = API_DIR) -> set[str]:
+    """Every function and callback type of the covered files, as libvirt's installed API
+    description lists them; FileNotFoundError names what to install when it is missing."""
     found: set[str] = set()
-    for text in texts:
-        found |= set(re.findall(r"\b(vir[A-Z]\w*)\s*\(", text))
+    for name, files in (("libvirt-api.xml", COVERED_FILES), ("libvirt-admin-api.xml", None)):
+        path = api_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: libvirt-dev installs it")
+        for element in ET.parse(path).getroot().iter():
+            if element.tag not in ("function", "functype"):
+                continue
+            if files is None or element.get("file") in files:
+                found.add(element.get("name", ""))
     return found
+
+
+def coverage_functions(api_dir: Path = API_DIR) -> set[str]:
+    """The coverage table's functions: libvirt's, plus any an operation or a reason names
+    (snapshots and checkpoints live in other files; some functions are newer than 9.0)."""
+    return libvirt_api_functions(api_dir) | set(function_map()) | set(EXCLUDED)
 
 
 def excluded_reason(function: str) -> str | None:

@@ -1,8 +1,5 @@
-"""Print the coverage table: ``python -m virtmon.control.operations API-DOCUMENT...``."""
+"""Print the coverage table of docs/control-api.md: ``python -m virtmon.control.operations``."""
 
-import sys
-from pathlib import Path
+from virtmon.control.operations import coverage_functions, coverage_table
 
-from virtmon.control.operations import api_functions, coverage_table
-
-print("\n".join(coverage_table(api_functions(Path(p).read_text() for p in sys.argv[1:]))))
+print("\n".join(coverage_table(coverage_functions())))

@@ -1,15 +1,16 @@
 """Daemon administration (libvirt-admin), through the admin helper child process.
 
 These bodies only shape the helper's request: the helper (virtmon.admin_helper) makes the calls,
-since libvirt-admin cannot share this process with libvirt-python. Reading needs ``read``;
-changing the daemon needs ``admin``.
+since libvirt-admin cannot share this process with libvirt-python. Reading what the metrics
+show anyway needs ``read``; another client's identity (uid, pid, SELinux label, x509 name)
+needs ``write``; changing the daemon needs ``admin``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from virtmon.control.operations.model import Operation, arg, need, op
+from virtmon.control.operations.model import Operation, WriteWhen, arg, need, op
 
 A = "admin"
 SERVER = arg("server", "string", "libvirtd", "libvirtd or admin (virtqemud... on modular hosts)")
@@ -22,9 +23,10 @@ def same(_helper: Any, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def admin(name: str, role: str, summary: str, functions: str, helper_op: str,
-          *params: Any) -> Operation:
+          *params: Any, write_when: WriteWhen | None = None) -> Operation:
     """A row whose body is a helper request."""
-    return op(name, A, role, summary, functions, same, *params, helper_op=helper_op)
+    return op(name, A, role, summary, functions, same, *params, helper_op=helper_op,
+              write_when=write_when)
 
 
 OPERATIONS: list[Operation] = [
@@ -53,10 +55,11 @@ OPERATIONS: list[Operation] = [
     admin("admin.clients", "read", "A server's clients: id, connect time, transport",
           "virAdmServerListClients virAdmClientGetID virAdmClientGetTimestamp "
           "virAdmClientGetTransport", "client_list", SERVER,
-          arg("info", "boolean", False, "add each client's identity (one call per client)")),
+          arg("info", "boolean", False, "add each client's identity (one call per client)"),
+          write_when=WriteWhen("info")),
     admin("admin.client", "read", "One client: id, connect time, transport",
           "virAdmServerLookupClient", "client_lookup", SERVER, CLIENT),
-    admin("admin.client_info", "read", "One client's identity (uid, pid, SELinux, x509...)",
+    admin("admin.client_info", "write", "One client's identity (uid, pid, SELinux, x509...)",
           "virAdmClientGetInfo", "client_info", SERVER, CLIENT),
     admin("admin.client_disconnect", "admin", "Disconnect one client", "virAdmClientClose",
           "client_close", SERVER, CLIENT),

@@ -1,8 +1,9 @@
 """Domain operations that only read (libvirt-domain): state, XML, statistics, tunables, jobs.
 
-Each body runs in a worker thread with the domain object looked up by name, UUID or id. Reads run
-on the monitoring (read-only) connection, except those marked ``read_write``: guest-agent queries
-and anything libvirt refuses on a read-only connection.
+Each body runs in a worker thread with the domain object looked up by name, UUID or id, on the
+connection the caller's role gives (read-only for the read role). What libvirt refuses on a
+read-only connection needs the write role: guest-agent queries, launch security, peeks, and the
+flags and sources declared with ``write_when``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 import libvirt
 
 from virtmon.control.operations import names
-from virtmon.control.operations.model import Operation, arg, enum, flags_param, need, op
+from virtmon.control.operations.model import (
+    Operation,
+    WriteWhen,
+    arg,
+    enum,
+    flags_param,
+    need,
+    op,
+)
 
 D = "domain"
 INTERFACE_STATS = ("rx_bytes", "rx_packets", "rx_errs", "rx_drop",
@@ -129,12 +138,8 @@ def security_labels(dom: Any, _a: dict[str, Any]) -> dict[str, Any]:
 SOURCE = enum("source", ADDRESS_SOURCES, 0)
 DISK = need("disk", "string", "the disk's target (vda) or source path")
 XML_FLAGS = flags_param(names.flags("VIR_DOMAIN_XML_"))
-SECURE = names.flags("VIR_DOMAIN_XML_")["secure"]
-
-
-def secure(args: dict[str, Any]) -> bool:
-    """The secure flag asks for passwords: the write role and the read-write connection."""
-    return bool(args.get("flags", 0) & SECURE)
+# Secure XML shows passwords, and migratable XML implies it: libvirt refuses both read-only.
+SECURE_XML = WriteWhen("flags", ("secure", "migratable"))
 AFFECT = flags_param(names.AFFECT)
 
 OPERATIONS: list[Operation] = [
@@ -146,7 +151,7 @@ OPERATIONS: list[Operation] = [
     op("domain.state", D, "read", "State and its reason, named", "virDomainGetState", state,
        flags_param({})),
     op("domain.xml", D, "read", "The domain's XML description", "virDomainGetXMLDesc",
-       lambda d, a: d.XMLDesc(a["flags"]), XML_FLAGS, escalate=secure),
+       lambda d, a: d.XMLDesc(a["flags"]), XML_FLAGS, write_when=SECURE_XML),
     op("domain.os_type", D, "read", "The guest OS type", "virDomainGetOSType",
        lambda d, a: d.OSType()),
     op("domain.max_memory", D, "read", "Maximum memory in KiB", "virDomainGetMaxMemory",
@@ -186,7 +191,8 @@ OPERATIONS: list[Operation] = [
        need("device", "string", "the interface's target device (vnet0) or MAC")),
     op("domain.interface_addresses", D, "read", "IP addresses of the guest's interfaces",
        "virDomainInterfaceAddresses virDomainInterfaceFree",
-       lambda d, a: d.interfaceAddresses(a["source"], 0), SOURCE),
+       lambda d, a: d.interfaceAddresses(a["source"], 0), SOURCE,
+       write_when=WriteWhen("source", ("agent",))),
     op("domain.interface_parameters", D, "read", "Bandwidth settings of one interface",
        "virDomainGetInterfaceParameters",
        lambda d, a: d.interfaceParameters(a["device"], a["flags"]),
@@ -203,7 +209,7 @@ OPERATIONS: list[Operation] = [
        "virDomainGetVcpus", vcpus),
     op("domain.vcpus_count", D, "read", "vCPU count (live/config, current/maximum)",
        "virDomainGetVcpusFlags", lambda d, a: d.vcpusFlags(a["flags"]),
-       flags_param(names.AFFECT_VCPU)),
+       flags_param(names.AFFECT_VCPU), write_when=WriteWhen("flags", ("guest",))),
     op("domain.vcpu_pin_info", D, "read", "vCPU affinity as CPU lists",
        "virDomainGetVcpuPinInfo", lambda d, a: [
            [i for i, on in enumerate(m) if on] for m in d.vcpuPinInfo(a["flags"])], AFFECT),
@@ -238,9 +244,8 @@ OPERATIONS: list[Operation] = [
        arg("uri", "string", None, "the element's namespace URI (type=element)"), AFFECT),
     op("domain.security_label", D, "read", "Security labels of the domain's process",
        "virDomainGetSecurityLabel virDomainGetSecurityLabelList", security_labels),
-    op("domain.launch_security_info", D, "read", "Launch security (SEV) measurement",
-       "virDomainGetLaunchSecurityInfo", lambda d, a: d.launchSecurityInfo(0),
-       read_write=True),
+    op("domain.launch_security_info", D, "write", "Launch security (SEV) measurement",
+       "virDomainGetLaunchSecurityInfo", lambda d, a: d.launchSecurityInfo(0)),
     op("domain.messages", D, "read", "Taint and deprecation messages",
        "virDomainGetMessages", lambda d, a: d.messages(a["flags"]),
        flags_param(names.flags("VIR_DOMAIN_MESSAGE_"))),
@@ -248,12 +253,13 @@ OPERATIONS: list[Operation] = [
        "virDomainHasManagedSaveImage", lambda d, a: bool(d.hasManagedSaveImage(0))),
     op("domain.managed_save_xml", D, "read", "The XML stored in the managed save image",
        "virDomainManagedSaveGetXMLDesc", lambda d, a: d.managedSaveGetXMLDesc(a["flags"]),
-       XML_FLAGS, escalate=secure),
+       flags_param(names.flags("VIR_DOMAIN_SAVE_IMAGE_XML_")),
+       write_when=WriteWhen("flags", ("secure",))),
     op("domain.migrate_max_downtime", D, "read", "Maximum tolerable downtime (ms)",
        "virDomainMigrateGetMaxDowntime", lambda d, a: d.migrateGetMaxDowntime(0)),
-    op("domain.migrate_max_speed", D, "read", "Maximum migration bandwidth (MiB/s)",
+    op("domain.migrate_max_speed", D, "write", "Maximum migration bandwidth (MiB/s)",
        "virDomainMigrateGetMaxSpeed", lambda d, a: d.migrateGetMaxSpeed(a["flags"]),
-       flags_param(names.flags("VIR_DOMAIN_MIGRATE_MAX_SPEED_")), read_write=True),
+       flags_param(names.flags("VIR_DOMAIN_MIGRATE_MAX_SPEED_"))),
     op("domain.migrate_compression_cache", D, "read", "Migration compression cache (bytes)",
        "virDomainMigrateGetCompressionCache",
        lambda d, a: d.migrateGetCompressionCache(0)),
@@ -264,24 +270,22 @@ OPERATIONS: list[Operation] = [
        checkpoints, flags_param(names.flags("VIR_DOMAIN_CHECKPOINT_LIST_"))),
     op("domain.backup_xml", D, "read", "The running backup job's XML",
        "virDomainBackupGetXMLDesc", lambda d, a: d.backupGetXMLDesc(0)),
-    # Guest-agent queries: libvirt refuses them on a read-only connection.
-    op("domain.time", D, "read", "The guest's clock (guest agent)", "virDomainGetTime",
-       lambda d, a: d.getTime(0), read_write=True),
-    op("domain.hostname", D, "read", "The guest's hostname (guest agent or lease)",
+    # Guest-agent queries: libvirt refuses them on a read-only connection, so they need write.
+    op("domain.time", D, "write", "The guest's clock (guest agent)", "virDomainGetTime",
+       lambda d, a: d.getTime(0)),
+    op("domain.hostname", D, "write", "The guest's hostname (guest agent or lease)",
        "virDomainGetHostname", lambda d, a: d.hostname(a["flags"]),
-       flags_param(names.flags("VIR_DOMAIN_GET_HOSTNAME_")), read_write=True),
-    op("domain.fs_info", D, "read", "Mounted guest file systems (guest agent)",
-       "virDomainGetFSInfo virDomainFSInfoFree", lambda d, a: d.fsInfo(0), read_write=True),
-    op("domain.guest_info", D, "read", "Users, OS, time zone, disks... (guest agent)",
+       flags_param(names.flags("VIR_DOMAIN_GET_HOSTNAME_"))),
+    op("domain.fs_info", D, "write", "Mounted guest file systems (guest agent)",
+       "virDomainGetFSInfo virDomainFSInfoFree", lambda d, a: d.fsInfo(0)),
+    op("domain.guest_info", D, "write", "Users, OS, time zone, disks... (guest agent)",
        "virDomainGetGuestInfo", lambda d, a: d.guestInfo(a["types"], 0),
-       flags_param(names.flags("VIR_DOMAIN_GUEST_INFO_"), "types", "0: everything"),
-       read_write=True),
-    op("domain.guest_vcpus", D, "read", "vCPUs as the guest sees them (guest agent)",
-       "virDomainGetGuestVcpus", lambda d, a: d.guestVcpus(0), read_write=True),
-    op("domain.authorized_ssh_keys", D, "read", "A guest user's authorized SSH keys",
+       flags_param(names.flags("VIR_DOMAIN_GUEST_INFO_"), "types", "0: everything")),
+    op("domain.guest_vcpus", D, "write", "vCPUs as the guest sees them (guest agent)",
+       "virDomainGetGuestVcpus", lambda d, a: d.guestVcpus(0)),
+    op("domain.authorized_ssh_keys", D, "write", "A guest user's authorized SSH keys",
        "virDomainAuthorizedSSHKeysGet",
-       lambda d, a: d.authorizedSSHKeysGet(a["user"], 0), need("user", "string"),
-       read_write=True),
+       lambda d, a: d.authorizedSSHKeysGet(a["user"], 0), need("user", "string")),
     # Byte streams and peeks: guest contents, so they need more than the read role.
     op("domain.screenshot", D, "write", "A screenshot of one screen (base64 image)",
        "virDomainScreenshot", screenshot, arg("screen", "unsigned", 0), returns_bytes=True),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import libvirt
+
 from virtmon.control.operations import names
 from virtmon.control.operations.model import Operation, arg, done, enum, flags_param, need, op
 
@@ -32,6 +34,20 @@ def cpumap(cpus: list[int]) -> tuple[bool, ...]:
 def vcpu_list(vcpus: list[int]) -> str:
     """vCPU numbers as libvirt's list syntax."""
     return ",".join(str(v) for v in vcpus)
+
+
+SAVE_PARAMS = arg("params", "typed", {}, "virDomainSaveParams/RestoreParams' own parameters "
+                  "(this libvirt's VIR_DOMAIN_SAVE_PARAM_* names); path and xml join them")
+
+
+def save_params(a: dict[str, Any]) -> dict[str, Any]:
+    """The params form of save and restore: ``path`` and ``xml`` as their typed parameters,
+    with the caller's others (libvirt 11 added image_format and parallel_channels)."""
+    params = dict(a["params"])
+    params[libvirt.VIR_DOMAIN_SAVE_PARAM_FILE] = a["path"]
+    if a["xml"] is not None:
+        params[libvirt.VIR_DOMAIN_SAVE_PARAM_DXML] = a["xml"]
+    return params
 
 
 def set_metadata(dom: Any, a: dict[str, Any]) -> None:
@@ -162,8 +178,9 @@ OPERATIONS: list[Operation] = [
        flags_param(names.flags("VIR_DOMAIN_SAVE_", exclude=("image_xml",)))),
     op("domain.save", D, W, "Save the domain's state to a file on the host and stop it",
        "virDomainSave virDomainSaveFlags virDomainSaveParams",
-       lambda d, a: done(d.saveFlags(a["path"], a["xml"], a["flags"])),
-       need("path", "string", "a path on the host"), arg("xml", "xml"),
+       lambda d, a: done(d.saveParams(save_params(a), a["flags"]) if a["params"]
+                         else d.saveFlags(a["path"], a["xml"], a["flags"])),
+       need("path", "string", "a path on the host"), arg("xml", "xml"), SAVE_PARAMS,
        flags_param(names.flags("VIR_DOMAIN_SAVE_", exclude=("image_xml",)))),
     op("domain.core_dump", D, W, "Dump the guest's memory to a file on the host",
        "virDomainCoreDump virDomainCoreDumpWithFormat",
@@ -297,6 +314,11 @@ OPERATIONS: list[Operation] = [
        "virDomainCheckpointCreateXML",
        lambda d, a: {"name": d.checkpointCreateXML(a["xml"], a["flags"]).getName()}, XML,
        flags_param(names.flags("VIR_DOMAIN_CHECKPOINT_CREATE_"))),
+    op("domain.checkpoint_delete", D, W, "Delete a checkpoint (and its children with flags)",
+       "virDomainCheckpointLookupByName virDomainCheckpointDelete",
+       lambda d, a: done(d.checkpointLookupByName(a["checkpoint"], 0).delete(a["flags"])),
+       need("checkpoint", "string"),
+       flags_param(names.flags("VIR_DOMAIN_CHECKPOINT_DELETE_"))),
     # Snapshots (libvirt-domain-snapshot): not in the four documents, but asked for.
     op("domain.snapshot_create", D, W, "Create a snapshot from its XML (may be <domainsnapshot/>)",
        "virDomainSnapshotCreateXML",

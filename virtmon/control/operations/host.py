@@ -13,6 +13,7 @@ import libvirt
 
 from virtmon.control.operations import names
 from virtmon.control.operations.domain_read import identity
+from virtmon.control.operations.domain_write import SAVE_PARAMS, save_params
 from virtmon.control.operations.model import Operation, arg, done, enum, flags_param, need, op
 
 H = "host"
@@ -97,17 +98,19 @@ def defined(dom: Any) -> dict[str, Any]:
 
 
 START = arg("start", "integer", 0, "first NUMA cell")
+# Which hypervisor a capabilities question is about (each may be left out for the default).
+HYPERVISOR = (arg("emulator", "string", None, "a binary on the host: libvirtd runs it"),
+              arg("arch", "string"), arg("machine", "string"), arg("virttype", "string"))
 CELLS = arg("cells", "unsigned", None, "number of cells (default: all)")
 OPERATIONS: list[Operation] = [
     op("host.info", H, "read", "CPU model, memory, CPU topology", "virNodeGetInfo", node_info),
     op("host.capabilities", H, "read", "The capabilities XML", "virConnectGetCapabilities",
        lambda c, a: c.getCapabilities()),
-    op("host.domain_capabilities", H, "read", "What the hypervisor offers domains (XML)",
+    op("host.domain_capabilities", H, "write", "What the hypervisor offers domains (XML)",
        "virConnectGetDomainCapabilities",
        lambda c, a: c.getDomainCapabilities(a["emulator"], a["arch"], a["machine"],
-                                            a["virttype"], 0),
-       arg("emulator", "string"), arg("arch", "string"), arg("machine", "string"),
-       arg("virttype", "string"), read_write=True),
+                                            a["virttype"], a["flags"]),
+       *HYPERVISOR, flags_param(names.flags("VIR_CONNECT_GET_DOMAIN_CAPABILITIES_"))),
     op("host.hostname", H, "read", "The host's name", "virConnectGetHostname",
        lambda c, a: c.getHostname()),
     op("host.sysinfo", H, "read", "The host's SMBIOS information (XML)",
@@ -156,6 +159,22 @@ OPERATIONS: list[Operation] = [
        "virConnectBaselineCPU", lambda c, a: c.baselineCPU(a["cpus"], a["flags"]),
        need("cpus", "strings", "CPU XML documents"),
        flags_param(names.flags("VIR_CONNECT_BASELINE_CPU_"))),
+    # These three make libvirtd run an emulator of the caller's choosing, or read the host's
+    # platform secrets: libvirt refuses them on a read-only connection, so they need write.
+    op("host.compare_hypervisor_cpu", H, "write",
+       "Compare a CPU description with what the hypervisor can offer",
+       "virConnectCompareHypervisorCPU", lambda c, a: names.named(
+           names.flags("VIR_CPU_COMPARE_"), c.compareHypervisorCPU(
+               a["emulator"], a["arch"], a["machine"], a["virttype"], a["xml"], a["flags"])),
+       XML, *HYPERVISOR, flags_param(names.flags("VIR_CONNECT_COMPARE_CPU_"))),
+    op("host.baseline_hypervisor_cpu", H, "write",
+       "The CPU model every given CPU supports, on this hypervisor",
+       "virConnectBaselineHypervisorCPU", lambda c, a: c.baselineHypervisorCPU(
+           a["emulator"], a["arch"], a["machine"], a["virttype"], a["cpus"], a["flags"]),
+       need("cpus", "strings", "CPU XML documents"), *HYPERVISOR,
+       flags_param(names.flags("VIR_CONNECT_BASELINE_CPU_"))),
+    op("host.sev_info", H, "write", "The host's SEV platform parameters",
+       "virNodeGetSEVInfo", lambda c, a: c.getSEVInfo(0)),
     op("host.set_memory_parameters", H, "admin", "Set kernel same-page merging tunables",
        "virNodeSetMemoryParameters",
        lambda c, a: done(c.setMemoryParameters(a["params"], 0)), need("params", "typed")),
@@ -187,24 +206,25 @@ OPERATIONS: list[Operation] = [
        flags_param(names.flags("VIR_DOMAIN_START_"))),
     op("domain.restore", H, "write", "Start a domain from a saved state file",
        "virDomainRestore virDomainRestoreFlags virDomainRestoreParams",
-       lambda c, a: done(c.restoreFlags(a["path"], a["xml"], a["flags"])),
-       need("path", "string"), arg("xml", "xml"),
+       lambda c, a: done(c.restoreParams(save_params(a), a["flags"]) if a["params"]
+                         else c.restoreFlags(a["path"], a["xml"], a["flags"])),
+       need("path", "string"), arg("xml", "xml"), SAVE_PARAMS,
        flags_param(names.flags("VIR_DOMAIN_SAVE_", exclude=("image_xml",)))),
-    op("domain.save_image_xml", H, "read", "The XML inside a saved state file",
+    op("domain.save_image_xml", H, "write", "The XML inside a saved state file",
        "virDomainSaveImageGetXMLDesc",
        lambda c, a: c.saveImageGetXMLDesc(a["path"], a["flags"]), need("path", "string"),
-       flags_param(names.flags("VIR_DOMAIN_SAVE_IMAGE_XML_")), read_write=True),
+       flags_param(names.flags("VIR_DOMAIN_SAVE_IMAGE_XML_"))),
     op("domain.save_image_define_xml", H, "write", "Replace the XML inside a saved state file",
        "virDomainSaveImageDefineXML",
        lambda c, a: done(c.saveImageDefineXML(a["path"], a["xml"], a["flags"])),
        need("path", "string"), XML,
        flags_param(names.flags("VIR_DOMAIN_SAVE_", exclude=("image_xml",)))),
-    op("domain.xml_from_native", H, "read", "Convert a native config (e.g. qemu-argv) to XML",
+    op("domain.xml_from_native", H, "write", "Convert a native config (e.g. qemu-argv) to XML",
        "virConnectDomainXMLFromNative",
        lambda c, a: c.domainXMLFromNative(a["format"], a["config"], 0),
        need("format", "string"), need("config", "string")),
-    op("domain.xml_to_native", H, "read", "Convert domain XML to a native config",
+    op("domain.xml_to_native", H, "write", "Convert domain XML to a native config",
        "virConnectDomainXMLToNative",
        lambda c, a: c.domainXMLToNative(a["format"], a["xml"], 0),
-       need("format", "string"), XML, read_write=True),
+       need("format", "string"), XML),
 ]

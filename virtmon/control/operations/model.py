@@ -83,12 +83,46 @@ Body = Callable[[Any, dict[str, Any]], Any]
 
 
 @dataclass(frozen=True, slots=True)
+class WriteWhen:
+    """Arguments with which libvirt refuses a read on a read-only connection.
+
+    With them the operation needs the ``write`` role (and so runs on the read-write
+    connection): ``param`` is a flags argument that includes any of ``names``, an enum
+    argument equal to one of them, or a boolean argument that is true (``names`` empty).
+    Declared in the table, shown in OpenAPI and ``/v1/ops``.
+    """
+
+    param: str
+    names: tuple[str, ...] = ()
+
+    def applies(self, param: Param, value: Any) -> bool:
+        """Whether ``value`` (converted) of ``param`` is one of the privileged ones."""
+        if param.kind == "boolean":
+            return bool(value)
+        values = [param.choices[name] for name in self.names]
+        if param.kind == "flags":
+            return any(int(value or 0) & bits for bits in values)
+        return value in values
+
+    @property
+    def text(self) -> str:
+        """How a reader sees it: ``flags is or includes secure or migratable``."""
+        if not self.names:
+            return f"{self.param} is true"
+        return f"{self.param} is or includes {' or '.join(self.names)}"
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One operation of the control API.
 
     ``body(obj, args)`` runs in a worker thread: ``obj`` is the domain or interface object for
     those targets, the libvirt connection for ``host``; admin operations name a helper request
     in ``helper_op`` instead (``body`` then maps the arguments to the helper's).
+
+    ``role`` is the least role that may call it. It is ``write`` (at least) for every libvirt
+    function that a read-only connection refuses, because the connection a call runs on is
+    chosen by the caller's role, never by the operation (docs/adr/0009).
     """
 
     name: str
@@ -98,22 +132,22 @@ class Operation:
     functions: tuple[str, ...]
     body: Body
     params: tuple[Param, ...] = ()
-    # The connection it needs: reads use the monitoring (read-only) connection unless they need
-    # the read-write one (guest-agent queries, secure XML, peeks).
-    read_write: bool = False
     helper_op: str = ""
-    # Arguments that make a read privileged (secure XML shows passwords): then it needs the
-    # write role and the read-write connection.
-    escalate: Callable[[dict[str, Any]], bool] | None = None
+    # Arguments that libvirt refuses on a read-only connection (secure XML shows passwords):
+    # with them a read needs the write role.
+    write_when: WriteWhen | None = None
     # The result carries bytes ({"size", "base64"[, "mime_type"]}): a caller may ask for them
     # raw with ``Accept: application/octet-stream`` (or the image's own type).
     returns_bytes: bool = False
 
-    def needs(self, args: dict[str, Any]) -> tuple[str, bool]:
-        """The role and whether the read-write connection is needed, for these arguments."""
-        if self.escalate is not None and self.escalate(args):
-            return ("write" if self.role == "read" else self.role), True
-        return self.role, self.read_write
+    def needs(self, args: dict[str, Any]) -> str:
+        """The least role that may call it with these (validated) arguments."""
+        when = self.write_when
+        if when is not None and self.role == "read":
+            param = next(p for p in self.params if p.name == when.param)
+            if when.applies(param, args.get(when.param)):
+                return "write"
+        return self.role
 
     @property
     def area(self) -> str:
@@ -281,13 +315,16 @@ def jsonable(value: Any) -> Any:
 
 
 def op(name: str, target: str, role: str, summary: str, functions: str, body: Body,
-       *params: Param, read_write: bool = False, helper_op: str = "",
-       escalate: Callable[[dict[str, Any]], bool] | None = None,
+       *params: Param, helper_op: str = "", write_when: WriteWhen | None = None,
        returns_bytes: bool = False) -> Operation:
     """One table row, compactly: ``functions`` is a space-separated list of C functions."""
     assert target in TARGETS and role in ROLES, (name, target, role)
+    if write_when is not None:
+        param = next((p for p in params if p.name == write_when.param), None)
+        assert param is not None and param.kind in ("flags", "enum", "boolean"), (name, param)
+        assert set(write_when.names) <= set(param.choices), (name, write_when)
     return Operation(name, target, role, summary, tuple(functions.split()), body, params,
-                     read_write or role != "read", helper_op, escalate, returns_bytes)
+                     helper_op, write_when, returns_bytes)
 
 
 def flags_param(choices: Mapping[str, int], name: str = "flags", help: str = "") -> Param:
