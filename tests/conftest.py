@@ -74,12 +74,42 @@ def lab_alive(request: pytest.FixtureRequest) -> None:
     revive_lab(f"before {request.node.nodeid}")
 
 
+# The only reason a test may skip: something no Debian 12 machine has (a newer libvirt's
+# function, say). Any other skip fails the run (issue: "zero skips as root on Debian 12").
+ALLOWED_SKIP = "not on Debian 12: "
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say when the lab's libvirtd had to be started again during the run, and before what."""
+    """Say when the lab's libvirtd had to be started again during the run, and before what;
+    name every skip that does not give a reason no Debian 12 machine can meet."""
     if LAB_REVIVALS:
         terminalreporter.write_sep("=", "the lab's libvirtd was found dead and started again")
         for where in LAB_REVIVALS:
             terminalreporter.write_line(f"{where} (see {lab_module.LIBVIRTD_LOG.parent})")
+    refused = unexplained_skips(terminalreporter.stats.get("skipped", []))
+    if refused:
+        terminalreporter.write_sep("=", f"skips are failures here (only '{ALLOWED_SKIP}...')")
+        for line in refused:
+            terminalreporter.write_line(line)
+
+
+def unexplained_skips(reports: list[Any]) -> list[str]:
+    """``nodeid: reason`` of each skip whose reason is not :data:`ALLOWED_SKIP`'s."""
+    out = []
+    for report in reports:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if ALLOWED_SKIP not in reason:
+            out.append(f"{report.nodeid}: {reason}")
+    return out
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run with an unexplained skip fails (exit 1), whatever else it did."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and exitstatus == 0 and unexplained_skips(
+            reporter.stats.get("skipped", [])):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -4,13 +4,18 @@ flags overriding the file, and unreadable or malformed files as ConfigErrors."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.tools import need
 from virtmon import config
 from virtmon.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def problems_of(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[str]:
@@ -170,13 +175,33 @@ def test_unreadable_auth_file_is_reported(tmp_path: Path) -> None:
     assert config.build({"libvirt": {"auth_file": str(good)}})["libvirt.auth_file"] == str(good)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+UNREADABLE_CHECK = """
+import sys
+from virtmon import config
+try:
+    config.build({"libvirt": {"auth_file": sys.argv[1]}})
+except config.ConfigError as exc:
+    print("\\n".join(exc.problems))
+"""
+
+
 def test_auth_file_without_read_permission_is_reported(tmp_path: Path) -> None:
-    """An auth_file with mode 000 is reported as unreadable (permission denied)."""
+    """An auth_file with mode 000 is reported as unreadable (permission denied), checked by a
+    process without CAP_DAC_OVERRIDE (root reads any file; setpriv drops the capability)."""
     secret = tmp_path / "auth.conf"
     secret.write_text("x")
     secret.chmod(0)
-    assert "Permission denied" in problems_of({"libvirt": {"auth_file": str(secret)}})[0]
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+            "--inh-caps", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if drop:
+        need("setpriv")
+    done = subprocess.run([*drop, sys.executable, "-c", UNREADABLE_CHECK, str(secret)],
+                          capture_output=True, text=True, timeout=60, check=True, cwd=ROOT)
+    assert done.stdout.startswith("libvirt.auth_file: ") and "Permission denied" in done.stdout
+    secret.chmod(0o600)  # the same file, readable: no problem (the check can tell them apart)
+    readable = subprocess.run([*drop, sys.executable, "-c", UNREADABLE_CHECK, str(secret)],
+                              capture_output=True, text=True, timeout=60, check=True, cwd=ROOT)
+    assert readable.stdout == ""
 
 
 def test_receiver_problems() -> None:

@@ -5,11 +5,12 @@ Each test restores the daemon's original value through the helper, even when it 
 
 from __future__ import annotations
 
+import libvirt
 import pytest
 
 from tests.admin.conftest import virt_admin, virt_admin_table
 from virtmon.collectors.admin import AdminCollector, AdminStats
-from virtmon.virt.admin_client import AdminHelper
+from virtmon.virt.admin_client import AdminError, AdminHelper
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab")]
 
@@ -92,21 +93,27 @@ async def test_logging_filters_both_ways() -> None:
         assert await helper.request("logging_filters_get") == original
 
 
-async def test_logging_outputs_round_trip() -> None:
-    """Setting the current outputs again through the helper leaves virt-admin's view unchanged."""
+async def test_logging_outputs_both_ways() -> None:
+    """A second output set through the helper is listed by virt-admin; restored after."""
     async with AdminHelper() as helper:
-        outputs = await helper.request("logging_outputs_get")
-        await helper.request("logging_outputs_set", {"outputs": outputs})
-        assert virt_admin("daemon-log-outputs").split(":", 1)[1].strip() == outputs.strip()
+        original = (await helper.request("logging_outputs_get")).strip()
+        extra = "4:file:/var/log/libvirt/virtmon-lab-outputs-test.log"
+        try:
+            await helper.request("logging_outputs_set", {"outputs": f"{original} {extra}"})
+            shown = virt_admin("daemon-log-outputs").split(":", 1)[1].split()
+            assert shown == [*original.split(), extra]
+            assert (await helper.request("logging_outputs_get")).split() == shown
+        finally:
+            await helper.request("logging_outputs_set", {"outputs": original})
+        assert virt_admin("daemon-log-outputs").split(":", 1)[1].strip() == original
 
 
 async def test_daemon_timeout_and_tls_reload_answer() -> None:
-    """daemon_timeout_set 0 (no timeout, the lab's setting) succeeds; TLS reload gets a reply."""
+    """daemon_timeout_set 0 (no timeout, the lab's setting) succeeds; TLS reload on a daemon
+    without a TLS service is libvirt's own "no tls service" error, nothing else."""
     async with AdminHelper() as helper:
         assert await helper.request("daemon_timeout_set", {"timeout": 0}) is None
-        try:
-            result = await helper.request("tls_files_update", {"server": "libvirtd"})
-        except Exception as exc:  # no TLS configured in the lab: libvirt's error is the answer
-            assert getattr(exc, "code", 0) > 0
-        else:
-            assert result is None
+        with pytest.raises(AdminError) as caught:
+            await helper.request("tls_files_update", {"server": "libvirtd"})
+        assert caught.value.code == libvirt.VIR_ERR_INTERNAL_ERROR
+        assert "no tls service found" in caught.value.message

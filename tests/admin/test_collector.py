@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tests.tools import need
 from virtmon.collectors.admin import (
     AdminCollectionFailed,
     AdminCollector,
@@ -126,11 +126,11 @@ def test_no_admin_stats_is_no_data_and_a_helper_failure_is_a_failure() -> None:
     assert outcomes[0].success is False and outcomes[0].no_data is False
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_finds_nothing_to_report() -> None:
     """`promtool check metrics` reports nothing on the rendered admin families."""
+    promtool = need("promtool")
     stats = AdminStats.from_helper(HELPER_SNAPSHOT)
     families = AdminCollector().collect(Snap(stats))  # type: ignore[arg-type]
-    done = subprocess.run(["promtool", "check", "metrics"], input=render_text(families),
+    done = subprocess.run([promtool, "check", "metrics"], input=render_text(families),
                           capture_output=True, timeout=30)
     assert done.returncode == 0 and done.stdout + done.stderr == b"", done

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemon import free_port
+from tests.tools import need
 
-BINARY = "/usr/bin/prometheus-alertmanager"
 AMTOOL = "/usr/bin/amtool"
 CONFIG = """
 global:
@@ -28,11 +27,6 @@ route:
 receivers:
   - name: "null"
 """
-
-
-def available() -> bool:
-    """True when the Alertmanager binary is installed (make lab-packages installs it)."""
-    return shutil.which(BINARY) is not None
 
 
 def get_alerts(url: str, active_only: bool = True) -> list[dict[str, Any]]:
@@ -63,7 +57,8 @@ def cluster(workdir: Path, peers: int = 2) -> Iterator[list[str]]:
         for index in range(peers):
             storage = workdir / f"am{index}"
             storage.mkdir()
-            args = [BINARY, f"--config.file={config}", f"--storage.path={storage}",
+            args = [need("prometheus-alertmanager"), f"--config.file={config}",
+                    f"--storage.path={storage}",
                     f"--web.listen-address=127.0.0.1:{web[index]}",
                     f"--cluster.listen-address=127.0.0.1:{gossip[index]}",
                     "--cluster.advertise-address=" f"127.0.0.1:{gossip[index]}",

@@ -8,13 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-import pytest
 
 from tests.alerts import alertmanager
 from tests.conftest import daemon_config, running_daemon
-
-pytestmark = pytest.mark.skipif(not alertmanager.available(),
-                                reason="prometheus-alertmanager is not installed")
 
 STOPPED_RULE = {"name": "TestDomainStopped", "severity": "critical",
                 "summary": "{domain} stopped ({detail})",

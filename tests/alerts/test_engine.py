@@ -317,31 +317,50 @@ QUEUE_RULE = {"name": "Queue", "metric": "libvirt_daemon_threadpool_job_queue_de
 
 
 class GatedSamples(list[Any]):
-    """Samples whose iteration waits for a gate: an evaluation that takes a while."""
+    """Samples whose iteration waits for a gate: an evaluation that takes a while. ``entered``
+    is set when the evaluation reaches them."""
 
-    def __init__(self, items: list[Any], gate: threading.Event) -> None:
+    def __init__(self, items: list[Any], gate: threading.Event,
+                 entered: threading.Event) -> None:
         super().__init__(items)
         self.gate = gate
+        self.entered = entered
 
     def __iter__(self) -> Any:
+        self.entered.set()
         self.gate.wait(10)
         return super().__iter__()
 
 
+@pytest.mark.parametrize("reload_meanwhile", [False, True])
 async def test_a_threshold_rule_removed_during_its_evaluation_leaves_no_alert(
-    tmp_path: Path,
+    tmp_path: Path, reload_meanwhile: bool
 ) -> None:
-    """A reload that removes a threshold rule while its evaluation runs: its result is dropped."""
-    gate = threading.Event()
+    """A reload that removes a threshold rule while its evaluation runs: its result is dropped.
+    Without the reload (the positive control) the same held evaluation raises the alert."""
+    entered, gate, evaluated = threading.Event(), threading.Event(), threading.Event()
     async with rig(tmp_path / "v.db", rules(QUEUE_RULE)) as r:
+        evaluate = r.engine.evaluate_thresholds
+
+        def traced(*args: Any) -> Any:
+            try:
+                return evaluate(*args)
+            finally:
+                evaluated.set()
+
+        r.engine.evaluate_thresholds = traced  # type: ignore[method-assign]
         slow = families(5)
-        slow[0].samples = GatedSamples(slow[0].samples, gate)
+        slow[0].samples = GatedSamples(slow[0].samples, gate, entered)
         r.engine.on_families(slow)
-        await anyio.sleep(0.2)  # the evaluation waits in its worker thread
-        r.engine.use_rules([], 3600.0)
-        await anyio.sleep(0.2)
+        await wait_until(entered.is_set, 5)  # the evaluation runs, held in its worker thread
+        if reload_meanwhile:
+            r.engine.use_rules([], 3600.0)
         gate.set()
-        await anyio.sleep(0.5)
+        await wait_until(evaluated.is_set, 5)
+        if not reload_meanwhile:
+            await wait_until(lambda: len(r.engine.active) == 1, 5)
+            return
+        await anyio.sleep(0.5)  # its commit would follow at once; the control shows it does
         assert r.engine.active == {} and r.outbox() == []
 
 

@@ -176,7 +176,7 @@ async def test_a_bug_in_an_operation_is_a_500_problem_audited_and_counted(
 
 
 @pytest.mark.skipif(hasattr(libvirt.virDomain, "graphicsReload"),
-                    reason="this libvirt has virDomainGraphicsReload")
+                    reason="not on Debian 12: this libvirt has virDomainGraphicsReload (10.2+)")
 async def test_a_function_the_binding_lacks_is_501_naming_it(rw: Env, lab_domain: str) -> None:
     """domain.graphics_reload on a libvirt older than 10.2: 501 naming the missing function."""
     failed = await rw.problem("domain.graphics_reload", domain=lab_domain)

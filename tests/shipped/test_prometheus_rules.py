@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-
-import pytest
 
 from tests.shipped.promql import (
     DASHBOARD,
@@ -18,26 +15,22 @@ from tests.shipped.promql import (
     metric_names,
     rule_expressions,
 )
-
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool: apt-get install prometheus")
+from tests.tools import need
 
 
-@needs_promtool
 def test_promtool_check_rules_accepts_the_rules_file() -> None:
     """`promtool check rules` finds every rule valid."""
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True,
+    promtool = need("promtool")
+    result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rule_expressions())} rules found" in result.stdout
 
 
-@needs_promtool
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     """`promtool test rules`: every alert fires when it should and stays quiet otherwise."""
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "test", "rules", RULE_TESTS.name], capture_output=True,
+    promtool = need("promtool")
+    result = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], capture_output=True,
                             text=True, timeout=120, check=False, cwd=RULE_TESTS.parent)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -38,6 +38,20 @@ class NotifySocket:
         """Close the socket."""
         self.sock.close()
 
+    def drain(self) -> None:
+        """Receive whatever is already queued (after the sender exited), into ``received``."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except BlockingIOError:
+                    return
+                self.received.append(
+                    dict(line.split("=", 1) for line in data.decode().splitlines() if line))
+        finally:
+            self.sock.setblocking(True)
+
     def wait_for(self, predicate: Callable[[Message], bool], timeout: float = 20.0) -> Message:
         """Receive until a message matches; every message is kept in ``received``."""
         deadline = time.monotonic() + timeout

@@ -31,12 +31,18 @@ def start(daemon: DaemonProcess) -> dict[str, str]:
 
 
 def stop(daemon: DaemonProcess) -> list[dict[str, str]]:
-    """SIGTERM by pid; wait for STOPPING=1 and the exit; return what came after the signal."""
+    """SIGTERM by pid; wait for STOPPING=1 and the exit; return what came after the signal,
+    everything the daemon sent before it exited included. STOPPING=1 came once, and last:
+    nothing (no watchdog ping, no READY) follows it."""
     before = len(daemon.notify.received)
     daemon.signal(signal.SIGTERM)
     daemon.notify.wait_for(lambda m: m.get("STOPPING") == "1", timeout=30)
     assert daemon.proc.wait(timeout=30) == 0
-    return daemon.notify.received[before:]
+    daemon.notify.drain()
+    after = daemon.notify.received[before:]
+    stopping = [i for i, m in enumerate(after) if m.get("STOPPING") == "1"]
+    assert stopping == [len(after) - 1], after
+    return after
 
 
 def test_start_sends_ready_with_status_then_watchdog_then_stopping(
@@ -57,7 +63,7 @@ def test_start_sends_ready_with_status_then_watchdog_then_stopping(
         assert time.monotonic() - first < 15
         assert not any("READY" in m for m in notify.received[1:])
         after = stop(daemon)
-        assert after[-1] == {"STOPPING": "1"} or any(m.get("STOPPING") == "1" for m in after)
+        assert after[-1] == {"STOPPING": "1"}
         assert not any(m.get("READY") == "1" for m in after)
 
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.daemon import free_port
 from tests.systemd.notifyhelpers import NotifySocket, daemon_process, write_config
+from tests.tools import need
 from virtmon.systemd import ActivatedSocket, pick_socket
-
-ACTIVATE = shutil.which("systemd-socket-activate")
 
 
 def http_get_unix(path: Path, target: str, timeout: float) -> tuple[int, bytes]:
@@ -31,16 +27,15 @@ def http_get_unix(path: Path, target: str, timeout: float) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed")
 def test_daemon_serves_the_control_api_on_a_socket_passed_by_systemd(short_tmp: Path) -> None:
     """LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES=control: the first request starts the daemon, which
     answers on the passed socket, binds none of its own, and leaves systemd's file in place."""
-    assert ACTIVATE is not None
+    activate = need("systemd-socket-activate")
     activated = short_tmp / "activated.sock"
     cfg = short_tmp / "virtmon.toml"
     write_config(cfg, short_tmp, free_port())
     notify = NotifySocket(short_tmp)
-    prefix = [ACTIVATE, "-l", str(activated), "--fdname=control", "-E", "NOTIFY_SOCKET"]
+    prefix = [activate, "-l", str(activated), "--fdname=control", "-E", "NOTIFY_SOCKET"]
     try:
         with daemon_process(short_tmp, cfg, notify, watchdog_usec=None,
                             argv_prefix=prefix) as daemon:

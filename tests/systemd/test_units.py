@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+from tests.tools import need
 from virtmon import cli, config
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 VIRTMON = Path(sys.executable).parent / "virtmon"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze is missing: apt-get install systemd (make lab-packages)",
-)
 
 
 def unit_copy(directory: Path, name: str) -> Path:
@@ -34,7 +28,7 @@ def unit_copy(directory: Path, name: str) -> Path:
 def verify(directory: Path, *units: str) -> subprocess.CompletedProcess[str]:
     """`systemd-analyze verify` with the directory first in the unit path (for drop-ins)."""
     return subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *(str(directory / u) for u in units)],
+        [need("systemd-analyze"), "verify", "--man=no", *(str(directory / u) for u in units)],
         capture_output=True, text=True, timeout=60, check=False, cwd=directory,
         env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
@@ -73,7 +67,7 @@ def test_non_root_and_wants_drop_ins_pass_verify_and_are_really_loaded(short_tmp
 def exposure(unit: Path) -> float:
     """`systemd-analyze security --offline=yes`: the overall exposure (0 best, 10 worst)."""
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        [need("systemd-analyze"), "security", "--offline=yes", "--no-pager", str(unit)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout + result.stderr)
@@ -130,8 +124,8 @@ def test_exec_start_and_socket_match_the_cli_and_the_config_defaults() -> None:
 
 def test_sysusers_and_tmpfiles_create_the_user_and_directories(short_tmp: Path) -> None:
     """systemd-sysusers and systemd-tmpfiles --root: user virtmon, group-owned 0750 directories."""
-    if shutil.which("systemd-sysusers") is None or shutil.which("systemd-tmpfiles") is None:
-        pytest.skip("systemd-sysusers/systemd-tmpfiles are missing")
+    need("systemd-sysusers")
+    need("systemd-tmpfiles")
     (short_tmp / "etc").mkdir()
     subprocess.run(["systemd-sysusers", f"--root={short_tmp}",
                     str(UNITS / "virtmon.sysusers.conf")], check=True, capture_output=True)
