@@ -25,6 +25,7 @@ from tests.conftest import call, daemon_config, running_daemon
 from tests.control.conftest import Env
 from virtmon.control.client import ControlClient, Problem
 from virtmon.control.operations import OPERATIONS
+from virtmon.control.operations.model import jsonable
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,11 @@ async def test_domain_reads(ro: Env, lab_domain: str, lab_conn: Any) -> None:
     assert ident == {"name": lab_domain, "uuid": uuid, "id": await call(dom.ID)}
     stats = await ro.call("domain.stats", domain=lab_domain, groups=["state", "cpu_total"])
     assert stats["state.state"] == 1 and "cpu.time" in stats
-    assert isinstance(await ro.call("domain.vcpus", domain=lab_domain), dict)
+    vcpus = (await ro.call("domain.vcpus", domain=lab_domain))["vcpus"]
+    infos, maps = await call(dom.vcpus)
+    assert [(v["number"], v["state"], v["affinity"]) for v in vcpus] == [
+        (n, st, [i for i, on in enumerate(m) if on]) for (n, st, _t, _c), m in zip(
+            infos, maps, strict=True)]
     assert (await ro.call("domain.scheduler_type", domain=lab_domain))["scheduler"]
 
 
@@ -321,23 +326,68 @@ def _no_extra_required(name: str) -> bool:
     return all(not p.required for p in op.params)
 
 
-async def test_every_simple_read_answers_without_5xx(ro: Env, lab_domain: str) -> None:
-    """Every read needing only the domain (or nothing) answers 200 or a 4xx, never a 5xx."""
+def between(before: Any, answer: Any, after: Any) -> bool:
+    """Whether ``answer`` agrees with libvirt's own answers just before and after it: the same
+    structure and text, each number within the two (a counter may move between the calls)."""
+    if isinstance(answer, dict):
+        return (isinstance(before, dict) and isinstance(after, dict)
+                and before.keys() == answer.keys() == after.keys()
+                and all(between(before[k], answer[k], after[k]) for k in answer))
+    if isinstance(answer, list):
+        return (isinstance(before, list) and isinstance(after, list)
+                and len(before) == len(answer) == len(after)
+                and all(map(between, before, answer, after)))
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return (type(before) is type(answer) is type(after)
+                and min(before, after) <= answer <= max(before, after))
+    return bool(before == answer == after)
+
+
+async def test_every_simple_read_agrees_with_libvirt(
+        ro: Env, lab_domain: str, lab: str) -> None:
+    """Every read needing only the domain (or nothing) answers what libvirt itself answers on a
+    read-only connection of the test's own (the same call, between two direct ones), or libvirt's
+    own error as a 4xx; never a 5xx."""
+    conn = await call(libvirt.openReadOnly, lab)
     statuses: dict[str, int] = {}
-    for name, op in OPERATIONS.items():
-        if op.role != "read" or not _no_extra_required(name):
-            continue
-        if op.target not in ("domain", "host"):
-            continue
-        args = {"domain": lab_domain} if op.target == "domain" else {}
-        try:
-            await ro.call(name, **args)
-            statuses[name] = 200
-        except Problem as exc:
-            statuses[name] = exc.status
+    disagree: dict[str, Any] = {}
+    try:
+        dom = await call(conn.lookupByName, lab_domain)
+        for name, op in OPERATIONS.items():
+            if op.role != "read" or not _no_extra_required(name):
+                continue
+            if op.target not in ("domain", "host"):
+                continue
+            args = {"domain": lab_domain} if op.target == "domain" else {}
+            full = {p.name: p.default for p in op.params} | args
+            target = dom if op.target == "domain" else conn
+            for _attempt in range(3):  # a gauge may move between the calls: ask again
+                before = await _direct(op.body, target, full)
+                try:
+                    answer: Any = await ro.call(name, **args)
+                    statuses[name] = 200
+                except Problem as exc:
+                    statuses[name] = exc.status
+                    answer = ("error", exc.document.get("libvirt_code"))
+                after = await _direct(op.body, target, full)
+                if between(before, answer, after):
+                    disagree.pop(name, None)
+                    break
+                disagree[name] = (before, answer, after)
+    finally:
+        await call(conn.close)
     assert len(statuses) > 50
     assert {n: s for n, s in statuses.items() if s >= 500} == {}
+    assert disagree == {}
     assert statuses["domain.info"] == statuses["host.capabilities"] == 200
+
+
+async def _direct(body: Any, target: Any, args: dict[str, Any]) -> Any:
+    """The operation's body on the test's own connection, as JSON (or libvirt's error code)."""
+    try:
+        return jsonable(await call(body, target, args))
+    except libvirt.libvirtError as exc:
+        return ("error", exc.get_error_code())
 
 
 async def test_secure_xml_needs_the_read_write_connection(ro: Env, lab_domain: str) -> None:
