@@ -41,20 +41,21 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# When and where the lab's libvirtd was found dead and started again during the run.
+# When and where a lab process died or changed unannounced during the run (each also failed the
+# test it happened in, or the next one).
 LAB_REVIVALS: list[str] = []
+# libvirtd deaths during tests that stall it on purpose (``stalls_libvirtd``): libvirt 9.0's
+# libvirtd can crash in its client-close hook when it is continued after a SIGSTOP while clients
+# went away (reproduced by tests/lab/stall_repro.py, about one run in three; see its notes).
+# Reported, not failed, until virtmon is shown not to pull that trigger.
+LAB_KNOWN_CRASHES: list[str] = []
+# The lab's vital processes as the last lab test left them (None: not seen yet).
+LAB_PIDS: dict[str, int | None] = {}
 
 
-def revive_lab(where: str) -> bool:
-    """Start the lab's libvirtd again if it has died (blocking); the run's summary names
-    ``where``. libvirt 9.0's libvirtd has segfaulted here, under load, freeing the event
-    callbacks of clients that had gone (after a SIGSTOP that keepalive noticed, or as a client
-    closed): a libvirt bug that should fail at most the test it hit, not every lab test after."""
-    if lab_module.libvirtd_pid() is not None:
-        return False
-    LAB_REVIVALS.append(where)
-    lab_module.up()
-    return True
+# The only reason a test may skip: something no Debian 12 machine has (a newer libvirt's
+# function, say). Any other skip fails the run.
+ALLOWED_SKIP = "not on Debian 12: "
 
 
 @pytest.fixture(scope="session")
@@ -65,27 +66,75 @@ def lab() -> str:
     return lab_module.URI
 
 
+def _lab_changes() -> list[str]:
+    """Which of the lab's vital processes died or were replaced since :data:`LAB_PIDS`."""
+    now = lab_module.vital_pids()
+    return [f"{name} (pid {LAB_PIDS[name]} -> {pid or 'gone'})" for name, pid in now.items()
+            if LAB_PIDS.get(name) is not None and pid != LAB_PIDS[name]]
+
+
+def _heal_lab() -> None:
+    """Bring dead lab processes back (libvirtd, virtlogd, the base domains) and note the pids."""
+    lab_module.up()
+    LAB_PIDS.update(lab_module.vital_pids())
+
+
+def heal_known_crash(where: str) -> bool:
+    """In a ``stalls_libvirtd`` test: start libvirtd again if it crashed (blocking), noting
+    ``where`` for the run's summary; True if it had."""
+    if lab_module.libvirtd_pid() is not None:
+        return False
+    LAB_KNOWN_CRASHES.append(f"{where}\n{lab_module.log_tail(8)}")
+    _heal_lab()
+    return True
+
+
 @pytest.fixture(autouse=True)
-def lab_alive(request: pytest.FixtureRequest) -> None:
-    """Once the lab was up, each lab test starts with a running libvirtd (see revive_lab)."""
+def lab_alive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each lab test starts and ends with the lab's libvirtd, virtlogd and base domains as the
+    test before left them. A death or restart the test did not announce (``kills_libvirtd``)
+    fails it, with libvirtd's last log lines; the lab is brought back for the tests after. A
+    libvirtd crash in a test that stalls it on purpose (``stalls_libvirtd``) is reported."""
     if request.node.get_closest_marker("lab") is None:
+        yield
         return
     request.getfixturevalue("lab")  # the session's first lab test still fails on a down lab
-    revive_lab(f"before {request.node.nodeid}")
-
-
-# The only reason a test may skip: something no Debian 12 machine has (a newer libvirt's
-# function, say). Any other skip fails the run (issue: "zero skips as root on Debian 12").
-ALLOWED_SKIP = "not on Debian 12: "
+    if not LAB_PIDS:
+        LAB_PIDS.update(lab_module.vital_pids())
+    before = _lab_changes()
+    if before:
+        LAB_REVIVALS.append(f"before {request.node.nodeid}: {', '.join(before)}")
+        _heal_lab()
+        pytest.fail(f"the lab changed before this test: {', '.join(before)}\n"
+                    f"{lab_module.log_tail()}", pytrace=False)
+    yield
+    after = _lab_changes()
+    if request.node.get_closest_marker("kills_libvirtd") is not None:
+        _heal_lab()
+        return
+    if after and request.node.get_closest_marker("stalls_libvirtd") is not None:
+        heal_known_crash(f"during {request.node.nodeid}: {', '.join(after)}")
+        LAB_PIDS.update(lab_module.vital_pids())
+        return
+    if after:
+        LAB_REVIVALS.append(f"during {request.node.nodeid}: {', '.join(after)}")
+        tail = lab_module.log_tail()
+        _heal_lab()
+        pytest.fail(f"the lab changed during this test: {', '.join(after)}\n{tail}",
+                    pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say when the lab's libvirtd had to be started again during the run, and before what;
-    name every skip that does not give a reason no Debian 12 machine can meet."""
+    """Say when a lab process died during the run, and where; name every skip that does not
+    give a reason no Debian 12 machine can meet."""
     if LAB_REVIVALS:
-        terminalreporter.write_sep("=", "the lab's libvirtd was found dead and started again")
+        terminalreporter.write_sep("=", "the lab's processes died or changed during the run")
         for where in LAB_REVIVALS:
             terminalreporter.write_line(f"{where} (see {lab_module.LIBVIRTD_LOG.parent})")
+    if LAB_KNOWN_CRASHES:
+        terminalreporter.write_sep("=", "libvirtd crashed after a stall (libvirt 9.0's bug)")
+        for where in LAB_KNOWN_CRASHES:
+            terminalreporter.write_line(where)
     refused = unexplained_skips(terminalreporter.stats.get("skipped", []))
     if refused:
         terminalreporter.write_sep("=", f"skips are failures here (only '{ALLOWED_SKIP}...')")
@@ -105,10 +154,10 @@ def unexplained_skips(reports: list[Any]) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run with an unexplained skip fails (exit 1), whatever else it did."""
+    """A run with an unexplained skip, or a lab process that died, fails (exit 1)."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and exitstatus == 0 and unexplained_skips(
-            reporter.stats.get("skipped", [])):
+    skips = reporter is not None and unexplained_skips(reporter.stats.get("skipped", []))
+    if exitstatus == 0 and (skips or LAB_REVIVALS):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

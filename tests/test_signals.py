@@ -94,6 +94,7 @@ class StderrLines:
 
 
 @pytest.mark.lab
+@pytest.mark.stalls_libvirtd
 def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
     """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
     process = start(short_tmp, uri="test+unix:///default")
@@ -115,6 +116,7 @@ def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tm
 
 
 @pytest.mark.lab
+@pytest.mark.stalls_libvirtd
 def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
     lab: str, short_tmp: Path
 ) -> None:

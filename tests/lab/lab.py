@@ -141,6 +141,28 @@ def libvirtd_pid() -> int | None:
     return _read_pid(LIBVIRTD_PIDFILE)
 
 
+def vital_pids() -> dict[str, int | None]:
+    """The processes the lab must keep for the whole run: libvirtd, virtlogd and the base
+    domains' QEMUs, each with its pid (None when it is not running)."""
+    pids = {"libvirtd": libvirtd_pid(), "virtlogd": _read_pid(VIRTLOGD_PIDFILE)}
+    for index in range(BASE_DOMAINS):
+        pids[f"QEMU of lab-{index}"] = _read_pid(Path(f"/run/libvirt/qemu/lab-{index}.pid"))
+    return pids
+
+
+def log_tail(lines: int = 30) -> str:
+    """The last lines libvirtd wrote (its log file and its stdio), for a failure message."""
+    out = []
+    for path in (Path("/var/log/libvirt/virtmon-lab-libvirtd.log"), LIBVIRTD_LOG):
+        try:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as exc:
+            text = [f"({exc})"]
+        out.append(f"--- {path} ---")
+        out.extend(text)
+    return "\n".join(out)
+
+
 @contextlib.contextmanager
 def paused_libvirtd() -> Iterator[int]:
     """The lab's libvirtd SIGSTOPped for the body (calls to it hang), then SIGCONTinued."""
