@@ -31,7 +31,8 @@ def load_records(path: Path) -> tuple[DomainRecord, ...]:
 def example_node() -> NodeStats:
     """A 2-CPU, 1-cell host as the lab's machines report it (values in libvirt's units)."""
     return NodeStats(
-        info=("x86_64", 24641536, 2, 2394, 1, 1, 2, 1),
+        # As libvirt-python's getInfo() answers on the lab: memory in MiB.
+        info=("x86_64", 24064, 2, 2394, 1, 1, 2, 1),
         cpu_total={
             "kernel": 1_500_000_000_000,
             "user": 4_200_000_000_000,

@@ -56,6 +56,25 @@ def config(short_tmp: Path) -> Any:
     return daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
 
 
+def meminfo_total_bytes() -> int:
+    """The host's memory as the kernel states it (/proc/meminfo MemTotal is in KiB)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+async def test_node_memory_is_the_hosts_memory_in_bytes(lab: str, short_tmp: Path) -> None:
+    """libvirt_node_memory_bytes is /proc/meminfo's MemTotal (libvirt rounds it down to whole
+    MiB), not 1,024 times less."""
+    async with running_daemon(config(short_tmp)) as daemon:
+        text = await exposition_until(
+            daemon.scheduler, lambda t: "\nlibvirt_node_memory_bytes " in t)
+    exported = value(samples(text), "libvirt_node_memory_bytes")
+    total = await asyncio.to_thread(meminfo_total_bytes)
+    assert total - 1024 * 1024 < exported <= total, (exported, total)
+
+
 async def test_cpu_time_matches_a_direct_bulk_call_within_one_cycle(
     lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
 ) -> None:

@@ -71,7 +71,8 @@ class NodeCollector:
     def _info(self, node: NodeStats) -> list[MetricFamily]:
         if node.info is None:
             return []
-        model, memory_kib, cpus, mhz, numa_nodes, sockets, cores, threads = node.info[:8]
+        # libvirt-python's getInfo() gives memory in MiB (the C struct's KiB, divided).
+        model, memory_mib, cpus, mhz, numa_nodes, sockets, cores, threads = node.info[:8]
         info = MetricFamily(
             "libvirt_node_info",
             "info",
@@ -84,7 +85,7 @@ class NodeCollector:
         memory = _gauge(
             "libvirt_node_memory_bytes", "Host memory, in bytes", "virNodeGetInfo memory"
         )
-        memory.add((), memory_kib * 1024)
+        memory.add((), memory_mib * 1024 * 1024)
         freq = _gauge(
             "libvirt_node_cpu_frequency_hertz",
             "Expected host CPU frequency, in hertz",
