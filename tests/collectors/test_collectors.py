@@ -22,6 +22,7 @@ from virtmon.collectors import (
 )
 from virtmon.collectors.base import MetricFamily
 from virtmon.collectors.block import BlockCollector
+from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.domain_info import DomainInfoCollector, metadata_label_name
 from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.snapshot import DomainInfo, DomainRecord, StatsSnapshot
@@ -180,6 +181,21 @@ def test_incomplete_marks_domain_skipped_by_nowait() -> None:
         make_snapshot(load_records(EDGE), groups=frozenset({"state"}))
     )
     assert set(_values(only_state, "libvirt_domain_stats_incomplete").values()) == {0}
+
+
+def test_an_inactive_domains_cpu_time_is_not_exported() -> None:
+    """libvirt 9.0 gives a shut-off or crashed domain libvirtd's own CPU time in cpu_total: no
+    CPU series for it, while a running domain with the same keys has them."""
+    keys = {"cpu.time": 210_000_000, "cpu.user": 70_000_000, "cpu.system": 140_000_000}
+    records = [DomainRecord(name, f"00000000-0000-0000-0000-00000000000{state}",
+                            {"state.state": state, "state.reason": 0, **keys})
+               for name, state in (("off", 5), ("crashed", 6), ("on", 1), ("paused", 3))]
+    families = CpuCollector().collect(_snapshot(*records))
+    for name in ("libvirt_domain_info_cpu_time_seconds_total",
+                 "libvirt_domain_cpu_user_seconds_total",
+                 "libvirt_domain_cpu_system_seconds_total"):
+        assert set(_values(families, name)) == {("on",), ("paused",)}, name
+    assert _values(families, "libvirt_domain_info_cpu_time_seconds_total")[("on",)] == 0.21
 
 
 def test_vanished_domain_is_absent_next_cycle() -> None:

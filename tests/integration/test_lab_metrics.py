@@ -75,6 +75,33 @@ async def test_node_memory_is_the_hosts_memory_in_bytes(lab: str, short_tmp: Pat
     assert total - 1024 * 1024 < exported <= total, (exported, total)
 
 
+async def test_a_shut_off_domain_exports_its_state_but_no_cpu_time(
+    lab: str, lab_conn: Any, short_tmp: Path
+) -> None:
+    """libvirt 9.0 answers a shut-off domain's cpu_total with libvirtd's own CPU time; the
+    exposition has the domain's state (shutoff, 5) and no CPU counter for it, while virDomainGetInfo
+    says 0 ns."""
+    name = f"t-off-{os.getpid()}"
+    await call(lab_module.create_domain, lab_conn, name, False)
+    try:
+        dom = await call(lab_conn.lookupByName, name)
+        assert (await call(dom.info))[4] == 0
+        records = await call(lab_conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, 0)
+        # libvirt's quirk is there: a cpu.time for a domain that does not run.
+        assert any(d.name() == name and "cpu.time" in s for d, s in records)
+        async with running_daemon(config(short_tmp)) as daemon:
+            text = await exposition_until(
+                daemon.scheduler, lambda t: f'libvirt_domain_info_state{{domain="{name}"}}' in t)
+        parsed = samples(text)
+        assert value(parsed, "libvirt_domain_info_state", domain=name) == 5
+        cpu = [key for key in parsed if key[0].startswith("libvirt_domain_cpu")
+               or key[0] == "libvirt_domain_info_cpu_time_seconds_total"]
+        assert [key for key in cpu if ("domain", name) in key[1]] == []
+        assert any(("domain", "lab-0") in key[1] for key in cpu)  # a running one has them
+    finally:
+        await call(lab_module.remove_domain, lab_conn, name)
+
+
 async def test_cpu_time_matches_a_direct_bulk_call_within_one_cycle(
     lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""Domain CPU time from the `cpu_total` group (`cpu.*`, nanoseconds converted to seconds).
+"""Domain CPU time from the `cpu_total` group (`cpu.*`, nanoseconds converted to seconds), for
+domains that run: an inactive domain's `cpu.*` are libvirtd's own (see `CpuCollector.collect`).
 
 Sample::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from virtmon.collectors.base import MetricFamily, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.collectors.state import is_inactive
 
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("cpu.time", "libvirt_domain_info_cpu_time_seconds_total", "Total CPU time of the domain"),
@@ -59,6 +61,11 @@ class CpuCollector:
         )
         for record in snapshot.domains:
             stats = record.stats
+            if is_inactive(stats):
+                # libvirt 9.0 fills cpu_total of a shut-off domain from libvirtd's own
+                # /proc/self/stat: not the domain's time, and it would make rate() show a
+                # stopped domain using CPU.
+                continue
             labels = (record.name,)
             for key, family in pairs:
                 value = stats.get(key)

@@ -30,10 +30,8 @@ from typing import Any
 
 from virtmon.collectors.base import MetricFamily, help_text
 from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
-from virtmon.collectors.state import STATE_NAMES
+from virtmon.collectors.state import STATE_NAMES, is_inactive
 
-# Domain states in which the hypervisor is running and should answer every group.
-_ACTIVE_STATES = frozenset((1, 2, 3, 4, 7))
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -48,7 +46,7 @@ def missing_groups(stats: Mapping[str, Any], requested: frozenset[str]) -> list[
     """
     if "state.state" not in stats:
         return ["state"] if "state" in requested else []
-    if stats["state.state"] not in _ACTIVE_STATES:
+    if is_inactive(stats):
         return []
     missing = []
     if "cpu_total" in requested and "cpu.time" not in stats:

@@ -14,6 +14,9 @@ Sample::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from virtmon.collectors.base import MetricFamily, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 
@@ -28,6 +31,16 @@ STATE_NAMES: tuple[str, ...] = (
     "crashed",
     "pmsuspended",
 )
+# States in which the domain has a hypervisor process (running, blocked, paused, shutting down,
+# suspended to memory): only then are its statistics the domain's own.
+ACTIVE_STATES = frozenset((1, 2, 3, 4, 7))
+
+
+def is_inactive(stats: Mapping[str, Any]) -> bool:
+    """Whether a record says its domain has no hypervisor process (shut off, crashed, none).
+    A record without the state group is not known to be inactive."""
+    state = stats.get("state.state")
+    return state is not None and state not in ACTIVE_STATES
 
 
 class StateCollector:
