@@ -188,3 +188,16 @@ def test_role_map() -> None:
     assert roles.role(Peer(1, 4321, 4321)) == "none"
     assert allows("admin", "write") and allows("write", "read") and not allows("read", "write")
     assert not allows("none", "read")
+
+
+def test_group_membership_is_looked_up_on_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user removed from a reading group loses the role on its next request (same peer, same
+    connection): supplementary groups come from the group database each time, never cached."""
+    members = {"alice": [4321, 4242]}
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: type("pw", (), {"pw_name": "alice"})())
+    monkeypatch.setattr("os.getgrouplist", lambda name, gid: members[name])
+    roles = RoleMap.from_config({"read_groups": [4242]})
+    peer = Peer(pid=1, uid=4321, gid=4321)
+    assert roles.role(peer) == "read"
+    members["alice"] = [4321]  # gpasswd -d alice virtmon
+    assert roles.role(peer) == "none"

@@ -422,13 +422,15 @@ async def test_every_lifecycle_verb_on_a_real_domain(rw: Env, lab_domain: str) -
 async def test_the_socket_gets_its_mode_and_group_and_a_missing_group_is_logged(
     short_tmp: Path, lab: str
 ) -> None:
-    """control.socket_mode and socket_group are applied; an unknown group is a logged warning."""
+    """control.socket_mode and socket_group are applied, again after a restart; an unknown group
+    is a logged warning."""
     cfg = daemon_config(short_tmp, libvirt={"uri": lab},
                         control={"socket_mode": "0660", "socket_group": "virtmon-lab"})
-    async with running_daemon(cfg):
-        info = (short_tmp / "control.sock").stat()
-        assert stat.S_IMODE(info.st_mode) == 0o660
-        assert info.st_gid == grp.getgrnam("virtmon-lab").gr_gid
+    for when in ("first", "after a restart"):  # the second finds the first's socket gone
+        async with running_daemon(cfg):
+            info = (short_tmp / "control.sock").stat()
+            assert stat.S_IMODE(info.st_mode) == 0o660, when
+            assert info.st_gid == grp.getgrnam("virtmon-lab").gr_gid, when
     missing = daemon_config(short_tmp, libvirt={"uri": lab},
                             control={"socket_group": "no-such-group-here"})
     with structlog.testing.capture_logs() as logs:
