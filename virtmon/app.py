@@ -35,7 +35,7 @@ from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
 from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
-from virtmon.events.model import Event
+from virtmon.events.model import ADMIN_KIND, Event
 from virtmon.exposition.http import metrics_app
 from virtmon.exposition.webconfig import (
     LiveWebConfig,
@@ -186,7 +186,7 @@ class Daemon:
     def _admin_event(self, event: AdminEvent) -> None:
         """Loss and return of the admin connection (and helper restarts) go into the stream."""
         self.bus.publish(Event(
-            time=time.time(), uri=str(self.config["libvirt.admin_uri"]), kind="admin",
+            time=time.time(), uri=str(self.config["libvirt.admin_uri"]), kind=ADMIN_KIND,
             name=event.kind, detail=str(event.detail.get("reason")) if "reason" in event.detail
             else None, payload=dict(event.detail),
         ))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from virtmon import __version__
 from virtmon.collectors.base import MetricFamily, MetricType
 from virtmon.events.bus import INGEST_SINK, EventBus
+from virtmon.events.catalog import domain_event_ids, kind_name
+from virtmon.events.model import VIRTMON_KINDS
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import CLOSE_REASONS, ConnectionSupervisor, State
 
@@ -20,6 +22,10 @@ class CycleStats:
     last_success: float = 0.0
     cycles: int = 0
     failures: int = 0
+
+
+# Every kind an event can have here: each domain event id this libvirt knows, and virtmon's own.
+EVENT_KINDS = sorted({kind_name(i) for i in domain_event_ids()} | set(VIRTMON_KINDS))
 
 
 def _with_zeros(counts: Mapping[str, int], known: Iterable[str]) -> dict[str, int]:
@@ -81,7 +87,7 @@ def self_metrics(
                         "reason", _with_zeros(supervisor.reconnects, CLOSE_REASONS.values())),
         _counter_family("virtmon_events_received_total",
                         "Events received from libvirt or inferred by reconciling, by kind.",
-                        "kind", bus.received),
+                        "kind", _with_zeros(bus.received, EVENT_KINDS)),
         _counter_family("virtmon_events_dropped_total",
                         "Events a full bounded queue had to drop, by sink.", "sink",
                         _with_zeros(bus.dropped, (INGEST_SINK,))),

@@ -17,8 +17,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
+from tests.waiting import exposition_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
+from virtmon.control.client import ControlClient
 from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE, Exposition
 from virtmon.virt.stats import take_snapshot
 
@@ -300,3 +302,25 @@ def test_choose_honours_quality_values(accept: str, encoding: str,
     exposition = Exposition.render([])
     _body, content_type, chosen = exposition.choose(accept, encoding)
     assert ("openmetrics" if "openmetrics" in content_type else "text", chosen) == expected
+
+
+async def test_event_counters_start_at_zero_for_every_kind(
+    short_tmp: Path, session: aiohttp.ClientSession
+) -> None:
+    """virtmon_events_received_total has a 0 for every kind before its first event (each domain
+    event id libvirt knows, connection, audit, admin), so the first one shows in increase();
+    an audited call then counts 1."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        control={"allow_write": True})
+    async with running_daemon(cfg) as daemon:
+        _, _, body = await get(session, base_url(daemon) + "/metrics")
+        kinds = {line.split('kind="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                 for line in body.splitlines()
+                 if line.startswith("virtmon_events_received_total{")}
+        assert {"lifecycle", "watchdog", "io_error", "connection", "audit", "admin"} <= set(kinds)
+        assert len(kinds) >= 27 + 3 and kinds["watchdog"] == kinds["audit"] == 0
+        client = ControlClient(str(short_tmp / "control.sock"))
+        await asyncio.to_thread(client.call, "domain.set_autostart", domain="test",
+                                autostart=False)
+        await exposition_until(
+            daemon.scheduler, lambda t: 'virtmon_events_received_total{kind="audit"} 1' in t)

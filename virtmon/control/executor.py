@@ -33,7 +33,7 @@ from virtmon.control.operations.model import ArgumentError, Operation, domain_ke
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
-from virtmon.events.model import Event
+from virtmon.events.model import AUDIT_KIND, Event
 from virtmon.virt.admin_client import (
     HELPER_TIMEOUT,
     HELPER_UNAVAILABLE,
@@ -301,7 +301,7 @@ class Executor:
         log.info("virtmon.control.audit", **record)
         domain = args.get("domain") if op.target == "domain" else None
         self.bus.publish(Event(
-            time=time.time(), uri=self.supervisor.settings.uri, kind="audit", name=op.name,
+            time=time.time(), uri=self.supervisor.settings.uri, kind=AUDIT_KIND, name=op.name,
             detail="ok" if outcome.get("ok") else "failed",
             domain=str(domain) if domain is not None else None, payload=record,
         ))

@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# Kinds that are not domain events: the connection to libvirt itself.
+# Kinds that are not domain events: the connection to libvirt itself, a control-API call that
+# changed something or ran privileged, and the admin helper's own comings and goings.
 CONNECTION_KIND = "connection"
+AUDIT_KIND = "audit"
+ADMIN_KIND = "admin"
+VIRTMON_KINDS = (CONNECTION_KIND, AUDIT_KIND, ADMIN_KIND)
 
 
 @dataclass(frozen=True, slots=True)
