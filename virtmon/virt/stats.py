@@ -70,34 +70,47 @@ class HostFacts:
                    snapshot.host_interfaces)
 
 
+# Page sizes asked for free pages: the base page, and x86's 2 MiB and 1 GiB huge pages.
+PAGE_SIZES_KIB = (4, 2048, 1048576)
+
+
+def _online_cpus(cpu_map: tuple[bool, ...] | None, active: int) -> list[int]:
+    """The host CPUs to ask per-CPU statistics of: the online ones of the CPU map (an offline
+    CPU keeps its number, so the ones after it are not shifted), else the first ``active``."""
+    if cpu_map is not None:
+        return [cpu for cpu, online in enumerate(cpu_map) if online]
+    return list(range(active))
+
+
 def node_stats(conn: Any, facts: HostFacts | None = None) -> NodeStats:
     """virNodeGetInfo, CPU and memory statistics, free pages, KSM parameters and the CPU map.
 
     With ``facts``, node info and the CPU map are taken from them instead of asked again.
     """
     info = facts.info if facts else _maybe(conn.getInfo)
-    cpus = int(info[2]) if info else 0
     cells = int(info[4]) if info else 0
-    per_cpu: dict[int, Mapping[str, int]] = {}
-    for cpu in range(cpus):
-        stats = _maybe(conn.getCPUStats, cpu)
-        if stats is not None:
-            per_cpu[cpu] = stats
-    per_cell: dict[int, Mapping[str, int]] = {}
-    free_pages: dict[int, Mapping[int, int]] = {}
-    for cell in range(cells):
-        memory = _maybe(conn.getMemoryStats, cell)
-        if memory is not None:
-            per_cell[cell] = memory
-    if cells:
-        pages = _maybe(conn.getFreePages, [4, 2048, 1048576], 0, cells)
-        if pages:
-            free_pages = {int(cell): dict(sizes) for cell, sizes in pages.items()}
     if facts:
         cpu_map_flags = facts.cpu_map
     else:
         cpu_map = _maybe(conn.getCPUMap)
         cpu_map_flags = tuple(bool(b) for b in cpu_map[1]) if cpu_map else None
+    per_cpu: dict[int, Mapping[str, int]] = {}
+    for cpu in _online_cpus(cpu_map_flags, int(info[2]) if info else 0):
+        stats = _maybe(conn.getCPUStats, cpu)
+        if stats is not None:
+            per_cpu[cpu] = stats
+    per_cell: dict[int, Mapping[str, int]] = {}
+    free_pages: dict[int, dict[int, int]] = {}
+    for cell in range(cells):
+        memory = _maybe(conn.getMemoryStats, cell)
+        if memory is not None:
+            per_cell[cell] = memory
+    # One size per call: libvirt fails the whole call when one size is not available (a host
+    # without 1 GiB pages), which would lose the others with it.
+    for size in PAGE_SIZES_KIB if cells else ():
+        pages = _maybe(conn.getFreePages, [size], 0, cells)
+        for cell, sizes in (pages or {}).items():
+            free_pages.setdefault(int(cell), {}).update(sizes)
     return NodeStats(
         info=tuple(info) if info else None,
         cpu_total=_maybe(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS),
