@@ -18,7 +18,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
-from virtmon.collectors.base import Collector, MetricFamily, run_collectors
+from virtmon.collectors.base import FACTS_EVERY, Collector, MetricFamily, run_collectors
 from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.exposition.cache import Exposition
 from virtmon.selfmetrics import CycleStats
@@ -29,8 +29,6 @@ from virtmon.virt.stats import HostFacts, disconnected_snapshot, take_snapshot
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
 
-# Node info, CPU map and host interfaces are re-read every this many cycles (2 min at 15 s).
-FACTS_EVERY = 8
 
 
 class Scheduler:

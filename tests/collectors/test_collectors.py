@@ -20,7 +20,7 @@ from virtmon.collectors import (
     stats_flags_for,
     stats_groups_for,
 )
-from virtmon.collectors.base import MetricFamily
+from virtmon.collectors.base import FACTS_EVERY, MetricFamily
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.domain_info import DomainInfoCollector, metadata_label_name
@@ -209,14 +209,24 @@ def test_vanished_domain_is_absent_next_cycle() -> None:
 
 
 def test_help_names_source_and_cycle_and_no_host_label() -> None:
-    """Every libvirt_* HELP names its libvirt source and the cycle; no series has a host label."""
+    """Every libvirt_* HELP names its libvirt source and the value's age (the last cycle, or
+    every FACTS_EVERY cycles for the host facts the scheduler re-reads that seldom); no series
+    has a host label."""
+    facts = {"libvirt_node_info", "libvirt_node_cpus", "libvirt_node_memory_bytes",
+             "libvirt_node_cpu_frequency_hertz", "libvirt_node_cpu_online",
+             "libvirt_host_interface_info", "libvirt_host_interface_active"}
+    seen = set()
     for path in (KVM, EDGE):
         for family in _all_families(path):
             assert "host" not in family.label_names, family.name
             if family.name.startswith("virtmon_"):
                 continue
             assert "(libvirt " in family.help, family.name
-            assert "value from the last collection cycle" in family.help, family.name
+            age = (f"read every {FACTS_EVERY} collection cycles" if family.name in facts
+                   else "value from the last collection cycle")
+            assert age in family.help, family.name
+            seen.add(family.name)
+    assert facts <= seen
 
 
 def test_metric_family_rejects_bad_names() -> None:

@@ -9,8 +9,8 @@ import libvirt
 
 from tests.conftest import daemon_config, running_daemon
 from tests.waiting import next_cycle
+from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.snapshot import HostInterface
-from virtmon.scheduler import FACTS_EVERY
 from virtmon.virt.stats import HostFacts, take_snapshot
 
 IFACE_XML = """<interface type='ethernet' name='facts0'>

@@ -55,9 +55,17 @@ def claim_unique(used: set[str], name: str) -> str:
     return candidate
 
 
-def help_text(what: str, source: str) -> str:
-    """HELP text naming the libvirt source and the age of the value, as METRICS.md requires."""
-    return f"{what} (libvirt {source}; value from the last collection cycle)."
+# Host facts (node info, CPU map, host interfaces) change almost never and cost several calls:
+# they are read on a connection's first cycle and then every this many cycles (the scheduler).
+FACTS_EVERY = 8
+
+
+def help_text(what: str, source: str, fact: bool = False) -> str:
+    """HELP text naming the libvirt source and the age of the value, as METRICS.md requires;
+    ``fact``: a host fact, read only every :data:`FACTS_EVERY` cycles."""
+    age = (f"read every {FACTS_EVERY} collection cycles" if fact
+           else "value from the last collection cycle")
+    return f"{what} (libvirt {source}; {age})."
 
 
 @dataclass(slots=True)

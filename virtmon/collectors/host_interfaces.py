@@ -29,13 +29,15 @@ class HostInterfacesCollector:
             help_text(
                 "Host interface and its MAC address",
                 "virInterfaceGetName, virInterfaceGetMACString",
+                fact=True,
             ),
             ("interface", "mac"),
         )
         active = MetricFamily(
             "libvirt_host_interface_active",
             "gauge",
-            help_text("1 if the host interface is active, else 0", "virInterfaceIsActive"),
+            help_text("1 if the host interface is active, else 0", "virInterfaceIsActive",
+                      fact=True),
             ("interface",),
         )
         for iface in snapshot.host_interfaces:

@@ -47,8 +47,9 @@ _KSM: dict[str, tuple[str, MetricType, float, str]] = {
 }
 
 
-def _gauge(name: str, what: str, source: str, labels: tuple[str, ...] = ()) -> MetricFamily:
-    return MetricFamily(name, "gauge", help_text(what, source), labels)
+def _gauge(name: str, what: str, source: str, labels: tuple[str, ...] = (),
+           fact: bool = False) -> MetricFamily:
+    return MetricFamily(name, "gauge", help_text(what, source, fact), labels)
 
 
 class NodeCollector:
@@ -76,20 +77,23 @@ class NodeCollector:
         info = MetricFamily(
             "libvirt_node_info",
             "info",
-            help_text("Host CPU model and topology", "virNodeGetInfo"),
+            help_text("Host CPU model and topology", "virNodeGetInfo", fact=True),
             ("model", "numa_nodes", "sockets", "cores", "threads"),
         )
         info.add((str(model), str(numa_nodes), str(sockets), str(cores), str(threads)), 1)
-        cpu_count = _gauge("libvirt_node_cpus", "Number of active host CPUs", "virNodeGetInfo cpus")
+        cpu_count = _gauge("libvirt_node_cpus", "Number of active host CPUs", "virNodeGetInfo cpus",
+                           fact=True)
         cpu_count.add((), cpus)
         memory = _gauge(
-            "libvirt_node_memory_bytes", "Host memory, in bytes", "virNodeGetInfo memory"
+            "libvirt_node_memory_bytes", "Host memory, in bytes", "virNodeGetInfo memory",
+            fact=True,
         )
         memory.add((), memory_mib * 1024 * 1024)
         freq = _gauge(
             "libvirt_node_cpu_frequency_hertz",
             "Expected host CPU frequency, in hertz",
             "virNodeGetInfo mhz",
+            fact=True,
         )
         freq.add((), mhz * 1_000_000)
         return [info, cpu_count, memory, freq]
@@ -117,6 +121,7 @@ class NodeCollector:
             "1 if the host CPU is online, else 0",
             "virNodeGetCPUMap",
             ("cpu",),
+            fact=True,
         )
         for cpu, flag in enumerate(node.cpu_map or ()):
             online.add((str(cpu),), 1 if flag else 0)
