@@ -95,6 +95,7 @@ def make_snapshot(
     """A snapshot of `records` with XML info, and (optionally) node, interfaces and versions."""
     return StatsSnapshot(
         taken_at=1_728_120_434.0,
+        monotonic_at=4_000.0,  # the host has been up for about an hour (CLOCK_MONOTONIC)
         requested_groups=groups,
         domains=records,
         domain_info=example_info(records),

@@ -102,6 +102,28 @@ async def test_a_shut_off_domain_exports_its_state_but_no_cpu_time(
         await call(lab_module.remove_domain, lab_conn, name)
 
 
+async def test_a_dirty_rate_calculation_starts_at_the_wall_clock_time_it_was_started(
+    lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
+) -> None:
+    """QEMU states a dirty-rate calculation's start on the host's monotonic clock; the exported
+    start is the Unix time it was started (not seconds since boot), and a domain that never
+    started one has no start series."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    status = f'libvirt_domain_dirtyrate_calc_status{{domain="{lab_domain}"}} '
+    async with running_daemon(config(short_tmp)) as daemon:
+        never = samples(await exposition_until(daemon.scheduler, lambda t: status + "0" in t))
+        assert not any(name == "libvirt_domain_dirtyrate_calc_start_timestamp_seconds"
+                       and ("domain", lab_domain) in labels for name, labels in never)
+        before = time.time()
+        await call(dom.startDirtyRateCalc, 1, 0)
+        after = time.time()
+        measured = samples(await exposition_until(daemon.scheduler, lambda t: status + "2" in t))
+    start = value(measured, "libvirt_domain_dirtyrate_calc_start_timestamp_seconds",
+                  domain=lab_domain)
+    # QEMU keeps whole seconds: the start lies within a second of when it was asked for.
+    assert before - 1.5 <= start <= after + 1.5, (before, start, after)
+
+
 async def test_cpu_time_matches_a_direct_bulk_call_within_one_cycle(
     lab: str, lab_conn: Any, lab_domain: str, short_tmp: Path
 ) -> None:

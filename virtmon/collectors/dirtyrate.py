@@ -43,7 +43,8 @@ class DirtyrateCollector:
         start = MetricFamily(
             "libvirt_domain_dirtyrate_calc_start_timestamp_seconds",
             "gauge",
-            help_text("Start of the last calculation, in seconds", "dirtyrate.calc_start_time"),
+            help_text("Start of the last calculation, as a Unix timestamp in seconds; only where "
+                      "libvirt runs on virtmon's host", "dirtyrate.calc_start_time"),
             dl,
         )
         period = MetricFamily(
@@ -83,8 +84,10 @@ class DirtyrateCollector:
             labels = (record.name,)
             status.add(labels, value)
             value = stats.get("dirtyrate.calc_start_time")
-            if value is not None:
-                start.add(labels, value)
+            if value and snapshot.monotonic_at is not None:
+                # QEMU states the start in seconds on the host's monotonic clock: as Unix time
+                # by this host's clocks, where libvirt runs here; none before any calculation.
+                start.add(labels, snapshot.taken_at - (snapshot.monotonic_at - value))
             value = stats.get("dirtyrate.calc_period")
             if value is not None:
                 period.add(labels, value)

@@ -110,3 +110,6 @@ class StatsSnapshot:
     admin: Any = None
     # The event counters' copy for this cycle (virtmon.events.counters.EventCounts) or None.
     events: Any = None
+    # CLOCK_MONOTONIC at ``taken_at`` when libvirt runs on this host (None for a remote one):
+    # QEMU states some times on that clock (a dirty-rate calculation's start).
+    monotonic_at: float | None = None

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -178,6 +179,7 @@ def take_snapshot(
     info = known_info or libvirt_info(conn, uri)
     return StatsSnapshot(
         taken_at=time.time(),
+        monotonic_at=time.monotonic() if is_local(uri) else None,
         requested_groups=requested_groups,
         domains=records,
         domain_info=dict(domain_info),
@@ -185,6 +187,16 @@ def take_snapshot(
         host_interfaces=interfaces,
         libvirt=info,
     )
+
+
+def is_local(uri: str) -> bool:
+    """Whether libvirt runs on this host: a URI with no transport and no host name
+    (``qemu:///system``, ``test:///default``), so this host's clocks are its clocks."""
+    try:
+        parts = urlsplit(uri)
+        return "+" not in parts.scheme and not parts.hostname
+    except ValueError:  # a URI urlsplit cannot read is not known to be local
+        return False
 
 
 def disconnected_snapshot(uri: str) -> StatsSnapshot:
