@@ -61,6 +61,32 @@ def test_check_config_reports_three_mistakes_and_exits_78(tmp_path: Path) -> Non
     assert result.stdout == ""
 
 
+def test_check_config_reports_malformed_urls_without_a_traceback(tmp_path: Path) -> None:
+    """URLs urlsplit cannot read, a port out of range, no host: each is a problem with its key
+    path and exit 78, never a traceback (they crashed check-config and run with exit 1)."""
+    path = tmp_path / "urls.toml"
+    path.write_text(
+        "[libvirt]\n"
+        'uri = "qemu://host:99999/system"\n'
+        'admin_uri = "qemu://[::1"\n'
+        "[[alerts.receivers]]\n"
+        'name = "hook"\n'
+        'kind = "json"\n'
+        'urls = ["http://[::1/json", "http:///nohost", "http://h:0/", "https://ok:8443/x"]\n'
+    )
+    for command in ("check-config", "run"):
+        args = (command, str(path)) if command == "check-config" else (
+            command, "--config", str(path))
+        result = run_virtmon(*args)
+        assert result.returncode == config.EX_CONFIG, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        keys = sorted(next(part for part in line.split(": ") if part.startswith(("libvirt.",
+                                                                              "alerts.")))
+                      for line in result.stderr.strip().splitlines())
+        assert keys == ["alerts.receivers[0].urls[0]", "alerts.receivers[0].urls[1]",
+                        "alerts.receivers[0].urls[2]", "libvirt.admin_uri", "libvirt.uri"]
+
+
 def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
     """check-config on a valid file prints ok and exits 0."""
     path = tmp_path / "good.toml"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import structlog
+
+from tests.conftest import daemon_config, running_daemon
 from virtmon import config
-from virtmon.reload import RUNTIME_KEYS, changed_keys, effective, plan
+from virtmon.reload import RUNTIME_KEYS, changed_keys, effective, plan, reload_daemon
 
 
 def build(**sections: dict[str, Any]) -> config.Config:
@@ -47,3 +51,21 @@ def test_every_runtime_key_is_a_schema_key() -> None:
     """RUNTIME_KEYS names only keys that exist."""
     known = {f"{s}.{k}" for s, keys in config.SCHEMA.items() for k in keys}
     assert known >= RUNTIME_KEYS
+
+
+async def test_a_fault_while_reading_the_configuration_rejects_the_reload(
+    short_tmp: Path,
+) -> None:
+    """An unexpected error in virtmon's own reading of the file (a validation bug) refuses the
+    reload and keeps the running configuration; the daemon is not ended by it."""
+    def broken() -> config.Config:
+        raise RuntimeError("a validation bug")
+
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"})
+    async with running_daemon(cfg) as daemon:
+        with structlog.testing.capture_logs() as logs:
+            assert await reload_daemon(daemon, broken) is None
+        assert daemon.config is cfg and "config reload failed" in str(daemon.config_problem)
+        assert [e["event"] for e in logs if e["log_level"] == "error"][:1] == [
+            "virtmon.reload.crashed"]
+        assert not daemon.finished.is_set()

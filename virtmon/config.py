@@ -55,10 +55,30 @@ def _one_of(*choices: str) -> Check:
 
 
 def check_uri(value: Any) -> str | None:
-    """A libvirt URI: ``driver[+transport]://[host]/path``."""
-    parts = urlsplit(value)
+    """A libvirt URI: ``driver[+transport]://[host][:port]/path``."""
+    usage = "(like qemu:///system or qemu+ssh://host/system)"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535
+    except ValueError as exc:
+        return f"{value!r} is not a libvirt URI: {exc} {usage}"
     if not parts.scheme or "://" not in value:
-        return f"{value!r} is not a libvirt URI (like qemu:///system or qemu+ssh://host/system)"
+        return f"{value!r} is not a libvirt URI {usage}"
+    return None
+
+
+def http_url_problem(url: str) -> str | None:
+    """What is wrong with a receiver's URL: it must be http(s), name a host, and have a port
+    from 1 to 65535 if it has one (such a URL would otherwise fail every delivery)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL with a host"
+    if port == 0:
+        return f"{url!r}: port 0 cannot be connected to"
     return None
 
 
@@ -305,9 +325,9 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
             if key.default is None and name not in item:
                 problems.append(f"{base}.{name}: required")
         for url_index, url in enumerate(values.get("urls", [])):
-            parts = urlsplit(str(url))
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(f"{base}.urls[{url_index}]: {url!r} is not an http(s) URL")
+            problem = http_url_problem(str(url))
+            if problem:
+                problems.append(f"{base}.urls[{url_index}]: {problem}")
         if not values.get("urls", [None]):
             problems.append(f"{base}.urls: must not be empty")
         for header, text in values.get("headers", {}).items():

@@ -134,6 +134,18 @@ def _apply(daemon: Daemon, cfg: Config) -> None:
     daemon.journal.max_count = int(cfg["events.retention_count"])
 
 
+def _reject(daemon: Daemon, problems: list[str]) -> None:
+    """Keep the running configuration: log each problem and say so in the status."""
+    for problem in problems:
+        log.error("virtmon.reload.invalid", problem=problem)
+    daemon.config_problem = (
+        f"config reload failed ({len(problems)} problem"
+        f"{'' if len(problems) == 1 else 's'}), running the previous configuration"
+    )
+    log.error("virtmon.reload.rejected", problems=len(problems))
+    daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
+
+
 async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadPlan | None:
     """Reload the configuration into a running daemon; None when the new one is invalid."""
     daemon.notifier.reloading("reloading configuration")
@@ -149,14 +161,13 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
     except (ConfigError, OSError) as exc:
         if isinstance(exc, OSError):
             exc = ConfigError([f"alerts: {exc}"])
-        for problem in exc.problems:
-            log.error("virtmon.reload.invalid", problem=problem)
-        daemon.config_problem = (
-            f"config reload failed ({len(exc.problems)} problem"
-            f"{'' if len(exc.problems) == 1 else 's'}), running the previous configuration"
-        )
-        log.error("virtmon.reload.rejected", problems=len(exc.problems))
-        daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
+        _reject(daemon, exc.problems)
+        return None
+    except Exception as exc:
+        # A fault in virtmon's own validation must not end a daemon that runs fine on the
+        # configuration it has: the reload is refused, and the traceback logged for a fix.
+        log.exception("virtmon.reload.crashed")
+        _reject(daemon, [f"virtmon failed to read the configuration: {type(exc).__name__}: {exc}"])
         return None
     _apply(daemon, cfg)
     if daemon.web_config is not None:

@@ -101,6 +101,30 @@ def test_reload_sends_reloading_with_monotonic_usec_then_ready_and_applies(
         stop(daemon)
 
 
+def test_a_malformed_url_on_sighup_is_a_rejected_reload_not_a_dead_daemon(
+    short_tmp: Path, notify: NotifySocket
+) -> None:
+    """URLs urlsplit cannot read (an unclosed IPv6 bracket, a port out of range) in the admin URI
+    and a receiver: SIGHUP rejects the reload naming each key, and the daemon runs on."""
+    cfg = short_tmp / "virtmon.toml"
+    write_config(cfg, short_tmp, free_port())
+    good = cfg.read_text()
+    with daemon_process(short_tmp, cfg, notify) as daemon:
+        start(daemon)
+        cfg.write_text(good.replace("[libvirt]\n", '[libvirt]\nadmin_uri = "qemu://[::1"\n') + (
+            '\n[[alerts.receivers]]\nname = "hook"\nkind = "json"\n'
+            'urls = ["http://[::1/json", "http://h:70000/"]\n'))
+        daemon.signal(signal.SIGHUP)
+        ready = notify.wait_for(lambda m: m.get("READY") == "1")
+        assert "config reload failed (3 problems)" in ready["STATUS"], ready
+        problems = sorted(r["problem"].split(":")[0] for r in daemon.log()
+                          if r.get("event") == "virtmon.reload.invalid")
+        assert problems == ["alerts.receivers[0].urls[0]", "alerts.receivers[0].urls[1]",
+                            "libvirt.admin_uri"]
+        assert daemon.proc.poll() is None
+        stop(daemon)
+
+
 def test_rejected_reload_keeps_the_old_config_logs_every_problem_and_status_says_so(
     short_tmp: Path, notify: NotifySocket
 ) -> None:
