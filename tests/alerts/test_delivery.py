@@ -271,3 +271,21 @@ async def test_metrics_count_outcomes_depth_and_age(store: AlertStore, tmp_path:
     [(_labels, age)] = families["virtmon_webhook_oldest_pending_age_seconds"].samples
     assert age == pytest.approx(100.0)
     assert families["virtmon_webhook_attempts_total"].samples == [(("r",), 1)]
+
+
+async def test_a_resend_round_reaches_every_firing_alert_past_a_thousand(
+        store: AlertStore) -> None:
+    """With 1,011 firing alerts, one re-send round to Alertmanager carries all 1,011 (it read
+    at most 1,000 and let the rest expire there while they were still firing)."""
+    async with serving(Recorder()) as rec:
+        target = Target(receiver(rec.url, kind="alertmanager", batch_size=500,
+                                 resend_interval=0.5), rec.url, store, "hv1")
+        enqueue(store, [("r", rec.url)], 1011)
+        async with delivering(target):
+            await wait_until(lambda: target.outcomes["delivered"] == 1011, 30)
+            await wait_until(lambda: target.outcomes["resent"] >= 3, 30)  # a whole round
+        sent = [r.json() for r in rec.requests]
+    first_round, resends = sent[:3], sent[3:6]
+    assert sum(len(batch) for batch in first_round) == 1011
+    assert {a["labels"]["domain"] for batch in resends for a in batch} == {
+        f"d{i}" for i in range(1011)}

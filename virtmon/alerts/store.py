@@ -164,6 +164,11 @@ class AlertStore:
         return [_alert(r) for r in self._query(
             "SELECT * FROM alerts WHERE state != 'resolved' ORDER BY starts_at")]
 
+    def firing(self) -> list[Alert]:
+        """Every firing alert, however many (a re-send must reach all of them), oldest first."""
+        return [_alert(r) for r in self._query(
+            "SELECT * FROM alerts WHERE state = 'firing' ORDER BY starts_at")]
+
     def alerts(self, state: str | None = None, limit: int = 1000, *, rule: str | None = None,
                domain: str | None = None) -> list[Alert]:
         """Alerts, newest first, optionally in one state, of a rule and a domain (SQL globs)."""
