@@ -251,7 +251,8 @@ class Target:
             await anyio.sleep(self.receiver.resend_interval)
 
     async def _resend_firing(self, session: aiohttp.ClientSession) -> None:
-        alerts = self.notified(await anyio.to_thread.run_sync(self.store.firing))
+        alerts = self.notified(await anyio.to_thread.run_sync(
+            lambda: self.store.alerts("firing", limit=None)))
         now = self.clock()
         notes = [Notification.of(a, now) for a in alerts]
         for start in range(0, len(notes), self.receiver.batch_size):

@@ -164,14 +164,10 @@ class AlertStore:
         return [_alert(r) for r in self._query(
             "SELECT * FROM alerts WHERE state != 'resolved' ORDER BY starts_at")]
 
-    def firing(self) -> list[Alert]:
-        """Every firing alert, however many (a re-send must reach all of them), oldest first."""
-        return [_alert(r) for r in self._query(
-            "SELECT * FROM alerts WHERE state = 'firing' ORDER BY starts_at")]
-
-    def alerts(self, state: str | None = None, limit: int = 1000, *, rule: str | None = None,
-               domain: str | None = None) -> list[Alert]:
-        """Alerts, newest first, optionally in one state, of a rule and a domain (SQL globs)."""
+    def alerts(self, state: str | None = None, limit: int | None = 1000, *,
+               rule: str | None = None, domain: str | None = None) -> list[Alert]:
+        """Alerts, newest first, optionally in one state, of a rule and a domain (SQL globs);
+        ``limit`` None: all of them (a re-send must reach every firing alert)."""
         where, params = [], []
         for clause, value in (("state = ?", state), ("rule GLOB ?", rule),
                               ("json_extract(labels, '$.domain') GLOB ?", domain)):
@@ -179,7 +175,8 @@ class AlertStore:
                 where.append(clause)
                 params.append(value)
         sql = "SELECT * FROM alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._query(f"{sql} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
+        rows = self._query(f"{sql} ORDER BY updated_at DESC LIMIT ?",
+                           (*params, -1 if limit is None else limit))  # -1: SQLite's "no limit"
         return [_alert(r) for r in rows]
 
     # -- the outbox ------------------------------------------------------------------------
