@@ -83,6 +83,20 @@ def _online_cpus(cpu_map: tuple[bool, ...] | None, active: int) -> list[int]:
     return list(range(active))
 
 
+def _free_pages(conn: Any, cells: int) -> dict[int, dict[int, int]]:
+    """virNodeGetFreePages for every size in one call; where libvirt refuses that (it fails the
+    whole call for a size the host lacks, e.g. no 1 GiB pages), one call per size, so that the
+    sizes the host has are still read."""
+    pages = _maybe(conn.getFreePages, list(PAGE_SIZES_KIB), 0, cells)
+    if pages is not None:
+        return {int(cell): dict(sizes) for cell, sizes in pages.items()}
+    out: dict[int, dict[int, int]] = {}
+    for size in PAGE_SIZES_KIB:
+        for cell, sizes in (_maybe(conn.getFreePages, [size], 0, cells) or {}).items():
+            out.setdefault(int(cell), {}).update(sizes)
+    return out
+
+
 def node_stats(conn: Any, facts: HostFacts | None = None) -> NodeStats:
     """virNodeGetInfo, CPU and memory statistics, free pages, KSM parameters and the CPU map.
 
@@ -106,12 +120,8 @@ def node_stats(conn: Any, facts: HostFacts | None = None) -> NodeStats:
         memory = _maybe(conn.getMemoryStats, cell)
         if memory is not None:
             per_cell[cell] = memory
-    # One size per call: libvirt fails the whole call when one size is not available (a host
-    # without 1 GiB pages), which would lose the others with it.
-    for size in PAGE_SIZES_KIB if cells else ():
-        pages = _maybe(conn.getFreePages, [size], 0, cells)
-        for cell, sizes in (pages or {}).items():
-            free_pages.setdefault(int(cell), {}).update(sizes)
+    if cells:
+        free_pages = _free_pages(conn, cells)
     return NodeStats(
         info=tuple(info) if info else None,
         cpu_total=_maybe(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS),
