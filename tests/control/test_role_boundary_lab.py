@@ -16,7 +16,9 @@ editing this test.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import operator
 import os
 import secrets
 import time
@@ -35,7 +37,6 @@ from virtmon.control.operations.model import ArgumentError, Operation, Param, va
 pytestmark = pytest.mark.lab
 # The root-only file's content starts with this; a random part follows.
 ROOT_ONLY_TEXT = "root-only-secret"
-
 
 
 class Bait:
@@ -85,7 +86,7 @@ class Bait:
                 return f"qemu+ext:///system?command={self.emulator}"
             return str(path)
         if kind == "flags":
-            return sum(set(param.choices.values())) if every_flag else 0
+            return functools.reduce(operator.or_, param.choices.values(), 0) if every_flag else 0
         if kind == "enum":
             return sorted(param.choices)[0] if param.required else param.default
         return {"integer": 0, "unsigned": 1, "number": 1.0, "boolean": False, "typed": {},
@@ -123,14 +124,14 @@ def needed_role(op: Operation, arguments: dict[str, Any]) -> str | None:
         return None
 
 
-async def audit_events(client: ControlClient, count: int) -> list[dict[str, Any]]:
-    """The journal's audit records, once there are at least ``count`` (30 s at most)."""
+async def audit_events(client: ControlClient, uid: int, count: int) -> list[dict[str, Any]]:
+    """The journal's audit records, once ``count`` of them are ``uid``'s (30 s at most)."""
     deadline = time.monotonic() + 30
     while True:
         rows = await asyncio.to_thread(lambda: list(client.stream(
             "/v1/events", [("kind", "audit"), ("follow", "0"), ("since", "0")])))
         records = [json.loads(r)["payload"] for r in rows]
-        if len(records) >= count or time.monotonic() > deadline:
+        if sum(r["uid"] == uid for r in records) >= count or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.2)
 
@@ -147,12 +148,12 @@ async def test_a_read_caller_cannot_reach_past_read_only_and_a_write_caller_can(
         "allow_write": True, "socket_mode": "0666", "read_uids": [reader],
         "write_uids": [writer], "request_timeout": 20.0})
     calls = [c for op in OPERATIONS.values() for c in bait.calls(op)]
-    async with running_daemon(cfg) as _daemon:
+    async with running_daemon(cfg):
         sock = short_tmp / "control.sock"
         answers = await asyncio.to_thread(probe, sock, reader, [
             {"operation": c["operation"], "arguments": c["arguments"]} for c in calls])
         written = await asyncio.to_thread(probe, sock, writer, write_calls(bait))
-        records = await audit_events(ControlClient(str(sock)), len(write_calls(bait)))
+        records = await audit_events(ControlClient(str(sock)), writer, len(write_calls(bait)))
 
     assert not list(bait.marks.iterdir()), "libvirtd ran the read caller's emulator"
     assert bait.token not in json.dumps(answers), "a root-only file's content reached a reader"

@@ -31,6 +31,8 @@ LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 VIRTLOGD_PIDFILE = Path("/run/virtlogd.pid")
 REAPER_PIDFILE = Path("/run/virtmon-lab-reaper.pid")
 LIBVIRTD_LOG = Path("/var/log/libvirt/virtmon-lab-stdio.log")
+# Where libvirtd.conf's log_outputs sends libvirtd's own log.
+LIBVIRTD_FILE_LOG = Path("/var/log/libvirt/virtmon-lab-libvirtd.log")
 IMAGE_DIR = Path("/var/lib/virtmon-lab/images")
 TEST_USER = "virtmon-lab"
 TEST_GROUP = "libvirt"
@@ -153,7 +155,7 @@ def vital_pids() -> dict[str, int | None]:
 def log_tail(lines: int = 30) -> str:
     """The last lines libvirtd wrote (its log file and its stdio), for a failure message."""
     out = []
-    for path in (Path("/var/log/libvirt/virtmon-lab-libvirtd.log"), LIBVIRTD_LOG):
+    for path in (LIBVIRTD_FILE_LOG, LIBVIRTD_LOG):
         try:
             text = path.read_text(errors="replace").splitlines()[-lines:]
         except OSError as exc:

@@ -26,23 +26,13 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon import daemon_config, running_daemon
 from tests.lab import lab as lab_module
+from tests.waiting import wait_until
 from virtmon.virt.connection import State
 from virtmon.virt.eventloop import register_event_impl
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    """Poll ``predicate()`` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.1)
 
 
 async def cycle(kind: str, pid: int) -> None:
@@ -55,9 +45,9 @@ async def cycle(kind: str, pid: int) -> None:
         async with running_daemon(cfg) as daemon:
             os.kill(pid, signal.SIGSTOP)
             if kind == "lost":
-                await wait_for(lambda: daemon.supervisor.state is not State.CONNECTED, 15)
+                await wait_until(lambda: daemon.supervisor.state is not State.CONNECTED, 15, 0.1)
                 os.kill(pid, signal.SIGCONT)
-                await wait_for(lambda: daemon.supervisor.state is State.CONNECTED, 30)
+                await wait_until(lambda: daemon.supervisor.state is State.CONNECTED, 30, 0.1)
             else:
                 await asyncio.sleep(0.2)
     finally:
