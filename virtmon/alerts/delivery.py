@@ -176,16 +176,17 @@ class Target:
             return formats.alertmanager_body(notes, now, self.receiver.resend_interval,
                                              self.generator_url)
         if kind == "cloudevents":
-            return formats.cloudevents_body(notes, self.host)
+            return formats.cloudevents_body(notes, self.host, self.receiver.batch_size != 1)
         return formats.json_body(notes, self.host, now)
 
-    async def post(self, session: aiohttp.ClientSession, notes: Sequence[Notification]
-                   ) -> tuple[int | None, str | None, str]:
-        """One request: (status or None, Retry-After, error text)."""
+    async def post(self, session: aiohttp.ClientSession, notes: Sequence[Notification],
+                   key: str) -> tuple[int | None, str | None, str]:
+        """One request under the Idempotency-Key ``key``: (status or None, Retry-After, error
+        text)."""
         now = self.clock()
         body, content_type = self.body(notes, now)
         headers = {**self.receiver.headers, "Content-Type": content_type,
-                   formats.IDEMPOTENCY_HEADER: formats.batch_key(notes),
+                   formats.IDEMPOTENCY_HEADER: key,
                    "User-Agent": "virtmon"}
         if self.files.secret is not None:
             headers[formats.SIGNATURE_HEADER] = formats.sign(self.files.secret, int(now), body)
@@ -208,9 +209,11 @@ class Target:
 
     async def send(self, session: aiohttp.ClientSession, rows: Sequence[OutboxRow]) -> str:
         """Send rows in one request and record the outcome; returns it."""
+        notes = [r.notification for r in rows]
+        # A retry carries the first attempt's key (its rows are the same ones: see due()).
+        key = rows[0].batch or formats.batch_key(notes)
         async with self._sending:
-            status, retry_after, error = await self.post(
-                session, [r.notification for r in rows])
+            status, retry_after, error = await self.post(session, notes, key)
         now = self.clock()
         ids = [r.id for r in rows]
         attempts = max(r.attempts for r in rows) + 1
@@ -228,7 +231,8 @@ class Target:
         text = None if outcome == "delivered" else (f"HTTP {status}: {error}" if status else error)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(
-                lambda: self.store.mark(ids, state, now, next_attempt=next_attempt, error=text))
+                lambda: self.store.mark(ids, state, now, next_attempt=next_attempt, error=text,
+                                        batch=key))
         self.outcomes[outcome] += len(rows)
         if outcome == "delivered":
             self._log.debug("virtmon.webhook.delivered", rows=len(rows), status=status)
@@ -257,8 +261,8 @@ class Target:
         notes = [Notification.of(a, now) for a in alerts]
         for start in range(0, len(notes), self.receiver.batch_size):
             await self._rate_limit()
-            status, _, error = await self.post(
-                session, notes[start:start + self.receiver.batch_size])
+            batch = notes[start:start + self.receiver.batch_size]
+            status, _, error = await self.post(session, batch, formats.batch_key(batch))
             ok = status is not None and 200 <= status < 300
             self.outcomes["resent" if ok else "resend_failed"] += 1
             if not ok:
