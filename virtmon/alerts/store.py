@@ -57,6 +57,9 @@ CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, url, state, id);
 """
 
 Target = tuple[str, str]  # (receiver name, url)
+# Finished rows kept whatever their age (resolved alerts; delivered, expired, superseded outbox
+# rows): under domain churn the age limit alone let them grow without bound.
+KEEP_FINISHED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,14 +267,31 @@ class AlertStore:
         ])
         return retried, superseded
 
-    def prune(self, cutoff: float) -> int:
-        """Forget delivered and expired rows and resolved alerts last changed before ``cutoff``."""
-        return self._transaction([
-            ("DELETE FROM outbox WHERE state IN ('delivered', 'expired', 'superseded') "
-             "AND updated_at < ?",
-             (cutoff,)),
+    def prune(self, cutoff: float, keep: int = KEEP_FINISHED,
+              gone: tuple[str, frozenset[str], float] | None = None) -> int:
+        """Forget finished rows: delivered, expired and superseded outbox rows and resolved
+        alerts last changed before ``cutoff``, all but the newest ``keep`` of each, and, with
+        ``gone`` = (uri, names of the domains that exist, cutoff), resolved alerts of that URI's
+        other domains last changed before that cutoff. Dead letters stay (an operator acts on
+        them). Returns how many rows went."""
+        finished = "state IN ('delivered', 'expired', 'superseded')"
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (f"DELETE FROM outbox WHERE {finished} AND updated_at < ?", (cutoff,)),
             ("DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ?", (cutoff,)),
-        ])
+            (f"DELETE FROM outbox WHERE {finished} AND id NOT IN "
+             f"(SELECT id FROM outbox WHERE {finished} ORDER BY id DESC LIMIT ?)", (keep,)),
+            ("DELETE FROM alerts WHERE state = 'resolved' AND fingerprint NOT IN (SELECT "
+             "fingerprint FROM alerts WHERE state = 'resolved' ORDER BY updated_at DESC LIMIT ?)",
+             (keep,)),
+        ]
+        if gone is not None:
+            uri, names, gone_cutoff = gone
+            statements.append((
+                "DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ? "
+                "AND json_extract(labels, '$.uri') = ? "
+                "AND json_extract(labels, '$.domain') NOT IN (SELECT value FROM json_each(?))",
+                (gone_cutoff, uri, json.dumps(sorted(names)))))
+        return self._transaction(statements)
 
     def close(self) -> None:
         """Close the connection."""
