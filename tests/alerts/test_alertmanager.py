@@ -145,3 +145,36 @@ async def test_retried_dead_letters_never_revive_a_resolved_alert(short_tmp: Pat
             group.cancel_scope.cancel()
         store.close()
         await runner.cleanup()
+
+
+async def test_over_a_thousand_firing_alerts_stay_active_on_both_peers_across_resends(
+        short_tmp: Path) -> None:
+    """1,011 firing alerts on a two-peer cluster stay active on both peers past the endsAt of
+    their first delivery (4 resend intervals): every re-send round reaches all of them (it read
+    1,000, and 11 expired in Alertmanager while still firing)."""
+    count, interval = 1011, 1.5
+    with alertmanager.cluster(short_tmp) as urls:
+        store = AlertStore(short_tmp / "virtmon.db")
+        now = time.time()
+        pairs = [alert_of(f"d{i}", now) for i in range(count)]
+        store.apply([a for a, _ in pairs], [n for _, n in pairs], [("am", u) for u in urls], now)
+        targets = [Target(Receiver(name="am", kind="alertmanager", urls=tuple(urls),
+                                   batch_size=500, resend_interval=interval), url, store, "hv1")
+                   for url in urls]
+
+        def probes(url: str) -> int:
+            return sum(a["labels"].get("alertname") == "RetryProbe"
+                       for a in alertmanager.get_alerts(url))
+
+        async with anyio.create_task_group() as group:
+            for target in targets:
+                group.start_soon(target.run)
+            await poll(lambda: all(probes(u) == count for u in urls), 30)
+            delivered = time.monotonic()
+            # Past the first delivery's endsAt (now + 4 x interval), with three re-send rounds
+            # (3 requests each) done on both peers.
+            await poll(lambda: time.monotonic() - delivered > 4 * interval + 1
+                       and all(t.outcomes["resent"] >= 9 for t in targets), 60)
+            assert [probes(u) for u in urls] == [count, count]
+            group.cancel_scope.cancel()
+        store.close()
