@@ -5,12 +5,15 @@ The rules are loaded with every ``for:`` shortened to 1 s (tests/integration/pro
 checks the expressions stay the shipped ones). A rule that looks back over a window (dropped
 events, webhook failures, restarts) is resolved by deleting the samples older than now from
 Prometheus's storage once the condition has ended: what the window holds after it has slid past.
+``VirtmonCollectionStale`` needs data over 120 s old (in its expression): a virtmon process whose
+cycles overrun their deadline from the module's start on ages while the other tests run.
 
 Not provoked here: ``LibvirtUnauthenticatedClientsNearLimit``. Every socket of the lab's libvirtd
 authenticates with ``none``, so a client is authenticated when it connects and
-``nclients_unauth`` stays 0 whatever ``max_anonymous_clients`` is set to (tried with
-``virt-admin srv-clients-set --max-unauth-clients``); a SASL or TCP listener would need another
-libvirtd.conf and a restart of the lab's libvirtd that other tests share. promtool's unit tests
+``nclients_unauth`` stays 0 whatever ``max_anonymous_clients`` is (tried: set to 1 with
+``virt-admin srv-clients-set --max-unauth-clients``, three raw connections to the socket that
+never speak and three libvirt connections; still 0). A SASL or TCP listener would need another
+libvirtd.conf and a restart of the lab's libvirtd, which other tests share. promtool's unit tests
 (config/prometheus/virtmon-rules.test.yml) cover its expression.
 """
 
@@ -20,8 +23,16 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +55,94 @@ from tests.integration.prometheus_lab import (
 from tests.lab import lab as lab_module
 from tests.shipped.promql import ROOT, rule_expressions
 from tests.waiting import wait_until
-from virtmon import config as config_module
 from virtmon.app import Daemon
-from virtmon.config import Config
 from virtmon.control.client import ControlClient
-from virtmon.reload import reload_daemon
 
 pytestmark = pytest.mark.lab
+
+
+@dataclass
+class BackgroundVirtmon:
+    """A virtmon process of its own (``virtmon run``), configured by a file it reloads."""
+
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """Its metrics address as a scrape target."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        """Its configuration file."""
+        return self.home / "virtmon.toml"
+
+    def write_config(self, deadline_ratio: float) -> None:
+        """The lab, a 1 s cycle with this deadline ratio, everything else in ``home``."""
+        self.config.write_text(
+            f'[libvirt]\nuri = "{lab_module.URI}"\n'
+            f"[collect]\ninterval = 1.0\ndeadline_ratio = {deadline_ratio}\n"
+            f'[metrics]\nlisten = "{self.address}"\n'
+            f'[control]\nsocket = "{self.home / "control.sock"}"\nsocket_group = ""\n'
+            f'[state]\ndir = "{self.home / "state"}"\n[log]\nformat = "json"\n',
+            encoding="utf-8")
+
+    def start(self) -> None:
+        """``virtmon run`` on the file, its output in ``home``."""
+        self.write_config(0.8)
+        with (self.home / "virtmon.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "virtmon"), "run", "--config",
+                 str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+
+    def reload(self, deadline_ratio: float) -> None:
+        """Edit the file and SIGHUP, as an operator would."""
+        assert self.proc is not None
+        self.write_config(deadline_ratio)
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def metrics(self) -> str:
+        """Its exposition now ("" while it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/metrics", timeout=5) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM by pid, SIGKILL if it does not end."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def overrunning_virtmon() -> Iterator[BackgroundVirtmon]:
+    """From the module's start, a virtmon on the lab whose cycles all overrun their deadline
+    after a first good one (reloaded with a tiny ``deadline_ratio``): by the stale-collection
+    test its data is old without that test waiting 120 s itself."""
+    virtmon = BackgroundVirtmon(Path(tempfile.mkdtemp(prefix="vm-", dir="/tmp")), free_port())
+    try:
+        virtmon.start()
+        assert virtmon.proc is not None
+        deadline = time.monotonic() + 60
+        while not re.search(r"^virtmon_collection_last_success_timestamp_seconds [1-9]",
+                            virtmon.metrics(), flags=re.M):
+            assert virtmon.proc.poll() is None, (virtmon.home / "virtmon.log").read_text()
+            assert time.monotonic() < deadline, "no good cycle in 60 s"
+            time.sleep(0.2)
+        virtmon.reload(deadline_ratio=0.0001)
+        yield virtmon
+    finally:
+        virtmon.stop()
+        shutil.rmtree(virtmon.home, ignore_errors=True)
 
 
 def target(daemon: Daemon) -> str:
@@ -321,29 +413,18 @@ async def test_calls_stuck_in_a_hung_libvirtd_fire_and_resolve(
         await prom.wait_state("VirtmonLibvirtCallsStuck", "inactive")
 
 
-@pytest.mark.slow
 async def test_collection_stale_while_connected_fires_and_resolves(
-    lab: str, short_tmp: Path
+    lab: str, short_tmp: Path, overrunning_virtmon: BackgroundVirtmon
 ) -> None:
-    """Every cycle overrunning its deadline (reloaded with a tiny deadline_ratio) while libvirt
-    stays connected: after the expression's 120 s, VirtmonCollectionStale fires and LibvirtDown
-    does not; the deadline set back, it resolves."""
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
-    async with running_daemon(cfg) as daemon, \
-            prometheus(short_tmp, [target(daemon)]) as prom:
+    """A virtmon whose every cycle overruns its deadline while libvirt stays connected: once
+    its data is over the expression's 120 s old, VirtmonCollectionStale fires and LibvirtDown
+    does not; its deadline set back, it resolves."""
+    async with prometheus(short_tmp, [overrunning_virtmon.address]) as prom:
         await first_scrape(prom)
-        await reload_with(daemon, cfg, {"collect.deadline_ratio": 0.0001})
-        await prom.wait_value("time() - virtmon_collection_last_success_timestamp_seconds > 5")
         await prom.wait_state("VirtmonCollectionStale", "firing", timeout=180)
         assert await prom.state("LibvirtDown") == "inactive"
-        await reload_with(daemon, cfg, {"collect.deadline_ratio": 0.8})
+        overrunning_virtmon.reload(deadline_ratio=0.8)
         await prom.wait_state("VirtmonCollectionStale", "inactive")
-
-
-async def reload_with(daemon: Daemon, cfg: Config, overrides: dict[str, Any]) -> None:
-    """Reload the daemon with ``cfg`` and these keys changed (as an operator would)."""
-    new = config_module.build(cfg.values, overrides)
-    assert await reload_daemon(daemon, lambda: new) is not None
 
 
 def test_every_shipped_rule_is_provoked_here_or_said_why_not() -> None:
