@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import pytest
 import yaml
 
 from tests.daemon import free_port
+from tests.integration.test_lab_events import qemu_pid
+from tests.lab.lab import URI
 from tests.shipped.promql import RULES, rule_expressions
 from tests.tools import need
 
@@ -123,8 +126,6 @@ class Prometheus:
 
 def time_of(rfc3339: str) -> float:
     """Seconds since the epoch of Prometheus's RFC 3339 time (nanoseconds cut to micro)."""
-    from datetime import datetime
-
     text = re.sub(r"(\.\d{6})\d*", r"\1", rfc3339).replace("Z", "+00:00")
     return datetime.fromisoformat(text).timestamp()
 
@@ -181,11 +182,6 @@ async def prometheus(directory: Path, targets: list[str],
             await asyncio.to_thread(proc.wait, 10)
 
 
-def qemu_pid(name: str) -> int:
-    """The QEMU process of a running lab domain (libvirt's pid file)."""
-    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-
-
 @contextlib.contextmanager
 def stuck_domain(name: str, holders: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
     """A domain stuck in a job: its QEMU SIGSTOPped and ``holders`` monitor commands waiting
@@ -197,7 +193,7 @@ def stuck_domain(name: str, holders: int = 1) -> Iterator[list[subprocess.Popen[
     try:
         for _ in range(holders):
             procs.append(subprocess.Popen(
-                ["virsh", "-q", "-c", "qemu:///system", "qemu-monitor-command", name,
+                ["virsh", "-q", "-c", URI, "qemu-monitor-command", name,
                  '{"execute":"query-status"}'],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         yield procs
@@ -237,7 +233,7 @@ async def read_only_connections(count: int) -> AsyncIterator[list[Any]]:
     conns: list[Any] = []
     try:
         for _ in range(count):
-            conns.append(await asyncio.to_thread(libvirt.openReadOnly, "qemu:///system"))
+            conns.append(await asyncio.to_thread(libvirt.openReadOnly, URI))
         yield conns
     finally:
         for conn in conns:

@@ -48,10 +48,10 @@ from tests.integration.prometheus_lab import (
     near_max_clients,
     one_worker_pool,
     prometheus,
-    qemu_pid,
     read_only_connections,
     stuck_domain,
 )
+from tests.integration.test_lab_events import qemu_pid
 from tests.lab import lab as lab_module
 from tests.shipped.promql import ROOT, rule_expressions
 from tests.waiting import wait_until
@@ -207,11 +207,12 @@ def outcome(receiver_name: str, name: str) -> str:
             f'outcome="{name}"}}')
 
 
-async def test_one_rejection_fires_alerts_lost_and_nothing_else(
+async def test_a_refusal_fires_only_alerts_lost_and_a_5xx_only_webhook_failing(
     lab: str, lab_domain: str, short_tmp: Path
 ) -> None:
-    """An Alertmanager answering 422: its dead letter and rejected re-sends fire only
-    VirtmonWebhookAlertsLost, not VirtmonWebhookFailing; it resolves once accepted again."""
+    """An Alertmanager answering 422: its dead letter and refused re-sends fire only
+    VirtmonWebhookAlertsLost, not VirtmonWebhookFailing; answering 503, the re-sends fire
+    VirtmonWebhookFailing; both resolve once it accepts again."""
     answer = 422
     recorder = Recorder(respond=lambda _r: (answer, {}, 0.0))
     async with serving(recorder) as rec:
@@ -227,15 +228,19 @@ async def test_one_rejection_fires_alerts_lost_and_nothing_else(
             await prom.wait_value('virtmon_webhook_attempts_total{receiver="am"} >= 3')
             await prom.evaluations()
             assert await prom.state("VirtmonWebhookFailing", receiver="am") == "inactive"
-            assert await prom.query(f'{outcome("am", "dead")} == 1')
+            assert await prom.query(f'{outcome("am", "dead")} >= 1')
             assert await prom.query(f'{outcome("am", "resend_rejected")} >= 2')
+
+            answer = 503  # a passing failure: the re-sends are tried again next round
+            await prom.wait_state("VirtmonWebhookFailing", "firing", receiver="am")
+            assert await prom.query(f'{outcome("am", "resend_failed")} > 0')
 
             answer = 200  # Alertmanager accepts the re-sends again
             resent = await prom.wait_value(outcome("am", "resent"))
             await prom.wait_value(f'{outcome("am", "resent")} > {resent}')
             await prom.forget('virtmon_webhook_deliveries_total{receiver="am"}')
             await prom.wait_state("VirtmonWebhookAlertsLost", "inactive", receiver="am")
-            assert await prom.state("VirtmonWebhookFailing", receiver="am") == "inactive"
+            await prom.wait_state("VirtmonWebhookFailing", "inactive", receiver="am")
 
 
 def age_outbox(state_dir: Path, seconds: float) -> int:
