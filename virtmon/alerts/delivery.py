@@ -57,6 +57,17 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
+def resend_outcome(status: int | None) -> str:
+    """How a re-send request ended: ``resent`` (2xx), ``resend_failed`` (retried next round:
+    no answer, 408, 429, 5xx) or ``resend_rejected`` (any other status: refused for good, as a
+    delivery's dead letter is; counted apart so one refusal is not also a passing failure)."""
+    if status is not None and 200 <= status < 300:
+        return "resent"
+    if status is None or status in (408, 429) or status >= 500:
+        return "resend_failed"
+    return "resend_rejected"
+
+
 @dataclass(frozen=True)
 class ReceiverFiles:
     """What a receiver's files hold, read once (blocking): the HMAC secret, the TLS context, and
@@ -263,10 +274,10 @@ class Target:
             await self._rate_limit()
             batch = notes[start:start + self.receiver.batch_size]
             status, _, error = await self.post(session, batch, formats.batch_key(batch))
-            ok = status is not None and 200 <= status < 300
-            self.outcomes["resent" if ok else "resend_failed"] += 1
-            if not ok:
-                self._log.info("virtmon.webhook.resend_failed", status=status, error=error)
+            outcome = resend_outcome(status)
+            self.outcomes[outcome] += 1
+            if outcome != "resent":
+                self._log.info(f"virtmon.webhook.{outcome}", status=status, error=error)
                 return
 
 
