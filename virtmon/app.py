@@ -29,6 +29,7 @@ from virtmon.alerts.service import AlertService
 from virtmon.collectors import DEFAULT_ENABLED
 from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
+from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
 from virtmon.control.roles import RoleMap
 from virtmon.control.server import control_app
@@ -63,6 +64,8 @@ SHUTDOWN_DEADLINE = 10.0
 # that meets a running cycle waits less (p99 at 1,000 domains, one scraper: 8-12 ms down to
 # 5 ms in the same run) and cycles take no longer (bench/bench_scrape.py, bench_cycle.py).
 GIL_SWITCH_INTERVAL = 0.001
+# How often retention is applied to the journal (also at start and on every reload).
+PRUNE_INTERVAL = 3600.0
 
 
 def enabled_collectors(config: Config) -> list[str]:
@@ -172,6 +175,11 @@ class Daemon:
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
         self.control_socket = Path(config["control.socket"])
+        self.stream_slots = StreamSlots(StreamLimits(
+            queue_size=int(config["events.subscriber_queue_size"]),
+            max_streams=int(config["control.max_streams"]),
+            max_streams_per_caller=int(config["control.max_streams_per_caller"]),
+        ))
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=bool(config["control.allow_write"]),
@@ -244,6 +252,7 @@ class Daemon:
                 "failures": self.executor.stats.failures,
                 "read_connections": self.executor.reads.size,
                 "write_connections": self.executor.writes.size,
+                "streams": self.stream_slots.open,
             },
             "alerts": self.alerts.summary(),
         }
@@ -337,14 +346,19 @@ class Daemon:
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
-                        int(self.config["events.subscriber_queue_size"]),
                         max_body=int(self.config["control.max_body"]),
                         executor=self.executor,
                         roles=RoleMap.from_config(self.config.values["control"]),
-                        max_in_flight=int(self.config["control.max_requests"])),
+                        max_in_flight=int(self.config["control.max_requests"]),
+                        max_per_caller=int(self.config["control.max_requests_per_caller"]),
+                        stream_limits=self.stream_slots.limits,
+                        stream_slots=self.stream_slots),
             access_log=None,
             # A follower that goes away must not keep its handler waiting for the next event.
             handler_cancellation=True,
+            # An idle connection (one that never sends a request too) is closed after a minute:
+            # a caller cannot hoard the daemon's file descriptors.
+            keepalive_timeout=60.0,
             shutdown_timeout=2.0,
         )
         await control.setup()
@@ -399,12 +413,23 @@ class Daemon:
                 fields["WATCHDOG"] = 1
             self.notifier.notify(**fields)
 
+    async def prune_journal(self) -> int:
+        """Apply the journal's retention now (at start, hourly, and on every reload)."""
+        removed = await anyio.to_thread.run_sync(self.journal.prune)
+        if removed:
+            log.info("virtmon.journal.pruned", removed=removed,
+                     retention_days=self.journal.max_age / 86400.0,
+                     retention_count=self.journal.max_count)
+        return removed
+
     async def _prune_journal(self) -> None:
+        # At once, then hourly: a daemon restarted more often than hourly still prunes.
         while True:
-            await anyio.sleep(3600)
-            removed = await anyio.to_thread.run_sync(self.journal.prune)
-            if removed:
-                log.info("virtmon.journal.pruned", removed=removed)
+            try:
+                await self.prune_journal()
+            except Exception:
+                log.exception("virtmon.journal.prune_failed")
+            await anyio.sleep(PRUNE_INTERVAL)
 
 
 def collector_names() -> Iterable[str]:

@@ -177,6 +177,11 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
             result = replace(result, restart=(*result.restart, "metrics.web_config_file (TLS)"))
     daemon.config = cfg
     daemon.config_problem = None
+    try:
+        # events.retention_* apply at once: the journal is pruned now, not within the hour.
+        await daemon.prune_journal()
+    except Exception:
+        log.exception("virtmon.journal.prune_failed")
     if result.restart:
         log.warning("virtmon.reload.restart_needed", keys=list(result.restart))
     log.info("virtmon.reload.done", applied=list(result.applied))

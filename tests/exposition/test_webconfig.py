@@ -13,9 +13,12 @@ from unittest import mock
 import aiohttp
 import bcrypt
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon import config as config_module
+from virtmon.exposition.webconfig import basic_auth_middleware, dummy_hash
 from virtmon.reload import reload_daemon
 
 
@@ -189,3 +192,32 @@ async def test_a_reload_that_changes_handshake_rules_waits_for_a_restart(
             assert result.restart == ("metrics.web_config_file (TLS)",), extra
             async with session.get(url, ssl=insecure) as response:
                 assert response.status == 200  # as before: nothing half-applied
+
+
+async def test_an_unknown_user_is_checked_by_bcrypt_as_a_known_one_is() -> None:
+    """A user name that does not exist goes through bcrypt too (against a dummy hash of the
+    users' cost): a 401 takes as long for an unknown user as for a wrong password, so its time
+    does not tell which names exist."""
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5))
+    app = web.Application(middlewares=[basic_auth_middleware({"prometheus": hashed})])
+    app.router.add_get("/metrics", ok)
+    checks: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def counted_checkpw(password: bytes, hashed: bytes) -> bool:
+        checks.append(hashed)
+        return checkpw(password, hashed)
+
+    async with TestClient(TestServer(app)) as client:
+        with mock.patch.object(bcrypt, "checkpw", counted_checkpw):
+            for user in ("root", "prometheus"):
+                response = await client.get("/metrics", headers={"Authorization":
+                                                                 basic(user, "guess")})
+                assert response.status == 401
+    assert checks == [dummy_hash(5), hashed]
+    assert dummy_hash(5).startswith(b"$2b$05$") and dummy_hash(5) != hashed
+
+
+async def ok(_request: web.Request) -> web.Response:
+    """A 200 for the test routes."""
+    return web.Response(text="ok")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,8 @@ def load_web_config(path: Path) -> WebConfig:
             users[str(name)] = hashed.encode()
     if problems:
         raise WebConfigError(problems)
+    if users:
+        dummy_hash(_cost(users))  # made now, not during the first unknown user's check
     return WebConfig(context, users)
 
 
@@ -170,6 +173,35 @@ class LiveWebConfig:
         self._newest = loaded.ssl_context
 
 
+# Dummy hashes by bcrypt cost, made once per cost: an unknown user is checked against one.
+_DUMMY_HASHES: dict[int, bytes] = {}
+_DUMMY_LOCK = threading.Lock()
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
+    return bool(bcrypt.checkpw(password, hashed.replace(b"$2y$", b"$2b$", 1)))
+
+
+def _cost(users: Mapping[str, bytes]) -> int:
+    """The users' bcrypt cost (the highest, should they differ): ``$2y$10$...`` is 10."""
+    costs = [int(h[4:6]) for h in users.values() if h[4:6].isdigit()]
+    return max(costs, default=10)
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A bcrypt hash of ``cost`` that no password of any user is checked against."""
+    with _DUMMY_LOCK:
+        if cost not in _DUMMY_HASHES:
+            _DUMMY_HASHES[cost] = bcrypt.hashpw(b"virtmon: no such user",
+                                                bcrypt.gensalt(rounds=cost))
+        return _DUMMY_HASHES[cost]
+
+
+def _check_unknown(password: bytes, cost: int) -> None:
+    _checkpw(password, dummy_hash(cost))
+
+
 def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
     """Require one of ``users`` on every request (no users: the middleware lets all pass).
 
@@ -188,17 +220,20 @@ def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
+        if not sep or not users:
+            return False
         hashed = users.get(user)
-        if not sep or hashed is None:
+        if hashed is None:
+            # An unknown user costs what a known one does (a bcrypt check against a dummy hash
+            # of the users' cost), so the time of a 401 does not tell which names exist.
+            await anyio.to_thread.run_sync(_check_unknown, password.encode(), _cost(users),
+                                           limiter=bcrypt_limiter)
             return False
         digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
         if digest in verified:
             return True
-        # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
-        ok = await anyio.to_thread.run_sync(
-            bcrypt.checkpw, password.encode(), hashed.replace(b"$2y$", b"$2b$", 1),
-            limiter=bcrypt_limiter,
-        )
+        ok = await anyio.to_thread.run_sync(_checkpw, password.encode(), hashed,
+                                            limiter=bcrypt_limiter)
         if ok:
             if len(verified) >= MAX_REMEMBERED:
                 verified.clear()
