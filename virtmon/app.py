@@ -38,6 +38,7 @@ from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
 from virtmon.events.model import ADMIN_KIND, Event
 from virtmon.exposition.http import metrics_app
+from virtmon.exposition.tlssite import TLSSite
 from virtmon.exposition.webconfig import (
     LiveWebConfig,
     WebConfig,
@@ -328,6 +329,9 @@ class Daemon:
         if self.config["metrics.web_config_file"]:
             loaded = load_web_config(Path(self.config["metrics.web_config_file"]))
         self.web_config = web_config = LiveWebConfig(loaded)
+        if loaded.ssl_context is not None:
+            log.info("virtmon.metrics.tls", cert_file=loaded.cert_file,
+                     fingerprint=loaded.fingerprint, users=len(loaded.users))
         app = metrics_app(lambda: self.scheduler.exposition, self.ready)
         app.middlewares.append(basic_auth_middleware(web_config.users))
         metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -337,10 +341,13 @@ class Daemon:
         site: web.BaseSite
         if passed is not None:
             host, port = passed.getsockname()[:2]
-            site = web.SockSite(metrics, passed, ssl_context=web_config.ssl_context)
+        if web_config.ssl_context is not None:
+            # Its own handshakes, so that a refused one is logged (asyncio's are silent).
+            site = TLSSite(metrics, web_config.ssl_context, host=host, port=port, sock=passed)
+        elif passed is not None:
+            site = web.SockSite(metrics, passed)
         else:
-            site = web.TCPSite(metrics, host, port, reuse_address=True,
-                               ssl_context=web_config.ssl_context)
+            site = web.TCPSite(metrics, host, port, reuse_address=True)
         await site.start()
         scheme = "https" if web_config.ssl_context else "http"
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"

@@ -55,13 +55,41 @@ class WebConfigError(Exception):
 
 @dataclass(frozen=True)
 class WebConfig:
-    """The parsed file: an SSL context (or None) and the basic-auth users (name → bcrypt hash)."""
+    """The parsed file: an SSL context (or None) and the basic-auth users (name → bcrypt hash).
+
+    ``cert_file`` and ``fingerprint`` (SHA-256 of the certificate) say which certificate the
+    context serves, for the logs of the start and of a reload.
+    """
 
     ssl_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
+    cert_file: str = ""
+    fingerprint: str = ""
 
 
-def _tls(raw: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _read(key: str, path: Path, problems: list[str]) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        problems.append(f"tls_server_config.{key}: cannot read {path}: "
+                        f"{exc.strerror or exc}")
+        return None
+
+
+def fingerprint(pem: bytes) -> str:
+    """The SHA-256 fingerprint of the first certificate of a PEM file, as hex pairs."""
+    start = pem.index(PEM_CERTIFICATE)
+    end = pem.index(b"-----END CERTIFICATE-----", start) + len(b"-----END CERTIFICATE-----")
+    der = ssl.PEM_cert_to_DER_cert(pem[start:end].decode("ascii"))
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def _tls(raw: Any, base: Path, problems: list[str]) -> tuple[ssl.SSLContext, str, str] | None:
+    """The SSL context, the certificate's path and its fingerprint (None after a problem; every
+    problem names its key and, for a file, the file)."""
     if not isinstance(raw, dict):
         problems.append("tls_server_config: must be a mapping")
         return None
@@ -79,22 +107,37 @@ def _tls(raw: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
         problems.append("tls_server_config.min_version: must be TLS12 or TLS13")
     if problems:
         return None
+    cert, key = base / raw["cert_file"], base / raw["key_file"]
+    cert_pem, key_pem = _read("cert_file", cert, problems), _read("key_file", key, problems)
+    if cert_pem is None or key_pem is None:
+        return None
+    if PEM_CERTIFICATE not in cert_pem:
+        problems.append(f"tls_server_config.cert_file: {cert} holds no PEM certificate")
+    if b"PRIVATE KEY-----" not in key_pem:
+        problems.append(f"tls_server_config.key_file: {key} holds no PEM private key")
+    if problems:
+        return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = TLS_VERSIONS[version]
     try:
-        context.load_cert_chain(base / raw["cert_file"], base / raw["key_file"])
-    except (OSError, ssl.SSLError) as exc:
-        problems.append(f"tls_server_config.cert_file: cannot load the certificate/key: {exc}")
+        context.load_cert_chain(cert, key)
+        served = fingerprint(cert_pem)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        problems.append(f"tls_server_config.cert_file: cannot load the certificate {cert} with "
+                        f"the key {key} (key_file): {reason}")
         return None
     context.verify_mode = CLIENT_AUTH_TYPES[auth]
     if "client_ca_file" in raw:
+        ca = base / raw["client_ca_file"]
         try:
-            context.load_verify_locations(base / raw["client_ca_file"])
+            context.load_verify_locations(ca)
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"tls_server_config.client_ca_file: cannot load: {exc}")
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            problems.append(f"tls_server_config.client_ca_file: cannot load {ca}: {reason}")
     elif context.verify_mode != ssl.CERT_NONE:
         problems.append("tls_server_config.client_ca_file: required for client certificates")
-    return context
+    return context, str(cert), served
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -110,9 +153,9 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError([f"{path}: must be a mapping"])
     for key in sorted(set(raw) - {"tls_server_config", "basic_auth_users"}):
         problems.append(f"{key}: unknown key")
-    context = None
+    tls = None
     if "tls_server_config" in raw:
-        context = _tls(raw["tls_server_config"], path.parent, problems)
+        tls = _tls(raw["tls_server_config"], path.parent, problems)
     users: dict[str, bytes] = {}
     for name, hashed in (raw.get("basic_auth_users") or {}).items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
@@ -123,7 +166,9 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(problems)
     if users:
         dummy_hash(_cost(users))  # made now, not during the first unknown user's check
-    return WebConfig(context, users)
+    if tls is None:
+        return WebConfig(None, users)
+    return WebConfig(tls[0], users, tls[1], tls[2])
 
 
 class LiveWebConfig:
@@ -141,6 +186,7 @@ class LiveWebConfig:
         self.users: dict[str, bytes] = dict(loaded.users)
         self.ssl_context = loaded.ssl_context
         self._newest = loaded.ssl_context
+        self.fingerprint = loaded.fingerprint  # of the certificate served now
         if self.ssl_context is not None:
             self.ssl_context.sni_callback = self._hand_newest
 
@@ -171,6 +217,7 @@ class LiveWebConfig:
         self.users.clear()
         self.users.update(loaded.users)
         self._newest = loaded.ssl_context
+        self.fingerprint = loaded.fingerprint
 
 
 # Dummy hashes by bcrypt cost, made once per cost: an unknown user is checked against one.
