@@ -621,6 +621,28 @@ async def test_last_event_id_wins_over_since_for_a_reconnecting_event_source(
         assert seen == [1, 2, 3, 4, 5, 6]
 
 
+async def test_an_event_source_without_a_position_loses_nothing_across_a_reconnect(
+        tmp_path: Path) -> None:
+    """An SSE follower opened without a position is told where it starts (an id-only message),
+    so an EventSource that reconnects before any event came resumes exactly there: events
+    journaled while it was away are replayed, not skipped."""
+    async with control_env(tmp_path) as env:
+        await env.publish(ev(1))
+        url = env.client.make_url("/v1/events")
+        async with EventSource(url, reconnection_time=datetime.timedelta(milliseconds=200),
+                               max_connect_retry=3) as source:
+            await wait_until(lambda: len(env.bus._subscriptions) == 1)
+            env.bus.end_streams()  # the connection ends before any event (a daemon restart)
+            await env.publish(ev(2))  # while the client is away
+            kinds = []
+            async with asyncio.timeout(10):
+                async for message in source:
+                    kinds.append((message.type, message.last_event_id))
+                    if message.type == "lifecycle":
+                        break
+        assert kinds == [("end", "1"), ("lifecycle", "2")]
+
+
 async def test_an_idle_follower_gets_heartbeats(tmp_path: Path) -> None:
     """With nothing to send, a follower hears a heartbeat each interval: an SSE comment (which an
     EventSource ignores) or an NDJSON heartbeat notice, so a dead stream shows."""
@@ -632,7 +654,9 @@ async def test_an_idle_follower_gets_heartbeats(tmp_path: Path) -> None:
         text = b""
         while text.count(b": heartbeat\n\n") < 2:
             text += await asyncio.wait_for(response.content.readany(), 5)
-        assert set(text.split(b"\n\n")) <= {b": heartbeat", b""}
+        # The follower's position first (an id without an event), then only heartbeats.
+        assert text.startswith(b"id: 1\n\n")
+        assert set(text.split(b"\n\n")[1:]) <= {b": heartbeat", b""}
         response.close()
         await wait_until(lambda: not env.bus._subscriptions)  # the next heartbeat finds it gone
         request = await start_follow(env, "follow=1")

@@ -5,6 +5,10 @@ Every operation gets a bounded number of generated requests, valid (positive) an
 its document says (a listed status, the listed content type, the schema), and it must still be
 healthy afterwards. Writes are off, so the generated calls cannot change the test
 driver's shared state; they still go through validation, roles and the problem documents.
+
+The event stream gets more cases (every parameter, Last-Event-ID, half of them as SSE) on a
+journal whose start retention removed; its body is read until it ends or goes quiet, and each
+SSE message (schemathesis) and NDJSON line (here) is checked against the document's schemas.
 """
 
 from __future__ import annotations
@@ -122,7 +126,8 @@ class Fuzzer:
 
 def stream_problems(text: str, sse: bool, schema: dict[str, Any]) -> list[str]:
     """What in an event stream's body is not as the document says: each NDJSON line is a
-    StreamLine; each SSE frame an event (id = seq, event = kind) or a notice, or a comment."""
+    StreamLine; each SSE frame an event (id = seq, event = kind), a notice, an id alone (a
+    follower's starting position) or a comment."""
     problems = []
     if not sse:
         for line in text.splitlines():
@@ -136,6 +141,10 @@ def stream_problems(text: str, sse: bool, schema: dict[str, Any]) -> list[str]:
                       if not line.startswith(":"))
         if not fields:
             continue  # a heartbeat comment, or the end
+        if set(fields) == {"id"}:  # a follower's starting position, without an event
+            if not fields["id"].isdigit():
+                problems.append(f"frame {frame[:100]!r}: the id is no sequence number")
+            continue
         try:
             data = json.loads(fields["data"])
             if "seq" in data:

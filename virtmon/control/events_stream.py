@@ -110,7 +110,6 @@ class StreamWriter:
         self.response = response
         self.sse = sse
         self.write_timeout = write_timeout
-        self.last_write = time.monotonic()
 
     def format(self, event: Event) -> str:
         """One event as the client's format has it."""
@@ -123,7 +122,6 @@ class StreamWriter:
             await self.response.write(text.encode())
         if scope.cancelled_caught:
             raise Stalled
-        self.last_write = time.monotonic()
 
     async def events(self, events: list[Event]) -> None:
         """Several events in one write (one syscall for a burst)."""
@@ -137,6 +135,10 @@ class StreamWriter:
             await self._write(f"{frame}event: {kind}\ndata: {json.dumps(body)}\n\n")
         else:
             await self._write(json.dumps({kind: body}) + "\n")
+
+    async def position(self, seq: int) -> None:
+        """SSE: set the client's last event id to ``seq`` without an event."""
+        await self._write(f"id: {seq}\n\n")
 
     async def heartbeat(self, last_seq: int) -> None:
         """Proof of life on a quiet stream: an SSE comment (which EventSource ignores), or an
@@ -294,8 +296,7 @@ class _Stream:
 
     async def live(self, sub: Subscription) -> None:
         """Live events after the replay, heartbeats while quiet, until the bus ends the sub."""
-        if self.last is None:
-            self.last = self.bus.published_seq
+        assert self.last is not None
         while True:
             event = None
             with anyio.move_on_after(self.limits.heartbeat):
@@ -337,6 +338,8 @@ def events_handler(bus: EventBus, inventory: Inventory, limits: StreamLimits,
     async def serve(request: web.Request, query: StreamQuery, uid: int) -> web.StreamResponse:
         sub = bus.subscribe(STREAM_SINK, limits.queue_size, query.event_filter,
                             disconnect_when_full=True) if query.follow else None
+        # What the subscription has not seen (fan-out follows the number at once, no await).
+        present = bus.published_seq
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream" if query.sse else "application/x-ndjson",
             "Cache-Control": "no-cache",
@@ -350,6 +353,12 @@ def events_handler(bus: EventBus, inventory: Inventory, limits: StreamLimits,
             # Without a position, a follower starts at the present; a one-shot read at the start.
             if query.since is not None or not query.follow:
                 await stream.replay()
+            else:
+                stream.last = present
+                if query.sse:
+                    # An id-only message: no event, but an EventSource that reconnects resumes
+                    # from here, even if no event came before the connection broke.
+                    await writer.position(present)
             if sub is not None:
                 await stream.live(sub)
                 since = stream.last

@@ -172,11 +172,15 @@ def _sse_data(schema: str) -> dict[str, Any]:
 
 
 # One SSE message, as OpenAPI 3.2 reads a text/event-stream schema (and 3.1 tools like
-# schemathesis already do): an event, whose id is its seq and whose name its kind, or a notice.
-# A heartbeat is a comment line, which is no message.
+# schemathesis already do): an event, whose id is its seq and whose name its kind, a notice, or
+# an id alone (a follower's starting position). A heartbeat is a comment line, no message.
 SSE_MESSAGE = {
-    "description": "one Server-Sent Events message: an event or a notice",
+    "description": "one Server-Sent Events message: an event, a notice, or (first, for a "
+                   "follower without a position) an id alone, which sets the EventSource's "
+                   "last event id without an event",
     "oneOf": [
+        {"type": "object", "required": ["id"], "not": {"required": ["data"]},
+         "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}},
         {"type": "object", "required": ["id", "event", "data"],
          "properties": {"id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
                         "event": {"type": "string", "not": {"enum": ["gap", "overflow", "end"]}},
@@ -203,7 +207,8 @@ STREAM_DESCRIPTION = (
     "Events with Accept: text/event-stream (id: seq, event: kind, data: the event), NDJSON "
     "otherwise (one event per line). The position is Last-Event-ID (what an EventSource sends "
     "when it reconnects), else since; without one, a follower starts at the present and a "
-    "one-shot read at the start of the journal. A position is continued exactly or the client "
+    "one-shot read at the start of the journal (in SSE the follower's first message is its "
+    "position, an id alone). A position is continued exactly or the client "
     "is told: after the last journaled event it is a 400 (nothing was ever journaled there), "
     "before the first one still kept a gap notice says what retention removed. Notices "
     "(StreamLine): gap, overflow, end, heartbeat. A follower hears something at least every "
