@@ -12,6 +12,7 @@ import contextlib
 import gc
 import grp
 import os
+import resource
 import socket
 import sys
 import time
@@ -67,6 +68,24 @@ SHUTDOWN_DEADLINE = 10.0
 GIL_SWITCH_INTERVAL = 0.001
 # How often retention is applied to the journal (also at start and on every reload).
 PRUNE_INTERVAL = 3600.0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one; the soft limit now.
+
+    Every control connection is a descriptor: at systemd's default soft limit (1,024) a local
+    caller holding connections open could leave the daemon unable to accept any other, or to
+    open its own files. The hard limit (524,288 under systemd) is the bound meant for this.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
 
 
 def enabled_collectors(config: Config) -> list[str]:
@@ -264,6 +283,7 @@ class Daemon:
         A stop during start-up ends the run without ``started`` ever being reported.
         """
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # the daemon owns its process
+        raise_fd_limit()
         impl = register_event_impl()
         runners: list[web.AppRunner] = []
         try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +100,18 @@ async def test_a_body_that_does_not_arrive_is_a_408(short_tmp: Path,
             answer = await asyncio.to_thread(conn.recv, 4096)
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert b"did not arrive within 0.3 s" in answer
+
+
+def test_the_daemon_raises_its_open_file_limit() -> None:
+    """At systemd's default soft limit (1,024 descriptors) a caller holding connections could
+    leave the daemon unable to accept anyone else: the daemon takes the hard limit."""
+    code = ("import resource\n"
+            "from virtmon.app import raise_fd_limit\n"
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    raised, soft, hard = (int(x) for x in done.stdout.split())
+    assert raised == soft > 256
+    assert soft == hard or hard == resource.RLIM_INFINITY
