@@ -242,8 +242,10 @@ def parse(request: web.Request, inventory: Inventory, last_seq: int
 def gap_notice(since: int, first: int) -> dict[str, Any]:
     """The ``gap`` notice's body: events ``since+1`` to ``first-1`` are gone."""
     missed = first - since - 1
-    return {"message": f"events {since + 1} to {first - 1} are no longer in the journal "
-                       "(retention removed them); the stream goes on",
+    what = (f"event {since + 1} is" if missed == 1
+            else f"events {since + 1} to {first - 1} are")
+    return {"message": f"{what} no longer in the journal (retention removed "
+                       f"{'it' if missed == 1 else 'them'}); the stream goes on",
             "since": since, "first": first, "missed": missed}
 
 
@@ -318,8 +320,9 @@ def events_handler(bus: EventBus, inventory: Inventory, limits: StreamLimits,
                    slots: StreamSlots | None = None) -> Any:
     """The aiohttp handler, bound to the bus, the inventory (for ids) and the limits."""
     slots = slots if slots is not None else StreamSlots(limits)
-    # Replays read the journal in threads of their own: however many streams start at once,
-    # they never take the threads that journal events and run collection cycles.
+    # Replays read the journal under a limiter of their own, two at a time: however many streams
+    # start at once, they never take the worker threads that collection cycles and operations
+    # wait for (the journal's writer has its own).
     limiter = anyio.CapacityLimiter(2)
 
     async def handler(request: web.Request) -> web.StreamResponse:
