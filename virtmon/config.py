@@ -172,6 +172,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "request_timeout": Key((int, float), 30.0, _positive),
         "max_body": Key(int, 1_048_576, _positive),
         "max_requests": Key(int, 64, _positive),
+        # Per caller (uid), so one caller cannot take every slot; streams have their own limits.
+        "max_requests_per_caller": Key(int, 16, _positive),
+        "max_streams": Key(int, 256, _positive),
+        "max_streams_per_caller": Key(int, 32, _positive),
     },
     "state": {
         "dir": Key(str, "/var/lib/virtmon"),

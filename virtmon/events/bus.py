@@ -38,6 +38,7 @@ class Subscription:
     _send: MemoryObjectSendStream[Event]
     _receive: MemoryObjectReceiveStream[Event]
     overflowed: bool = field(default=False)
+    ended: bool = field(default=False)  # cut off because the daemon stops
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._receive.__aiter__()
@@ -175,6 +176,7 @@ class EventBus:
         """Cut off every stream subscriber (at shutdown, so their handlers return at once)."""
         for sub in [s for s in self._subscriptions if s.disconnect_when_full]:
             self._subscriptions.discard(sub)
+            sub.ended = True
             sub._send.close()
 
     def close(self) -> None:
