@@ -101,6 +101,9 @@ class EventBus:
         if size <= 0:
             raise ValueError("a subscription's queue must be bounded")
         send, receive = anyio.create_memory_object_stream[Event](size)
+        # The sink's drop counter exists at 0 from now on: a series whose first sample is 1
+        # has no increase() in PromQL, so the first loss would go unseen.
+        self.dropped[name] += 0
         sub = Subscription(name, event_filter or EventFilter(), disconnect_when_full, send, receive)
         self._subscriptions.add(sub)
         return sub
