@@ -81,6 +81,19 @@ class ReceiverFiles:
         return cls(secret, context, digest.hexdigest())
 
 
+@dataclass(frozen=True)
+class ResendRound:
+    """One Alertmanager re-send round of a target, once finished (for benchmarks and debugging).
+
+    ``complete`` is False when a request failed and the round stopped there."""
+
+    ended_at: float
+    seconds: float
+    alerts: int
+    requests: int
+    complete: bool
+
+
 class Target:
     """Delivers one receiver URL's outbox rows; counts outcomes for the metrics."""
 
@@ -111,6 +124,7 @@ class Target:
         self._sending = anyio.Lock()
         self._counted = anyio.Event()  # the queue has been looked at once
         self._next_request = 0.0
+        self.last_resend: ResendRound | None = None
         self._log = log.bind(receiver=receiver.name, url=url)
 
     def serves(self, receiver: Receiver, url: str, generator_url: str,
@@ -262,16 +276,22 @@ class Target:
         return [Notification.of(a, now) for a in alerts]
 
     async def _resend_firing(self, session: aiohttp.ClientSession) -> None:
+        started = time.monotonic()
         notes = await anyio.to_thread.run_sync(self._firing_notes)
+        requests, complete = 0, True
         for start in range(0, len(notes), self.receiver.batch_size):
             await self._rate_limit()
             batch = notes[start:start + self.receiver.batch_size]
             status, _, error = await self.post(session, batch, formats.batch_key(batch))
+            requests += 1
             ok = status is not None and 200 <= status < 300
             self.outcomes["resent" if ok else "resend_failed"] += 1
             if not ok:
                 self._log.info("virtmon.webhook.resend_failed", status=status, error=error)
-                return
+                complete = False
+                break
+        self.last_resend = ResendRound(self.clock(), time.monotonic() - started, len(notes),
+                                       requests, complete)
 
 
 async def run_targets(targets: Sequence[Target]) -> None:
