@@ -409,19 +409,23 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   four intervals ahead, so a missed re-send shows only in samples after the fourth interval;
   the scenario samples both peers after each of six. A round is 157 requests per peer at
   10,000 alerts (313 at 20,000), mostly Alertmanager taking each request while both peers and
-  the daemon share the 2 cores. The next round starts one interval after a round ends, so no
-  alert expires as long as a round takes less than about three intervals. Building a round's
-  notifications ran on the loop, 30-160 ms per peer and round at 10,000 alerts; it now runs in
-  the worker thread that reads the alerts. RSS grows by ~70 MiB from none to 10,000 firing
-  alerts (the engine's alerts, each round's copy of them and of their notifications per peer,
-  SQLite caches) and stays flat from round to round (sampled at each round's end).
+  the daemon share the 2 cores: the daemon's own CPU is at most ~0.5 s per round and peer, and
+  with `batch_size` 500 (20 requests per round, one run) rounds took 3.4-6.5 s, no shorter, so
+  the cost is per alert, not per request. The next round starts one interval after a round
+  ends, so no alert expires as long as a round takes less than about three intervals.
+  Building a round's notifications ran on the loop, 30-160 ms per peer and round at 10,000
+  alerts; it now runs in the worker thread that reads the alerts. RSS grows by ~70 MiB from
+  none to 10,000 firing alerts (the engine's alerts, each round's copy of them and of their
+  notifications per peer, SQLite caches) and stays flat from round to round (sampled at each
+  round's end).
 - **What remains at that size** (not changed): `alerts.list` of 10,000 alerts stalls the loop
   for up to seconds under load: the executor's `jsonable` and the API's `json.dumps` of the
   ~4 MiB answer run on the loop (300-400 ms alone). Each delivery request runs `expire` (a
   write transaction) and `queue_stats`, both scanning the target's pending rows (~30 and
-  ~20 ms each with 20,000 pending), so a backlog of 10,000 releases drains at 600-700
-  alerts/s per peer, where deliveries keep up with 2,000/s while the queue stays short; doing
-  both every few seconds rather than before every request would lift that. A round holds its
+  ~20 ms each with 20,000 pending), so a backlog of 10,000 releases drained at 430-870
+  alerts/s per peer, where deliveries kept up with 2,000/s while the queue stayed short (in
+  four runs of five; ~950/s at load average 8); doing both every few seconds rather than
+  before every request would lift that. A round holds its
   target's send lock throughout (so that no stale firing overtakes a resolve), so a new
   notification for that peer waits for up to a round. The engine builds released
   notifications on the loop (10,000 `Notification.of`, ~60 ms quiet).
