@@ -92,6 +92,19 @@ class ReceiverFiles:
         return cls(secret, context, digest.hexdigest())
 
 
+@dataclass(frozen=True)
+class ResendRound:
+    """One Alertmanager re-send round of a target, once finished (for benchmarks and debugging).
+
+    ``complete`` is False when a request failed and the round stopped there."""
+
+    ended_at: float
+    seconds: float
+    alerts: int
+    requests: int
+    complete: bool
+
+
 class Target:
     """Delivers one receiver URL's outbox rows; counts outcomes for the metrics."""
 
@@ -122,6 +135,7 @@ class Target:
         self._sending = anyio.Lock()
         self._counted = anyio.Event()  # the queue has been looked at once
         self._next_request = 0.0
+        self.last_resend: ResendRound | None = None
         self._log = log.bind(receiver=receiver.name, url=url)
 
     def serves(self, receiver: Receiver, url: str, generator_url: str,
@@ -265,20 +279,30 @@ class Target:
                     await self._resend_firing(session)
             await anyio.sleep(self.receiver.resend_interval)
 
-    async def _resend_firing(self, session: aiohttp.ClientSession) -> None:
-        alerts = self.notified(await anyio.to_thread.run_sync(
-            lambda: self.store.alerts("firing", limit=None)))
+    def _firing_notes(self) -> list[Notification]:
+        """The notifications a re-send round repeats (blocking; a worker thread's job: at
+        10,000 firing alerts building them takes 30-160 ms, which would stall the loop)."""
+        alerts = self.notified(self.store.alerts("firing", limit=None))
         now = self.clock()
-        notes = [Notification.of(a, now) for a in alerts]
+        return [Notification.of(a, now) for a in alerts]
+
+    async def _resend_firing(self, session: aiohttp.ClientSession) -> None:
+        started = time.monotonic()
+        notes = await anyio.to_thread.run_sync(self._firing_notes)
+        requests, complete = 0, True
         for start in range(0, len(notes), self.receiver.batch_size):
             await self._rate_limit()
             batch = notes[start:start + self.receiver.batch_size]
             status, _, error = await self.post(session, batch, formats.batch_key(batch))
+            requests += 1
             outcome = resend_outcome(status)
             self.outcomes[outcome] += 1
             if outcome != "resent":
                 self._log.info(f"virtmon.webhook.{outcome}", status=status, error=error)
-                return
+                complete = False
+                break
+        self.last_resend = ResendRound(self.clock(), time.monotonic() - started, len(notes),
+                                       requests, complete)
 
 
 async def run_targets(targets: Sequence[Target]) -> None:
