@@ -63,11 +63,11 @@ class Domain:
         """The domain's name."""
         return "web"
 
-    def UUIDString(self) -> str:  # noqa: N802 - libvirt's name
+    def UUIDString(self) -> str:
         """The domain's UUID."""
         return "11111111-1111-1111-1111-111111111111"
 
-    def ID(self) -> int:  # noqa: N802 - libvirt's name
+    def ID(self) -> int:
         """The domain's id."""
         return 7
 
