@@ -494,7 +494,9 @@ def _ksm(name: str, scale: float = 1) -> Callable[[Truth], Expected]:
 
 
 def _interface_info(truth: Truth) -> Expected:
-    return {labels(interface=name, mac=mac): 1 for name, _, mac in truth.interfaces}
+    """The interfaces virsh lists, each with the MAC address the kernel states in /sys."""
+    return {labels(interface=name, mac=truth.macs.get(name, f"(not in /sys: {mac})")): 1
+            for name, _, mac in truth.interfaces}
 
 
 def _interface_active(truth: Truth) -> Expected:

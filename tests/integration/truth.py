@@ -96,6 +96,7 @@ class Truth:
     hugepages: dict[int, dict[int, int]]  # node -> page size KiB -> free huge pages
     ksm: dict[str, int]
     interfaces: list[tuple[str, str, str]]  # virsh iface-list --all: name, state, MAC
+    macs: dict[str, str]  # /sys/class/net/<name>/address
     admin: AdminTruth
     journal_seq: int
     extra: dict[str, Any] = field(default_factory=dict)  # what the test itself did
@@ -304,6 +305,8 @@ def read_truth(conn: Any, uri: str, names: Iterable[str], state_dir: Path,
         ksm={p.name: int(p.read_text()) for p in KSM.iterdir()
              if p.read_text().strip().lstrip("-").isdigit()},
         interfaces=virsh_interfaces(uri),
+        macs={p.name: (p / "address").read_text().strip()
+              for p in Path("/sys/class/net").iterdir() if (p / "address").exists()},
         admin=admin_truth(),
         journal_seq=journal_seq(state_dir),
         ended=time.time(),
