@@ -611,12 +611,10 @@ EVENT_LABELS: dict[Callable[..., Any], tuple[str, ...]] = {
 
 
 def _last_event(truth: Truth) -> Expected:
-    """Between the start of the test's action that caused each domain's last event and the
-    end of the reading."""
-    out: Expected = {}
-    for domain, *_ in _events(truth):
-        out[labels(domain=domain)] = (truth.extra["last_action"][domain], truth.ended)
-    return out
+    """For each domain with events, between the floor the test set from its own reception of
+    the last one and the end of the reading."""
+    return {labels(domain=domain): (truth.extra["last_event_floor"][domain], truth.ended)
+            for domain in {event[0] for event in _events(truth)}}
 
 
 def event_kinds() -> list[str]:
@@ -642,8 +640,9 @@ def _collectors(value: Callable[[Truth], float | Interval]) -> Callable[[Truth],
 
 
 def _window(truth: Truth) -> Interval:
-    """A duration no longer than the whole before-cycle-after window."""
-    return 0.0, truth.extra["window"]
+    """A duration no longer than the time between the two readings, when the cycle ran."""
+    began, ended = truth.extra["cycle"]
+    return 0.0, ended - began
 
 
 def _one_hot(name: str, values: Iterable[str], current: str) -> Expected:
@@ -883,7 +882,7 @@ CHECKS: dict[str, Check] = {
         "gauge", "steady", single(lambda t: t.extra["event_ids_accepted"])),
     "virtmon_collection_duration_seconds": Check("gauge", "wander", single(_window)),
     "virtmon_collection_last_success_timestamp_seconds": Check(
-        "gauge", "wander", single(lambda t: (t.extra["daemon_started"], t.ended))),
+        "gauge", "steady", single(lambda t: t.extra["cycle"])),
     "virtmon_collection_failures_total": Check("counter", "counter", _any({})),
     "virtmon_libvirt_calls_abandoned_total": Check("counter", "counter", _any({})),
     "virtmon_libvirt_calls_abandoned_outstanding": Check("gauge", "wander", _any({})),

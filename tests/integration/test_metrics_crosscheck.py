@@ -56,7 +56,7 @@ MIB = 1024 * 1024
 
 
 @dataclass
-class Lab:
+class Env:
     """The daemon, the test's connections and what the test did."""
 
     daemon: Daemon
@@ -103,7 +103,7 @@ def config(state: Path) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def lab_daemon(short_tmp: Path) -> AsyncIterator[Lab]:
+async def lab_daemon(short_tmp: Path) -> AsyncIterator[Env]:
     """The daemon, a read-only connection with the test's event callbacks registered before
     the daemon starts, and a control client."""
     ro = await asyncio.to_thread(libvirt.openReadOnly, lab_module.URI)
@@ -111,55 +111,47 @@ async def lab_daemon(short_tmp: Path) -> AsyncIterator[Lab]:
     log = EventLog(ro, sink)
     accepted = await call(log.register)
     try:
-        started = time.time()
         async with running_daemon(config(short_tmp)) as daemon:
-            lab = Lab(daemon, short_tmp / "state", ro,
+            env = Env(daemon, short_tmp / "state", ro,
                       ControlClient(str(short_tmp / "control.sock"), timeout=30), sink)
-            lab.extra.update(
+            env.extra.update(
                 uri=lab_module.URI, collectors=list(COLLECTORS), event_ids_accepted=accepted,
-                connection_states=[state.value for state in State], daemon_started=started,
-                control=Counter(), last_action={}, dirtyrate_started={})
-            yield lab
+                connection_states=[state.value for state in State],
+                control=Counter(), last_event_floor={}, dirtyrate_started={})
+            yield env
     finally:
         await call(log.close)
         with contextlib.suppress(libvirt.libvirtError):
             await call(ro.close)
 
 
-async def act(lab: Lab, domain: str, fn: Any, *args: Any) -> Any:
-    """One action of the test on a domain, noting when it began (event times are bounded by
-    it)."""
-    lab.extra["last_action"][domain] = time.time()
-    return await call(fn, *args)
-
-
-async def reading(lab: Lab, domains: list[str]) -> Truth:
+async def reading(env: Env, domains: list[str]) -> Truth:
     """One reading of the truth, with a copy of what the test did so far."""
-    truth = await call(read_truth, lab.ro, lab_module.URI, domains, lab.state_dir, NAMESPACE)
-    truth.extra = {**lab.extra, "events": list(lab.events),
-                   "control": Counter(lab.extra["control"])}
+    truth = await call(read_truth, env.ro, lab_module.URI, domains, env.state_dir, NAMESPACE)
+    truth.extra = {**env.extra, "events": list(env.events),
+                   "control": Counter(env.extra["control"])}
     return truth
 
 
-def last_event_bounds(lab: Lab) -> None:
+def last_event_bounds(env: Env) -> None:
     """A domain's last event reached virtmon about when it reached the test (one libvirtd sends
     both): its time is bounded below by the test's reception less a second."""
-    for domain, *_, received in lab.events:
-        lab.extra["last_action"][domain] = received - 1.0
+    for domain, *_, received in env.events:
+        env.extra["last_event_floor"][domain] = received - 1.0
 
 
-async def agreeing_round(lab: Lab, domains: list[str]) -> tuple[list[str], cc.Exported]:
+async def agreeing_round(env: Env, domains: list[str]) -> tuple[list[str], cc.Exported]:
     """Readings around a fresh cycle until the exposition agrees with them (at most
     ATTEMPTS times); the last disagreements (empty when one round agreed) and exposition."""
     problems: list[str] = []
     exported: cc.Exported = {}
     for _ in range(ATTEMPTS):
-        before = await reading(lab, domains)
-        await fresh_cycle(lab.daemon.scheduler)
-        text = lab.daemon.scheduler.exposition.text.decode()
-        after = await reading(lab, domains)
-        for truth in (before, after):
-            truth.extra["window"] = after.started - before.ended
+        before = await reading(env, domains)
+        await fresh_cycle(env.daemon.scheduler)
+        text = env.daemon.scheduler.exposition.text.decode()
+        after = await reading(env, domains)
+        for truth in (before, after):  # the cycle ran between the two readings
+            truth.extra["cycle"] = (before.ended, after.started)
         stable = [name for name in domains if name in before.domains and name in after.domains
                   and before.domains[name].state == after.domains[name].state]
         assert set(stable) == set(domains), f"a checked domain changed: {domains} {stable}"
@@ -170,9 +162,9 @@ async def agreeing_round(lab: Lab, domains: list[str]) -> tuple[list[str], cc.Ex
     return problems, exported
 
 
-def seen(lab: Lab, domain: str, event_id: int) -> bool:
+def seen(env: Env, domain: str, event_id: int) -> bool:
     """Whether the test's callbacks have received that event of the domain."""
-    return any(e[0] == domain and e[1] == event_id for e in lab.events)
+    return any(e[0] == domain and e[1] == event_id for e in env.events)
 
 
 def host_write(dom: Any, offset: int) -> None:
@@ -183,60 +175,69 @@ def host_write(dom: Any, offset: int) -> None:
         libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
 
 
-async def prepare(lab: Lab, lab_conn: Any, domain: str) -> None:
-    """Give the throwaway domain what makes the rarer families appear, cause events on it and
-    make control calls."""
-    dom = await call(lab_conn.lookupByName, domain)
+async def give_rare_families(dom: Any) -> None:
+    """Metadata, an IOThread with polling parameters and the perf events the host can count;
+    without a PMU, libvirt must refuse a hardware counter (so its family stays absent)."""
     live = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    await act(lab, domain, dom.setMetadata, libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-              "<owner team='storage'/>", "t", NAMESPACE, live)
-    await act(lab, domain, dom.addIOThread, 1, live)
-    await act(lab, domain, dom.setIOThreadParams, 1, {
-        libvirt.VIR_DOMAIN_IOTHREAD_POLL_MAX_NS: 32768,
-        libvirt.VIR_DOMAIN_IOTHREAD_POLL_GROW: 2,
-        libvirt.VIR_DOMAIN_IOTHREAD_POLL_SHRINK: 4}, live)
-    await act(lab, domain, dom.setPerfEvents, dict.fromkeys(SOFTWARE_PERF, True), live)
+    await call(dom.setMetadata, libvirt.VIR_DOMAIN_METADATA_ELEMENT, "<owner team='storage'/>",
+               "t", NAMESPACE, live)
+    await call(dom.addIOThread, 1, live)
+    await call(dom.setIOThreadParams, 1, {libvirt.VIR_DOMAIN_IOTHREAD_POLL_MAX_NS: 32768,
+                                          libvirt.VIR_DOMAIN_IOTHREAD_POLL_GROW: 2,
+                                          libvirt.VIR_DOMAIN_IOTHREAD_POLL_SHRINK: 4}, live)
+    await call(dom.setPerfEvents, dict.fromkeys(SOFTWARE_PERF, True), live)
     if HAS_PMU:
-        await act(lab, domain, dom.setPerfEvents, {HARDWARE_PERF: True}, live)
+        await call(dom.setPerfEvents, {HARDWARE_PERF: True}, live)
     else:
-        # No PMU: libvirt cannot open a hardware counter, so the family must stay absent.
         with pytest.raises(libvirt.libvirtError):
-            await act(lab, domain, dom.setPerfEvents, {HARDWARE_PERF: True}, live)
-    # A threshold just past the image file's end, crossed by a write from the host to a cluster
-    # never written (qcow2 appends it), then set again (BLOCK_THRESHOLD clears it).
+            await call(dom.setPerfEvents, {HARDWARE_PERF: True}, live)
+
+
+async def cause_events(env: Env, dom: Any) -> None:
+    """A block threshold just past the image file's end, crossed by a host write to a cluster
+    never written (qcow2 appends it) and set again (BLOCK_THRESHOLD clears it); a suspend, a
+    resume and a reset (REBOOT). Returns once virtmon has counted the last of them."""
+    domain = dom.name()
     physical = (await call(dom.blockInfo, "vda"))[2]
-    await act(lab, domain, dom.setBlockThreshold, "vda", physical + 1)
-    await act(lab, domain, host_write, dom, 56 * MIB)
-    await wait_until(lambda: seen(lab, domain, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD),
+    await call(dom.setBlockThreshold, "vda", physical + 1)
+    await call(host_write, dom, 56 * MIB)
+    await wait_until(lambda: seen(env, domain, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD),
                      timeout=30)
-    await act(lab, domain, dom.setBlockThreshold, "vda", 60 * MIB)
-    await act(lab, domain, dom.suspend)
-    await act(lab, domain, dom.resume)
-    await act(lab, domain, dom.reset)
+    await call(dom.setBlockThreshold, "vda", 60 * MIB)
+    await call(dom.suspend)
+    await call(dom.resume)
+    await call(dom.reset)
+    await wait_until(lambda: seen(env, domain, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT), timeout=30)
+    await exposition_until(env.daemon.scheduler,
+                           lambda t: f'libvirt_domain_reboots_total{{domain="{domain}"}}' in t)
+    last_event_bounds(env)
+
+
+async def measure_dirty_rate(env: Env, dom: Any) -> None:
+    """A one-second dirty-rate calculation, noting when it was asked for, until measured."""
     low = time.time()
     await call(dom.startDirtyRateCalc, 1, 0)
-    lab.extra["dirtyrate_started"][domain] = (low, time.time())
+    env.extra["dirtyrate_started"][dom.name()] = (low, time.time())
 
     async def measured() -> bool:
-        record = await call(lab.ro.domainListGetStats, [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE,
-                            0)
+        record = await call(env.ro.domainListGetStats, [dom],
+                            libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
         return bool(record[0][1].get("dirtyrate.calc_status") == 2)
 
     deadline = time.monotonic() + 30
     while not await measured():
         assert time.monotonic() < deadline, "the dirty-rate calculation did not finish"
         await asyncio.sleep(0.1)
+
+
+async def call_control(env: Env) -> None:
+    """Two answered control calls and one for a domain that does not exist (404), counted."""
     for _ in range(2):
-        await call(lab.control.call, "host.info")
-        lab.extra["control"][("host.info", "200")] += 1
+        await call(env.control.call, "host.info")
+        env.extra["control"][("host.info", "200")] += 1
     with pytest.raises(Problem):
-        await asyncio.to_thread(lab.control.call, "domain.info", domain="t-no-such-domain")
-    lab.extra["control"][("domain.info", "404")] += 1
-    # The reset's REBOOT is the last event the test causes: wait until virtmon counted it.
-    await wait_until(lambda: seen(lab, domain, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT), timeout=30)
-    await exposition_until(lab.daemon.scheduler,
-                           lambda t: f'libvirt_domain_reboots_total{{domain="{domain}"}}' in t)
-    last_event_bounds(lab)
+        await asyncio.to_thread(env.control.call, "domain.info", domain="t-no-such-domain")
+    env.extra["control"][("domain.info", "404")] += 1
 
 
 @pytest.mark.lab
@@ -246,7 +247,11 @@ async def test_every_exported_series_agrees_with_libvirt_read_around_its_cycle(
     """Every family on the lab has a check, its type is libvirt's meaning, and every series of
     the checked domains, the host, the daemon and virtmon agrees with the independent truth."""
     async with lab_daemon(short_tmp) as env:
-        await prepare(env, lab_conn, lab_domain)
+        dom = await call(lab_conn.lookupByName, lab_domain)
+        await give_rare_families(dom)
+        await cause_events(env, dom)
+        await measure_dirty_rate(env, dom)
+        await call_control(env)
         domains = [*BASE_DOMAINS, lab_domain]
         problems, exported = await agreeing_round(env, domains)
     assert problems == [], "\n".join(problems)
@@ -288,7 +293,7 @@ async def test_counters_never_decrease_and_a_stopped_domain_has_no_cpu_counters(
         assert "libvirt_domain_info_cpu_time_seconds_total" in counters
 
         dom = await call(lab_conn.lookupByName, lab_domain)
-        await act(env, lab_domain, dom.destroy)
+        await call(dom.destroy)
         await exposition_until(
             scheduler, lambda t: f'libvirt_domain_info_state{{domain="{lab_domain}"}} 5' in t)
         await wait_until(lambda: any(e[0] == lab_domain for e in env.events), timeout=30)
