@@ -196,7 +196,8 @@ async def give_rare_families(dom: Any) -> None:
 async def cause_events(env: Env, dom: Any) -> None:
     """A block threshold just past the image file's end, crossed by a host write to a cluster
     never written (qcow2 appends it) and set again (BLOCK_THRESHOLD clears it); a suspend, a
-    resume and a reset (REBOOT). Returns once virtmon has counted the last of them."""
+    resume and a reset (REBOOT), with a dirty-rate calculation right after it. Returns once
+    virtmon has counted the last event."""
     domain = dom.name()
     physical = (await call(dom.blockInfo, "vda"))[2]
     await call(dom.setBlockThreshold, "vda", physical + 1)
@@ -207,27 +208,31 @@ async def cause_events(env: Env, dom: Any) -> None:
     await call(dom.suspend)
     await call(dom.resume)
     await call(dom.reset)
+    await measure_dirty_rate(env, dom)
     await wait_until(lambda: seen(env, domain, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT), timeout=30)
     await exposition_until(env.daemon.scheduler,
                            lambda t: f'libvirt_domain_reboots_total{{domain="{domain}"}}' in t)
     last_event_bounds(env)
 
 
-async def measure_dirty_rate(env: Env, dom: Any) -> None:
-    """A one-second dirty-rate calculation, noting when it was asked for, until measured."""
-    low = time.time()
-    await call(dom.startDirtyRateCalc, 1, 0)
-    env.extra["dirtyrate_started"][dom.name()] = (low, time.time())
-
-    async def measured() -> bool:
-        record = await call(env.ro.domainListGetStats, [dom],
-                            libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
-        return bool(record[0][1].get("dirtyrate.calc_status") == 2)
-
-    deadline = time.monotonic() + 30
-    while not await measured():
-        assert time.monotonic() < deadline, "the dirty-rate calculation did not finish"
-        await asyncio.sleep(0.1)
+async def measure_dirty_rate(env: Env, dom: Any, attempts: int = 3) -> None:
+    """One-second dirty-rate calculations counting every dirtied page, noting when each was
+    asked for, until one measured a rate or ``attempts`` ran. A no-OS guest dirties memory
+    only while its firmware starts after the reset: where that is quick the rate stays 0 (and
+    its unit goes unchecked); on the lab SeaBIOS takes seconds, so the rate is not 0."""
+    domain = dom.name()
+    for _ in range(attempts):
+        low = time.time()
+        await call(dom.startDirtyRateCalc, 1, libvirt.VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP)
+        env.extra["dirtyrate_started"][domain] = (low, time.time())
+        deadline = time.monotonic() + 30
+        while (stats := (await call(env.ro.domainListGetStats, [dom],
+                                    libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0))[0][1]
+               ).get("dirtyrate.calc_status") != 2:
+            assert time.monotonic() < deadline, "the dirty-rate calculation did not finish"
+            await asyncio.sleep(0.1)
+        if stats.get("dirtyrate.megabytes_per_second"):
+            return
 
 
 async def call_control(env: Env) -> None:
@@ -250,7 +255,6 @@ async def test_every_exported_series_agrees_with_libvirt_read_around_its_cycle(
         dom = await call(lab_conn.lookupByName, lab_domain)
         await give_rare_families(dom)
         await cause_events(env, dom)
-        await measure_dirty_rate(env, dom)
         await call_control(env)
         domains = [*BASE_DOMAINS, lab_domain]
         problems, exported = await agreeing_round(env, domains)
