@@ -92,11 +92,12 @@ def test_a_receiver_url_that_is_not_a_string_is_reported_as_such() -> None:
     ({"X-Token": "a\0b"}, "X-Token: 'a\\x00b' is not a header value"),
     ({"X-Token": " padded"}, "X-Token: ' padded' is not a header value"),
     ({"X-Token": "caf\u00e9"}, "X-Token: 'café' is not a header value"),
-    ({"X Token": "a"}, "'X Token': not a header name"),
-    ({"X-Token:": "a"}, "'X-Token:': not a header name"),
-    ({"": "a"}, "'': not a header name"),
+    ({"X Token": "a"}, '"X Token": not a header name'),
+    ({"X-Token:": "a"}, '"X-Token:": not a header name'),
+    ({"": "a"}, '"": not a header name'),
     ({"Content-Type": "text/plain"}, "Content-Type: virtmon sets this header itself"),
     ({"idempotency-key": "1"}, "idempotency-key: virtmon sets this header itself"),
+    ({"User-Agent": "me"}, "User-Agent: virtmon sets this header itself"),
     ({"X-A": "1", "x-a": "2"}, "x-a: given twice (header names ignore case)"),
     ({"X-A": 1}, "X-A: must be a string"),
 ])
@@ -327,3 +328,42 @@ def test_every_rule_number_range_is_in_the_alerts_reference() -> None:
                 "for_cycles": str(ruleconfig.FOR_CYCLES)}
     documented = documented_ranges(DOCS["alerts"])
     assert {k: documented.get(k) for k in expected} == expected
+
+
+def test_odd_keys_are_quoted_in_key_paths() -> None:
+    """An empty key, or one with a space, dot or colon, is quoted in its key path, so a problem
+    still reads "path: message" (an empty section read ": unknown section")."""
+    problems = problems_of({"": {}, "metrics": {"a b": 1, "x.y:": 2},
+                            "collect": {"collectors": {"": True}}})
+    assert problems[:3] == ['"": unknown section', 'metrics."a b": unknown key',
+                            'metrics."x.y:": unknown key']
+    assert problems[3].startswith('collect.collectors."": unknown collector')
+
+
+def test_a_multi_line_parser_message_is_one_problem_line(tmp_path: Path) -> None:
+    """A web config file that is not YAML gives a problem on one line (the YAML parser's
+    message has several; check-config printed them as lines without a key path)."""
+    bad = tmp_path / "web.yml"
+    bad.write_text('[[rules]]\nname = "Mine"\n')
+    [problem] = problems_of({"metrics": {"web_config_file": str(bad)}})
+    assert problem.startswith("metrics.web_config_file: ") and "\n" not in problem
+
+
+def test_unknown_rule_keys_are_listed_in_the_file_order() -> None:
+    """Unknown keys of a rule and of a matcher come in the file's order, the same in every
+    process (a set's order changed with the hash seed, so check-config and a reload differed)."""
+    keys = ["zeta", "alpha", "mu", "beta", "omega"]
+    rule = {"name": "R", "match": {"kind": "x", **dict.fromkeys(keys, 1)},
+            **dict.fromkeys(keys, 1)}
+    code = ("from virtmon import config\n"
+            "try:\n"
+            f"    config.build({{'alerts': {{'rules': [{rule!r}]}}}})\n"
+            "except config.ConfigError as exc:\n"
+            "    print('\\n'.join(exc.problems))\n")
+    outputs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in range(4)}
+    [output] = outputs
+    assert [line.split(": ")[0] for line in output.splitlines()] == [
+        *(f"alerts.rules[0].{k}" for k in keys), *(f"alerts.rules[0].match.{k}" for k in keys)]

@@ -8,6 +8,7 @@ anything starts. The schema below is the one place that knows the keys, their ty
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -31,6 +32,9 @@ class ConfigError(Exception):
     """Every problem found in a configuration, each as "key.path: message"."""
 
     def __init__(self, problems: list[str]) -> None:
+        # One line each (a parser's multi-line message joined), so that check-config's output
+        # and the log keep one problem per line.
+        problems = [" ".join(line.strip() for line in p.splitlines()) for p in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 
@@ -48,11 +52,18 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?\Z")
 _HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Headers virtmon writes itself (or aiohttp does): one from the configuration would be sent
 # twice or fight with the real one.
 RESERVED_HEADERS = ("content-type", "content-length", "transfer-encoding", "host", "connection",
-                    "idempotency-key", "x-virtmon-signature")
+                    "user-agent", "idempotency-key", "x-virtmon-signature")
 MAX_ID = 2**32 - 2  # uid_t and gid_t; 2^32 - 1 is "no id"
+
+
+def key_text(key: str) -> str:
+    """A key as a segment of a key path: bare as TOML writes it when it may be, else quoted
+    (an empty key, or one with spaces, dots, colons or control characters, stays readable)."""
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
 
 
 def _number_text(value: float) -> str:
@@ -469,17 +480,18 @@ def headers_problems(headers: Mapping[str, Any]) -> list[str]:
     seen: set[str] = set()
     for name, value in headers.items():
         if not _TOKEN.match(name):
-            problems.append(f"{name!r}: not a header name (letters, digits and "
+            problems.append(f"{key_text(name)}: not a header name (letters, digits and "
                             "!#$%&'*+-.^_`|~ only, RFC 9110)")
         elif name.lower() in RESERVED_HEADERS:
-            problems.append(f"{name}: virtmon sets this header itself")
+            problems.append(f"{key_text(name)}: virtmon sets this header itself")
         elif name.lower() in seen:
-            problems.append(f"{name}: given twice (header names ignore case)")
+            problems.append(f"{key_text(name)}: given twice (header names ignore case)")
         if not isinstance(value, str):
-            problems.append(f"{name}: must be a string")
+            problems.append(f"{key_text(name)}: must be a string")
         elif not _FIELD_VALUE.match(value):
-            problems.append(f"{name}: {value!r} is not a header value (visible ASCII characters, "
-                            "spaces and tabs inside; no CR, LF or other control character)")
+            problems.append(f"{key_text(name)}: {value!r} is not a header value (visible ASCII "
+                            "characters, spaces and tabs inside; no CR, LF or other control "
+                            "character)")
         seen.add(name.lower())
     return problems
 
@@ -507,7 +519,7 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
         values: dict[str, Any] = {}
         for name, value in item.items():
             if name not in RECEIVER_SCHEMA:
-                problems.append(f"{base}.{name}: unknown key")
+                problems.append(f"{base}.{key_text(name)}: unknown key")
             elif _check_value(f"{base}.{name}", RECEIVER_SCHEMA[name], value, problems):
                 values[name] = value
         for name, key in RECEIVER_SCHEMA.items():
@@ -558,7 +570,7 @@ def _metadata_path_problems(collect: Mapping[str, Any]) -> list[str]:
         try:
             MetadataLabels({label: path}, namespaces).read(ElementTree.Element("domain"))
         except Exception as exc:  # ElementPath reports a bad path with several types
-            problems.append(f"collect.metadata_labels.{label}: {path!r} is not a path "
+            problems.append(f"collect.metadata_labels.{key_text(label)}: {path!r} is not a path "
                             f"ElementTree can follow: {exc}")
     return problems
 
@@ -574,13 +586,13 @@ def build(
     }
     for section, table in raw.items():
         if section not in SCHEMA:
-            problems.append(f"{section}: unknown section")
+            problems.append(f"{key_text(section)}: unknown section")
             continue
         if not isinstance(table, dict):
             problems.append(f"{section}: must be a table")
             continue
         for name, value in table.items():
-            path = f"{section}.{name}"
+            path = f"{section}.{key_text(name)}"
             if name not in SCHEMA[section]:
                 problems.append(f"{path}: unknown key")
             elif _check_value(path, SCHEMA[section][name], value, problems):
@@ -595,16 +607,17 @@ def build(
 
     for name, enabled in values["collect"]["collectors"].items():
         if name not in COLLECTORS:
-            problems.append(f"collect.collectors.{name}: unknown collector "
+            problems.append(f"collect.collectors.{key_text(name)}: unknown collector "
                             f"(known: {', '.join(COLLECTORS)})")
         elif not isinstance(enabled, bool):
-            problems.append(f"collect.collectors.{name}: must be true or false")
+            problems.append(f"collect.collectors.{key_text(name)}: must be true or false")
     for key in ("metadata_labels", "metadata_namespaces"):
         for name, text in values["collect"][key].items():
             if not isinstance(text, str):
-                problems.append(f"collect.{key}.{name}: must be a string")
+                problems.append(f"collect.{key}.{key_text(name)}: must be a string")
             elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-                problems.append(f"collect.{key}.{name}: not a valid Prometheus label name")
+                problems.append(f"collect.{key}.{key_text(name)}: "
+                                "not a valid Prometheus label name")
     problems.extend(_metadata_path_problems(values["collect"]))
     web_config = values["metrics"]["web_config_file"]
     if web_config and not any(p.startswith("metrics.web_config_file") for p in problems):

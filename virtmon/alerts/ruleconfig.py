@@ -40,7 +40,7 @@ from virtmon.alerts.rules import (
     field_text,
     template_problems,
 )
-from virtmon.config import LONG_SECONDS, Limits
+from virtmon.config import LONG_SECONDS, Limits, key_text
 
 # The shipped set: config/alerts.toml, which the package carries as default_rules.toml (a
 # symbolic link in the source tree, a copy in a wheel), or where a distribution installs it.
@@ -85,8 +85,9 @@ def _matcher(raw: Any, path: str, problems: list[str]) -> Matcher | None:
         problems.append(f"{path}: must be a table")
         return None
     before = len(problems)
-    for key in raw.keys() - _MATCHER_KEYS:
-        problems.append(f"{path}.{key}: unknown key (known: {', '.join(sorted(_MATCHER_KEYS))})")
+    known = ", ".join(sorted(_MATCHER_KEYS))
+    for key in (k for k in raw if k not in _MATCHER_KEYS):  # in the file's order
+        problems.append(f"{path}.{key_text(key)}: unknown key (known: {known})")
     if not raw:
         problems.append(f"{path}: an empty matcher would match every event")
     sets = {key: _strings(raw[key], f"{path}.{key}", problems)
@@ -99,7 +100,8 @@ def _matcher(raw: Any, path: str, problems: list[str]) -> Matcher | None:
         for key, value in raw_payload.items():
             values = value if isinstance(value, list) else [value]
             if not values or any(isinstance(v, dict | list) for v in values):
-                problems.append(f"{path}.payload.{key}: must be a value or an array of values")
+                problems.append(f"{path}.payload.{key_text(key)}: "
+                                "must be a value or an array of values")
                 continue
             payload[key] = frozenset(field_text(v) for v in values)
     synthetic = raw.get("synthetic")
@@ -148,7 +150,7 @@ def _common(raw: dict[str, Any], path: str, fields: tuple[str, ...],
         labels = {}
     for key, text in labels.items():
         if not _LABEL.match(key) or key in ("alertname", "severity", "instance"):
-            problems.append(f"{path}.labels.{key}: not a label name a rule may set")
+            problems.append(f"{path}.labels.{key_text(key)}: not a label name a rule may set")
         elif not isinstance(text, str):
             problems.append(f"{path}.labels.{key}: must be a string")
         else:
@@ -159,8 +161,8 @@ def _common(raw: dict[str, Any], path: str, fields: tuple[str, ...],
 
 def _event_rule(raw: dict[str, Any], path: str, problems: list[str]) -> EventRule | None:
     before = len(problems)
-    for key in raw.keys() - _EVENT_KEYS:
-        problems.append(f"{path}.{key}: unknown key for an event rule")
+    for key in (k for k in raw if k not in _EVENT_KEYS):
+        problems.append(f"{path}.{key_text(key)}: unknown key for an event rule")
     common = _common(raw, path, EVENT_FIELDS, problems)
     match = _matchers(raw["match"], f"{path}.match", problems)
     resolve = _matchers(raw["resolve"], f"{path}.resolve", problems) if "resolve" in raw else ()
@@ -185,8 +187,8 @@ def _event_rule(raw: dict[str, Any], path: str, problems: list[str]) -> EventRul
 
 def _threshold_rule(raw: dict[str, Any], path: str, problems: list[str]) -> ThresholdRule | None:
     before = len(problems)
-    for key in raw.keys() - _THRESHOLD_KEYS:
-        problems.append(f"{path}.{key}: unknown key for a threshold rule")
+    for key in (k for k in raw if k not in _THRESHOLD_KEYS):
+        problems.append(f"{path}.{key_text(key)}: unknown key for a threshold rule")
     common = _common(raw, path, THRESHOLD_FIELDS, problems)
     for key in ("metric", "divide_by"):
         if key in raw and (not isinstance(raw[key], str) or not _METRIC.match(raw[key])):
