@@ -367,3 +367,11 @@ def test_unknown_rule_keys_are_listed_in_the_file_order() -> None:
     [output] = outputs
     assert [line.split(": ")[0] for line in output.splitlines()] == [
         *(f"alerts.rules[0].{k}" for k in keys), *(f"alerts.rules[0].match.{k}" for k in keys)]
+
+
+@pytest.mark.parametrize("op", [[], {}, [">"], 1])
+def test_a_threshold_operator_that_is_not_a_string_is_a_problem(op: Any) -> None:
+    """op = [] (an array, which cannot be looked up in the operator table) is reported under
+    its key; it raised TypeError out of check-config."""
+    rule = {"name": "R", "metric": "m", "value": 1, "op": op}
+    assert paths_of(problems_of({"alerts": {"rules": [rule]}})) == ["alerts.rules[0].op"]

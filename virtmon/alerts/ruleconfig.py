@@ -194,7 +194,7 @@ def _threshold_rule(raw: dict[str, Any], path: str, problems: list[str]) -> Thre
         if key in raw and (not isinstance(raw[key], str) or not _METRIC.match(raw[key])):
             problems.append(f"{path}.{key}: must be a metric name")
     op = raw.get("op", ">")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:  # a table or array is not hashable
         problems.append(f"{path}.op: must be one of {' '.join(OPERATORS)}")
     if "value" not in raw:
         problems.append(f"{path}.value: required")
