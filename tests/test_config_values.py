@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from tests.daemon import daemon_config, running_daemon
 from tests.test_config import paths_of, problems_of
 from virtmon import config
 from virtmon.alerts import ruleconfig
+from virtmon.reload import reload_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,3 +378,28 @@ def test_a_threshold_operator_that_is_not_a_string_is_a_problem(op: Any) -> None
     its key; it raised TypeError out of check-config."""
     rule = {"name": "R", "metric": "m", "value": 1, "op": op}
     assert paths_of(problems_of({"alerts": {"rules": [rule]}})) == ["alerts.rules[0].op"]
+
+
+async def test_a_reload_with_values_that_would_break_delivery_is_rejected(
+    short_tmp: Path,
+) -> None:
+    """On reload as at start: a CR/LF header, an infinite timeout, an external URL with a space
+    and an empty secret reject the reload with each key path; the running configuration stays
+    and so does the daemon."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"})
+    empty = short_tmp / "empty-secret"
+    empty.write_text("\n")
+    path = short_tmp / "reload.toml"
+    path.write_text(
+        '[alerts]\nexternal_url = "http://grafana example/"\n'
+        '[[alerts.receivers]]\nname = "r"\nkind = "json"\nurls = ["http://127.0.0.1:9/"]\n'
+        f'timeout = inf\nheaders = {{ X-Token = "a\\r\\nX-Evil: 1" }}\n'
+        f'hmac_secret_file = "{empty}"\n')
+    async with running_daemon(cfg) as daemon:
+        with structlog.testing.capture_logs() as logs:
+            assert await reload_daemon(daemon, lambda: config.load(path)) is None
+        assert paths_of([e["problem"] for e in logs if e["event"] == "virtmon.reload.invalid"]) \
+            == ["alerts.external_url", "alerts.receivers[0].timeout",
+                "alerts.receivers[0].headers.X-Token", "alerts.receivers[0].hmac_secret_file"]
+        assert daemon.config is cfg and daemon.alerts.targets == []
+        assert not daemon.finished.is_set()
