@@ -275,10 +275,12 @@ def test_group_names_and_ids_are_checked(section: str, key: str, value: Any) -> 
 
 @pytest.mark.parametrize(("listen", "ok"), [
     ("a b:9786", False), ("host_name:9786", False), ("[::1:9786", False),
+    (":\u00b2", False), (":\u0663", False), ("h:\u0661\u0662", False),
     ("[::1]:9786", True), ("::1:9786", True), ("host.example:9786", True),
 ])
 def test_listen_host_is_an_address_or_a_host_name(listen: str, ok: bool) -> None:
-    """metrics.listen's host must be one the listener can bind (it failed at start, exit 69)."""
+    """metrics.listen's host must be one the listener can bind (it failed at start, exit 69),
+    its port ASCII digits (":²" raised ValueError out of check-config, ":٣" listened on 3)."""
     if ok:
         assert config.build({"metrics": {"listen": listen}})
     else:

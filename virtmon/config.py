@@ -174,7 +174,8 @@ def _optional_http_url(value: Any) -> str | None:
 def check_listen(value: Any) -> str | None:
     """``HOST:PORT`` with a port from 1 to 65535 (an empty host listens on every address)."""
     host, sep, port = str(value).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses, and "٣", which it reads.
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         return f"{value!r} is not HOST:PORT"
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if host and (problem := host_problem(host)):
