@@ -408,7 +408,8 @@ a reload or delivery task that crashes.
 
 | run | documents | valid and applied | started as a daemon | findings | time |
 |---|---|---|---|---|---|
-| 2026-12-06, `make fuzz FUZZ_EXAMPLES=5000` (random) | 5,000 | 2,186 | 100 | 0 | 300 s |
+| 2026-12-06 `make fuzz` (5,000 random), all fixes in | 5,000 | 2,198 | 100 | 0 | 206 s |
+| 2026-12-06 `make fuzz`, before the listen port fix | 5,000 | 2,186 | 100 | 0 | 300 s |
 | every `make test` (derandomized) | 300 | 124 | 3 | 0 | 16 s |
 
 Before the fixes it found: a key path that was empty (`: unknown section`) or unreadable (keys
