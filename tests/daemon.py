@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,13 @@ def daemon_config(state: Path, **sections: dict[str, Any]) -> config_module.Conf
 @contextlib.asynccontextmanager
 async def running_daemon(cfg: config_module.Config, demo: bool = False,
                          start_timeout: float = 60.0,
-                         stop_timeout: float = 30.0) -> AsyncIterator[Daemon]:
-    """Run a Daemon on this loop for the body of an ``async with``; stop it and wait after."""
+                         stop_timeout: float = 30.0,
+                         prepare: Callable[[Daemon], None] = lambda _daemon: None,
+                         ) -> AsyncIterator[Daemon]:
+    """Run a Daemon on this loop for the body of an ``async with``; stop it and wait after.
+    ``prepare`` may change the daemon before it runs (settings no configuration key sets)."""
     daemon = Daemon(cfg, demo=demo)
+    prepare(daemon)
     task = asyncio.ensure_future(daemon.run())
     started = asyncio.ensure_future(daemon.started.wait())
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED,

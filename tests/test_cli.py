@@ -3,16 +3,20 @@ before anything starts, and flags merged into the configuration."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import virtmon
+from tests.daemon import free_port
 from virtmon import cli, config
 
 VIRTMON = Path(sys.executable).parent / "virtmon"
@@ -177,3 +181,34 @@ def test_main_check_config_in_process(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text("[log]\nlevel = 3\n")
     assert cli.main(["check-config", str(path)]) == 78
     assert capsys.readouterr().err == f"{path}: log.level: must be a string, not 3\n"
+
+
+def test_libxml_lines_become_log_records(short_dir: Path) -> None:
+    """libxml2 prints its warnings straight to stderr ("I/O warning : failed to load external
+    entity", here for a test-driver file that is missing): off a terminal they come out as JSON
+    log records like every other line, not raw between them."""
+    missing = short_dir / "missing.xml"
+    proc = subprocess.Popen(
+        [str(VIRTMON), "run", "--uri", f"test://{missing}", "--log-format", "json",
+         "--listen", f"127.0.0.1:{free_port()}", "--control-socket", str(short_dir / "c.sock"),
+         "--state-dir", str(short_dir / "state"), "--no-collector.admin"],
+        stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "virtmon ended: " + "".join(lines)
+            lines.append(line)
+            if "I/O warning" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    lines += rest.splitlines(keepends=True)
+    # The one line virtmon prints for people when it has started is not a record; all else is.
+    records = [json.loads(line) for line in lines if not line.startswith("virtmon 0")]
+    warnings = [r for r in records if r["event"] == "virtmon.native.stderr"]
+    assert warnings and warnings[0]["level"] == "warning"
+    assert warnings[0]["line"] == f'I/O warning : failed to load external entity "{missing}"'

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -296,12 +297,29 @@ OVERFLOWED = (
 )
 
 
+EVENT_20 = OVERFLOWED.splitlines()[0].replace(b'"seq":7', b'"seq":20') + b"\n"
+# Every notice the stream has, in the order a follower may meet them (after a restart of the
+# daemon that had pruned, say): a gap, a heartbeat, one of a later version, then the end.
+NOTICES = (
+    OVERFLOWED.splitlines()[0] + b"\n"
+    + b'{"gap":{"message":"...","since":7,"first":20,"missed":12}}\n'
+    + EVENT_20
+    + b'{"heartbeat":{"time":1,"last_seq":20}}\n'
+    + b'{"novelty":{"since":20}}\n'
+    + b'{"end":{"message":"the daemon is stopping; resume with since","since":20}}\n'
+)
+STREAMS = {"overflow": OVERFLOWED, "notices": NOTICES}
+
+
 class _Stub(http.server.BaseHTTPRequestHandler):
-    """A stand-in daemon: an overflowing event stream, and a 503 problem for everything else."""
+    """A stand-in daemon: an event stream (the one ``domain=`` names in :data:`STREAMS`,
+    overflowing by default), and a 503 problem for everything else."""
 
     def do_GET(self) -> None:
         if self.path.startswith("/v1/events"):
-            status, kind, body = 200, "application/x-ndjson", OVERFLOWED
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            body = STREAMS[query.get("domain", ["overflow"])[0]]
+            status, kind = 200, "application/x-ndjson"
         else:
             status, kind = 503, "application/problem+json"
             body = json.dumps({"type": "about:blank", "title": "Service Unavailable",
@@ -353,6 +371,59 @@ def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
     assert line.split()[0] == "7" and line.split()[2:] == ["a", "lifecycle", "started/booted",
                                                            "synthetic"]
     assert run.err.endswith("resume with --since 7\n")
+
+
+def test_every_notice_of_the_stream_is_understood(short_tmp: Path) -> None:
+    """A gap is a warning saying what was missed, and the stream goes on; a heartbeat is not
+    shown; an unknown notice is named and skipped; the end says where to resume (exit 3)."""
+    sock = short_tmp / "stub.sock"
+    with stub_server(sock):
+        run = run_ctl(sock, "events", "--follow", "--domain", "notices")
+        as_json = run_ctl(sock, "events", "--follow", "--domain", "notices", "--json")
+    assert run.code == ctl.EX_UNAVAILABLE
+    assert [line.split()[0] for line in run.lines()] == ["7", "20"]
+    assert run.err.splitlines() == [
+        "virtmonctl: gap: events 8 to 19 (12 events) are no longer in the journal (retention "
+        "removed them); continuing from 20",
+        "virtmonctl: unknown notice 'novelty' in the event stream, ignored: "
+        '{"novelty":{"since":20}}',
+        "virtmonctl: the daemon ended the stream (it is stopping); resume with --since 20",
+    ]
+    # Scripts get the notices in the stream, as they came; heartbeats are left out.
+    assert as_json.code == ctl.EX_UNAVAILABLE
+    assert [next(iter(x)) if "seq" not in x else x["seq"] for x in as_json.json_lines()] == [
+        7, "gap", 20, "novelty", "end"]
+
+
+async def test_events_since_before_a_pruned_journal_warns_of_the_gap_and_goes_on(
+        env: Env) -> None:
+    """On a journal whose start retention removed, --since 0 prints what was missed as a
+    warning and then every event still there (it used to stop at "unexpected line")."""
+    journal = env.daemon.journal
+    await asyncio.to_thread(cycle_domain, fresh_name())  # events to lose
+    name = fresh_name()
+    await asyncio.to_thread(cycle_domain, name)
+    events = await journaled(env.sock, name, 4)
+    journal.max_count = journal.last_seq - events[0]["seq"] + 1
+    await env.daemon.prune_journal()
+    first = journal.read_since(0, 1)[0].seq
+    assert first == events[0]["seq"] > 4
+    run = await ctl_async(env.sock, "events", "--since", "0", "--domain", name)
+    assert run.code == ctl.EX_OK, run.err
+    assert [int(line.split()[0]) for line in run.lines()] == [e["seq"] for e in events]
+    assert run.err == (f"virtmonctl: gap: events 1 to {first - 1} ({first - 1} events) are no "
+                       f"longer in the journal (retention removed them); continuing from "
+                       f"{first}\n")
+
+
+async def test_a_position_after_the_journal_is_refused(env: Env) -> None:
+    """--since after the last journaled event (a reset state directory) is a 400 that says so,
+    never a silent jump to whatever comes next."""
+    last = env.daemon.journal.last_seq
+    run = await ctl_async(env.sock, "events", "--follow", "--since", str(last + 50))
+    assert run.code == ctl.EX_REFUSED and run.out == ""
+    assert run.err.startswith(f"virtmonctl: Bad Request: since={last + 50} is after the last "
+                              f"journaled event ({last})")
 
 
 def test_stale_socket_exits_3(short_tmp: Path) -> None:

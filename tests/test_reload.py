@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from tests.conftest import daemon_config, running_daemon
+from tests.waiting import wait_until
 from virtmon import config
+from virtmon.events.journal import Journal
+from virtmon.events.model import Event
 from virtmon.reload import RUNTIME_KEYS, changed_keys, effective, plan, reload_daemon
 
 
@@ -69,3 +73,27 @@ async def test_a_fault_while_reading_the_configuration_rejects_the_reload(
         assert [e["event"] for e in logs if e["log_level"] == "error"][:1] == [
             "virtmon.reload.crashed"]
         assert not daemon.finished.is_set()
+
+
+async def test_retention_applies_at_start_and_at_once_on_reload(short_tmp: Path) -> None:
+    """The journal is pruned when the daemon starts (not an hour later: a daemon restarted more
+    often than hourly never pruned) and again on every reload, with the reloaded retention."""
+    state = short_tmp / "state"
+    state.mkdir()
+    old = Journal(state / "virtmon.db")
+    old.append([Event(time=time.time(), uri="test:///default", kind="lifecycle",
+                      name="started", domain="a") for _ in range(50)])
+    old.close()
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        events={"retention_count": 5})
+    async with running_daemon(cfg) as daemon:
+        journal = daemon.journal
+        await wait_until(lambda: journal.read_since(0, 1)[0].seq > 45)
+        await wait_until(lambda: journal.last_seq > 50)  # the daemon's own events came too
+        before = journal.last_seq
+        smaller = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                                events={"retention_count": 1})
+        smaller.values["metrics"]["listen"] = cfg["metrics.listen"]
+        result = await reload_daemon(daemon, lambda: smaller)
+        assert result is not None and result.applied == ("events.retention_count",)
+        assert journal.read_since(0, 1)[0].seq >= before  # pruned by the reload itself

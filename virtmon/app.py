@@ -12,6 +12,7 @@ import contextlib
 import gc
 import grp
 import os
+import resource
 import socket
 import sys
 import time
@@ -29,6 +30,7 @@ from virtmon.alerts.service import AlertService
 from virtmon.collectors import DEFAULT_ENABLED
 from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
+from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
 from virtmon.control.roles import RoleMap
 from virtmon.control.server import control_app
@@ -37,6 +39,7 @@ from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
 from virtmon.events.model import ADMIN_KIND, Event
 from virtmon.exposition.http import metrics_app
+from virtmon.exposition.tlssite import TLSSite
 from virtmon.exposition.webconfig import (
     LiveWebConfig,
     WebConfig,
@@ -53,16 +56,40 @@ from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
 from virtmon.virt.eventloop import register_event_impl
 from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.inventory import Inventory
+from virtmon.virt.inventory_store import InventoryStore, recall
 from virtmon.virt.pool import ConnectionPool
 
 log = structlog.get_logger("virtmon.app").bind(component="app")
 
 SHUTDOWN_DEADLINE = 10.0
+# Seconds between saves of the inventory (it is saved at every stop too): what a restart after a
+# kill replays from the journal on top of the last save.
+INVENTORY_SAVE_INTERVAL = 300.0
 # How long a thread may hold the GIL before another asks for it (CPython's default is 5 ms).
 # The cycle renders and parses in worker threads while the loop serves scrapes: at 1 ms a scrape
 # that meets a running cycle waits less (p99 at 1,000 domains, one scraper: 8-12 ms down to
 # 5 ms in the same run) and cycles take no longer (bench/bench_scrape.py, bench_cycle.py).
 GIL_SWITCH_INTERVAL = 0.001
+# How often retention is applied to the journal (also at start and on every reload).
+PRUNE_INTERVAL = 3600.0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one; the soft limit now.
+
+    Every control connection is a descriptor: at systemd's default soft limit (1,024) a local
+    caller holding connections open could leave the daemon unable to accept any other, or to
+    open its own files. The hard limit (524,288 under systemd) is the bound meant for this.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
 
 
 def enabled_collectors(config: Config) -> list[str]:
@@ -113,6 +140,7 @@ class Daemon:
         )
         self.bus = EventBus(self.journal, ingest_size=int(config["events.queue_size"]))
         self.inventory = Inventory()
+        self.inventory_store = InventoryStore(self.journal.path)
         self.caller = LibvirtCaller(
             capacity=int(config["libvirt.max_concurrent_calls"]),
             default_deadline=float(config["libvirt.call_timeout"]),
@@ -139,7 +167,7 @@ class Daemon:
         self.bus.add_listener(self.domain_cache.on_event)
         self.event_counters = EventCounters()
         self.bus.add_listener(self.event_counters.on_event)
-        self.alerts = AlertService(config, self.journal)
+        self.alerts = AlertService(config, self.journal, present_domains=self._present_domains)
         self.bus.add_listener(self.alerts.on_event)
         names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
@@ -172,6 +200,11 @@ class Daemon:
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
         self.control_socket = Path(config["control.socket"])
+        self.stream_slots = StreamSlots(StreamLimits(
+            queue_size=int(config["events.subscriber_queue_size"]),
+            max_streams=int(config["control.max_streams"]),
+            max_streams_per_caller=int(config["control.max_streams_per_caller"]),
+        ))
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=bool(config["control.allow_write"]),
@@ -244,6 +277,7 @@ class Daemon:
                 "failures": self.executor.stats.failures,
                 "read_connections": self.executor.reads.size,
                 "write_connections": self.executor.writes.size,
+                "streams": self.stream_slots.open,
             },
             "alerts": self.alerts.summary(),
         }
@@ -254,6 +288,7 @@ class Daemon:
         A stop during start-up ends the run without ``started`` ever being reported.
         """
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # the daemon owns its process
+        raise_fd_limit()
         impl = register_event_impl()
         runners: list[web.AppRunner] = []
         try:
@@ -265,7 +300,10 @@ class Daemon:
                         # connection or cycle) cancels the start-up too, instead of waiting on it.
                         group.start_soon(self._stop_when_asked, group.cancel_scope)
                         await group.start(self.alerts.run)
+                        await self._recall_inventory()
                         await group.start(self.supervisor.run)
+                        await self._save_inventory()  # a kill before the first periodic save
+                        group.start_soon(self._save_inventory_every, INVENTORY_SAVE_INTERVAL)
                         self.scheduler.publish_own_metrics()
                         runners = await self._start_listeners()
                         if self.admin_helper is not None:
@@ -294,12 +332,15 @@ class Daemon:
                         for runner in runners:
                             await runner.cleanup()
                         self.bus.close()  # the bus journals what it holds, then returns
+                        # Now exact: every event the inventory reflects is journaled.
+                        await self._save_inventory()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
                 await anyio.to_thread.run_sync(self.pool.reset)
                 await anyio.to_thread.run_sync(self.executor.close)
                 await impl.drain()
             self.journal.close()
+            self.inventory_store.close()
             self.alerts.close()
             if self._control_bound:  # only our own file: not systemd's, not another daemon's
                 with contextlib.suppress(OSError):
@@ -319,6 +360,9 @@ class Daemon:
         if self.config["metrics.web_config_file"]:
             loaded = load_web_config(Path(self.config["metrics.web_config_file"]))
         self.web_config = web_config = LiveWebConfig(loaded)
+        if loaded.ssl_context is not None:
+            log.info("virtmon.metrics.tls", cert_file=loaded.cert_file,
+                     fingerprint=loaded.fingerprint, users=len(loaded.users))
         app = metrics_app(lambda: self.scheduler.exposition, self.ready)
         app.middlewares.append(basic_auth_middleware(web_config.users))
         metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -328,23 +372,31 @@ class Daemon:
         site: web.BaseSite
         if passed is not None:
             host, port = passed.getsockname()[:2]
-            site = web.SockSite(metrics, passed, ssl_context=web_config.ssl_context)
+        if web_config.ssl_context is not None:
+            # Its own handshakes, so that a refused one is logged (asyncio's are silent).
+            site = TLSSite(metrics, web_config.ssl_context, host=host, port=port, sock=passed)
+        elif passed is not None:
+            site = web.SockSite(metrics, passed)
         else:
-            site = web.TCPSite(metrics, host, port, reuse_address=True,
-                               ssl_context=web_config.ssl_context)
+            site = web.TCPSite(metrics, host, port, reuse_address=True)
         await site.start()
         scheme = "https" if web_config.ssl_context else "http"
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
-                        int(self.config["events.subscriber_queue_size"]),
                         max_body=int(self.config["control.max_body"]),
                         executor=self.executor,
                         roles=RoleMap.from_config(self.config.values["control"]),
-                        max_in_flight=int(self.config["control.max_requests"])),
+                        max_in_flight=int(self.config["control.max_requests"]),
+                        max_per_caller=int(self.config["control.max_requests_per_caller"]),
+                        stream_limits=self.stream_slots.limits,
+                        stream_slots=self.stream_slots),
             access_log=None,
             # A follower that goes away must not keep its handler waiting for the next event.
             handler_cancellation=True,
+            # An idle connection (one that never sends a request too) is closed after a minute:
+            # a caller cannot hoard the daemon's file descriptors.
+            keepalive_timeout=60.0,
             shutdown_timeout=2.0,
         )
         await control.setup()
@@ -399,12 +451,53 @@ class Daemon:
                 fields["WATCHDOG"] = 1
             self.notifier.notify(**fields)
 
-    async def _prune_journal(self) -> None:
+    def _present_domains(self) -> tuple[str, frozenset[str]] | None:
+        """The URI and the names of its domains, once known (alerts of others resolve)."""
+        if not self.inventory.populated:
+            return None
+        return self.config.uri, frozenset(domain.name for domain in self.inventory.all())
+
+    async def _recall_inventory(self) -> None:
+        """Begin from the inventory the journal last described, so that the first listing
+        journals what changed while virtmon was not running (and alerts about it resolve)."""
+        known = await anyio.to_thread.run_sync(
+            recall, self.inventory_store, self.journal, self.config.uri)
+        if known is None:
+            log.info("virtmon.inventory.not_recalled", reason="nothing saved, or the journal "
+                     "no longer holds every event since it was saved")
+            return
+        self.inventory.recall(known)
+        log.info("virtmon.inventory.recalled", domains=len(known))
+
+    async def _save_inventory(self) -> None:
+        if not self.inventory.populated:  # never listed: keep what was saved before
+            return
+        domains, seq = self.inventory.all(), self.journal.last_seq
+        await anyio.to_thread.run_sync(self.inventory_store.save, self.config.uri, domains, seq)
+
+    async def _save_inventory_every(self, interval: float) -> None:
+        # Bounds what a restart after a kill replays; events since are replayed from the journal.
         while True:
-            await anyio.sleep(3600)
-            removed = await anyio.to_thread.run_sync(self.journal.prune)
-            if removed:
-                log.info("virtmon.journal.pruned", removed=removed)
+            await anyio.sleep(interval)
+            await self._save_inventory()
+
+    async def prune_journal(self) -> int:
+        """Apply the journal's retention now (at start, hourly, and on every reload)."""
+        removed = await anyio.to_thread.run_sync(self.journal.prune)
+        if removed:
+            log.info("virtmon.journal.pruned", removed=removed,
+                     retention_days=self.journal.max_age / 86400.0,
+                     retention_count=self.journal.max_count)
+        return removed
+
+    async def _prune_journal(self) -> None:
+        # At once, then hourly: a daemon restarted more often than hourly still prunes.
+        while True:
+            try:
+                await self.prune_journal()
+            except Exception:
+                log.exception("virtmon.journal.prune_failed")
+            await anyio.sleep(PRUNE_INTERVAL)
 
 
 def collector_names() -> Iterable[str]:

@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"virtmon: config: {problem}", file=sys.stderr)
         return config.EX_CONFIG
-    logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]))
+    # Off a terminal (journald), the C libraries' own lines become log records too.
+    stream = logsetup.route_native_stderr() if not sys.stderr.isatty() else sys.stderr
+    logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]), stream)
     from virtmon.app import ControlSocketInUse
 
     failures: list[BaseException] = []

@@ -334,6 +334,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "request_timeout": Key((int, float), 30.0, limits=Limits(0.01, 3600)),
         "max_body": Key(int, 1_048_576, limits=Limits(1, 2**30)),
         "max_requests": Key(int, 64, limits=Limits(1, 65536)),
+        # Per caller (uid), so one caller cannot take every slot; streams have their own limits.
+        "max_requests_per_caller": Key(int, 16, limits=Limits(1, 65536)),
+        "max_streams": Key(int, 256, limits=Limits(1, 65536)),
+        "max_streams_per_caller": Key(int, 32, limits=Limits(1, 65536)),
     },
     "state": {
         "dir": Key(str, "/var/lib/virtmon", _directory),

@@ -264,9 +264,11 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
             except ValueError:
                 item = None
             if not isinstance(item, dict) or "seq" not in item:
-                if ctx.json:
-                    ctx.line(text)
-                return _notice(ctx, item, last)
+                notice = _notice(ctx, item, text, last)
+                if isinstance(notice, Continue):
+                    last = notice.last
+                    continue
+                return notice
             ctx.line(text if ctx.json else event_line(item))
             last = int(item["seq"])
             printed += 1
@@ -287,15 +289,55 @@ def _resume(last: int | None) -> str:
     return "" if last is None else f"; resume with --since {last}"
 
 
-def _notice(ctx: Context, item: Any, last: int | None) -> int:
-    """A control message in the stream (the server cut a slow subscriber off)."""
-    body = item.get("overflow") if isinstance(item, dict) else None
-    if isinstance(body, dict):
-        since = body.get("since", last)
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """A notice after which the stream goes on, from ``last``."""
+
+    last: int | None
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _notice(ctx: Context, item: Any, text: str, last: int | None) -> Continue | int:
+    """A message of the stream's own (docs/control-api.md, "The event stream"): a heartbeat is
+    skipped, a gap is a warning and the stream goes on; an overflow, the end or a line that is
+    no JSON object ends the command with where to resume."""
+    kind, body = next(iter(item.items())) if isinstance(item, dict) and len(item) == 1 else (
+        None, None)
+    if not isinstance(body, dict):
+        ctx.warn(f"unexpected line in the event stream: {text[:200]!r}{_resume(last)}")
+        return EX_FAILED
+    if kind == "heartbeat":
+        return Continue(last)
+    if ctx.json:
+        ctx.line(text)  # scripts see every other notice in the stream, as it came
+    if kind == "gap":
+        since, first = _int(body.get("since"), last), _int(body.get("first"), None)
+        if first is None:
+            ctx.warn(f"gap in the event stream: {text[:200]}")
+            return Continue(last)
+        if since is not None and since + 1 == first - 1:
+            ctx.warn(f"gap: event {since + 1} is no longer in the journal (retention removed "
+                     f"it); continuing from {first}")
+        else:
+            missed = _int(body.get("missed"), None)
+            what = f"events before {first}" if since is None else (
+                f"events {since + 1} to {first - 1}")
+            count = f" ({missed} events)" if missed is not None else ""
+            ctx.warn(f"gap: {what}{count} are no longer in the journal (retention removed "
+                     f"them); continuing from {first}")
+        return Continue(first - 1)
+    since = _int(body.get("since"), last)
+    if kind == "overflow":
         ctx.warn(f"too slow for the event stream: the daemon disconnected it{_resume(since)}")
-    else:
-        ctx.warn(f"unexpected line in the event stream{_resume(last)}")
-    return EX_REFUSED
+        return EX_REFUSED
+    if kind == "end":
+        ctx.warn(f"the daemon ended the stream (it is stopping){_resume(since)}")
+        return EX_UNAVAILABLE
+    ctx.warn(f"unknown notice {kind!r} in the event stream, ignored: {text[:200]}")
+    return Continue(last)
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -113,6 +113,9 @@ def alerts_retry(ctx: Context, args: argparse.Namespace) -> int:
     result = _call(ctx, "alerts.retry_dead", id=args.id, all=args.all or None)
     if not ctx.json:
         ctx.line(f"{result['retried']} dead letter(s) queued again")
+        if result.get("superseded"):
+            ctx.line(f"{result['superseded']} dead letter(s) dropped: a later change of the same "
+                     "alert went to the receiver after them")
     return EX_OK
 
 

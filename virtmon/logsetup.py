@@ -2,13 +2,21 @@
 
 Event names are stable and dotted (``virtmon.connection.lost``) with flat keys, so operators can
 grep and alert on them. The standard library's logging (aiohttp, libvirtaio) goes the same way.
+So do the C libraries' own lines (:func:`route_native_stderr`): libxml2 prints warnings such as
+``I/O warning : failed to load external entity "..."`` straight to file descriptor 2 (libvirt
+catches libxml2's errors, not its warnings), which put raw lines between the JSON ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import json
 import logging
+import os
 import sys
-from typing import Any
+import threading
+from typing import Any, TextIO
 
 import structlog
 
@@ -74,3 +82,39 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(LEVELS[level], logging.INFO))
+
+
+def route_native_stderr() -> TextIO:
+    """Make what C code writes to file descriptor 2 log records; the stream to log to.
+
+    Descriptor 2 becomes a pipe read by a thread: each line is logged as a warning
+    ``virtmon.native.stderr`` (``line``: the text), and a line that already is a JSON object is
+    passed through as it is. Python's ``sys.stderr``, the returned stream (for
+    :func:`configure`) and fatal-error tracebacks (faulthandler) keep the original descriptor.
+    Call it once, before :func:`configure`.
+    """
+    original = os.dup(2)
+    out = os.fdopen(original, "w", buffering=1, encoding="utf-8", errors="replace")
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stderr = out
+    faulthandler.enable(file=out)
+    threading.Thread(target=_pump, args=(read_fd, out), name="virtmon-native-stderr",
+                     daemon=True).start()
+    return out
+
+
+def _pump(read_fd: int, out: TextIO) -> None:
+    log = structlog.get_logger("virtmon.native")
+    with os.fdopen(read_fd, "rb") as pipe:
+        for raw in pipe:
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            if text.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    if isinstance(json.loads(text), dict):
+                        out.write(text + "\n")
+                        continue
+            log.warning("virtmon.native.stderr", line=text)

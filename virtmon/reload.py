@@ -172,11 +172,24 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
     _apply(daemon, cfg)
     if daemon.web_config is not None:
         if daemon.web_config.can_take(web):
+            before = daemon.web_config.fingerprint
             daemon.web_config.replace(web)
+            if web.ssl_context is not None:
+                # Said either way: an operator who renewed a certificate sees it taken or not.
+                log.info("virtmon.reload.certificate", cert_file=web.cert_file,
+                         fingerprint=web.fingerprint, changed=web.fingerprint != before)
+            if cfg["metrics.web_config_file"]:
+                log.info("virtmon.reload.web_config", users=len(web.users),
+                         tls=web.ssl_context is not None)
         else:
             result = replace(result, restart=(*result.restart, "metrics.web_config_file (TLS)"))
     daemon.config = cfg
     daemon.config_problem = None
+    try:
+        # events.retention_* apply at once: the journal is pruned now, not within the hour.
+        await daemon.prune_journal()
+    except Exception:
+        log.exception("virtmon.journal.prune_failed")
     if result.restart:
         log.warning("virtmon.reload.restart_needed", keys=list(result.restart))
     log.info("virtmon.reload.done", applied=list(result.applied))

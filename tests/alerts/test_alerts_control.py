@@ -49,11 +49,11 @@ async def test_dead_letter_is_listed_and_retry_delivers_it(short_tmp: Path) -> N
         assert (await env.problem("alerts.retry_dead", id=row["id"] + 1000)).status == 404
         assert (await env.problem("alerts.retry_dead")).status == 400
         rec.respond = lambda _r: (200, {}, 0.0)
-        assert await env.call("alerts.retry_dead", id=row["id"]) == {"retried": 1}
+        assert await env.call("alerts.retry_dead", id=row["id"]) == {"retried": 1, "superseded": 0}
         await rec.wait_for(lambda: len(rec.requests) == 2)
         assert rec.requests[1].headers[formats.IDEMPOTENCY_HEADER] == row["key"]
         assert (await env.call("alerts.dead_letters"))["rows"] == []
-        assert await env.call("alerts.retry_dead", all=True) == {"retried": 0}
+        assert await env.call("alerts.retry_dead", all=True) == {"retried": 0, "superseded": 0}
 
 
 async def test_outbox_shows_pending_rows_with_attempts_and_error(short_tmp: Path) -> None:

@@ -112,7 +112,7 @@ async def test_4xx_is_a_dead_letter_kept_and_retryable(store: AlertStore) -> Non
             [dead] = store.rows("dead")
             assert dead.last_error is not None and dead.last_error.startswith("HTTP 400")
             status["code"] = 204
-            assert store.retry_dead(None, time.time()) == 1
+            assert store.retry_dead(None, time.time()) == (1, 0)
             target.kick()
             await wait_until(lambda: target.outcomes["delivered"] == 1)
     assert len(rec.requests) == 2 and store.rows("dead") == []
@@ -289,3 +289,60 @@ async def test_a_resend_round_reaches_every_firing_alert_past_a_thousand(
     assert sum(len(batch) for batch in first_round) == 1011
     assert {a["labels"]["domain"] for batch in resends for a in batch} == {
         f"d{i}" for i in range(1011)}
+
+
+async def test_a_retry_sends_the_first_attempts_rows_under_the_same_key(
+        store: AlertStore) -> None:
+    """A batch that failed is retried with exactly its rows and its Idempotency-Key; rows queued
+    while it backed off go in the next request (the batch grew, and the key changed, before)."""
+    answers = iter([503])
+    async with serving(Recorder(lambda _r: (next(answers, 200), {}, 0.0))) as rec:
+        target = Target(receiver(rec.url, batch_size=10, backoff_initial=0.5), rec.url, store,
+                        "hv1")
+        [first] = enqueue(store, [("r", rec.url)], 1)
+        async with delivering(target):
+            await rec.wait_for(lambda: len(rec.requests) == 1)
+            later = enqueue(store, [("r", rec.url)], 2)
+            target.kick()
+            await wait_until(lambda: target.outcomes["delivered"] == 3)
+    sent = [[a["key"] for a in r.json()["alerts"]] for r in rec.requests]
+    assert sent == [[first.key], [first.key], [n.key for n in later]]
+    assert keys(rec.requests) == [first.key, first.key, formats.batch_key(later)]
+
+
+async def test_retrying_dead_letters_drops_a_firing_its_resolve_followed(
+        store: AlertStore) -> None:
+    """A firing dead-lettered, then its resolve delivered: retrying every dead letter marks the
+    firing superseded and sends nothing (it revived the resolved alert at the receiver)."""
+    answers = iter([400])
+    async with serving(Recorder(lambda _r: (next(answers, 204), {}, 0.0))) as rec:
+        target = Target(receiver(rec.url, batch_size=1), rec.url, store, "hv1")
+        [firing] = enqueue(store, [("r", rec.url)], 1)
+        async with delivering(target):
+            await wait_until(lambda: target.outcomes["dead"] == 1)
+            [resolved] = enqueue(store, [("r", rec.url)], 1, resolved=True)
+            target.kick()
+            await wait_until(lambda: target.outcomes["delivered"] == 1)
+            assert store.retry_dead(None, time.time()) == (0, 1)
+            # A later alert goes out after anything the retry queued: once it arrived, a
+            # revived firing would have arrived before it.
+            [control] = enqueue(store, [("r", rec.url)], 1)  # same labels: a new transition
+            target.kick()
+            await wait_until(lambda: target.outcomes["delivered"] == 2)
+    assert keys(rec.requests) == [firing.key, resolved.key, control.key]
+    assert [r.state for r in store.rows()] == ["delivered", "delivered", "superseded"]
+
+
+async def test_cloudevents_batch_mode_follows_batch_size_not_the_request(
+        store: AlertStore) -> None:
+    """A CloudEvents receiver with batch_size 10 gets batch mode even for a single event, as the
+    docs say (it got a structured event whenever a request held one)."""
+    async with serving(Recorder()) as rec:
+        target = Target(receiver(rec.url, kind="cloudevents", batch_size=10), rec.url, store,
+                        "hv1")
+        [note] = enqueue(store, [("r", rec.url)], 1)
+        async with delivering(target):
+            await rec.wait_for(lambda: len(rec.requests) == 1)
+    [request] = rec.requests
+    assert request.headers["Content-Type"].startswith("application/cloudevents-batch+json")
+    assert [e["id"] for e in request.json()] == [note.key]

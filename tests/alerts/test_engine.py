@@ -415,3 +415,76 @@ async def test_a_threshold_alert_is_released_when_its_silence_expires(tmp_path: 
         assert r.outbox() == []
         await wait_until(lambda: [row[2] for row in r.outbox()] == ["firing", "firing"], 15)
     silences.close()
+
+
+async def test_alerts_of_a_domain_gone_for_resolve_after_resolve_with_the_reason(
+        tmp_path: Path) -> None:
+    """A firing alert whose domain no longer exists resolves once it has been gone for
+    resolve_after (its rule waits for a "started" the deleted domain never sends); an alert of
+    a domain that exists, or of another URI, stays."""
+    present = {"names": frozenset({"web", "db"})}
+    async with rig(tmp_path / "v.db", rules(CRASH), default_resolve_after=0.6,
+                   present_domains=lambda: ("qemu:///system", present["names"])) as r:
+        r.publish(ev("stopped", "failed"), ev("stopped", "failed", domain="db"))
+        await r.settle()
+        assert len(r.engine.active) == 2
+        present["names"] = frozenset({"db"})  # web was deleted
+        gone_at = time.monotonic()
+        await wait_until(lambda: len(r.engine.active) == 1, 10)
+        assert time.monotonic() - gone_at >= 0.6 * 0.5  # not at once: it waits, then looks
+        [left] = r.engine.active.values()
+        assert left.labels["domain"] == "db"
+        [resolved] = r.engine.store.alerts("resolved")
+        assert resolved.labels["domain"] == "web"
+        assert resolved.annotations["resolved_reason"] == "domain web no longer exists"
+        assert [row[2] for row in r.outbox()] == ["firing"] * 4 + ["resolved"] * 2
+
+
+def test_a_flapping_rule_logs_a_burst_then_one_summary_a_window(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Past its burst a rule's transitions are counted, not logged, and summed up in one line
+    when the window ends (each change was a line: 8 a second under churn)."""
+    from virtmon.alerts.engine import TransitionLog
+    from virtmon.alerts.model import Alert, Notification
+
+    now = {"t": 0.0}
+    budget = TransitionLog(lambda: now["t"], burst=3, window=60.0)
+    alert = Alert(rule="Flap", labels={"alertname": "Flap", "domain": "web"}, annotations={},
+                  state="firing", starts_at=0.0)
+    for _ in range(10):
+        budget.transition(Notification.of(alert, 0.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("virtmon.alerts.transition " in line for line in lines) == 3
+    assert budget.suppressed == {"Flap": 7}
+    now["t"] = 61.0
+    budget.transition(Notification.of(alert, 61.0))
+    lines = capsys.readouterr().out.splitlines()
+    [summary] = [line for line in lines if "transitions_not_logged" in line]
+    assert "Flap" in summary and "7" in summary
+    assert sum("virtmon.alerts.transition " in line for line in lines) == 1
+
+
+def test_prune_keeps_the_newest_finished_rows_and_drops_resolved_alerts_of_gone_domains(
+        tmp_path: Path) -> None:
+    """Finished rows beyond the newest `keep` go whatever their age; resolved alerts of domains
+    that no longer exist go after the shorter cutoff; dead letters and firing alerts stay."""
+    from virtmon.alerts.model import Alert, Notification
+
+    store = AlertStore(tmp_path / "v.db")
+    now = time.time()
+    alerts = [Alert(rule="Crash", labels={"alertname": "Crash", "domain": f"d{i}",
+                                          "uri": "qemu:///system"},
+                    annotations={}, state="firing", starts_at=now - 100 + i,
+                    updated_at=now - 100 + i) for i in range(6)]
+    resolved = [a.resolved(now - 50 + i) for i, a in enumerate(alerts[:5])]
+    store.apply(resolved + alerts[5:], [Notification.of(a, now) for a in resolved],
+                TARGETS[:1], now)
+    rows = store.rows()
+    store.mark([rows[0].id], "dead", now)
+    store.mark([r.id for r in rows[1:]], "delivered", now)
+    removed = store.prune(now - 86400, keep=3,
+                          gone=("qemu:///system", frozenset({"d3", "d4", "d5"}), now - 47))
+    assert removed == 1 + 2 + 1  # outbox: 4 delivered -> 3; alerts: 5 resolved -> 3, then d2
+    assert {a.labels["domain"] for a in store.alerts()} == {"d3", "d4", "d5"}
+    assert sorted(r.state for r in store.rows()) == ["dead"] + ["delivered"] * 3
+    store.close()

@@ -20,6 +20,7 @@ from virtmon.collectors import (
     stats_flags_for,
     stats_groups_for,
 )
+from virtmon.collectors.balloon import BalloonCollector
 from virtmon.collectors.base import FACTS_EVERY, MetricFamily
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
@@ -196,6 +197,20 @@ def test_an_inactive_domains_cpu_time_is_not_exported() -> None:
                  "libvirt_domain_cpu_system_seconds_total"):
         assert set(_values(families, name)) == {("on",), ("paused",)}, name
     assert _values(families, "libvirt_domain_info_cpu_time_seconds_total")[("on",)] == 0.21
+
+
+def test_a_guest_that_never_reported_memory_statistics_has_no_update_time() -> None:
+    """balloon.last-update 0 (no balloon driver in the guest) exports no timestamp, not 1970;
+    a reported time is exported as it is."""
+    records = [DomainRecord(name, f"00000000-0000-0000-0000-00000000000{n}",
+                            {"state.state": 1, "balloon.current": 65536,
+                             "balloon.last-update": last})
+               for n, (name, last) in enumerate((("silent", 0), ("reporting", 1728120434)))]
+    families = BalloonCollector().collect(_snapshot(*records))
+    assert _values(families, "libvirt_domain_memory_stats_last_update_timestamp_seconds") == {
+        ("reporting",): 1728120434}
+    assert _values(families, "libvirt_domain_info_memory_usage_bytes")[("silent",)] == (
+        65536 * 1024)
 
 
 def test_vanished_domain_is_absent_next_cycle() -> None:

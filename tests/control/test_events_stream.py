@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import json
+import logging
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp_sse_client.client import EventSource
 
 from tests.events.samples import ev
 from tests.waiting import wait_until
+from virtmon.control.events_stream import StreamLimits
 from virtmon.control.server import control_app
 from virtmon.events.bus import EventBus
 from virtmon.events.journal import Journal
@@ -52,14 +57,16 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def control_env(
-    tmp_path: Path, queue_size: int = 1000, journal_cls: type[Journal] = Journal
+    tmp_path: Path, queue_size: int = 1000, journal_cls: type[Journal] = Journal,
+    limits: StreamLimits | None = None,
 ) -> AsyncIterator[Env]:
     """Run a bus and the control app on a test server for the body of a ``with``."""
     journal = journal_cls(tmp_path / "journal.db")
     bus = EventBus(journal)
     inventory = Inventory()
     task = asyncio.ensure_future(bus.run())
-    app = control_app(bus, inventory, lambda: {"ok": True}, subscriber_queue_size=queue_size)
+    app = control_app(bus, inventory, lambda: {"ok": True}, subscriber_queue_size=queue_size,
+                      stream_limits=limits)
     client = TestClient(TestServer(app, shutdown_timeout=2))
     await client.start_server()
     try:
@@ -134,8 +141,7 @@ async def test_since_n_returns_exactly_the_later_events(tmp_path: Path) -> None:
     """since=N returns the events with seq > N and nothing else."""
     async with control_env(tmp_path) as env:
         await env.publish(*(ev(i) for i in range(10)))
-        for since, expected in [(0, range(1, 11)), (4, range(5, 11)), (9, [10]), (10, []),
-                                (99, [])]:
+        for since, expected in [(0, range(1, 11)), (4, range(5, 11)), (9, [10]), (10, [])]:
             response = await env.client.get(f"/v1/events?since={since}")
             got = [json.loads(x)["seq"] for x in (await response.text()).splitlines()]
             assert got == list(expected), since
@@ -261,17 +267,17 @@ async def test_no_gap_and_no_duplicate_between_replay_and_live(tmp_path: Path) -
 
 
 class RacyJournal(Journal):
-    """A journal whose read_since lets the test publish (and fan out) events around the read.
+    """A journal whose read_page lets the test publish (and fan out) events around the read.
 
     ``hook(when)`` runs in the reader's worker thread, "before" and "after" the SELECT.
     """
 
     hook: Callable[[str], None] = staticmethod(lambda when: None)
 
-    def read_since(self, seq: int, limit: int = 1000) -> list[Event]:
-        """read_since with the test's hook run before and after the query."""
+    def read_page(self, seq: int, limit: int = 1000) -> tuple[list[Event], int]:
+        """read_page with the test's hook run before and after the query."""
         self.hook("before")
-        page = super().read_since(seq, limit)
+        page = super().read_page(seq, limit)
         self.hook("after")
         return page
 
@@ -440,3 +446,269 @@ async def test_over_a_real_unix_socket() -> None:
         await asyncio.wait_for(task, 5)
         journal.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- the client's position: continued exactly, or told ------------------------------------------
+
+
+async def ndjson(env: Env, query: str, headers: dict[str, str] | None = None
+                 ) -> list[dict[str, Any]]:
+    """A one-shot read's lines."""
+    response = await env.client.get(f"/v1/events?{query}", headers=headers)
+    assert response.status == 200, await response.text()
+    return [json.loads(x) for x in (await response.text()).splitlines()]
+
+
+async def problem_of(env: Env, query: str, headers: dict[str, str] | None = None
+                     ) -> dict[str, Any]:
+    """The 400 problem document a request gets (fails on anything else)."""
+    response = await env.client.get(f"/v1/events?{query}", headers=headers)
+    assert response.status == 400, await response.text()
+    assert response.headers["Content-Type"].startswith(PROBLEM)
+    assert env.bus._subscriptions == set()
+    body: dict[str, Any] = await response.json(content_type=None)
+    return body
+
+
+async def test_a_position_after_the_journal_is_a_400_not_a_silent_jump(tmp_path: Path) -> None:
+    """since past the last journaled event (a client of a daemon whose state directory was
+    reset) is refused with the last seq, as since or as Last-Event-ID, followed or not: the
+    follower used to get 200 and the next event, the ones between never mentioned."""
+    async with control_env(tmp_path) as env:
+        await env.publish(*(ev(i) for i in range(10)))
+        for query, headers, key in [("since=60", None, "since"),
+                                    ("since=11&follow=1", None, "since"),
+                                    ("follow=1", {"Last-Event-ID": "60"}, "Last-Event-ID")]:
+            body = await problem_of(env, query, headers)
+            assert body["key"] == key and body["last_seq"] == 10
+            assert f"{key}={'11' if '11' in query else '60'} is after the last journaled event " \
+                   "(10)" in body["detail"]
+        assert [x["seq"] for x in await ndjson(env, "since=10&follow=0")] == []
+
+
+@pytest.mark.parametrize("since", ["99999999999999999999999", "9" * 5000, "+5", " 5", "1_0",
+                                   "٣"])
+async def test_a_huge_or_odd_since_is_a_400(tmp_path: Path, since: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A since too large for SQLite (it raised OverflowError: a traceback and a 200 with an
+    empty body) or not plainly digits is a 400 problem, and nothing is logged as a failure."""
+    async with control_env(tmp_path) as env:
+        await env.publish(ev(1))
+        body = await problem_of(env, "since=" + urllib.parse.quote(since))
+        assert body["key"] == "since"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_gap_notice_when_retention_emptied_the_journal(tmp_path: Path) -> None:
+    """A journal pruned to nothing still knows its last seq: since before it gets a gap notice
+    naming the first event that can come (the next one), then the live events; it used to get
+    200 with nothing and then the next events, the pruned ones never mentioned."""
+    async with control_env(tmp_path) as env:
+        await env.publish(*(ev(i) for i in range(30)))
+        env.bus.journal.max_count = 0
+        env.bus.journal.prune()
+        assert env.bus.journal.count() == 0
+        assert await ndjson(env, "since=10") == [{"gap": {
+            "message": "events 11 to 30 are no longer in the journal (retention removed them); "
+                       "the stream goes on", "since": 10, "first": 31, "missed": 20}}]
+        request = await start_follow(env, "since=10&follow=1")
+        await env.publish(ev(31))
+        response = await asyncio.wait_for(request, 5)
+        gap, event = await read_json_lines(response, 2)
+        assert gap["gap"]["first"] == 31 and event["seq"] == 31
+        response.close()
+
+
+async def test_a_gap_notice_when_retention_removed_the_start(tmp_path: Path) -> None:
+    """since before the oldest event left: a gap notice with the first one, then from there. In
+    SSE the notice carries the id before the first, so a reconnect continues after the gap."""
+    async with control_env(tmp_path) as env:
+        await env.publish(*(ev(i) for i in range(30)))
+        env.bus.journal.max_count = 10
+        env.bus.journal.prune()
+        gap, *events = await ndjson(env, "since=5")
+        assert gap == {"gap": {"message": "events 6 to 20 are no longer in the journal "
+                                          "(retention removed them); the stream goes on",
+                               "since": 5, "first": 21, "missed": 15}}
+        assert [x["seq"] for x in events] == list(range(21, 31))
+        response = await env.client.get("/v1/events?since=5&follow=0",
+                                        headers={"Accept": "text/event-stream"})
+        frames = parse_sse(await response.text())
+        assert (frames[0]["id"], frames[0]["event"]) == ("20", "gap")
+        assert json.loads(frames[0]["data"])["first"] == 21
+        assert [f["id"] for f in frames[1:]] == [str(s) for s in range(21, 31)]
+        # Exactly continued: no notice. Without a position: no notice either (none was asked).
+        assert [x["seq"] for x in await ndjson(env, "since=20")] == list(range(21, 31))
+        assert [x["seq"] for x in await ndjson(env, "")] == list(range(21, 31))
+
+
+async def test_a_gap_notice_however_the_stream_is_filtered(tmp_path: Path) -> None:
+    """The gap is about the journal, not the filter: a filtered reader is told too."""
+    async with control_env(tmp_path) as env:
+        await env.publish(*(ev(i, "a" if i % 2 else "b") for i in range(30)))
+        env.bus.journal.max_count = 10
+        env.bus.journal.prune()
+        gap, *events = await ndjson(env, "since=5&domain=b")
+        assert gap["gap"]["first"] == 21
+        assert [x["seq"] for x in events] == list(range(21, 31, 2))
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "key"), [
+    ("domian=a", "domian"), ("since=0&Since=1", "Since"), ("kind=lifecyle", "kind"),
+    ("kind=lifecycle&kind=", "kind"), ("domain=", "domain"), ("follow=1&follow=0", "follow"),
+    ("since=1&since=2", "since"), ("domain=4", "domain"), ("follow=yes", "follow"),
+])
+async def test_every_parameter_is_checked_and_named(tmp_path: Path, query: str,
+                                                    key: str) -> None:
+    """A typo in a parameter's name or in a kind is a 400 naming it, not a stream filtered
+    by nothing (everything) or by something that never comes (nothing, for ever); an id is a
+    running domain's, or a 400."""
+    async with control_env(tmp_path) as env:
+        body = await problem_of(env, query)
+        assert body["key"] == key, body
+        assert body["title"] == "Bad Request" and body["detail"]
+
+
+async def test_domain_by_name_uuid_or_id(tmp_path: Path) -> None:
+    """domain= takes what the rest of the API does: a name, a UUID (with or without dashes, any
+    case) or the id of a running domain; it used to match names only."""
+    async with control_env(tmp_path) as env:
+        env.inventory.replace_all([DomainState("vm1", UUID_A, 4, 1, 1, True)])
+        vm1 = [replace(ev(i, "vm1"), uuid=UUID_A) for i in range(3)]
+        other = replace(ev(9, "vm2"), uuid="22222222-2222-2222-2222-222222222222")
+        await env.publish(vm1[0], other, vm1[1], ev(5, None, "connection"), vm1[2])
+        for key in ("vm1", UUID_A, UUID_A.replace("-", "").upper(), "4"):
+            got = await ndjson(env, "since=0&domain=" + key)
+            assert [x["seq"] for x in got] == [1, 3, 5], key
+        request = await start_follow(env, f"follow=1&domain={UUID_A}")
+        await env.publish(other, vm1[0])
+        response = await asyncio.wait_for(request, 5)
+        assert [x["seq"] for x in await read_json_lines(response, 1)] == [7]
+        response.close()
+
+
+async def test_known_kinds_are_accepted(tmp_path: Path) -> None:
+    """Every kind virtmon journals is a valid filter, and so is a generic event_<id>."""
+    async with control_env(tmp_path) as env:
+        await env.publish(ev(1, "a", "reboot"), ev(2, None, "audit"))
+        assert [x["seq"] for x in await ndjson(
+            env, "since=0&kind=reboot&kind=audit&kind=event_99&kind=nic_mac_change")] == [1, 2]
+
+
+# -- Last-Event-ID, heartbeats, the end, limits -------------------------------------------------
+
+
+async def test_last_event_id_wins_over_since_for_a_reconnecting_event_source(
+        tmp_path: Path) -> None:
+    """A real EventSource opened on ?since=0 reconnects with Last-Event-ID: it continues after
+    the last event it has, not from since=0 again (300 duplicates per reconnect before)."""
+    async with control_env(tmp_path) as env:
+        await env.publish(*(ev(i) for i in range(5)))
+        url = env.client.make_url("/v1/events?since=0&follow=0")
+        seen: list[int] = []
+        # follow=0: each connection ends after its replay, and the client reconnects at once.
+        async with EventSource(url, reconnection_time=datetime.timedelta(milliseconds=5),
+                               max_connect_retry=3) as source:
+            async for message in source:
+                seen.append(int(message.last_event_id))
+                if len(seen) == 5:
+                    await env.publish(ev(6))
+                if len(seen) == 6:
+                    break
+        assert seen == [1, 2, 3, 4, 5, 6]
+
+
+async def test_an_event_source_without_a_position_loses_nothing_across_a_reconnect(
+        tmp_path: Path) -> None:
+    """An SSE follower opened without a position is told where it starts (an id-only message),
+    so an EventSource that reconnects before any event came resumes exactly there: events
+    journaled while it was away are replayed, not skipped."""
+    async with control_env(tmp_path) as env:
+        await env.publish(ev(1))
+        url = env.client.make_url("/v1/events")
+        async with EventSource(url, reconnection_time=datetime.timedelta(milliseconds=200),
+                               max_connect_retry=3) as source:
+            await wait_until(lambda: len(env.bus._subscriptions) == 1)
+            env.bus.end_streams()  # the connection ends before any event (a daemon restart)
+            await env.publish(ev(2))  # while the client is away
+            kinds = []
+            async with asyncio.timeout(10):
+                async for message in source:
+                    kinds.append((message.type, message.last_event_id))
+                    if message.type == "lifecycle":
+                        break
+        assert kinds == [("end", "1"), ("lifecycle", "2")]
+
+
+async def test_an_idle_follower_gets_heartbeats(tmp_path: Path) -> None:
+    """With nothing to send, a follower hears a heartbeat each interval: an SSE comment (which an
+    EventSource ignores) or an NDJSON heartbeat notice, so a dead stream shows."""
+    limits = StreamLimits(heartbeat=0.05)
+    async with control_env(tmp_path, limits=limits) as env:
+        await env.publish(ev(1))
+        request = await start_follow(env, "", {"Accept": "text/event-stream"})
+        response = await asyncio.wait_for(request, 5)
+        text = b""
+        while text.count(b": heartbeat\n\n") < 2:
+            text += await asyncio.wait_for(response.content.readany(), 5)
+        # The follower's position first (an id without an event), then only heartbeats.
+        assert text.startswith(b"id: 1\n\n")
+        assert set(text.split(b"\n\n")[1:]) <= {b": heartbeat", b""}
+        response.close()
+        await wait_until(lambda: not env.bus._subscriptions)  # the next heartbeat finds it gone
+        request = await start_follow(env, "follow=1")
+        response = await asyncio.wait_for(request, 5)
+        (beat,) = await read_json_lines(response, 1)
+        assert beat["heartbeat"]["last_seq"] == 1 and beat["heartbeat"]["time"] > 0
+        response.close()
+
+
+async def test_a_follower_hears_the_end_when_the_daemon_stops(tmp_path: Path) -> None:
+    """At shutdown a follower's stream ends with an end notice saying where to resume."""
+    async with control_env(tmp_path) as env:
+        request = await start_follow(env, "follow=1")
+        await env.publish(ev(1))
+        response = await asyncio.wait_for(request, 5)
+        assert (await read_json_lines(response, 1))[0]["seq"] == 1
+        env.bus.end_streams()
+        assert json.loads(await asyncio.wait_for(response.text(), 5)) == {"end": {
+            "message": "the daemon is stopping; resume with since", "since": 1}}
+
+
+async def test_streams_are_limited_per_caller_and_in_total(tmp_path: Path) -> None:
+    """Beyond control.max_streams_per_caller a caller's next stream is 429, beyond
+    control.max_streams anyone's is 503, both with Retry-After; a closed stream frees its
+    slot."""
+    for limits, status in [(StreamLimits(max_streams=5, max_streams_per_caller=2), 429),
+                           (StreamLimits(max_streams=2, max_streams_per_caller=5), 503)]:
+        async with control_env(tmp_path / str(status), limits=limits) as env:
+            first = await asyncio.wait_for(await start_follow(env, "follow=1"), 5)
+            second = await asyncio.wait_for(await start_follow(env, "follow=1"), 5)
+            refused = await env.client.get("/v1/events?follow=1")
+            assert refused.status == status and refused.headers["Retry-After"]
+            assert "max_streams" in (await refused.json(content_type=None))["detail"]
+            first.close()
+            await wait_until(lambda: len(env.bus._subscriptions) == 1)
+            third = await asyncio.wait_for(await start_follow(env, "follow=1"), 5)
+            assert third.status == 200
+            second.close()
+            third.close()
+
+
+async def test_a_follower_that_stops_reading_is_disconnected(tmp_path: Path) -> None:
+    """A client that reads nothing while the daemon has data for it is disconnected once a write
+    has waited write_timeout: its slot and subscription do not stay taken for ever."""
+    limits = StreamLimits(queue_size=10_000, write_timeout=0.5)
+    async with control_env(tmp_path, limits=limits) as env:
+        request = await start_follow(env, "follow=1")
+        response = await asyncio.wait_for(request, 5)
+        big = "x" * 65536
+        for _ in range(20):  # up to 80 MB: more than any socket buffers hold
+            await env.publish(*(replace(ev(i), payload={"x": big}) for i in range(64)))
+            if not env.bus._subscriptions:
+                break
+        await wait_until(lambda: not env.bus._subscriptions, timeout=10)
+        response.close()

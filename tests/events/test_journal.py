@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from virtmon.events.journal import EventFilter, Journal
+from virtmon.events.journal import EventFilter, Journal, uuid_key
 from virtmon.events.model import Event
 
 DAY = 86400.0
@@ -132,6 +133,31 @@ def test_prune_by_age(journal: Journal) -> None:
     assert journal.prune(now=now) == 0
 
 
+def test_prune_by_age_removes_only_a_prefix(journal: Journal) -> None:
+    """An old-stamped event after a young one (a reconnect's synthetic event) stays until every
+    event before it goes: what remains is contiguous, so a reader never meets a hole."""
+    now = 1_000_000_000.0
+    journal.max_age = 7 * DAY
+    journal.append([ev(1, t=now - 9 * DAY), ev(2, t=now - 6 * DAY), ev(3, t=now - 8 * DAY),
+                    ev(4, t=now)])
+    assert journal.prune(now=now) == 1
+    assert seqs(journal.read_since(0)) == [2, 3, 4]
+    assert journal.prune(now=now + 2 * DAY) == 2
+    assert seqs(journal.read_since(0)) == [4]
+
+
+def test_read_page_gives_the_last_seq_with_the_page(journal: Journal) -> None:
+    """read_page returns the page and the last sequence number written, also once pruned."""
+    journal.append([ev(i) for i in range(5)])
+    assert [e.seq for e in journal.read_page(2, 2)[0]] == [3, 4]
+    assert journal.read_page(2, 2)[1] == 5
+    journal.max_count = 1
+    journal.prune()
+    journal.max_count = 0
+    journal.prune()
+    assert journal.read_page(0) == ([], 5)
+
+
 def test_prune_by_count(path: Path) -> None:
     """Beyond max_count, the oldest events are removed and the newest max_count stay."""
     j = Journal(path, max_count=3)
@@ -192,3 +218,15 @@ def test_event_filter() -> None:
     assert [by_kind.matches(e) for e in (a_life, b_reboot, conn)] == [False, True, True]
     both = EventFilter(domains=frozenset({"b"}), kinds=frozenset({"lifecycle"}))
     assert not any(both.matches(e) for e in (a_life, b_reboot, conn))
+
+
+def test_event_filter_by_uuid_or_name() -> None:
+    """A domain filter matches by name or by UUID (compared without dashes or case)."""
+    uuid = "1B4E28BA-2FA1-11D2-883F-0016D3CCA427"
+    a_life = replace(ev(domain="a"), uuid=uuid.lower())
+    b_reboot = replace(ev(domain="b", kind="reboot"), uuid="00000000-0000-0000-0000-000000000001")
+    conn = ev(domain=None, kind="connection")
+    by_uuid = EventFilter(uuids=frozenset({uuid_key(uuid)}))
+    assert [by_uuid.matches(e) for e in (a_life, b_reboot, conn)] == [True, False, False]
+    either = EventFilter(domains=frozenset({"b"}), uuids=frozenset({uuid_key(uuid)}))
+    assert [either.matches(e) for e in (a_life, b_reboot, conn)] == [True, True, False]

@@ -4,7 +4,11 @@ client-certificate TLS from the web config file and /metrics content negotiation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import os
+import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -15,9 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from tests.conftest import daemon_config, running_daemon
-from tests.waiting import exposition_until
+from tests.daemon import free_port
+from tests.waiting import exposition_until, wait_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
 from virtmon.control.client import ControlClient
@@ -240,6 +246,107 @@ async def test_client_certificates_are_required_and_verified(
         # The listener still serves the right client after refusing the others.
         status, _, _ = await get(session, url, ssl=client_context(mtls_files, "client"))
         assert status == 200
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+def launch_prometheus(directory: Path, scrape_configs: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start Debian's Prometheus with these scrape configs (every second); it and its port."""
+    if not PROMETHEUS.exists():
+        pytest.fail("/usr/bin/prometheus is missing: `make lab-packages` installs it")
+    port = free_port()
+    config = directory / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                      "scrape_configs:\n" + scrape_configs)
+    with (directory / "prometheus.log").open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(PROMETHEUS), f"--config.file={config}",
+             f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log_file, stderr=subprocess.STDOUT)
+    return proc, port
+
+
+@contextlib.asynccontextmanager
+async def prometheus_scraping(directory: Path, scrape_configs: str) -> AsyncIterator[str]:
+    """Prometheus scraping as configured for the body of a ``with``; its API's URL. Stopped by
+    its pid afterwards."""
+    proc, port = await asyncio.to_thread(launch_prometheus, directory, scrape_configs)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 10)
+
+
+async def targets(url: str) -> dict[str, dict[str, Any]]:
+    """Prometheus's active targets by job (empty until its API answers)."""
+    with contextlib.suppress(aiohttp.ClientError):
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{url}/api/v1/targets") as response:
+            body = await response.json()
+            return {t["labels"]["job"]: t for t in body["data"]["activeTargets"]}
+    return {}
+
+
+async def test_refused_tls_handshakes_are_logged(
+    mtls_files: Path, short_tmp: Path, session: aiohttp.ClientSession
+) -> None:
+    """A real Prometheus scraping without the client certificate the listener requires is
+    refused in the handshake, and the daemon says so (it said nothing at all): a warning with
+    the peer and OpenSSL's reason. Plain HTTP on the TLS port is one too; a connection that
+    closes without a word (a port check) is not. Prometheus with the certificate scrapes."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI},
+                        metrics={"web_config_file": str(mtls_files / "web.yml")}, collect=SLOW)
+    with structlog.testing.capture_logs() as logs:
+        async with running_daemon(cfg) as daemon:
+            target = base_url(daemon).removeprefix("https://")
+
+            def refused() -> list[dict[str, Any]]:
+                return [e for e in logs if e["event"] == "virtmon.metrics.tls_handshake_failed"]
+
+            host, port = target.split(":")
+            with socket.create_connection((host, int(port)), timeout=10):
+                pass  # a port check: no warning
+            with socket.create_connection((host, int(port)), timeout=10) as plain:
+                plain.sendall(b"GET /metrics HTTP/1.1\r\nHost: virtmon\r\n\r\n")
+                assert await asyncio.to_thread(plain.recv, 100) == b""  # dropped
+            await wait_until(lambda: len(refused()) == 1)
+            assert refused()[0]["reason"] == "HTTP_REQUEST"
+            jobs = "".join(
+                f"  - job_name: {job}\n    scheme: https\n    tls_config:\n"
+                f"      ca_file: {mtls_files / 'ca.crt'}\n{cert}"
+                f"    static_configs:\n      - targets: ['{target}']\n"
+                for job, cert in [
+                    ("with-certificate", f"      cert_file: {mtls_files / 'client.crt'}\n"
+                                         f"      key_file: {mtls_files / 'client.key'}\n"),
+                    ("without", "")])
+            async with prometheus_scraping(short_tmp, jobs) as url:
+                async def scraped() -> bool:
+                    found = await targets(url)
+                    return (found.get("with-certificate", {}).get("health") == "up"
+                            and found.get("without", {}).get("health") == "down")
+
+                await wait_until_async(scraped, 60)
+                without = (await targets(url))["without"]
+        assert without["lastError"]  # "EOF": the refusal is the daemon's log's to explain
+        from_prometheus = refused()[1:]
+        assert from_prometheus and all(e["peer"].startswith("127.0.0.1:") for e in from_prometheus)
+        assert {e["reason"] for e in from_prometheus} <= {"PEER_DID_NOT_RETURN_A_CERTIFICATE"}
+        assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+
+
+async def wait_until_async(probe: Any, timeout: float) -> None:
+    """Poll an async predicate every 0.2 s until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        assert time.monotonic() < deadline, f"not reached within {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 # -- content negotiation on /metrics ------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import socket
 import ssl
 import subprocess
@@ -13,9 +14,18 @@ from unittest import mock
 import aiohttp
 import bcrypt
 import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon import config as config_module
+from virtmon.exposition.webconfig import (
+    WebConfigError,
+    basic_auth_middleware,
+    dummy_hash,
+    load_web_config,
+)
 from virtmon.reload import reload_daemon
 
 
@@ -74,6 +84,44 @@ def write_web_config(directory: Path, password: str) -> Path:
         f"basic_auth_users:\n  prometheus: '{hashed}'\n"
     )
     return path
+
+
+def sha256_hex(der: bytes) -> str:
+    """A certificate's fingerprint as the logs show it: AB:CD:..."""
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def test_certificate_problems_name_the_file(tmp_path: Path) -> None:
+    """A certificate or key that cannot be read or loaded is reported with its key and its
+    path (and which certificate goes with which key), not as a bare OpenSSL error."""
+    make_certificate(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    make_certificate(other)
+    path = tmp_path / "web.yml"
+    cases = {
+        ("missing.crt", "tls.key"): f"tls_server_config.cert_file: cannot read "
+                                    f"{tmp_path / 'missing.crt'}: No such file or directory",
+        ("tls.crt", "tls.crt"): f"tls_server_config.key_file: {tmp_path / 'tls.crt'} holds no "
+                                "PEM private key",
+        ("tls.key", "tls.key"): f"tls_server_config.cert_file: {tmp_path / 'tls.key'} holds no "
+                                "PEM certificate",
+        ("tls.crt", "other/tls.key"): f"tls_server_config.cert_file: cannot load the "
+                                      f"certificate {tmp_path / 'tls.crt'} with the key "
+                                      f"{other / 'tls.key'} (key_file): KEY_VALUES_MISMATCH",
+    }
+    for (cert, key), expected in cases.items():
+        path.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        with pytest.raises(WebConfigError) as caught:
+            load_web_config(path)
+        assert caught.value.problems == [expected]
+    path.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+                    "  client_ca_file: nowhere.crt\n"
+                    "  client_auth_type: RequireAndVerifyClientCert\n")
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == [f"tls_server_config.client_ca_file: cannot load "
+                                     f"{tmp_path / 'nowhere.crt'}: No such file or directory"]
 
 
 def test_every_web_config_problem_is_reported_with_its_key(tmp_path: Path) -> None:
@@ -156,9 +204,16 @@ async def test_a_reload_renews_the_certificate_and_the_users(
             (renewed_dir / name).replace(tls_files / name)
         write_web_config(tls_files, "n3w")
         assert await asyncio.to_thread(served_certificate, port) == first  # not before reload
-        result = await reload_daemon(daemon, lambda: cfg)
-        assert result is not None and result.restart == ()
+        with structlog.testing.capture_logs() as logs:
+            result = await reload_daemon(daemon, lambda: cfg)
+            assert result is not None and result.restart == ()
+            assert await reload_daemon(daemon, lambda: cfg) is not None  # nothing new
         assert await asyncio.to_thread(served_certificate, port) == second
+        # The reload says which certificate it serves, and whether it is a new one.
+        assert [(e["cert_file"], e["fingerprint"], e["changed"]) for e in logs
+                if e["event"] == "virtmon.reload.certificate"] == [
+            (str(tls_files / "tls.crt"), sha256_hex(second), True),
+            (str(tls_files / "tls.crt"), sha256_hex(second), False)]
         assert await status("n3w") == 200
         assert await status("s3cret") == 401
 
@@ -189,3 +244,32 @@ async def test_a_reload_that_changes_handshake_rules_waits_for_a_restart(
             assert result.restart == ("metrics.web_config_file (TLS)",), extra
             async with session.get(url, ssl=insecure) as response:
                 assert response.status == 200  # as before: nothing half-applied
+
+
+async def test_an_unknown_user_is_checked_by_bcrypt_as_a_known_one_is() -> None:
+    """A user name that does not exist goes through bcrypt too (against a dummy hash of the
+    users' cost): a 401 takes as long for an unknown user as for a wrong password, so its time
+    does not tell which names exist."""
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5))
+    app = web.Application(middlewares=[basic_auth_middleware({"prometheus": hashed})])
+    app.router.add_get("/metrics", ok)
+    checks: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def counted_checkpw(password: bytes, hashed: bytes) -> bool:
+        checks.append(hashed)
+        return checkpw(password, hashed)
+
+    async with TestClient(TestServer(app)) as client:
+        with mock.patch.object(bcrypt, "checkpw", counted_checkpw):
+            for user in ("root", "prometheus"):
+                response = await client.get("/metrics", headers={"Authorization":
+                                                                 basic(user, "guess")})
+                assert response.status == 401
+    assert checks == [dummy_hash(5), hashed]
+    assert dummy_hash(5).startswith(b"$2b$05$") and dummy_hash(5) != hashed
+
+
+async def ok(_request: web.Request) -> web.Response:
+    """A 200 for the test routes."""
+    return web.Response(text="ok")

@@ -93,6 +93,9 @@ class Group:
     label_keys: tuple[str, ...]  # key templates consumed as label values
     not_exported: tuple[tuple[str, str], ...]  # (key regex, reason)
     info: Callable[[Mapping[str, Any], str], dict[Series, None]] | None = None
+    # Timestamps whose 0 means "never" (libvirt's balloon.last-update before the guest reports):
+    # no series then.
+    never_when_zero: tuple[str, ...] = ()
 
 
 def _block_info(stats: Mapping[str, Any], domain: str) -> dict[Series, None]:
@@ -141,6 +144,7 @@ BALLOON = Group(
     lambda stats, n: {},
     (),
     (),
+    never_when_zero=("balloon.last-update",),
 )
 
 
@@ -195,6 +199,9 @@ def expected_series(
             match = pattern.fullmatch(key)
             if match is None:
                 continue
+            used.add(key)
+            if key in group.never_when_zero and not stats[key]:
+                continue
             labels = {"domain": domain}
             if pattern.groups:
                 index = match.group(1)
@@ -203,7 +210,6 @@ def expected_series(
             series = _series(metric, **labels)
             assert series not in expected, f"two entries give {series}: a duplicate label"
             expected[series] = (key, unit)
-            used.add(key)
     if group.info is not None:
         expected.update(group.info(stats, domain))
     return expected, used

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from tests.conftest import call, daemon_config, heal_known_crash, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json, lifecycle
 from tests.waiting import exposition_until
+from virtmon.app import Daemon
 from virtmon.virt.connection import State
 
 pytestmark = pytest.mark.lab
@@ -232,3 +234,51 @@ async def test_shutdown_leaves_the_event_implementation_drained(
     # the count may only have gone down: none of what the daemon added is left.
     assert event_impl.live_count <= before
     assert added > 0 and daemon.finished.is_set()
+
+
+@pytest.mark.kills_libvirtd
+async def test_an_alert_resolves_when_its_domain_started_while_libvirtd_was_away(
+    lab: str, lab_domain: str, short_tmp: Path
+) -> None:
+    """A domain stopped (alert firing), libvirtd killed, restarted, the domain started before
+    virtmon reconnects: the reconnect's synthetic "started" resolves the alert."""
+    from tests.alerts.receiver import Recorder, serving
+
+    stopped = {"name": "LabStopped", "summary": "{domain} stopped",
+               "match": {"kind": "lifecycle", "name": "stopped", "domain": lab_domain},
+               "resolve": {"kind": "lifecycle", "name": "started"}}
+    async with serving(Recorder()) as rec:
+        cfg = daemon_config(short_tmp, libvirt={
+            "uri": lab_module.URI, "keepalive_interval": 1, "keepalive_count": 2,
+            "open_timeout": 3.0},
+            alerts={"default_rules": False, "rules": [stopped], "receivers": [
+                {"name": "hook", "kind": "json", "urls": [rec.url], "batch_size": 1}]})
+
+        def slow_reconnect(daemon: Daemon) -> None:
+            """A first backoff of 15-30 s: the domain is started before virtmon is back."""
+            daemon.supervisor.settings = dataclasses.replace(
+                daemon.supervisor.settings, backoff_initial=30.0)
+
+        async with running_daemon(cfg, prepare=slow_reconnect) as daemon, \
+                follow(daemon.control_socket) as stream:
+            conn = await call(libvirt.open, lab)
+            await call(lambda: conn.lookupByName(lab_domain).destroy())
+            await rec.wait_for(lambda: len(rec.requests) == 1)
+            try:
+                lab_module.stop_libvirtd(signal.SIGKILL)
+                await stream.wait_for(lambda e: e["kind"] == "connection" and e["name"] == "lost")
+            finally:
+                await call(lab_module.start_libvirtd)
+            conn = await call(libvirt.open, lab)
+            try:
+                await call(lambda: conn.lookupByName(lab_domain).create())
+            finally:
+                await call(conn.close)
+            assert daemon.supervisor.state is not State.CONNECTED  # still backing off
+            await stream.wait_for(lambda e: e["kind"] == "connection" and e["name"] == "restored",
+                                  timeout=60)
+            event = await stream.wait_for(lifecycle(lab_domain, "started"))
+            assert event["synthetic"] is True
+            await rec.wait_for(lambda: len(rec.requests) == 2)
+    statuses = [a["status"] for r in rec.requests for a in r.json()["alerts"]]
+    assert statuses == ["firing", "resolved"]

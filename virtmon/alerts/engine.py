@@ -40,6 +40,50 @@ log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
 PAGE = 500
 FAMILY_QUEUE = 4
 TICK = 1.0
+GONE_SWEEP = 30.0  # seconds between looks for alerts whose domain no longer exists
+# Transitions logged at info per rule and minute; beyond, they are counted and summed up once a
+# minute (a flapping alert logged each change: 8 lines a second under domain churn).
+LOG_BURST = 20
+LOG_WINDOW = 60.0
+
+# What tells the engine which domains exist: (libvirt URI, domain names), or None while that is
+# not known (never connected).
+PresentDomains = Callable[[], tuple[str, frozenset[str]] | None]
+
+
+class TransitionLog:
+    """Logs alert transitions at info, at most ``burst`` per rule and window; the rest are
+    counted and reported in one line when the window ends."""
+
+    def __init__(self, clock: Callable[[], float], burst: int = LOG_BURST,
+                 window: float = LOG_WINDOW) -> None:
+        self.clock = clock
+        self.burst = burst
+        self.window = window
+        self._window_ends = 0.0
+        self._logged: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()
+
+    def transition(self, note: Notification) -> None:
+        """Log one transition, or count it if its rule used its budget."""
+        now = self.clock()
+        if now >= self._window_ends:
+            self.flush()
+            self._window_ends = now + self.window
+        if self._logged[note.rule] >= self.burst:
+            self.suppressed[note.rule] += 1
+            return
+        self._logged[note.rule] += 1
+        log.info("virtmon.alerts.transition", rule=note.rule, status=note.status,
+                 fingerprint=note.fingerprint, domain=note.labels.get("domain"))
+
+    def flush(self) -> None:
+        """Report what the ending window did not log, and start counting anew."""
+        if self.suppressed:
+            log.info("virtmon.alerts.transitions_not_logged", window=self.window,
+                     by_rule=dict(self.suppressed))
+        self._logged.clear()
+        self.suppressed.clear()
 
 
 @dataclass(slots=True)
@@ -66,7 +110,8 @@ class AlertEngine:
                  targets: Sequence[Target], host: str, default_resolve_after: float = 3600.0,
                  on_enqueued: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time,
-                 silences: Silences | None = None) -> None:
+                 silences: Silences | None = None,
+                 present_domains: PresentDomains = lambda: None) -> None:
         self.event_rules = [r for r in rules if isinstance(r, EventRule)]
         self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
         self.store = store
@@ -77,6 +122,10 @@ class AlertEngine:
         self.on_enqueued = on_enqueued
         self.clock = clock
         self.silences = silences
+        self.present_domains = present_domains
+        self.transitions = TransitionLog(clock)
+        self._gone_since: dict[str, float] = {}  # alert fingerprint -> first seen without domain
+        self._next_sweep = 0.0
         self.active: dict[str, Alert] = {}
         self.last_seq = 0
         self.notifications: Counter[str] = Counter()  # by status
@@ -134,6 +183,7 @@ class AlertEngine:
                         await self._resolve_orphans()
                     await self._drain_journal()
                     await self._timers()
+                    await self._sweep_gone()
                     with anyio.move_on_after(self._next_timer()):
                         await self._wake.wait()
                     self._wake = anyio.Event()
@@ -214,9 +264,44 @@ class AlertEngine:
         silence_ends = self.silences.next_end() if self.silences is not None else None
         if silence_ends is not None:
             deadlines.append(silence_ends)
+        if self.active:
+            deadlines.append(self._next_sweep)
         if not deadlines:
             return math.inf
         return max(0.0, min(min(deadlines) - self.clock(), 60.0)) + 0.01
+
+    async def _sweep_gone(self) -> None:
+        now = self.clock()
+        if now < self._next_sweep:
+            return
+        # At least twice within resolve_after, so that it is kept to within half of it.
+        self._next_sweep = now + min(GONE_SWEEP, self.default_resolve_after / 2)
+        changes = Changes()
+        self.resolve_gone(now, changes)
+        if changes:
+            await self._commit(changes, None)
+
+    def resolve_gone(self, now: float, changes: Changes) -> None:
+        """Event-rule alerts whose domain has not existed for ``default_resolve_after`` seconds
+        resolve (a rule may wait for an event that a deleted domain never sends)."""
+        present = self.present_domains()
+        if present is None:
+            return
+        uri, names = present
+        event_rules = {r.name for r in self.event_rules}
+        gone_since: dict[str, float] = {}
+        for alert in list(self.active.values()):
+            domain = alert.labels.get("domain")
+            if (alert.rule not in event_rules or domain is None or domain in names
+                    or alert.labels.get("uri") != uri):
+                continue
+            since = gone_since[alert.fingerprint] = self._gone_since.get(alert.fingerprint, now)
+            if now - since >= self.default_resolve_after:
+                reason = f"domain {domain} no longer exists"
+                resolved = replace(alert.resolved(now), annotations={
+                    **alert.annotations, "resolved_reason": reason})
+                changes.put(resolved, alert.state == "firing", now)
+        self._gone_since = gone_since
 
     def _for(self, alert: Alert) -> float:
         rule = next((r for r in self.event_rules if r.name == alert.rule), None)
@@ -254,8 +339,7 @@ class AlertEngine:
                 self.active.pop(alert.fingerprint, None)
         for note in changes.notifications:
             self.notifications[note.status] += 1
-            log.info("virtmon.alerts.transition", rule=note.rule, status=note.status,
-                     fingerprint=note.fingerprint, domain=note.labels.get("domain"))
+            self.transitions.transition(note)
         if changes.notifications:
             self.on_enqueued()
 

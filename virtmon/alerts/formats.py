@@ -10,8 +10,9 @@
 - ``alertmanager``: the API v2 ``postableAlerts`` array for ``POST /api/v2/alerts``. A firing
   alert carries ``endsAt`` = now + 4 x the resend interval (as Prometheus does), so it stays
   active while virtmon keeps re-sending it and expires on its own if virtmon disappears.
-- ``cloudevents``: CloudEvents 1.0 in structured mode, one event per request
-  (``application/cloudevents+json``) or a batch (``application/cloudevents-batch+json``).
+- ``cloudevents``: CloudEvents 1.0, one event per request in structured mode
+  (``application/cloudevents+json``) when ``batch_size`` is 1, else batch mode
+  (``application/cloudevents-batch+json``) whatever the number of events in a request.
 
 The signature header is ``X-Virtmon-Signature: t=<unix seconds>,v1=<hex>`` where ``<hex>`` is
 HMAC-SHA256 with the shared secret over ``"<t>." + body``.
@@ -97,10 +98,14 @@ def cloudevent(note: Notification, host: str) -> dict[str, Any]:
     }
 
 
-def cloudevents_body(notes: Sequence[Notification], host: str) -> tuple[bytes, str]:
-    """The CloudEvents receiver's body and content type (structured, or batch for several)."""
-    if len(notes) == 1:
-        return _dumps(cloudevent(notes[0], host)), "application/cloudevents+json; charset=utf-8"
+def cloudevents_body(notes: Sequence[Notification], host: str,
+                     batched: bool) -> tuple[bytes, str]:
+    """The CloudEvents receiver's body and content type: structured mode (one event) for a
+    receiver of ``batch_size = 1``, else batch mode, even for a request of one event, so that a
+    receiver reads one content type only."""
+    if not batched:
+        [note] = notes
+        return _dumps(cloudevent(note, host)), "application/cloudevents+json; charset=utf-8"
     return _dumps([cloudevent(n, host) for n in notes]), \
         "application/cloudevents-batch+json; charset=utf-8"
 

@@ -26,7 +26,7 @@ from virtmon.alerts.engine import AlertEngine
 from virtmon.collectors.base import MetricFamily
 
 OUTCOMES = ("delivered", "failed", "error", "rate_limited", "dead", "expired", "resent",
-            "resend_failed")
+            "resend_failed", "resend_rejected")
 
 
 def alert_families(engine: AlertEngine, targets: Sequence[Target], now: float
@@ -48,7 +48,8 @@ def alert_families(engine: AlertEngine, targets: Sequence[Target], now: float
     dropped.add((), engine.families_dropped)
     deliveries = MetricFamily("virtmon_webhook_deliveries_total", "counter",
                               "Outbox rows by the outcome of their delivery attempt "
-                              "(resent/resend_failed: requests re-sending firing alerts).",
+                              "(resent, resend_failed, resend_rejected: requests re-sending "
+                              "firing alerts).",
                               ("receiver", "outcome"))
     depth = MetricFamily("virtmon_webhook_queue_depth", "gauge",
                          "Outbox rows waiting for delivery.", ("receiver",))

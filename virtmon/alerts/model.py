@@ -2,8 +2,10 @@
 
 An alert's identity is its rule plus its labels (``alertname`` is the rule's name): the
 fingerprint is a hash of the sorted labels, stable across restarts and hosts, so the same
-condition is one alert however often its event repeats (de-duplication), and Alertmanager's
-own fingerprint of the same labels agrees with it.
+condition is one alert however often its event repeats (de-duplication). It is virtmon's own
+(SHA-256 of the labels as JSON): Alertmanager fingerprints the same labels its own way (a
+64-bit FNV-1a hash), so the two values differ; the label set is what identifies an alert in
+both.
 """
 
 from __future__ import annotations

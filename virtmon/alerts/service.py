@@ -8,6 +8,7 @@ after the group has ended.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
@@ -21,7 +22,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from virtmon.alerts.delivery import ReceiverFiles, Target
-from virtmon.alerts.engine import AlertEngine
+from virtmon.alerts.engine import AlertEngine, PresentDomains
 from virtmon.alerts.metrics import alert_families
 from virtmon.alerts.ruleconfig import load_rules
 from virtmon.alerts.rules import Rule
@@ -34,7 +35,10 @@ from virtmon.events.model import Event
 
 log = structlog.get_logger("virtmon.alerts.service").bind(component="alerts")
 
-PRUNE_INTERVAL = 3600.0
+PRUNE_INTERVAL = 600.0
+# Resolved alerts of a domain that no longer exists are kept this long (seconds), not the full
+# retention: churn creates and deletes domains by the thousand.
+GONE_RETENTION = 3600.0
 TARGET_RESTART = 5.0  # seconds before a failed delivery task starts again
 
 
@@ -69,7 +73,8 @@ class AlertService:
     """Rules, alert state, the outbox and webhook delivery, as one component."""
 
     def __init__(self, config: Config, journal: Journal, host: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 present_domains: PresentDomains = lambda: None) -> None:
         rules, files = read_setup(config)
         self.host = host or socket.gethostname()
         self.clock = clock
@@ -77,10 +82,12 @@ class AlertService:
         self.store = AlertStore(journal.path)
         self.silences = Silences(journal.path)
         self.targets = self._targets(config, files, [])
+        self.present_domains = present_domains
         self.engine = AlertEngine(
             rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
             self.host, default_resolve_after=float(config["alerts.resolve_after"]),
-            on_enqueued=self.kick, clock=clock, silences=self.silences)
+            on_enqueued=self.kick, clock=clock, silences=self.silences,
+            present_domains=present_domains)
         self._group: anyio.abc.TaskGroup | None = None
         self._scopes: dict[Target, anyio.CancelScope] = {}  # running targets' task scopes
 
@@ -185,14 +192,19 @@ class AlertService:
                 self._scopes.pop(target, None)
 
     async def _prune(self) -> None:
+        """Apply retention now (a daemon restarted often must prune too), then every
+        PRUNE_INTERVAL."""
         while True:
-            await anyio.sleep(PRUNE_INTERVAL)
+            now = self.clock()
+            present = self.present_domains()
+            gone = None if present is None else (*present, now - GONE_RETENTION)
             removed = await anyio.to_thread.run_sync(
-                self.store.prune, self.clock() - self.retention)
+                functools.partial(self.store.prune, now - self.retention, gone=gone))
             removed += await anyio.to_thread.run_sync(
-                self.silences.prune, self.clock() - self.retention)
+                self.silences.prune, now - self.retention)
             if removed:
                 log.info("virtmon.alerts.pruned", rows=removed)
+            await anyio.sleep(PRUNE_INTERVAL)
 
     def close(self) -> None:
         """Close the database connections (after :meth:`run` has ended)."""

@@ -50,12 +50,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     state        TEXT NOT NULL DEFAULT 'pending',
     last_error   TEXT,
     updated_at   REAL NOT NULL,
+    batch        TEXT,
     UNIQUE (receiver, url, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, url, state, id);
 """
 
 Target = tuple[str, str]  # (receiver name, url)
+# Finished rows kept whatever their age (resolved alerts; delivered, expired, superseded outbox
+# rows): under domain churn the age limit alone let them grow without bound.
+KEEP_FINISHED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class OutboxRow:
     attempts: int
     state: str
     last_error: str | None
+    # The Idempotency-Key of the request that first carried this row: a retry sends the same
+    # rows again under it (a batch never grows or shrinks between attempts).
+    batch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """For the control API and tools."""
@@ -82,13 +89,13 @@ class OutboxRow:
 
 
 _ROW_COLUMNS = ("id, receiver, url, body, created_at, next_attempt, attempts, state, "
-                "last_error")
+                "last_error, batch")
 
 
 def _row(values: Sequence[Any]) -> OutboxRow:
     return OutboxRow(int(values[0]), values[1], values[2],
                      Notification.from_dict(json.loads(values[3])), float(values[4]),
-                     float(values[5]), int(values[6]), values[7], values[8])
+                     float(values[5]), int(values[6]), values[7], values[8], values[9])
 
 
 def _alert(values: Sequence[Any]) -> Alert:
@@ -105,19 +112,26 @@ class AlertStore:
         self.path = path
         self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "batch" not in columns:  # a database written before batches were remembered
+            self._db.execute("ALTER TABLE outbox ADD COLUMN batch TEXT")
 
-    def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
-        changed = 0
+    def _transaction_counts(self, statements: Iterable[tuple[str, Sequence[Any]]]
+                            ) -> list[int]:
+        """Run statements in one transaction; the rows each one changed."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    changed += self._db.execute(sql, params).rowcount
+                counts = [self._db.execute(sql, params).rowcount for sql, params in statements]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return changed
+        return counts
+
+    def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
+        """Run statements in one transaction; the rows they changed in all."""
+        return sum(self._transaction_counts(statements))
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -182,10 +196,17 @@ class AlertStore:
     # -- the outbox ------------------------------------------------------------------------
 
     def due(self, receiver: str, url: str, limit: int) -> list[OutboxRow]:
-        """The oldest pending rows of one target (delivered in order: head of line first)."""
-        return [_row(r) for r in self._query(
+        """The next request's rows of one target, head of line first: the rows that were sent
+        together before (all of them, whatever ``limit`` is now), else the oldest pending rows
+        not sent yet, at most ``limit``."""
+        rows = [_row(r) for r in self._query(
             f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND url = ? AND "
             "state = 'pending' ORDER BY id LIMIT ?", (receiver, url, limit))]
+        if not rows or rows[0].batch is None:
+            return [r for r in rows if r.batch is None]
+        return [_row(r) for r in self._query(
+            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND url = ? AND "
+            "state = 'pending' AND batch = ? ORDER BY id", (receiver, url, rows[0].batch))]
 
     def queue_stats(self, receiver: str, url: str) -> tuple[int, float | None]:
         """(pending rows, creation time of the oldest) of one target."""
@@ -194,12 +215,13 @@ class AlertStore:
         return int(rows[0][0]), rows[0][1]
 
     def mark(self, ids: Sequence[int], state: str, now: float, *, next_attempt: float = 0.0,
-             error: str | None = None, attempted: bool = True) -> None:
-        """Record an attempt's outcome: delivered, pending (retry at ``next_attempt``), dead."""
+             error: str | None = None, attempted: bool = True, batch: str | None = None) -> None:
+        """Record an attempt's outcome: delivered, pending (retry at ``next_attempt``), dead;
+        ``batch``: the request's Idempotency-Key, kept from the first attempt on."""
         self._transaction(
             ("UPDATE outbox SET state = ?, next_attempt = ?, attempts = attempts + ?, "
-             "last_error = ?, updated_at = ? WHERE id = ?",
-             (state, next_attempt, int(attempted), error, now, row_id))
+             "last_error = ?, updated_at = ?, batch = COALESCE(batch, ?) WHERE id = ?",
+             (state, next_attempt, int(attempted), error, now, batch, row_id))
             for row_id in ids)
 
     def expire(self, receiver: str, url: str, cutoff: float, now: float) -> int:
@@ -223,23 +245,53 @@ class AlertStore:
             f"SELECT {_ROW_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?",
             (*params, limit))]
 
-    def retry_dead(self, ids: Sequence[int] | None, now: float) -> int:
-        """Dead letters (all, or these ids) back to pending, due now; how many."""
-        if ids is None:
-            return self._transaction([(
-                "UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ?, "
-                "updated_at = ? WHERE state = 'dead'", (now, now, now))])
-        return self._transaction(
-            ("UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ?, "
-             "updated_at = ? WHERE state = 'dead' AND id = ?", (now, now, now, i)) for i in ids)
+    def retry_dead(self, ids: Sequence[int] | None, now: float) -> tuple[int, int]:
+        """Dead letters (all, or these ids) back to pending, due now: (retried, superseded).
 
-    def prune(self, cutoff: float) -> int:
-        """Forget delivered and expired rows and resolved alerts last changed before ``cutoff``."""
-        return self._transaction([
-            ("DELETE FROM outbox WHERE state IN ('delivered', 'expired') AND updated_at < ?",
-             (cutoff,)),
-            ("DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ?", (cutoff,)),
+        A dead letter that a later transition of the same alert has followed to the same target
+        is not sent again but marked ``superseded``: a stale "firing" delivered after its
+        "resolved" would make the receiver show the alert active again (and a stale "resolved"
+        would end a newer firing).
+        """
+        newer = ("EXISTS (SELECT 1 FROM outbox AS later WHERE later.receiver = outbox.receiver "
+                 "AND later.url = outbox.url AND later.fingerprint = outbox.fingerprint "
+                 "AND later.id > outbox.id)")
+        chosen = "" if ids is None else f" AND id IN ({', '.join('?' * len(ids))})"
+        params = () if ids is None else tuple(ids)
+        superseded, retried = self._transaction_counts([
+            ("UPDATE outbox SET state = 'superseded', updated_at = ? "
+             f"WHERE state = 'dead'{chosen} AND {newer}", (now, *params)),
+            ("UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ?, "
+             f"updated_at = ?, batch = NULL WHERE state = 'dead'{chosen}",
+             (now, now, now, *params)),
         ])
+        return retried, superseded
+
+    def prune(self, cutoff: float, keep: int = KEEP_FINISHED,
+              gone: tuple[str, frozenset[str], float] | None = None) -> int:
+        """Forget finished rows: delivered, expired and superseded outbox rows and resolved
+        alerts last changed before ``cutoff``, all but the newest ``keep`` of each, and, with
+        ``gone`` = (uri, names of the domains that exist, cutoff), resolved alerts of that URI's
+        other domains last changed before that cutoff. Dead letters stay (an operator acts on
+        them). Returns how many rows went."""
+        finished = "state IN ('delivered', 'expired', 'superseded')"
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (f"DELETE FROM outbox WHERE {finished} AND updated_at < ?", (cutoff,)),
+            ("DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ?", (cutoff,)),
+            (f"DELETE FROM outbox WHERE {finished} AND id NOT IN "
+             f"(SELECT id FROM outbox WHERE {finished} ORDER BY id DESC LIMIT ?)", (keep,)),
+            ("DELETE FROM alerts WHERE state = 'resolved' AND fingerprint NOT IN (SELECT "
+             "fingerprint FROM alerts WHERE state = 'resolved' ORDER BY updated_at DESC LIMIT ?)",
+             (keep,)),
+        ]
+        if gone is not None:
+            uri, names, gone_cutoff = gone
+            statements.append((
+                "DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ? "
+                "AND json_extract(labels, '$.uri') = ? "
+                "AND json_extract(labels, '$.domain') NOT IN (SELECT value FROM json_each(?))",
+                (gone_cutoff, uri, json.dumps(sorted(names)))))
+        return self._transaction(statements)
 
     def close(self) -> None:
         """Close the connection."""

@@ -133,9 +133,13 @@ _SPECS: tuple[tuple[str, str, MetricType, int, str], ...] = (
         "libvirt_domain_memory_stats_last_update_timestamp_seconds",
         "gauge",
         1,
-        "When the guest last updated its memory statistics, Unix time in seconds",
+        "When the guest last updated its memory statistics, Unix time in seconds (no series "
+        "before its first update)",
     ),
 )
+# Keys whose 0 means "never": a guest without a balloon driver never reports, and a timestamp
+# of 0 would read as 1970 (time() - x of 56 years), so there is no series until it does.
+_ZERO_IS_NEVER = frozenset(("balloon.last-update",))
 
 
 class BalloonCollector:
@@ -154,6 +158,6 @@ class BalloonCollector:
             labels = (record.name,)
             for key, scale, family in specs:
                 value = stats.get(key)
-                if value is not None:
+                if value is not None and not (value == 0 and key in _ZERO_IS_NEVER):
                     family.add(labels, value * scale)
         return [family for _, _, family in specs]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio
 from aiohttp import web
 
 from virtmon.control.executor import Executor, Failure
@@ -22,6 +24,9 @@ from virtmon.control.operations.model import ArgumentError, Operation, validate
 from virtmon.control.problems import problem
 from virtmon.control.roles import UNKNOWN, Peer, RoleMap, allows, peer_of
 
+EVENTS_PATH = "/v1/events"
+# A request body must have arrived within this time (a caller trickling one holds a slot).
+BODY_TIMEOUT = 10.0
 PEER_KEY = web.RequestKey("virtmon_peer", Peer)
 ROLE_KEY = web.RequestKey("virtmon_role", str)
 OCTET_STREAM = "application/octet-stream"
@@ -41,14 +46,20 @@ def role_of(request: web.Request) -> str:
     return str(request.get(ROLE_KEY, "none"))
 
 
-def gate_middleware(roles: RoleMap, max_in_flight: int) -> Any:
-    """Every request needs at least ``read``; at most ``max_in_flight`` are served at once."""
-    in_flight = 0
+def gate_middleware(roles: RoleMap, max_in_flight: int, max_per_caller: int | None = None,
+                    streams: frozenset[str] = frozenset({EVENTS_PATH})) -> Any:
+    """Every request needs at least ``read``; at most ``max_in_flight`` are served at once, at
+    most ``max_per_caller`` of them for one uid (so one caller cannot take every slot).
+
+    Streams (``streams``: the event stream) are not counted here: a follower is open for hours,
+    and the stream keeps limits of its own (``control.max_streams*``).
+    """
+    in_flight: Counter[int] = Counter()
     own_uid = os.geteuid()
+    per_caller = max_in_flight if max_per_caller is None else max_per_caller
 
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
         peer = request_peer(request)
         # The daemon's own user can do whatever the daemon can anyway.
         role = "admin" if peer.uid == own_uid else roles.role(peer)
@@ -57,17 +68,30 @@ def gate_middleware(roles: RoleMap, max_in_flight: int) -> Any:
         if not allows(role, "read"):
             return problem(403, "Forbidden", f"uid {peer.uid} has no role on this socket "
                            "(control.read_groups/read_uids grant one)", role=role)
-        if in_flight >= max_in_flight:
+        if request.path in streams:
+            return await handler(request)
+        if in_flight[peer.uid] >= per_caller:
+            return problem(429, "Too Many Requests",
+                           f"uid {peer.uid} has {in_flight[peer.uid]} requests being served, "
+                           "the most one caller may (control.max_requests_per_caller); "
+                           "retry when one is answered", headers={"Retry-After": "1"})
+        if in_flight.total() >= max_in_flight:
             return problem(503, "Service Unavailable",
                            f"{max_in_flight} requests are already being served; retry shortly",
                            headers={"Retry-After": "1"})
-        in_flight += 1
+        in_flight[peer.uid] += 1
         try:
             return await handler(request)
         finally:
-            in_flight -= 1
+            in_flight[peer.uid] -= 1
+            if in_flight[peer.uid] <= 0:
+                del in_flight[peer.uid]
 
     return gate
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within :data:`BODY_TIMEOUT`."""
 
 
 async def _arguments(request: web.Request) -> Mapping[str, Any]:
@@ -77,7 +101,10 @@ async def _arguments(request: web.Request) -> Mapping[str, Any]:
             values = request.query.getall(key)
             out[key] = values[0] if len(values) == 1 else list(values)
         return out
-    body = await request.read()
+    with anyio.move_on_after(BODY_TIMEOUT) as scope:
+        body = await request.read()
+    if scope.cancelled_caught:
+        raise BodyTimeout
     if not body.strip():
         return {}
     try:
@@ -138,6 +165,9 @@ def add_operation_routes(app: web.Application, executor: Executor,
             args = validate(op, await _arguments(request))
         except ArgumentError as exc:
             return problem(400, "Bad Request", str(exc), key=exc.key)
+        except BodyTimeout:
+            return problem(408, "Request Timeout", "the request body did not arrive within "
+                           f"{BODY_TIMEOUT:g} s", headers={"Connection": "close"})
         peer = request.get(PEER_KEY, UNKNOWN)
         role = role_of(request)
         needed = op.needs(args)

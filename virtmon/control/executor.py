@@ -96,7 +96,7 @@ class Failure(Exception):
         code = exc.get_error_code() or 0
         return cls(status_for(code), error_name(code), exc.get_error_message() or str(exc),
                    libvirt_code=code, libvirt_error=error_name(code),
-                   libvirt_domain=exc.get_error_domain())
+                   libvirt_domain=exc.get_error_domain() or 0)  # VIR_FROM_NONE
 
     def as_dict(self) -> dict[str, Any]:
         """The fields an audit record keeps."""

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from virtmon.control.api import add_operation_routes, gate_middleware
-from virtmon.control.events_stream import events_handler
+from virtmon.control.api import EVENTS_PATH, add_operation_routes, gate_middleware
+from virtmon.control.events_stream import StreamLimits, StreamSlots, events_handler
 from virtmon.control.executor import Executor, Failure
 from virtmon.control.openapi import document
 from virtmon.control.operations import OPERATIONS
@@ -31,13 +31,19 @@ def control_app(
     executor: Executor | None = None,
     roles: RoleMap | None = None,
     max_in_flight: int = 64,
+    max_per_caller: int | None = None,
+    stream_limits: StreamLimits | None = None,
+    stream_slots: StreamSlots | None = None,
 ) -> web.Application:
     """The aiohttp application served on the control socket.
 
     With ``executor`` it serves the operation table under ``/v1/ops``; with ``roles`` every
     request is gated by the caller's role (SO_PEERCRED). Without them (unit tests of the event
     stream over TCP) only the status, inventory and event routes exist, ungated.
+    ``stream_limits`` bound the event streams (their queue size is ``subscriber_queue_size``
+    unless the limits say otherwise); ``stream_slots`` counts the open ones (for the status).
     """
+    limits = stream_limits or StreamLimits(queue_size=subscriber_queue_size)
     openapi_doc = document(OPERATIONS if executor is not None else {})
 
     async def fresh_call(name: str, args: dict[str, Any]) -> Any:
@@ -77,13 +83,13 @@ def control_app(
 
     middlewares: list[Any] = [problem_middleware]
     if roles is not None:
-        middlewares.append(gate_middleware(roles, max_in_flight))
+        middlewares.append(gate_middleware(roles, max_in_flight, max_per_caller))
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     if executor is not None:
         add_operation_routes(app, executor, OPERATIONS)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/domains", list_domains)
     app.router.add_get("/v1/domains/{domain}", get_domain)
-    app.router.add_get("/v1/events", events_handler(bus, subscriber_queue_size))
+    app.router.add_get(EVENTS_PATH, events_handler(bus, inventory, limits, stream_slots))
     app.router.add_get("/v1/openapi.json", openapi)
     return app

@@ -38,6 +38,7 @@ class Subscription:
     _send: MemoryObjectSendStream[Event]
     _receive: MemoryObjectReceiveStream[Event]
     overflowed: bool = field(default=False)
+    ended: bool = field(default=False)  # cut off because the daemon stops
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._receive.__aiter__()
@@ -100,6 +101,9 @@ class EventBus:
         if size <= 0:
             raise ValueError("a subscription's queue must be bounded")
         send, receive = anyio.create_memory_object_stream[Event](size)
+        # The sink's drop counter exists at 0 from now on: a series whose first sample is 1
+        # has no increase() in PromQL, so the first loss would go unseen.
+        self.dropped[name] += 0
         sub = Subscription(name, event_filter or EventFilter(), disconnect_when_full, send, receive)
         self._subscriptions.add(sub)
         return sub
@@ -175,6 +179,7 @@ class EventBus:
         """Cut off every stream subscriber (at shutdown, so their handlers return at once)."""
         for sub in [s for s in self._subscriptions if s.disconnect_when_full]:
             self._subscriptions.discard(sub)
+            sub.ended = True
             sub._send.close()
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ running libvirt accepts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from virtmon.events.decode import (
     TRAY_CHANGE_REASONS,
     WATCHDOG_ACTIONS,
 )
+from virtmon.events.model import VIRTMON_KINDS
 
 __all__ = [
     "AGENT_LIFECYCLE_REASONS",
@@ -64,6 +66,7 @@ __all__ = [
     "decode",
     "domain_event_ids",
     "kind_name",
+    "known_kind",
 ]
 
 _ID_PREFIX = "VIR_DOMAIN_EVENT_ID_"
@@ -157,6 +160,9 @@ CATALOG: Mapping[int, EventSpec] = {
 }
 
 
+_KINDS = frozenset(spec.kind for spec in SPECS_BY_CONSTANT.values())
+
+
 def domain_event_ids() -> tuple[int, ...]:
     """Every domain event id the imported libvirt module defines, sorted."""
     return tuple(sorted(set(_ID_CONSTANTS.values())))
@@ -166,6 +172,16 @@ def kind_name(event_id: int) -> str:
     """The snake_case kind of an event id; ``event_<id>`` for one the catalog lacks."""
     spec = CATALOG.get(event_id) if isinstance(event_id, int) else None
     return spec.kind if spec is not None else f"event_{event_id}"
+
+
+_GENERIC_KIND = re.compile(r"event_[0-9]{1,6}")
+
+
+def known_kind(kind: str) -> bool:
+    """Whether events of ``kind`` can exist: a kind of this catalog or of virtmon itself, or the
+    generic ``event_<id>`` of an id the catalog lacks (journaled by this libvirt or another)."""
+    return (kind in _KINDS or kind in VIRTMON_KINDS
+            or _GENERIC_KIND.fullmatch(kind) is not None)
 
 
 def _generic(kind: str, args: tuple[Any, ...], **extra: Any) -> DecodedEvent:

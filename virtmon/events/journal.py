@@ -32,17 +32,31 @@ CREATE INDEX IF NOT EXISTS events_time ON events (time);
 """
 
 
+def uuid_key(uuid: str) -> str:
+    """A UUID as the stream's filter compares it: 32 hex digits, lower case, no dashes."""
+    return uuid.replace("-", "").lower()
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events a reader wants: by domain name and by kind (None: any)."""
+    """Which events a reader wants: by domain (name or UUID) and by kind (None: any).
+
+    ``domains`` holds names, ``uuids`` UUIDs as :func:`uuid_key` has them; an event matches the
+    domain filter when either names its domain.
+    """
 
     domains: frozenset[str] | None = None
     kinds: frozenset[str] | None = None
+    uuids: frozenset[str] | None = None
 
     def matches(self, event: Event) -> bool:
         """True when the event passes both filters."""
-        if self.domains is not None and event.domain not in self.domains:
-            return False
+        if self.domains is not None or self.uuids is not None:
+            by_name = self.domains is not None and event.domain in self.domains
+            by_uuid = (self.uuids is not None and event.uuid is not None
+                       and uuid_key(event.uuid) in self.uuids)
+            if not (by_name or by_uuid):
+                return False
         return self.kinds is None or event.kind in self.kinds
 
 
@@ -87,7 +101,8 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        self._last_seq = numbered[-1].seq
+            # Under the lock: a reader's page and the last seq it sees agree (read_page).
+            self._last_seq = numbered[-1].seq
         return numbered
 
     def read_since(self, seq: int, limit: int = 1000) -> list[Event]:
@@ -98,12 +113,30 @@ class Journal:
             ).fetchall()
         return [Event.from_dict(json.loads(row[0])) for row in rows]
 
+    def read_page(self, seq: int, limit: int = 1000) -> tuple[list[Event], int]:
+        """:meth:`read_since`, and the last sequence number written when it was read."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+            last = self._last_seq
+        return [Event.from_dict(json.loads(row[0])) for row in rows], last
+
     def prune(self, now: float | None = None) -> int:
-        """Apply retention: drop events older than ``max_age`` and beyond ``max_count``."""
+        """Apply retention: drop events older than ``max_age`` and beyond ``max_count``.
+
+        Only ever a prefix goes, so what remains is contiguous: by age, everything before the
+        first event that is young enough (an event stamped earlier than one before it, as a
+        reconnect's synthetic one may be, does not punch a hole in the middle).
+        """
         cutoff = (time.time() if now is None else now) - self.max_age
         with self._lock:
             self._db.execute("BEGIN")
-            removed = self._db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+            removed = self._db.execute(
+                "DELETE FROM events WHERE seq < COALESCE("
+                "(SELECT MIN(seq) FROM events WHERE time >= ?), ?)",
+                (cutoff, self._last_seq + 1),
+            ).rowcount
             removed += self._db.execute(
                 "DELETE FROM events WHERE seq <= ?", (self._last_seq - self.max_count,)
             ).rowcount

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +55,41 @@ class WebConfigError(Exception):
 
 @dataclass(frozen=True)
 class WebConfig:
-    """The parsed file: an SSL context (or None) and the basic-auth users (name → bcrypt hash)."""
+    """The parsed file: an SSL context (or None) and the basic-auth users (name → bcrypt hash).
+
+    ``cert_file`` and ``fingerprint`` (SHA-256 of the certificate) say which certificate the
+    context serves, for the logs of the start and of a reload.
+    """
 
     ssl_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
+    cert_file: str = ""
+    fingerprint: str = ""
 
 
-def _tls(raw: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _read(key: str, path: Path, problems: list[str]) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        problems.append(f"tls_server_config.{key}: cannot read {path}: "
+                        f"{exc.strerror or exc}")
+        return None
+
+
+def fingerprint(pem: bytes) -> str:
+    """The SHA-256 fingerprint of the first certificate of a PEM file, as hex pairs."""
+    start = pem.index(PEM_CERTIFICATE)
+    end = pem.index(b"-----END CERTIFICATE-----", start) + len(b"-----END CERTIFICATE-----")
+    der = ssl.PEM_cert_to_DER_cert(pem[start:end].decode("ascii"))
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def _tls(raw: Any, base: Path, problems: list[str]) -> tuple[ssl.SSLContext, str, str] | None:
+    """The SSL context, the certificate's path and its fingerprint (None after a problem; every
+    problem names its key and, for a file, the file)."""
     if not isinstance(raw, dict):
         problems.append("tls_server_config: must be a mapping")
         return None
@@ -78,22 +107,37 @@ def _tls(raw: Any, base: Path, problems: list[str]) -> ssl.SSLContext | None:
         problems.append("tls_server_config.min_version: must be TLS12 or TLS13")
     if problems:
         return None
+    cert, key = base / raw["cert_file"], base / raw["key_file"]
+    cert_pem, key_pem = _read("cert_file", cert, problems), _read("key_file", key, problems)
+    if cert_pem is None or key_pem is None:
+        return None
+    if PEM_CERTIFICATE not in cert_pem:
+        problems.append(f"tls_server_config.cert_file: {cert} holds no PEM certificate")
+    if b"PRIVATE KEY-----" not in key_pem:
+        problems.append(f"tls_server_config.key_file: {key} holds no PEM private key")
+    if problems:
+        return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = TLS_VERSIONS[version]
     try:
-        context.load_cert_chain(base / raw["cert_file"], base / raw["key_file"])
-    except (OSError, ssl.SSLError) as exc:
-        problems.append(f"tls_server_config.cert_file: cannot load the certificate/key: {exc}")
+        context.load_cert_chain(cert, key)
+        served = fingerprint(cert_pem)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        problems.append(f"tls_server_config.cert_file: cannot load the certificate {cert} with "
+                        f"the key {key} (key_file): {reason}")
         return None
     context.verify_mode = CLIENT_AUTH_TYPES[auth]
     if "client_ca_file" in raw:
+        ca = base / raw["client_ca_file"]
         try:
-            context.load_verify_locations(base / raw["client_ca_file"])
+            context.load_verify_locations(ca)
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"tls_server_config.client_ca_file: cannot load: {exc}")
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            problems.append(f"tls_server_config.client_ca_file: cannot load {ca}: {reason}")
     elif context.verify_mode != ssl.CERT_NONE:
         problems.append("tls_server_config.client_ca_file: required for client certificates")
-    return context
+    return context, str(cert), served
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -109,9 +153,9 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError([f"{path}: must be a mapping"])
     for key in sorted(set(raw) - {"tls_server_config", "basic_auth_users"}):
         problems.append(f"{key}: unknown key")
-    context = None
+    tls = None
     if "tls_server_config" in raw:
-        context = _tls(raw["tls_server_config"], path.parent, problems)
+        tls = _tls(raw["tls_server_config"], path.parent, problems)
     users: dict[str, bytes] = {}
     for name, hashed in (raw.get("basic_auth_users") or {}).items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
@@ -120,7 +164,11 @@ def load_web_config(path: Path) -> WebConfig:
             users[str(name)] = hashed.encode()
     if problems:
         raise WebConfigError(problems)
-    return WebConfig(context, users)
+    if users:
+        dummy_hash(_cost(users))  # made now, not during the first unknown user's check
+    if tls is None:
+        return WebConfig(None, users)
+    return WebConfig(tls[0], users, tls[1], tls[2])
 
 
 class LiveWebConfig:
@@ -138,6 +186,7 @@ class LiveWebConfig:
         self.users: dict[str, bytes] = dict(loaded.users)
         self.ssl_context = loaded.ssl_context
         self._newest = loaded.ssl_context
+        self.fingerprint = loaded.fingerprint  # of the certificate served now
         if self.ssl_context is not None:
             self.ssl_context.sni_callback = self._hand_newest
 
@@ -168,6 +217,36 @@ class LiveWebConfig:
         self.users.clear()
         self.users.update(loaded.users)
         self._newest = loaded.ssl_context
+        self.fingerprint = loaded.fingerprint
+
+
+# Dummy hashes by bcrypt cost, made once per cost: an unknown user is checked against one.
+_DUMMY_HASHES: dict[int, bytes] = {}
+_DUMMY_LOCK = threading.Lock()
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
+    return bool(bcrypt.checkpw(password, hashed.replace(b"$2y$", b"$2b$", 1)))
+
+
+def _cost(users: Mapping[str, bytes]) -> int:
+    """The users' bcrypt cost (the highest, should they differ): ``$2y$10$...`` is 10."""
+    costs = [int(h[4:6]) for h in users.values() if h[4:6].isdigit()]
+    return max(costs, default=10)
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A bcrypt hash of ``cost`` that no password of any user is checked against."""
+    with _DUMMY_LOCK:
+        if cost not in _DUMMY_HASHES:
+            _DUMMY_HASHES[cost] = bcrypt.hashpw(b"virtmon: no such user",
+                                                bcrypt.gensalt(rounds=cost))
+        return _DUMMY_HASHES[cost]
+
+
+def _check_unknown(password: bytes, cost: int) -> None:
+    _checkpw(password, dummy_hash(cost))
 
 
 def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
@@ -188,17 +267,20 @@ def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
+        if not sep or not users:
+            return False
         hashed = users.get(user)
-        if not sep or hashed is None:
+        if hashed is None:
+            # An unknown user costs what a known one does (a bcrypt check against a dummy hash
+            # of the users' cost), so the time of a 401 does not tell which names exist.
+            await anyio.to_thread.run_sync(_check_unknown, password.encode(), _cost(users),
+                                           limiter=bcrypt_limiter)
             return False
         digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
         if digest in verified:
             return True
-        # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
-        ok = await anyio.to_thread.run_sync(
-            bcrypt.checkpw, password.encode(), hashed.replace(b"$2y$", b"$2b$", 1),
-            limiter=bcrypt_limiter,
-        )
+        ok = await anyio.to_thread.run_sync(_checkpw, password.encode(), hashed,
+                                            limiter=bcrypt_limiter)
         if ok:
             if len(verified) >= MAX_REMEMBERED:
                 verified.clear()

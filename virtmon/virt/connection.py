@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -175,7 +175,7 @@ class ConnectionSupervisor:
         )
         if was_reconnect:
             self._publish_connection("restored", None)
-        for transition in transitions:
+        for transition in not_held(transitions, [event for event, _ in self._held or ()]):
             self._publish_transition(transition)
         self._release_held()
 
@@ -287,6 +287,17 @@ class ConnectionSupervisor:
             self._log.info("virtmon.connection.state", state=state.value,
                            previous=self.state.value)
             self.state = state
+
+
+def not_held(transitions: Iterable[Transition], held: Iterable[Event]) -> list[Transition]:
+    """The transitions a listing found that no held-back event reports.
+
+    A change made after subscribing shows in the listing and as a held event: the real event,
+    released after the listing, stands for it (journaled once, with libvirt's own detail and
+    time, instead of a synthetic copy first and the real one after it).
+    """
+    reported = {(event.uuid, event.name) for event in held if event.kind == "lifecycle"}
+    return [t for t in transitions if (t.domain.uuid, t.name) not in reported]
 
 
 def list_domains(conn: Any) -> list[DomainState]:

@@ -1,8 +1,9 @@
 """The inventory: every domain libvirt has, kept current by events and by reconciling.
 
 Reads of the domain list are served from here, not from libvirt. After every (re)connect the
-supervisor lists all domains once and :func:`reconcile` turns the differences into the lifecycle
-transitions that were missed while disconnected, marked synthetic.
+supervisor lists all domains once and :func:`diff` turns the differences into the lifecycle
+transitions that were missed while disconnected, marked synthetic; at start-up the inventory
+begins from the one last known (``inventory_store``), so a restart reconciles the same way.
 """
 
 from __future__ import annotations
@@ -127,6 +128,12 @@ class Inventory:
         if domain_id > 0 and current.active:
             current = replace(current, id=domain_id)
         self._domains[uuid] = current
+
+    def recall(self, domains: Iterable[DomainState]) -> None:
+        """Start from what was last known (a restart): the first listing then reports what
+        changed meanwhile, as a reconnect's does."""
+        self._domains = {d.uuid: d for d in domains}
+        self.populated = True
 
     def replace_all(self, domains: Iterable[DomainState]) -> list[Transition]:
         """Take a fresh listing as the truth; return what changed since (empty the first time)."""

@@ -90,10 +90,10 @@ def retry_dead(service: AlertService, a: dict[str, Any]) -> dict[str, Any]:
     if (a["id"] is None) == (not a["all"]):
         raise ArgumentError("id", "give the id of a dead letter, or all=true (not both)")
     ids = None if a["all"] else [int(a["id"])]
-    retried = service.store.retry_dead(ids, service.clock())
-    if ids is not None and not retried:
+    retried, superseded = service.store.retry_dead(ids, service.clock())
+    if ids is not None and not retried + superseded:
         raise NotFound(f"no dead letter with id {ids[0]} (alerts.dead_letters lists them)")
-    return {"retried": retried}
+    return {"retried": retried, "superseded": superseded}
 
 
 def silence(service: AlertService, a: dict[str, Any]) -> dict[str, Any]:
