@@ -505,7 +505,8 @@ a reload or delivery task that crashes.
 
 | run | documents | valid and applied | started as a daemon | findings | time |
 |---|---|---|---|---|---|
-| 2026-12-06 `make fuzz` (5,000 random), all fixes in | 5,000 | 2,198 | 100 | 0 | 206 s |
+| 2026-12-06 `make fuzz`, all fixes in, merged with main | 5,000 | 2,171 | 100 | 0 | 212 s |
+| 2026-12-06 `make fuzz`, all fixes in, before that merge | 5,000 | 2,198 | 100 | 0 | 206 s |
 | 2026-12-06 `make fuzz`, before the listen port fix | 5,000 | 2,186 | 100 | 0 | 300 s |
 | every `make test` (derandomized) | 300 | 124 | 3 | 0 | 16 s |
 
