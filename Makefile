@@ -2,6 +2,8 @@
 # `make run`  : the daemon in the foreground on libvirt's in-process test driver, with demo activity.
 # `make test` : system packages, virtual environment, the lab (real libvirtd + KVM domains), the whole
 #               suite (ruff, mypy, pytest), and the lab torn down again, also when tests fail.
+# `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
+#               driver: no lab) through check-config, run and SIGHUP reloads.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,8 +21,8 @@ LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-syste
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
-.PHONY: run test lab-up lab-down lint pytest bench run-packages lab-packages bench-packages venv \
-        clean
+.PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
+        venv clean
 
 run: run-packages venv
 	@mkdir -p $(RUNDIR)/state
@@ -43,6 +45,12 @@ lint: venv
 
 pytest: venv
 	$(BIN)/pytest -p no:cacheprovider
+
+# The suite runs the same tests with 300 derandomized documents; this runs thousands of random ones.
+FUZZ_EXAMPLES ?= 5000
+fuzz: run-packages venv
+	VIRTMON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider -s \
+	    tests/test_config_fuzz.py
 
 bench: lab-packages bench-packages venv
 	$(MAKE) lab-up

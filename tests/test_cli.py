@@ -125,7 +125,8 @@ def test_run_with_a_bad_config_exits_78_before_starting(short_dir: Path) -> None
     )
     result = run_virtmon("run", "--config", str(path), timeout=30)
     assert result.returncode == 78
-    assert result.stderr.strip() == "virtmon: config: collect.interval: must be greater than 0"
+    assert result.stderr.strip() == (
+        "virtmon: config: collect.interval: must be from 0.01 to 86400, not 0")
     assert not sock.exists()
     assert not state.exists()
 

@@ -20,6 +20,7 @@ removes it. A rule with ``metric`` is a threshold rule, one with ``match`` an ev
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from virtmon.alerts.rules import (
     field_text,
     template_problems,
 )
+from virtmon.config import LONG_SECONDS, Limits, key_text
 
 # The shipped set: config/alerts.toml, which the package carries as default_rules.toml (a
 # symbolic link in the source tree, a copy in a wheel), or where a distribution installs it.
@@ -53,10 +55,20 @@ _COMMON = {"name", "severity", "summary", "description", "labels", "enabled"}
 _EVENT_KEYS = _COMMON | {"match", "resolve", "same", "for", "resolve_after"}
 _THRESHOLD_KEYS = _COMMON | {"metric", "op", "value", "divide_by", "series", "for_cycles"}
 _MATCHER_KEYS = {"kind", "name", "detail", "domain", "payload", "synthetic"}
+# Documented in docs/alerts.md (a test holds them to it).
+FOR_SECONDS = Limits(LONG_SECONDS.low, LONG_SECONDS.high, or_zero=True)
+FOR_CYCLES = Limits(1, 1_000_000)
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number_problem(value: Any, limits: Limits) -> str | None:
+    """Why ``value`` is not a number of seconds within ``limits``, if it is not."""
+    if not _number(value):
+        return f"must be a number of seconds from {limits}, not {value!r}"
+    return limits.problem(value)
 
 
 def _strings(value: Any, path: str, problems: list[str]) -> frozenset[str] | None:
@@ -73,8 +85,9 @@ def _matcher(raw: Any, path: str, problems: list[str]) -> Matcher | None:
         problems.append(f"{path}: must be a table")
         return None
     before = len(problems)
-    for key in raw.keys() - _MATCHER_KEYS:
-        problems.append(f"{path}.{key}: unknown key (known: {', '.join(sorted(_MATCHER_KEYS))})")
+    known = ", ".join(sorted(_MATCHER_KEYS))
+    for key in (k for k in raw if k not in _MATCHER_KEYS):  # in the file's order
+        problems.append(f"{path}.{key_text(key)}: unknown key (known: {known})")
     if not raw:
         problems.append(f"{path}: an empty matcher would match every event")
     sets = {key: _strings(raw[key], f"{path}.{key}", problems)
@@ -87,7 +100,8 @@ def _matcher(raw: Any, path: str, problems: list[str]) -> Matcher | None:
         for key, value in raw_payload.items():
             values = value if isinstance(value, list) else [value]
             if not values or any(isinstance(v, dict | list) for v in values):
-                problems.append(f"{path}.payload.{key}: must be a value or an array of values")
+                problems.append(f"{path}.payload.{key_text(key)}: "
+                                "must be a value or an array of values")
                 continue
             payload[key] = frozenset(field_text(v) for v in values)
     synthetic = raw.get("synthetic")
@@ -136,7 +150,7 @@ def _common(raw: dict[str, Any], path: str, fields: tuple[str, ...],
         labels = {}
     for key, text in labels.items():
         if not _LABEL.match(key) or key in ("alertname", "severity", "instance"):
-            problems.append(f"{path}.labels.{key}: not a label name a rule may set")
+            problems.append(f"{path}.labels.{key_text(key)}: not a label name a rule may set")
         elif not isinstance(text, str):
             problems.append(f"{path}.labels.{key}: must be a string")
         else:
@@ -147,8 +161,8 @@ def _common(raw: dict[str, Any], path: str, fields: tuple[str, ...],
 
 def _event_rule(raw: dict[str, Any], path: str, problems: list[str]) -> EventRule | None:
     before = len(problems)
-    for key in raw.keys() - _EVENT_KEYS:
-        problems.append(f"{path}.{key}: unknown key for an event rule")
+    for key in (k for k in raw if k not in _EVENT_KEYS):
+        problems.append(f"{path}.{key_text(key)}: unknown key for an event rule")
     common = _common(raw, path, EVENT_FIELDS, problems)
     match = _matchers(raw["match"], f"{path}.match", problems)
     resolve = _matchers(raw["resolve"], f"{path}.resolve", problems) if "resolve" in raw else ()
@@ -157,11 +171,11 @@ def _event_rule(raw: dict[str, Any], path: str, problems: list[str]) -> EventRul
         problems.append(f"{path}.same: must be an array of {', '.join(SAME_LABELS)}")
         same = ["domain"]
     for_seconds = raw.get("for", 0.0)
-    if not _number(for_seconds) or for_seconds < 0:
-        problems.append(f"{path}.for: must be a number of seconds, not negative")
+    if problem := _number_problem(for_seconds, FOR_SECONDS):
+        problems.append(f"{path}.for: {problem}")
     resolve_after = raw.get("resolve_after")
-    if resolve_after is not None and (not _number(resolve_after) or resolve_after <= 0):
-        problems.append(f"{path}.resolve_after: must be a number of seconds above 0")
+    if resolve_after is not None and (problem := _number_problem(resolve_after, LONG_SECONDS)):
+        problems.append(f"{path}.resolve_after: {problem}")
     if for_seconds and "resolve" not in raw:
         problems.append(f"{path}.for: needs a resolve condition (what cancels a pending alert)")
     if len(problems) > before:
@@ -173,25 +187,27 @@ def _event_rule(raw: dict[str, Any], path: str, problems: list[str]) -> EventRul
 
 def _threshold_rule(raw: dict[str, Any], path: str, problems: list[str]) -> ThresholdRule | None:
     before = len(problems)
-    for key in raw.keys() - _THRESHOLD_KEYS:
-        problems.append(f"{path}.{key}: unknown key for a threshold rule")
+    for key in (k for k in raw if k not in _THRESHOLD_KEYS):
+        problems.append(f"{path}.{key_text(key)}: unknown key for a threshold rule")
     common = _common(raw, path, THRESHOLD_FIELDS, problems)
     for key in ("metric", "divide_by"):
         if key in raw and (not isinstance(raw[key], str) or not _METRIC.match(raw[key])):
             problems.append(f"{path}.{key}: must be a metric name")
     op = raw.get("op", ">")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:  # a table or array is not hashable
         problems.append(f"{path}.op: must be one of {' '.join(OPERATORS)}")
     if "value" not in raw:
         problems.append(f"{path}.value: required")
-    elif not _number(raw["value"]):
-        problems.append(f"{path}.value: must be a number")
+    elif not _number(raw["value"]) or not math.isfinite(raw["value"]):
+        problems.append(f"{path}.value: must be a finite number, not {raw['value']!r}")
     series = raw.get("series", {})
     if not isinstance(series, dict) or not all(isinstance(v, str) for v in series.values()):
         problems.append(f"{path}.series: must be a table of label = glob")
     for_cycles = raw.get("for_cycles", 1)
-    if not isinstance(for_cycles, int) or isinstance(for_cycles, bool) or for_cycles < 1:
-        problems.append(f"{path}.for_cycles: must be an integer of at least 1")
+    if not isinstance(for_cycles, int) or isinstance(for_cycles, bool):
+        problems.append(f"{path}.for_cycles: must be an integer from {FOR_CYCLES}")
+    elif problem := FOR_CYCLES.problem(for_cycles):
+        problems.append(f"{path}.for_cycles: {problem}")
     if len(problems) > before:
         return None
     return ThresholdRule(**common, metric=raw["metric"], op=op, value=float(raw["value"]),
@@ -204,11 +220,13 @@ def parse_rule(raw: Any, path: str, problems: list[str]) -> Rule | None:
     if not isinstance(raw, dict):
         problems.append(f"{path}: must be a table")
         return None
+    if "enabled" in raw and not isinstance(raw["enabled"], bool):
+        problems.append(f"{path}.enabled: must be true or false, not {raw['enabled']!r}")
+        if raw.keys() <= {"name", "enabled"}:
+            return None  # meant to switch a rule off: that is all there is to say
     if ("metric" in raw) == ("match" in raw):
         problems.append(f"{path}: needs exactly one of match (event rule) or metric (threshold)")
         return None
-    if "enabled" in raw and not isinstance(raw["enabled"], bool):
-        problems.append(f"{path}.enabled: must be true or false")
     if "metric" in raw:
         return _threshold_rule(raw, path, problems)
     return _event_rule(raw, path, problems)
