@@ -346,3 +346,13 @@ async def test_cloudevents_batch_mode_follows_batch_size_not_the_request(
     [request] = rec.requests
     assert request.headers["Content-Type"].startswith("application/cloudevents-batch+json")
     assert [e["id"] for e in request.json()] == [note.key]
+
+
+def test_backoff_stays_at_its_cap_after_thousands_of_attempts(store: AlertStore) -> None:
+    """The 1,025th attempt's backoff is backoff_max (2.0 ** 1024 overflowed and the delivery
+    task crashed in a loop, every 5 s)."""
+    target = Target(receiver("http://127.0.0.1:1/", backoff_max=30.0), "http://127.0.0.1:1/",
+                    store, "hv1")
+    assert target.backoff(1) <= 0.05  # backoff_initial, times the jitter
+    for attempts in (60, 1025, 10**6):
+        assert 15.0 <= target.backoff(attempts) <= 30.0  # backoff_max, times the jitter

@@ -242,8 +242,10 @@ class Target:
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, capped, full jitter."""
-        base = min(self.receiver.backoff_max,
-                   self.receiver.backoff_initial * 2.0 ** max(0, attempts - 1))
+        # The exponent is capped: 2.0 ** 1024 overflows, and a receiver down for long (or a
+        # small backoff_max) reaches a thousand attempts; 2 ** 64 is past any backoff_max.
+        doublings = min(max(0, attempts - 1), 64)
+        base = min(self.receiver.backoff_max, self.receiver.backoff_initial * 2.0 ** doublings)
         return float(base * self.rng.uniform(0.5, 1.0))
 
     async def send(self, session: aiohttp.ClientSession, rows: Sequence[OutboxRow]) -> str:
