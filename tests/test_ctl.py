@@ -165,13 +165,123 @@ async def test_domain_lookup_by_name_uuid_and_id(env: Env) -> None:
     assert any(line.split() == ["name", "test"] for line in human.lines())
 
 
-async def test_unknown_domain_exits_1_with_the_problem_title(env: Env) -> None:
-    """An unknown domain is a 404 problem: `virtmonctl: Not Found: <detail>` on stderr, exit 1."""
+async def test_unknown_domain_exits_1_with_the_daemons_words(env: Env) -> None:
+    """An unknown domain is libvirt's "no domain": its detail on stderr without HTTP's title
+    ("Not Found"), exit 1 (the operation failed, not a mistake in the command line)."""
     run = await ctl_async(env.sock, "domain", "no-such-domain")
-    assert run.code == ctl.EX_REFUSED
+    assert run.code == ctl.EX_FAILED
     assert run.out == ""
-    assert run.err.startswith("virtmonctl: Not Found: ")
-    assert "no-such-domain" in run.err
+    assert run.err == "virtmonctl: no domain named, with UUID or id 'no-such-domain'\n"
+
+
+# Each mistake in a `call` line, and the message that names it with the fix (exit 2).
+CALL_MISTAKES = (
+    (("call", "domain.info", "dom=test"),
+     "unknown argument 'dom' for domain.info: did you mean 'domain'? "
+     "see `virtmonctl operations domain.info`"),
+    (("call", "domain.info"), "domain.info needs domain=NAME|UUID|ID; "
+                              "see `virtmonctl operations domain.info`"),
+    (("call", "domain.inf", "domain=test"),
+     "unknown operation 'domain.inf': did you mean 'domain.info'? see `virtmonctl operations`"),
+    (("host", "capabilites"), "unknown operation 'host.capabilites': did you mean "
+                              "'host.capabilities'? see `virtmonctl operations`"),
+    (("call", "domain.set_memory", "domain=test", "memory_kib=lots"),
+     "bad memory_kib for domain.set_memory: must be an integer, not 'lots'; "
+     "see `virtmonctl operations domain.set_memory`"),
+    (("call", "domain.xml", "domain=test", "flags=inactiv"),
+     "unknown flag 'inactiv' for flags of domain.xml: did you mean 'inactive'? (known: "
+     "inactive, migratable, secure, update_cpu); see `virtmonctl operations domain.xml`"),
+    (("call", "domain.state", "domain=test", "flags=abc"),
+     "flags of domain.state has no flag names: give a number (0 for none); "
+     "see `virtmonctl operations domain.state`"),
+    (("call", "domain.info", "domain=test", "domain=other"),
+     "domain given twice ('domain=test' and 'domain=other'): give it once"),
+)
+
+
+async def test_call_mistakes_exit_2_with_the_fix(env: Env) -> None:
+    """An unknown argument, operation or flag name, a missing argument, a wrong type and a
+    repeated key each exit 2 with a message in the command line's words and the fix."""
+    for argv, message in CALL_MISTAKES:
+        run = await ctl_async(env.sock, *argv)
+        assert (run.code, run.out, run.err) == (ctl.EX_USAGE, "", f"virtmonctl: {message}\n"), \
+            argv
+
+
+async def test_a_refused_write_exits_1_and_says_how_to_allow_writes(env: Env) -> None:
+    """A write on a daemon with control.allow_write off is "the operation said no" (exit 1),
+    and the message names the setting and the role that allow it."""
+    run = await ctl_async(env.sock, "call", "domain.suspend", "domain=test")
+    assert run.code == ctl.EX_FAILED
+    assert run.err == (
+        "virtmonctl: domain.suspend changes state, and this daemon does not allow writes: set "
+        "control.allow_write = true in its configuration and restart it (callers also need the "
+        "write role: control.write_uids or control.write_groups; root has it)\n")
+
+
+async def test_one_operations_help_from_the_daemons_table(env: Env) -> None:
+    """`operations domain.xml` and `call domain xml --help` print the same help: usage, role
+    with its write condition, the libvirt function, each argument's type, required or default,
+    and the flag names; an operation without flag names says to give a number."""
+    run = await ctl_async(env.sock, "operations", "domain.xml")
+    assert run.code == ctl.EX_OK, run.err
+    assert run.lines() == [
+        "domain.xml: The domain's XML description",
+        "",
+        "usage: virtmonctl call domain.xml domain=NAME|UUID|ID [flags=A,B]",
+        "",
+        "role: read (write when flags is or includes secure or migratable)",
+        "calls: virDomainGetXMLDesc",
+        "",
+        "arguments:",
+        "  domain  a domain's name, UUID or id; required",
+        "  flags   flag names, comma-separated, or a number; optional, default 0",
+        "          flag names: inactive, migratable, secure, update_cpu",
+    ]
+    assert await ctl_async(env.sock, "call", "domain", "xml", "--help") == run
+    state = await ctl_async(env.sock, "operations", "domain.state")
+    assert state.lines()[-1].split(":", 1)[1].strip() == "none by name: give a number (0: none)"
+    unknown = await ctl_async(env.sock, "operations", "domain.screenshoot")
+    assert (unknown.code, unknown.err) == (
+        ctl.EX_USAGE, "virtmonctl: unknown operation 'domain.screenshoot': did you mean "
+                      "'domain.screenshot'? see `virtmonctl operations`\n")
+
+
+def test_call_help_without_an_operation_is_the_commands_help(short_tmp: Path) -> None:
+    """`call --help` needs no daemon: the command's own help, which says where OP's is."""
+    run = run_ctl(short_tmp / "absent.sock", "call", "--help")
+    assert run.code == ctl.EX_OK
+    assert run.out.startswith("usage: virtmonctl call")
+    assert "`virtmonctl call OPERATION --help`" in run.out
+
+
+def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
+    """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
+    run = run_ctl(short_tmp / "absent.sock", "domian", "test")
+    assert run.code == ctl.EX_USAGE
+    assert run.err.splitlines()[-1] == ("virtmonctl: unknown command 'domian': did you mean "
+                                        "'domain'?")
+
+
+def test_help_states_the_exit_codes() -> None:
+    """`virtmonctl --help` ends with the exit-code contract, 0 to 3."""
+    out = io.StringIO()
+    assert ctl.main(["--help"], stdout=out, stderr=io.StringIO(), environ={}) == ctl.EX_OK
+    codes = out.getvalue().split("exit codes:\n", 1)[1]
+    assert [line.split()[0] for line in codes.splitlines() if line[:3].strip().isdigit()] == [
+        "0", "1", "2", "3", "130"]
+
+
+async def test_event_filters_the_daemon_refuses_exit_2(env: Env) -> None:
+    """`events --kind lifecycl` suggests the kind meant; `--since abc` and a --since after the
+    journal say what is wrong in the command line's words; all exit 2."""
+    kind = await ctl_async(env.sock, "events", "--kind", "lifecycl")
+    assert (kind.code, kind.err) == (
+        ctl.EX_USAGE, "virtmonctl: unknown event kind 'lifecycl': did you mean 'lifecycle'?\n")
+    since = await ctl_async(env.sock, "events", "--since", "abc")
+    assert since.code == ctl.EX_USAGE
+    assert since.err.splitlines()[-1] == ("virtmonctl events: argument --since: must be a whole "
+                                          "number, 0 or more, not 'abc'")
 
 
 async def test_events_since_0_json_prints_journaled_events(env: Env) -> None:
@@ -286,7 +396,7 @@ async def test_permission_denied_exits_3(env: Env) -> None:
             [*DROP_DAC, sys.executable, "-m", "virtmon.ctl", "--socket", str(env.sock), "status"],
             cwd=ROOT, capture_output=True, text=True, timeout=30)
         code, err = proc.returncode, proc.stderr
-    assert code == ctl.EX_NOPERM, err
+    assert code == ctl.EX_UNAVAILABLE, err
     assert err.startswith(f"virtmonctl: cannot reach virtmon at {env.sock}: permission denied")
 
 
@@ -313,13 +423,18 @@ STREAMS = {"overflow": OVERFLOWED, "notices": NOTICES}
 
 class _Stub(http.server.BaseHTTPRequestHandler):
     """A stand-in daemon: an event stream (the one ``domain=`` names in :data:`STREAMS`,
-    overflowing by default), and a 503 problem for everything else."""
+    overflowing by default), a 400 problem for the domain ``bad-request`` and a 503 problem
+    for everything else."""
 
     def do_GET(self) -> None:
         if self.path.startswith("/v1/events"):
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
             body = STREAMS[query.get("domain", ["overflow"])[0]]
             status, kind = 200, "application/x-ndjson"
+        elif self.path.startswith("/v1/domains/bad-request"):
+            status, kind = 400, "application/problem+json"
+            body = json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400,
+                               "detail": "fresh must be 0 or 1"}).encode()
         else:
             status, kind = 503, "application/problem+json"
             body = json.dumps({"type": "about:blank", "title": "Service Unavailable",
@@ -353,12 +468,21 @@ def stub_server(sock: Path) -> Iterator[None]:
 
 
 def test_server_error_exits_1(short_tmp: Path) -> None:
-    """A 5xx problem document prints `virtmonctl: <title>: <detail>` and exits 1."""
+    """A 5xx problem document prints `virtmonctl: <detail>` (no HTTP title) and exits 1."""
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "domains")
-    assert run.code == ctl.EX_SERVER
-    assert run.err == "virtmonctl: Service Unavailable: libvirt is not connected\n"
+    assert run.code == ctl.EX_FAILED
+    assert run.err == "virtmonctl: libvirt is not connected\n"
+
+
+def test_a_request_the_daemon_refuses_as_written_exits_2(short_tmp: Path) -> None:
+    """A 400 problem without libvirt's code (the request itself is wrong) exits 2 with its
+    detail, whatever the command."""
+    sock = short_tmp / "stub.sock"
+    with stub_server(sock):
+        run = run_ctl(sock, "domain", "bad-request")
+    assert (run.code, run.err) == (ctl.EX_USAGE, "virtmonctl: fresh must be 0 or 1\n")
 
 
 def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
@@ -366,7 +490,7 @@ def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "events", "--follow")
-    assert run.code == ctl.EX_REFUSED
+    assert run.code == ctl.EX_FAILED
     [line] = run.lines()
     assert line.split()[0] == "7" and line.split()[2:] == ["a", "lifecycle", "started/booted",
                                                            "synthetic"]
@@ -417,13 +541,14 @@ async def test_events_since_before_a_pruned_journal_warns_of_the_gap_and_goes_on
 
 
 async def test_a_position_after_the_journal_is_refused(env: Env) -> None:
-    """--since after the last journaled event (a reset state directory) is a 400 that says so,
-    never a silent jump to whatever comes next."""
+    """--since after the last journaled event (a reset state directory) is refused in the
+    command line's words (exit 2), never a silent jump to whatever comes next."""
     last = env.daemon.journal.last_seq
     run = await ctl_async(env.sock, "events", "--follow", "--since", str(last + 50))
-    assert run.code == ctl.EX_REFUSED and run.out == ""
-    assert run.err.startswith(f"virtmonctl: Bad Request: since={last + 50} is after the last "
+    assert run.code == ctl.EX_USAGE and run.out == ""
+    assert run.err.startswith(f"virtmonctl: --since {last + 50} is after the last "
                               f"journaled event ({last})")
+    assert run.err.endswith(f"resume with --since {last} or less, or follow without --since\n")
 
 
 def test_stale_socket_exits_3(short_tmp: Path) -> None:
@@ -498,7 +623,6 @@ def test_every_command_has_help() -> None:
     for argv in ([], *([command.name] for command in (*ctl.COMMANDS, *OPERATION_COMMANDS,
                                                        *ALERT_COMMANDS))):
         shown = io.StringIO()
-        with contextlib.redirect_stdout(shown), pytest.raises(SystemExit) as exited:
-            ctl.main([*argv, "--help"], environ={})
-        assert exited.value.code == 0, argv
+        assert ctl.main([*argv, "--help"], stdout=shown, stderr=io.StringIO(),
+                        environ={}) == ctl.EX_OK, argv
         assert shown.getvalue().startswith("usage: virtmonctl"), argv

@@ -7,20 +7,23 @@ Every command is one row of :data:`COMMANDS`: a name, a help line, a function th
 arguments and a function that runs it. A new command (``host``, ``admin ...``, ``start``, ...) is
 one more row.
 
-Exit codes (issue 6): 0 ok; 1 the operation failed (any problem document, 4xx or 5xx, or the
-event stream overflowed); 2 usage (argparse, or arguments that make no sense); 3 cannot connect
-(the socket is missing, refuses, denies access, or the daemon went away); 130 interrupted.
-A closed output pipe (``virtmonctl events | head``) ends the command quietly with 0.
+Exit codes are a contract (:data:`EXIT_CODES`, shown by ``--help``; :mod:`virtmon.ctl_problems`
+decides which problem document is which): 0 ok; 1 the operation failed (libvirt or virtmon said
+no, or the event stream overflowed); 2 the caller's mistake; 3 virtmon cannot be reached;
+130 interrupted. A closed output pipe (``virtmonctl events | head``) ends the command quietly
+with 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -28,22 +31,32 @@ from urllib.parse import quote
 
 from virtmon import __version__
 from virtmon.control.client import ControlClient, Problem, Unreachable
+from virtmon.ctl_problems import (
+    EX_FAILED,
+    EX_OK,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    CtlError,
+    Failed,
+    UsageError,
+    general,
+    suggestion,
+)
+
+__all__ = ["EX_FAILED", "EX_INTERRUPTED", "EX_OK", "EX_UNAVAILABLE", "EX_USAGE", "Failed",
+           "UsageError", "main"]
 
 DEFAULT_SOCKET = "/run/virtmon/virtmon.sock"
 SOCKET_ENV = "VIRTMON_SOCKET"
 
-EX_OK = 0
-EX_FAILED = 1  # the operation failed: a problem document
-EX_REFUSED = EX_FAILED  # a 4xx answer: the caller's request was refused
-EX_SERVER = EX_FAILED  # a 5xx answer: the daemon could not do it
-EX_USAGE = 2  # argparse's own code for a bad command line
-EX_UNAVAILABLE = 3  # cannot connect: the daemon cannot be reached
-EX_NOPERM = EX_UNAVAILABLE  # cannot connect: permission denied on the socket
 EX_INTERRUPTED = 130  # 128 + SIGINT
-
-
-class UsageError(Exception):
-    """A command line argparse accepted but that makes no sense (exit 2)."""
+EXIT_CODES = """exit codes:
+  0  done
+  1  the operation failed: libvirt or virtmon said no (a refused write says how to allow it)
+  2  your mistake: the command line, an unknown operation, argument or flag name, a value of
+     the wrong type, a repeated KEY=VALUE, an event filter the daemon refused
+  3  virtmon cannot be reached (no socket, refused, permission denied, the daemon stopped)
+  130  interrupted (Ctrl-C)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,8 @@ class Command:
     help: str
     run: Callable[[Context, argparse.Namespace], int]
     arguments: Callable[[argparse.ArgumentParser], None] = lambda _parser: None
+    # False: the command reads --help itself (``call OP --help`` asks the daemon about OP).
+    add_help: bool = True
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -216,16 +231,22 @@ def cmd_openapi(ctx: Context, _args: argparse.Namespace) -> int:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return value
 
 
@@ -257,7 +278,7 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
     last: int | None = args.since  # where to resume; unknown until an event or --since
     printed = 0
     try:
-        for raw in ctx.client.stream("/v1/events", query, deadline):
+        for raw in _event_lines(ctx, query, deadline):
             text = raw.decode(errors="replace").rstrip("\r\n")
             try:
                 item = json.loads(text)
@@ -283,6 +304,40 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
         ctx.warn(f"the daemon ended the stream (stopping?){_resume(last)}")
         return EX_UNAVAILABLE
     return EX_OK
+
+
+def _event_lines(ctx: Context, query: list[tuple[str, str]], deadline: float | None
+                 ) -> Iterator[bytes]:
+    """The stream's lines; a filter or position the daemon refuses is the caller's mistake."""
+    try:
+        yield from ctx.client.stream("/v1/events", query, deadline)
+    except Problem as exc:
+        key = exc.document.get("key")
+        if exc.status != 400 or not isinstance(key, str):
+            raise
+        if key == "kind":
+            given = [v for k, v in query if k == "kind"]
+            kinds = event_kinds(ctx)
+            wrong = next((k for k in given if kinds and k not in kinds), given[0] if given
+                         else "")
+            known = suggestion(wrong, kinds) or (
+                f" (known: {', '.join(kinds)})" if kinds else "")
+            raise UsageError(f"unknown event kind {wrong!r}{known}") from None
+        # The daemon names its query parameters; the command line has options for them.
+        detail = re.sub(r"\bsince=", "--since ", exc.detail).replace(
+            "without since", "without --since")
+        raise UsageError(detail if key == "since" else f"--{key}: {detail}") from None
+
+
+def event_kinds(ctx: Context) -> list[str]:
+    """The event kinds the daemon knows (its OpenAPI document lists them); [] if unknown."""
+    try:
+        doc = ctx.client.get("/v1/openapi.json")
+        parameters = doc["paths"]["/v1/events"]["get"]["parameters"]
+        kind = next(p for p in parameters if p.get("name") == "kind")
+        return [str(k) for k in kind["schema"]["items"]["anyOf"][0]["enum"]]
+    except (Problem, Unreachable, KeyError, TypeError, StopIteration):
+        return []
 
 
 def _resume(last: int | None) -> str:
@@ -332,7 +387,7 @@ def _notice(ctx: Context, item: Any, text: str, last: int | None) -> Continue | 
     since = _int(body.get("since"), last)
     if kind == "overflow":
         ctx.warn(f"too slow for the event stream: the daemon disconnected it{_resume(since)}")
-        return EX_REFUSED
+        return EX_FAILED
     if kind == "end":
         ctx.warn(f"the daemon ended the stream (it is stopping){_resume(since)}")
         return EX_UNAVAILABLE
@@ -351,17 +406,34 @@ COMMANDS: tuple[Command, ...] = (
 
 # -- entry point ---------------------------------------------------------------------------------
 
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+class CtlParser(argparse.ArgumentParser):
+    """argparse with a suggestion for a mistyped command or choice ("did you mean ...?")."""
+
+    def error(self, message: str) -> Any:  # NoReturn in argparse: it exits with 2
+        found = INVALID_CHOICE.search(message)
+        if found:
+            choices = re.findall(r"'([^']*)'", found.group(2))
+            what = "command" if re.match(r"argument (COMMAND|WHAT)\b", message) else "choice"
+            hint = suggestion(found.group(1), choices) or f" (one of {', '.join(choices)})"
+            message = f"unknown {what} {found.group(1)!r}{hint}"
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: {message}\n")
+
+
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The command line, built from :data:`COMMANDS`."""
-    top = argparse.ArgumentParser(prog="virtmonctl",
-                                  description="client of the virtmon control socket")
+    top = CtlParser(prog="virtmonctl", description="client of the virtmon control socket",
+                    epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--socket", default=environ.get(SOCKET_ENV) or DEFAULT_SOCKET,
                      help=f"control socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
     top.add_argument("--json", action="store_true", help="JSON output, for scripts")
     top.add_argument("--version", action="version", version=f"virtmonctl {__version__}")
     # --json is accepted after the command too (`virtmonctl events --json`); SUPPRESS keeps a
     # subcommand's absent flag from overwriting the global one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = CtlParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="JSON output, for scripts")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -370,7 +442,7 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     for command in (*COMMANDS, *OPERATION_COMMANDS, *ALERT_COMMANDS):
         child = sub.add_parser(command.name, help=command.help, description=command.help,
-                               parents=[common])
+                               parents=[common], add_help=command.add_help)
         command.arguments(child)
         child.set_defaults(run=command.run)
     return top
@@ -388,28 +460,40 @@ def _quiet_stdout(out: TextIO) -> None:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one ``virtmonctl`` command; the exit code."""
+    """Run one ``virtmonctl`` command; the exit code (see :data:`EXIT_CODES`)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    args = parser(os.environ if environ is None else environ).parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command_line = parser(os.environ if environ is None else environ)
+    try:  # argparse writes to sys.stdout/sys.stderr and exits: here, to ours, with its code
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if not words:
+                command_line.print_help()
+                return EX_OK
+            args = command_line.parse_args(words)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
     ctx = Context(ControlClient(args.socket), args.json, out, err)
     try:
         code: int = args.run(ctx, args)
         return code
     except Problem as exc:
-        ctx.warn(f"{exc.title}: {exc.detail}" if exc.detail else exc.title)
-        return EX_SERVER if exc.status >= 500 else EX_REFUSED
-    except UsageError as exc:
-        ctx.warn(str(exc))
-        return EX_USAGE
+        return _fail(ctx, general(exc))
+    except CtlError as exc:
+        return _fail(ctx, exc)
     except Unreachable as exc:
         ctx.warn(str(exc))
-        return EX_NOPERM if exc.denied else EX_UNAVAILABLE
+        return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except BrokenPipeError:
         _quiet_stdout(out)
         return EX_OK
+
+
+def _fail(ctx: Context, error: CtlError) -> int:
+    ctx.warn(str(error))
+    return error.code
 
 
 if __name__ == "__main__":

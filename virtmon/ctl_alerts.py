@@ -73,7 +73,9 @@ SILENCE_COLUMNS: tuple[Column, ...] = (
 
 
 def _call(ctx: Context, operation: str, **arguments: Any) -> Any:
-    result = ctx.client.call(operation, **{k: v for k, v in arguments.items() if v is not None})
+    from virtmon.ctl_ops import call
+
+    result = call(ctx, operation, {k: v for k, v in arguments.items() if v is not None})
     if ctx.json:
         ctx.document(result)
     return result

@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from virtmon.control.client import Problem, Unreachable
 from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, show, table
+from virtmon.ctl_help import operation_help
+from virtmon.ctl_problems import CtlError, call_problem, suggestion, then
 
 # Lifecycle verbs: the command word -> the operation.
 VERBS = {
@@ -46,12 +49,20 @@ def read_text(path: str) -> str:
 
 
 def assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params)."""
+    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params).
+
+    A key given twice is refused rather than the last one winning silently (``domain=a
+    domain=b`` would act on b: too easy to get wrong for a write)."""
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {item!r}")
+        if key in seen:
+            raise UsageError(f"{key} given twice ({seen[key]!r} and {item!r}): give it once"
+                             + ("; several flags go in one, flags=a,b" if key == "flags" else ""))
+        seen[key] = item
         head, dot, sub = key.partition(".")
         if dot:
             out.setdefault(head, {})[sub] = value_of(text)
@@ -60,43 +71,116 @@ def assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def explained(ctx: Context, operation: str, problem: Problem) -> CtlError:
+    """A problem answered to ``operation`` in the command line's words (exit 1 or 2)."""
+    try:
+        ops = ctx.client.get("/v1/ops")["operations"]
+    except (Problem, Unreachable, KeyError, TypeError):  # it only adds hints to the answer
+        ops = None
+    return call_problem(problem, operation, ops)
+
+
+def call(ctx: Context, operation: str, arguments: Mapping[str, Any]) -> Any:
+    """Run an operation; its result, or :class:`CtlError` in the command line's words."""
+    try:
+        return ctx.client.call(operation, **arguments)
+    except Problem as exc:
+        raise explained(ctx, operation, exc) from None
+
+
 def run(ctx: Context, operation: str, arguments: Mapping[str, Any], done: str = "done") -> int:
     """Run an operation and show its result."""
-    show(ctx, ctx.client.call(operation, **arguments), done)
+    show(ctx, call(ctx, operation, arguments), done)
     return EX_OK
 
 
 # -- call -----------------------------------------------------------------------------------------
 
 def args_call(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("operation", metavar="OPERATION",
+    parser.add_argument("operation", nargs="?", metavar="OPERATION",
                         help="e.g. domain.info, or OBJECT OPERATION: domain info")
     parser.add_argument("rest", nargs="*", metavar="KEY=VALUE",
                         help="arguments: VALUE is JSON if it parses, @FILE reads a file, "
                              "KEY.SUB=VALUE builds an object; flags=live,config")
     parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write a byte result (screenshot, block or memory peek) to FILE")
+    parser.add_argument("-h", "--help", dest="help_operation", action="store_true",
+                        help="show this help, or with OPERATION, the operation's")
+    parser.set_defaults(call_help=parser.format_help)
+    parser.epilog = ("`virtmonctl call OPERATION --help` (or `virtmonctl operations OPERATION`) "
+                     "shows the operation's arguments, their types and flag names, its role "
+                     "and the libvirt functions it calls.")
+
+
+def operation_name(words: Sequence[str]) -> tuple[str, list[str]]:
+    """``domain.info`` or ``domain info`` (and ``block-stats`` for ``block_stats``), and the
+    words after it."""
+    name, rest = words[0], list(words[1:])
+    if "." not in name and rest and "=" not in rest[0]:
+        name = f"{name}.{rest.pop(0)}"
+    return name.replace("-", "_"), rest
 
 
 def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
-    """``call OPERATION [KEY=VALUE ...] [--output FILE]``: any operation of the table."""
-    name, rest = args.operation, list(args.rest)
-    if "." not in name and rest and "=" not in rest[0]:
-        name = f"{name}.{rest.pop(0)}"
-    name = name.replace("-", "_")
+    """``call OPERATION [KEY=VALUE ...] [--output FILE]``: any operation of the table;
+    ``call OPERATION --help``: its help."""
+    if args.operation is None:
+        if args.help_operation:
+            ctx.out.write(args.call_help())
+            return EX_OK
+        raise UsageError("call needs an OPERATION; `virtmonctl operations` lists them")
+    name, rest = operation_name([args.operation, *args.rest])
+    if args.help_operation:
+        try:
+            return show_operation(ctx, name)
+        except Unreachable:
+            ctx.out.write(args.call_help())  # the generic part, then why OP's is missing
+            raise
     if args.output is None:
         return run(ctx, name, assignments(rest))
     try:  # an operation that returns no bytes is refused (406) before it runs
         data = ctx.client.call_bytes(name, **assignments(rest))
     except ValueError as exc:
         raise UsageError(f"{exc}: --output is for screenshots and peeks") from None
+    except Problem as exc:
+        if exc.status == 406:
+            raise UsageError(f"{name} does not return bytes: --output is for screenshots and "
+                             "peeks") from None
+        raise explained(ctx, name, exc) from None
     args.output.write_bytes(data)
     ctx.line(f"{len(data)} bytes written to {args.output}")
     return EX_OK
 
 
-def cmd_operations(ctx: Context, _args: argparse.Namespace) -> int:
-    """``operations``: every operation with its role and parameters."""
+def args_operations(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("operation", nargs="*", metavar="OPERATION",
+                        help="one operation's help (domain.info, or domain info)")
+
+
+def show_operation(ctx: Context, name: str) -> int:
+    """One operation's help, from the daemon's table."""
+    ops = ctx.client.get("/v1/ops")["operations"]
+    row = next((o for o in ops if o.get("name") == name), None)
+    if row is None:
+        names = [str(o.get("name")) for o in ops]
+        raise UsageError(then(f"unknown operation {name!r}{suggestion(name, names)}",
+                              "see `virtmonctl operations`"))
+    if ctx.json:
+        ctx.document(row)
+    else:
+        for text in operation_help(row):
+            ctx.line(text)
+    return EX_OK
+
+
+def cmd_operations(ctx: Context, args: argparse.Namespace) -> int:
+    """``operations [OPERATION]``: every operation with its role and parameters, or one
+    operation's help."""
+    if args.operation:
+        name, rest = operation_name(args.operation)
+        if rest:
+            raise UsageError(f"operations takes one operation, not {' '.join(rest)!r}")
+        return show_operation(ctx, name)
     doc = ctx.client.get("/v1/ops")
     if ctx.json:
         ctx.document(doc)
@@ -178,7 +262,7 @@ def cmd_host(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_interfaces(ctx: Context, _args: argparse.Namespace) -> int:
     """``interfaces``: host interfaces."""
-    result = ctx.client.call("interface.list")
+    result = call(ctx, "interface.list", {})
     if ctx.json:
         ctx.document(result)
         return EX_OK
@@ -250,8 +334,8 @@ def _clients(ctx: Context, args: argparse.Namespace) -> int:
 
 def _logging(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "get":
-        result = {"filters": ctx.client.call("admin.logging_filters_get"),
-                  "outputs": ctx.client.call("admin.logging_outputs_get")}
+        result = {"filters": call(ctx, "admin.logging_filters_get", {}),
+                  "outputs": call(ctx, "admin.logging_outputs_get", {})}
         show(ctx, result)
         return EX_OK
     values = assignments(args.rest)
@@ -259,7 +343,7 @@ def _logging(ctx: Context, args: argparse.Namespace) -> int:
     if unknown or not values:
         raise UsageError("logging set takes filters=... and/or outputs=...")
     for key, text in values.items():
-        ctx.client.call(f"admin.logging_{key}_set", **{key: str(text)})
+        call(ctx, f"admin.logging_{key}_set", {key: str(text)})
     show(ctx, None)
     return EX_OK
 
@@ -271,8 +355,10 @@ def cmd_admin(ctx: Context, args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("call", "run any operation: call OPERATION [KEY=VALUE ...]", cmd_call, args_call),
-    Command("operations", "every operation with its role and arguments", cmd_operations),
+    Command("call", "run any operation: call OPERATION [KEY=VALUE ...]", cmd_call, args_call,
+            add_help=False),
+    Command("operations", "every operation with its role and arguments; with OPERATION, its "
+            "help", cmd_operations, args_operations),
     *(verb_command(verb) for verb in VERBS),
     Command("define", "define a domain from an XML file", cmd_define, args_define),
     Command("set-memory", "set a domain's memory in KiB", cmd_set_memory,

@@ -150,7 +150,7 @@ async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
     assert out.read_bytes() == direct and "256 bytes written" in run.out
     refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
                               "--output", str(out))
-    assert refused.code == ctl.EX_FAILED and "does not return bytes" in refused.err
+    assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err
 
 
 async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(
