@@ -31,7 +31,7 @@ import libvirt
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
-from virtmon import ctl
+from virtmon import ctl, ctl_format
 from virtmon.app import Daemon
 
 URI = "test:///default"
@@ -253,6 +253,128 @@ def test_call_help_without_an_operation_is_the_commands_help(short_tmp: Path) ->
     assert run.code == ctl.EX_OK
     assert run.out.startswith("usage: virtmonctl call")
     assert "`virtmonctl call OPERATION --help`" in run.out
+
+
+async def test_a_list_of_objects_is_a_table_with_units(env: Env) -> None:
+    """`call domain.vcpus` prints a table (no Python reprs), CPU time with a unit and its
+    header without the unit suffix; --json keeps the exact nanoseconds."""
+    run = await ctl_async(env.sock, "call", "domain.vcpus", "domain=test")
+    assert run.code == ctl.EX_OK, run.err
+    header, *rows = run.lines()
+    assert header.split() == ["NUMBER", "STATE", "CPU_TIME", "CPU", "AFFINITY"]
+    assert rows and "{" not in run.out
+    exact = json.loads((await ctl_async(env.sock, "--json", "call", "domain.vcpus",
+                                        "domain=test")).out)["vcpus"]
+    assert [row.split()[0] for row in rows] == [str(v["number"]) for v in exact]
+    assert isinstance(exact[0]["cpu_time_ns"], int)
+    assert rows[0].split()[2][-1] in "smhd"  # 2d 1h, 3h 20m, 15 s ...
+
+
+async def test_domain_memory_in_human_units_and_exact_under_json(env: Env) -> None:
+    """`domain test --fresh` shows memory in GiB/MiB under a key without `_kib`; --json has
+    the KiB."""
+    run = await ctl_async(env.sock, "domain", "test", "--fresh")
+    assert run.code == ctl.EX_OK, run.err
+    exact = json.loads((await ctl_async(env.sock, "domain", "test", "--fresh", "--json")).out)
+    shown = dict(line.split(None, 1) for line in run.lines())
+    assert shown["max_memory"] == ctl_format.human_bytes(exact["max_memory_kib"] * 1024)
+    assert shown["max_memory"].endswith(("KiB", "MiB", "GiB"))
+    assert "max_memory_kib" not in shown
+
+
+async def test_an_inactive_domain_shows_its_id_as_a_dash(env: Env) -> None:
+    """A defined, shut-off domain's id (-1 for libvirt) is `-` in `domains`, as virsh shows."""
+    name = fresh_name()
+    conn = await asyncio.to_thread(libvirt.open, URI)
+    dom = await asyncio.to_thread(conn.defineXML, DOMAIN_XML.format(name=name))
+    try:
+        await journaled(env.sock, name, 1)
+        run = await ctl_async(env.sock, "domains")
+        row = next(line.split() for line in run.lines() if line.split()[0] == name)
+        assert row[1:3] == ["shutoff", "-"]
+    finally:
+        await asyncio.to_thread(dom.undefine)
+        await asyncio.to_thread(conn.close)
+
+
+async def test_status_with_units_times_ago_and_event_kinds_by_name(env: Env) -> None:
+    """`status` shows the interval with its unit, start time with how long ago, and the
+    registered event ids by kind name; --json keeps the numbers."""
+    run = await ctl_async(env.sock, "status")
+    shown = dict(line.split(None, 1) for line in run.lines())
+    exact = json.loads((await ctl_async(env.sock, "--json", "status")).out)
+    assert shown["collection.interval"] == "1 s" and exact["collection"]["interval"] == 1.0
+    assert shown["started_at"].endswith("s ago)")
+    ids = exact["libvirt"]["event_ids"]
+    assert shown["libvirt.event_ids"] == (
+        f"{len(ids)}: " + ", ".join(ctl_format.event_kind(i) for i in ids))
+    assert shown["libvirt.event_ids"].startswith(f"{len(ids)}: lifecycle, reboot, ")
+
+
+def test_the_event_kind_table_is_the_catalogs() -> None:
+    """virtmonctl's names of event ids (it cannot import libvirt) are the catalog's."""
+    from virtmon.events.catalog import domain_event_ids, kind_name
+
+    assert {i: ctl_format.event_kind(i) for i in domain_event_ids()} == {
+        i: kind_name(i) for i in domain_event_ids()}
+
+
+def test_units_and_relative_times() -> None:
+    """Bytes in binary units, durations with units, times as how long ago or to come."""
+    assert [ctl_format.human_bytes(n) for n in (512, 1536, 8 << 20, 3 << 30)] == [
+        "512 B", "1.5 KiB", "8 MiB", "3 GiB"]
+    assert [ctl_format.human_seconds(s) for s in (0.00085, 0.00118397, 15, 125, 7260)] == [
+        "850 µs", "1.18 ms", "15 s", "2m 5s", "2h 1m"]
+    assert [ctl_format.ago(t, now=1000.0) for t in (895.0, 700.0, 1020.0)] == [
+        "105s ago", "5m ago", "in 20s"]
+
+
+async def test_events_n_gives_the_newest_and_follows_on(env: Env) -> None:
+    """`events -n 2 --domain X` prints X's newest two events, `-n 1` the journal's last;
+    `-n 1 --follow` prints the newest, then a live one."""
+    name = fresh_name()
+    await asyncio.to_thread(cycle_domain, name)
+    events = await journaled(env.sock, name, 4)
+    two = await ctl_async(env.sock, "events", "-n", "2", "--domain", name, "--json")
+    assert [e["seq"] for e in two.json_lines()] == [e["seq"] for e in events[-2:]]
+    last = await ctl_async(env.sock, "events", "-n", "1", "--json")
+    assert [e["seq"] for e in last.json_lines()] == [env.daemon.journal.last_seq]
+    before = len(env.daemon.bus._subscriptions)
+    follower = asyncio.ensure_future(ctl_async(
+        env.sock, "events", "-n", "1", "--follow", "--domain", name, "--count", "1",
+        "--timeout", "30", "--json"))
+    await wait_for_subscribers(env.daemon, before + 1)
+    await asyncio.to_thread(cycle_domain, name)
+    run = await asyncio.wait_for(follower, 30)
+    assert run.code == ctl.EX_OK, run.err
+    old, new = run.json_lines()
+    assert old["seq"] == events[-1]["seq"]
+    assert (new["name"], new["seq"] > old["seq"]) == ("defined", True)
+
+
+def test_alone_it_prints_its_help(short_tmp: Path) -> None:
+    """`virtmonctl` without a command prints its help (and the exit codes), exit 0."""
+    out = io.StringIO()
+    assert ctl.main([], stdout=out, stderr=io.StringIO(), environ={}) == ctl.EX_OK
+    assert out.getvalue().startswith("usage: virtmonctl") and "exit codes:" in out.getvalue()
+
+
+async def test_both_tools_answer_version(env: Env) -> None:
+    """`virtmon --version`, `virtmon version`, `virtmonctl --version` and `virtmonctl
+    version` (which names the daemon's too) all give the package's version."""
+    from virtmon import __version__
+
+    script = Path(sys.executable).parent / "virtmon"
+    for argv, expected in ((["--version"], f"virtmon {__version__}\n"),
+                           (["version"], f"{__version__}\n")):
+        proc = await asyncio.to_thread(subprocess.run, [str(script), *argv],
+                                       capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout) == (0, expected), argv
+    client = await ctl_async(env.sock, "--version")
+    assert (client.code, client.out) == (0, f"virtmonctl {__version__}\n")
+    both = await ctl_async(env.sock, "version")
+    assert both.lines() == [f"virtmonctl {__version__}",
+                            f"virtmon {__version__} (the daemon at {env.sock})"]
 
 
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:

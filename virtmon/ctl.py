@@ -23,14 +23,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from virtmon import __version__
 from virtmon.control.client import ControlClient, Problem, Unreachable
+from virtmon.ctl_format import iso_time, lines_of, scalar, table
 from virtmon.ctl_problems import (
     EX_FAILED,
     EX_OK,
@@ -97,70 +98,13 @@ class Command:
 
 # -- formatting ----------------------------------------------------------------------------------
 
-TIME_KEYS = ("_at", "_since", "last_success", "time")
-
-
-def iso_time(seconds: float) -> str:
-    """A Unix time as local ISO 8601 with its UTC offset, to the millisecond."""
-    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
-
-
-def _scalar(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)) and key.endswith(TIME_KEYS) and value > 0:
-        return iso_time(float(value))
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        return ", ".join(_scalar("", v) for v in value) or "-"
-    return str(value)
-
-
-def flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:
-    """Nested objects as ``(dotted.key, text)`` rows; times (``*_at``, ``*_since``) as ISO."""
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            yield from flatten(value, name + ".")
-        else:
-            yield name, _scalar(name, value if value != {} else None)
-
-
-def key_values(doc: Mapping[str, Any]) -> list[str]:
-    """An object as aligned ``key  value`` lines."""
-    rows = list(flatten(doc))
-    width = max((len(k) for k, _ in rows), default=0)
-    return [f"{k.ljust(width)}  {v}" for k, v in rows]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Rows in columns as wide as their widest cell."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in [headers, *rows]]
-
-
 def show(ctx: Context, result: Any, done: str = "done") -> None:
     """A result for people (or as JSON with --json)."""
     if ctx.json:
         ctx.document(result)
-    elif result is None:
-        ctx.line(done)
-    elif isinstance(result, str):
-        ctx.line(result.rstrip("\n"))
-    elif isinstance(result, Mapping):
-        for text in key_values(result) or ["-"]:
-            ctx.line(text)
-    elif isinstance(result, list) and result and all(isinstance(r, Mapping) for r in result):
-        columns = list(dict.fromkeys(k for r in result for k in r))
-        rows = [[_scalar(c, r.get(c)) for c in columns] for r in result]
-        for text in table([c.upper() for c in columns], rows):
-            ctx.line(text)
-    else:
-        ctx.line(_scalar("", result))
+        return
+    for text in lines_of(result, done):
+        ctx.line(text)
 
 
 def event_line(event: Mapping[str, Any]) -> str:
@@ -193,7 +137,7 @@ def cmd_domains(ctx: Context, _args: argparse.Namespace) -> int:
         ctx.document(doc)
         return EX_OK
     domains = sorted(doc.get("domains", []), key=lambda d: str(d.get("name")))
-    rows = [[_scalar(c, d.get(c)) for c in DOMAIN_COLUMNS] for d in domains]
+    rows = [[scalar(c, d.get(c)) for c in DOMAIN_COLUMNS] for d in domains]
     for text in table([c.upper() for c in DOMAIN_COLUMNS], rows):
         ctx.line(text)
     return EX_OK
@@ -221,6 +165,18 @@ def cmd_domain(ctx: Context, args: argparse.Namespace) -> int:
     else:
         doc = ctx.client.domain(args.domain)
     show(ctx, doc)
+    return EX_OK
+
+
+def cmd_version(ctx: Context, _args: argparse.Namespace) -> int:
+    """``version``: this client's version, then the daemon's (exit 3 if it cannot be reached)."""
+    if ctx.json:
+        ctx.document({"virtmonctl": __version__,
+                      "virtmon": ctx.client.get("/v1/status").get("version")})
+        return EX_OK
+    ctx.line(f"virtmonctl {__version__}")
+    ctx.line(f"virtmon {ctx.client.get('/v1/status').get('version')} (the daemon at "
+             f"{ctx.client.path})")
     return EX_OK
 
 
@@ -259,19 +215,65 @@ def args_events(parser: argparse.ArgumentParser) -> None:
                         help="only this domain (repeatable)")
     parser.add_argument("--kind", action="append", metavar="KIND",
                         help="only this kind, e.g. lifecycle (repeatable)")
+    parser.add_argument("-n", "--lines", type=_non_negative_int, metavar="N",
+                        help="the newest N events (like journalctl -n); with --follow, then "
+                             "the live ones")
     parser.add_argument("--count", type=_non_negative_int, metavar="N",
                         help="stop after N events (exit 0)")
     parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                         help="stop after SECONDS (exit 0)")
 
 
-def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
-    """``events``: the journal and, with ``--follow``, the live stream, one line per event."""
-    query: list[tuple[str, str]] = [("follow", "1" if args.follow else "0")]
-    if args.since is not None:
-        query.append(("since", str(args.since)))
+def _query(args: argparse.Namespace, follow: bool, since: int | None
+           ) -> list[tuple[str, str]]:
+    query: list[tuple[str, str]] = [("follow", "1" if follow else "0")]
+    if since is not None:
+        query.append(("since", str(since)))
     query += [("domain", d) for d in args.domain or ()]
     query += [("kind", k) for k in args.kind or ()]
+    return query
+
+
+def _event(text: str) -> dict[str, Any] | None:
+    """A line of the stream as an event; None for a notice (or anything else)."""
+    try:
+        item = json.loads(text)
+    except ValueError:
+        return None
+    return item if isinstance(item, dict) and "seq" in item else None
+
+
+def print_newest(ctx: Context, args: argparse.Namespace) -> int:
+    """``events -n N``: the newest N events that match, oldest first; the position after which
+    the live ones follow (the journal's end when the read began, or the last one printed).
+
+    Without filters the read starts N before the journal's end; with them the whole journal
+    (from ``--since``) is read and only the last N kept. Retention gaps are not reported: no
+    position was asked for."""
+    end = int(ctx.client.get("/v1/status")["journal"]["last_seq"])
+    since = args.since
+    if since is None and not (args.domain or args.kind):
+        since = max(end - args.lines, 0)
+    newest: deque[tuple[int, str]] = deque(maxlen=args.lines)
+    for raw in _event_lines(ctx, _query(args, False, since), None):
+        text = raw.decode(errors="replace").rstrip("\r\n")
+        event = _event(text)
+        if event is not None:
+            newest.append((int(event["seq"]), text if ctx.json else event_line(event)))
+    for _seq, text in newest:
+        ctx.line(text)
+    return max([end, *(seq for seq, _ in newest)])
+
+
+def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
+    """``events``: the journal and, with ``--follow``, the live stream, one line per event;
+    ``-n N`` starts with the newest N."""
+    if args.lines is not None:
+        position = print_newest(ctx, args)
+        if not args.follow:
+            return EX_OK
+        args = argparse.Namespace(**{**vars(args), "since": position, "lines": None})
+    query = _query(args, args.follow, args.since)
     if args.count == 0:
         return EX_OK
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -401,6 +403,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("domain", "one domain by name, UUID or id", cmd_domain, args_domain),
     Command("events", "journaled events; --follow for live ones", cmd_events, args_events),
     Command("openapi", "the control API's OpenAPI document", cmd_openapi),
+    Command("version", "virtmonctl's version and the daemon's", cmd_version),
 )
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from virtmon.control.client import Problem, Unreachable
-from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, show, table
+from virtmon.ctl import EX_OK, Command, Context, UsageError, show
+from virtmon.ctl_format import scalar, table
 from virtmon.ctl_help import operation_help
 from virtmon.ctl_problems import CtlError, call_problem, suggestion, then
 
@@ -266,7 +267,7 @@ def cmd_interfaces(ctx: Context, _args: argparse.Namespace) -> int:
     if ctx.json:
         ctx.document(result)
         return EX_OK
-    rows = [[i["name"], i["mac"] or "-", _scalar("", i["active"])] for i in result["interfaces"]]
+    rows = [[i["name"], i["mac"] or "-", scalar("", i["active"])] for i in result["interfaces"]]
     for text in table(["NAME", "MAC", "ACTIVE"], sorted(rows)):
         ctx.line(text)
     return EX_OK

@@ -34,8 +34,10 @@ async def test_every_alerts_command(short_tmp: Path) -> None:
         env.crash("web-1")
         await env.alert("web-1", "firing")
         code, out, _ = await ctl_run(env, "alerts", "list", "--state", "firing")
-        assert code == 0 and out.splitlines()[0].split()[:2] == ["FINGERPRINT", "STATE"]
+        assert code == 0 and out.splitlines()[0].split()[:2] == ["STATE", "SEVERITY"]
+        assert out.splitlines()[0].split()[-1] == "FINGERPRINT"
         assert "web-1" in out and "by 1" in out and "Crash" in out
+        assert " ago " in out.splitlines()[1]  # STARTED: how long ago, not a signed offset
         code, out, _ = await ctl_run(env, "alerts", "list", "--json")
         [alert] = json.loads(out)["alerts"]
         assert alert["domain"] == "web-1" and alert["silenced"] is True
