@@ -377,6 +377,38 @@ async def test_both_tools_answer_version(env: Env) -> None:
                             f"virtmon {__version__} (the daemon at {env.sock})"]
 
 
+async def test_domain_shows_what_dominfo_shows_with_or_without_fresh(env: Env) -> None:
+    """`domain test` shows virsh dominfo's fields (OS type, state with its reason by name,
+    vCPUs, memory in units, persistent, autostart, managed save), and `--fresh` the same."""
+    run = await ctl_async(env.sock, "domain", "test")
+    assert run.code == ctl.EX_OK, run.err
+    shown = dict(line.split(None, 1) for line in run.lines())
+    assert list(shown) == ["id", "name", "uuid", "os_type", "state", "vcpus", "cpu_time",
+                           "max_memory", "memory", "persistent", "autostart", "managed_save"]
+    info = json.loads((await ctl_async(env.sock, "--json", "call", "domain.state",
+                                       "domain=test")).out)
+    assert shown["state"] == f"{info['state']['name']} ({info['reason']['name']})"
+    assert (shown["persistent"], shown["autostart"]) == ("yes", "no")
+    fresh = await ctl_async(env.sock, "domain", "test", "--fresh")
+    assert [line.split(None, 1)[0] for line in fresh.lines()] == list(shown)
+
+
+async def test_domains_fresh_asks_libvirt(env: Env) -> None:
+    """`domains --fresh` lists libvirt's domains now (it used to be refused), as a table."""
+    run = await ctl_async(env.sock, "domains", "--fresh")
+    assert run.code == ctl.EX_OK, run.err
+    test_row = next(line.split() for line in run.lines()[1:] if line.split()[0] == "test")
+    assert test_row[1] == "running"
+    assert json.loads((await ctl_async(env.sock, "--json", "domains", "--fresh")).out)["fresh"]
+
+
+async def test_a_mistyped_verb_exits_2_with_a_suggestion(env: Env) -> None:
+    """`domain suspnd test` names the verb meant (exit 2)."""
+    run = await ctl_async(env.sock, "domain", "suspnd", "test")
+    assert run.code == ctl.EX_USAGE
+    assert run.err.startswith("virtmonctl: unknown verb 'suspnd': did you mean 'suspend'? ")
+
+
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
     """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
     run = run_ctl(short_tmp / "absent.sock", "domian", "test")

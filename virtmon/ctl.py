@@ -42,6 +42,7 @@ from virtmon.ctl_problems import (
     UsageError,
     general,
     suggestion,
+    text_of,
 )
 
 __all__ = ["EX_FAILED", "EX_INTERRUPTED", "EX_OK", "EX_UNAVAILABLE", "EX_USAGE", "Failed",
@@ -130,9 +131,13 @@ def cmd_status(ctx: Context, _args: argparse.Namespace) -> int:
 DOMAIN_COLUMNS = ("name", "state", "id", "persistent", "uuid")
 
 
-def cmd_domains(ctx: Context, _args: argparse.Namespace) -> int:
-    """``domains``: every domain, from the daemon's inventory."""
-    doc = ctx.client.get("/v1/domains")
+def args_domains(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fresh", action="store_true", help="ask libvirt, not the inventory")
+
+
+def cmd_domains(ctx: Context, args: argparse.Namespace) -> int:
+    """``domains [--fresh]``: every domain, from the daemon's inventory (or libvirt)."""
+    doc = ctx.client.get("/v1/domains", [("fresh", "1")] if args.fresh else [])
     if ctx.json:
         ctx.document(doc)
         return EX_OK
@@ -152,20 +157,58 @@ def args_domain(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_domain(ctx: Context, args: argparse.Namespace) -> int:
-    """``domain [VERB] NAME|UUID|ID``: one domain, or a lifecycle verb on it."""
+    """``domain [VERB] NAME|UUID|ID``: one domain (what ``virsh dominfo`` shows), or a
+    lifecycle verb on it."""
     if args.verb is not None:
         from virtmon.ctl_ops import VERBS, run
 
         if args.verb not in VERBS:
-            raise UsageError(f"unknown verb {args.verb!r} (one of {', '.join(VERBS)})")
+            raise UsageError(f"unknown verb {args.verb!r}{suggestion(args.verb, VERBS)} "
+                             f"(one of {', '.join(VERBS)})")
         return run(ctx, VERBS[args.verb], {"domain": args.domain},
                    f"{args.domain}: {args.verb} done")
     if args.fresh:
         doc = ctx.client.get("/v1/domains/" + quote(args.domain, safe=""), [("fresh", "1")])
     else:
         doc = ctx.client.domain(args.domain)
-    show(ctx, doc)
+    if ctx.json:
+        ctx.document(doc)
+        return EX_OK
+    show(ctx, domain_info(ctx, doc))
     return EX_OK
+
+
+# What ``domain NAME`` shows beside the name, UUID and id: (label, operation, how to show it).
+DOMINFO: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("os_type", "domain.os_type", lambda r: r),
+    ("state", "domain.state",
+     lambda r: f"{r['state']['name']} ({r['reason']['name']})"),
+    ("vcpus", "domain.info", lambda r: r["vcpus"]),
+    ("cpu_time_ns", "domain.info", lambda r: r["cpu_time_ns"]),
+    ("max_memory_kib", "domain.info", lambda r: r["max_memory_kib"]),
+    ("memory_kib", "domain.info", lambda r: r["memory_kib"]),
+    ("persistent", "domain.is_persistent", lambda r: r),
+    ("autostart", "domain.autostart", lambda r: r),
+    ("managed_save", "domain.has_managed_save", lambda r: r),
+)
+
+
+def domain_info(ctx: Context, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields ``virsh dominfo`` shows, asked of libvirt by the domain's UUID (the same
+    with or without ``--fresh``); what libvirt cannot answer now is ``-``, with a warning."""
+    shown: dict[str, Any] = {"id": doc.get("id"), "name": doc.get("name"),
+                             "uuid": doc.get("uuid")}
+    results: dict[str, Any] = {}
+    for label, operation, pick in DOMINFO:
+        if operation not in results:
+            try:
+                results[operation] = ctx.client.call(operation, domain=str(doc.get("uuid")))
+            except Problem as exc:
+                results[operation] = None
+                ctx.warn(f"{operation}: {text_of(exc)}")
+        result = results[operation]
+        shown[label] = None if result is None else pick(result)
+    return shown
 
 
 def cmd_version(ctx: Context, _args: argparse.Namespace) -> int:
@@ -399,7 +442,8 @@ def _notice(ctx: Context, item: Any, text: str, last: int | None) -> Continue | 
 
 COMMANDS: tuple[Command, ...] = (
     Command("status", "the daemon's state: libvirt connection, collection, journal", cmd_status),
-    Command("domains", "every domain: name, state, id, persistent, UUID", cmd_domains),
+    Command("domains", "every domain: name, state, id, persistent, UUID", cmd_domains,
+            args_domains),
     Command("domain", "one domain by name, UUID or id", cmd_domain, args_domain),
     Command("events", "journaled events; --follow for live ones", cmd_events, args_events),
     Command("openapi", "the control API's OpenAPI document", cmd_openapi),
