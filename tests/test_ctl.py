@@ -409,6 +409,27 @@ async def test_a_mistyped_verb_exits_2_with_a_suggestion(env: Env) -> None:
     assert run.err.startswith("virtmonctl: unknown verb 'suspnd': did you mean 'suspend'? ")
 
 
+async def test_set_memory_takes_units(short_tmp: Path) -> None:
+    """`set-memory NAME 4M --config` sets 4096 KiB (a bare number is KiB, as virsh setmem);
+    a size it cannot read exits 2."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": URI}, control={"allow_write": True})
+    async with running_daemon(cfg):
+        sock = short_tmp / "control.sock"
+        name = fresh_name()
+        conn = await asyncio.to_thread(libvirt.open, URI)
+        dom = await asyncio.to_thread(conn.defineXML, DOMAIN_XML.format(name=name))
+        try:
+            for size, kib in (("4M", 4096), ("1.5MiB", 1536), ("6000", 6000)):
+                run = await ctl_async(sock, "set-memory", name, size, "--config")
+                assert run.code == ctl.EX_OK, run.err
+                assert (await asyncio.to_thread(dom.info))[2] == kib, size
+            refused = await ctl_async(sock, "set-memory", name, "lots", "--config")
+            assert refused.code == ctl.EX_USAGE and "not a size: 'lots'" in refused.err
+        finally:
+            await asyncio.to_thread(dom.undefine)
+            await asyncio.to_thread(conn.close)
+
+
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
     """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
     run = run_ctl(short_tmp / "absent.sock", "domian", "test")

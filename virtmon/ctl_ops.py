@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -220,10 +222,36 @@ def cmd_define(ctx: Context, args: argparse.Namespace) -> int:
     return run(ctx, "domain.define", {"xml": read_text(args.file)})
 
 
+# Size units as virsh takes them: binary for K/M/G/T and KiB..., decimal for KB/MB/GB/TB.
+SIZE_UNITS = {"": 1024, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
+              "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+              "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def size_kib(text: str) -> int:
+    """A memory size as KiB: a bare number is KiB (as virsh setmem), else with a unit (512M,
+    1G, 1GiB, 2GB), rounded up to a whole KiB."""
+    found = SIZE_RE.match(text)
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (KiB, or with a unit: 512M, 1G, 1GiB, 2GB)")
+    return math.ceil(float(found.group(1)) * SIZE_UNITS[unit] / 1024)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
+    return int(text)
+
+
 def args_set_number(unit: str) -> Any:
     def add(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("domain", metavar="NAME|UUID|ID")
-        parser.add_argument("value", type=int, metavar=unit)
+        parser.add_argument("value", type=size_kib if unit == "SIZE" else _count, metavar=unit,
+                            help="KiB, or with a unit: 512M, 1G, 1GiB, 2GB" if unit == "SIZE"
+                            else None)
         parser.add_argument("--live", action="store_true", help="the running domain")
         parser.add_argument("--config", action="store_true", help="the persistent definition")
         parser.add_argument("--maximum", action="store_true", help="the maximum, not current")
@@ -235,7 +263,7 @@ def _affect(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_set_memory(ctx: Context, args: argparse.Namespace) -> int:
-    """``set-memory NAME KIB``."""
+    """``set-memory NAME SIZE`` (KiB, or with a unit)."""
     return run(ctx, "domain.set_memory", {"domain": args.domain, "memory_kib": args.value,
                                           "flags": _affect(args)})
 
@@ -362,8 +390,8 @@ COMMANDS: tuple[Command, ...] = (
             "help", cmd_operations, args_operations),
     *(verb_command(verb) for verb in VERBS),
     Command("define", "define a domain from an XML file", cmd_define, args_define),
-    Command("set-memory", "set a domain's memory in KiB", cmd_set_memory,
-            args_set_number("KIB")),
+    Command("set-memory", "set a domain's memory: KiB, or with a unit (512M, 1G)",
+            cmd_set_memory, args_set_number("SIZE")),
     Command("set-vcpus", "set a domain's vCPU count", cmd_set_vcpus, args_set_number("COUNT")),
     Command("host", "facts about the host (info by default)", cmd_host, args_host),
     Command("interfaces", "host network interfaces", cmd_interfaces),
