@@ -545,6 +545,17 @@ def test_missing_socket_exits_3(short_tmp: Path) -> None:
     assert run.err.startswith(f"virtmonctl: cannot reach virtmon at {sock}: no such socket")
 
 
+def test_a_socket_path_that_is_no_socket_says_so(short_tmp: Path) -> None:
+    """--socket naming a file or a directory: "not a socket but a file/a directory", exit 3."""
+    a_file = short_tmp / "virtmon.toml"
+    a_file.write_text("")
+    for path, what in ((a_file, "a file"), (short_tmp, "a directory")):
+        run = run_ctl(path, "status")
+        assert run.code == ctl.EX_UNAVAILABLE
+        assert run.err.startswith(f"virtmonctl: cannot reach virtmon at {path}: not a socket "
+                                  f"but {what} ")
+
+
 def test_socket_from_the_environment(short_tmp: Path) -> None:
     """Without --socket, VIRTMON_SOCKET chooses the socket."""
     err = io.StringIO()
