@@ -247,6 +247,20 @@ async def test_one_operations_help_from_the_daemons_table(env: Env) -> None:
                       "'domain.screenshot'? see `virtmonctl operations`\n")
 
 
+async def test_operations_by_area_glob_and_role(env: Env) -> None:
+    """`operations interface` lists only interface.*, `operations '*memory*' --role write` only
+    the write operations whose name matches; --json filters alike."""
+    area = await ctl_async(env.sock, "operations", "interface")
+    assert area.code == ctl.EX_OK, area.err
+    names = [line.split()[0] for line in area.lines()[1:]]
+    assert names and all(n.startswith("interface.") for n in names)
+    assert "interface.list" in names
+    glob = await ctl_async(env.sock, "--json", "operations", "*memory*", "--role", "write")
+    ops = json.loads(glob.out)["operations"]
+    assert ops and all("memory" in o["name"] and o["role"] == "write" for o in ops)
+    assert "domain.set_memory" in {o["name"] for o in ops}
+
+
 def test_call_help_without_an_operation_is_the_commands_help(short_tmp: Path) -> None:
     """`call --help` needs no daemon: the command's own help, which says where OP's is."""
     run = run_ctl(short_tmp / "absent.sock", "call", "--help")

@@ -8,6 +8,7 @@ of virtmonctl it uses the standard library only.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import re
@@ -156,8 +157,12 @@ def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def args_operations(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("operation", nargs="*", metavar="OPERATION",
-                        help="one operation's help (domain.info, or domain info)")
+    parser.add_argument("operation", nargs="*", metavar="OPERATION|AREA|GLOB",
+                        help="one operation's help (domain.info, or domain info); or only "
+                             "the operations of an area (domain, host, interface, admin, "
+                             "alerts) or matching a glob ('*memory*')")
+    parser.add_argument("--role", choices=("read", "write", "admin"),
+                        help="only the operations that need this role")
 
 
 def show_operation(ctx: Context, name: str) -> int:
@@ -179,18 +184,30 @@ def show_operation(ctx: Context, name: str) -> int:
 def cmd_operations(ctx: Context, args: argparse.Namespace) -> int:
     """``operations [OPERATION]``: every operation with its role and parameters, or one
     operation's help."""
+    doc = ctx.client.get("/v1/ops")
+    ops = doc["operations"]
+    areas = {str(o["name"]).partition(".")[0] for o in ops}
     if args.operation:
         name, rest = operation_name(args.operation)
         if rest:
             raise UsageError(f"operations takes one operation, not {' '.join(rest)!r}")
-        return show_operation(ctx, name)
-    doc = ctx.client.get("/v1/ops")
+        if name in areas:
+            ops = [o for o in ops if str(o["name"]).startswith(name + ".")]
+        elif any(c in name for c in "*?["):
+            ops = [o for o in ops if fnmatch.fnmatchcase(str(o["name"]), name)]
+        else:
+            return show_operation(ctx, name)
+    if args.role is not None:
+        ops = [o for o in ops if o["role"] == args.role]
     if ctx.json:
-        ctx.document(doc)
+        ctx.document({**doc, "operations": ops})
+        return EX_OK
+    if not ops:
+        ctx.warn("no operation matches")
         return EX_OK
     rows = [[o["name"], o["role"], " ".join(p["name"] + ("" if p["required"] else "?")
                                             for p in o["params"]), o["summary"]]
-            for o in doc["operations"]]
+            for o in ops]
     for text in table(["OPERATION", "ROLE", "ARGUMENTS", "SUMMARY"], rows):
         ctx.line(text)
     return EX_OK
