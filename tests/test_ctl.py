@@ -444,6 +444,48 @@ async def test_set_memory_takes_units(short_tmp: Path) -> None:
             await asyncio.to_thread(conn.close)
 
 
+def on_a_terminal(sock: Path, *argv: str, **env: str) -> tuple[int, str]:
+    """``virtmonctl --socket SOCK ARGV`` (the real process) with its stdout on a pseudo
+    terminal: its exit code and what the terminal showed (blocking)."""
+    main_fd, terminal = os.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PAGER")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtmon.ctl", "--socket", str(sock), *argv], cwd=ROOT,
+        stdin=subprocess.DEVNULL, stdout=terminal, stderr=subprocess.PIPE,
+        env={**environ, "TERM": "xterm", **env})
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: every writer of the terminal has closed it
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    proc.communicate(timeout=30)
+    return proc.returncode, shown.decode().replace("\r\n", "\n")
+
+
+async def test_colour_and_pager_on_a_terminal_only(env: Env) -> None:
+    """On a terminal `domains` colours the state and goes through $PAGER; NO_COLOR and
+    --no-pager turn them off; into a pipe there is neither."""
+    paged = "sed s/^/paged:/"
+    code, shown = await asyncio.to_thread(on_a_terminal, env.sock, "domains", PAGER=paged)
+    assert code == ctl.EX_OK, shown
+    row = next(line for line in shown.splitlines() if line.startswith("paged:test "))
+    assert "\x1b[32mrunning" in row
+    code, plain = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "domains",
+                                          PAGER=paged, NO_COLOR="1")
+    assert code == ctl.EX_OK and plain.startswith("NAME ") and "\x1b[" not in plain
+    piped = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "virtmon.ctl", "--socket", str(env.sock),
+                         "domains"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "TERM": "xterm", "PAGER": paged})
+    assert piped.stdout.startswith("NAME ") and "\x1b[" not in piped.stdout
+
+
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
     """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
     run = run_ctl(short_tmp / "absent.sock", "domian", "test")

@@ -44,6 +44,7 @@ from virtmon.ctl_problems import (
     suggestion,
     text_of,
 )
+from virtmon.ctl_terminal import start_pager, wants_colour
 
 __all__ = ["EX_FAILED", "EX_INTERRUPTED", "EX_OK", "EX_UNAVAILABLE", "EX_USAGE", "Failed",
            "UsageError", "main"]
@@ -69,6 +70,7 @@ class Context:
     json: bool
     out: TextIO
     err: TextIO
+    colour: bool = False  # states and severities in colour (a terminal without NO_COLOR)
 
     def line(self, text: str) -> None:
         """One line of output, flushed at once (a reader of a pipe sees it now)."""
@@ -104,7 +106,7 @@ def show(ctx: Context, result: Any, done: str = "done") -> None:
     if ctx.json:
         ctx.document(result)
         return
-    for text in lines_of(result, done):
+    for text in lines_of(result, done, ctx.colour):
         ctx.line(text)
 
 
@@ -143,7 +145,7 @@ def cmd_domains(ctx: Context, args: argparse.Namespace) -> int:
         return EX_OK
     domains = sorted(doc.get("domains", []), key=lambda d: str(d.get("name")))
     rows = [[scalar(c, d.get(c)) for c in DOMAIN_COLUMNS] for d in domains]
-    for text in table([c.upper() for c in DOMAIN_COLUMNS], rows):
+    for text in table([c.upper() for c in DOMAIN_COLUMNS], rows, ctx.colour):
         ctx.line(text)
     return EX_OK
 
@@ -477,6 +479,9 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     top.add_argument("--socket", default=environ.get(SOCKET_ENV) or DEFAULT_SOCKET,
                      help=f"control socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
     top.add_argument("--json", action="store_true", help="JSON output, for scripts")
+    top.add_argument("--no-pager", action="store_true",
+                     help="never page long output (on a terminal it goes through "
+                          "$VIRTMONCTL_PAGER, $PAGER or less, as systemctl does)")
     top.add_argument("--version", action="version", version=f"virtmonctl {__version__}")
     # --json is accepted after the command too (`virtmonctl events --json`); SUPPRESS keeps a
     # subcommand's absent flag from overwriting the global one.
@@ -520,7 +525,24 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
             args = command_line.parse_args(words)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EX_USAGE
-    ctx = Context(ControlClient(args.socket), args.json, out, err)
+    env = os.environ if environ is None else environ
+    colour = not args.json and wants_colour(out, env)
+    pager = None if args.no_pager or not pageable(args) else start_pager(out, env)
+    ctx = Context(ControlClient(args.socket), args.json, out if pager is None else pager.stream,
+                  err, colour)
+    try:
+        return _run(ctx, args)
+    finally:
+        if pager is not None:
+            pager.close()
+
+
+def pageable(args: argparse.Namespace) -> bool:
+    """Whether a command's output may go through a pager: all but a followed stream."""
+    return not (args.command == "events" and args.follow)
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
     try:
         code: int = args.run(ctx, args)
         return code
@@ -533,8 +555,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return EX_INTERRUPTED
-    except BrokenPipeError:
-        _quiet_stdout(out)
+    except BrokenPipeError:  # the reader went away: a closed pipe, or a pager quit early
+        _quiet_stdout(ctx.out)
         return EX_OK
 
 

@@ -42,7 +42,7 @@ def _rows(ctx: Context, columns: Sequence[Column], items: Sequence[Mapping[str, 
         ctx.line(empty)
         return
     for text in table([name for name, _ in columns],
-                      [[cell(item) for _, cell in columns] for item in items]):
+                      [[cell(item) for _, cell in columns] for item in items], ctx.colour):
         ctx.line(text)
 
 

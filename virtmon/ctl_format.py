@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from virtmon.ctl_terminal import paint
+
 TIME_SUFFIXES = ("_at", "_since", "last_success", "time")
 BYTE_SUFFIXES = ("_bytes", "bytes")
 KIB_SUFFIXES = ("_kib", "memory", "max_mem")
@@ -181,42 +183,52 @@ def tables_of(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, l
             yield from tables_of(value, f"{prefix}{key}.")
 
 
-def key_values(doc: Mapping[str, Any]) -> list[str]:
-    """An object's plain values as aligned ``key  value`` lines."""
+def key_values(doc: Mapping[str, Any], colour: bool = False) -> list[str]:
+    """An object's plain values as aligned ``key  value`` lines (states and severities in
+    colour with ``colour``)."""
     rows = [(label(k), v) for k, v in flatten(doc)]
     width = max((len(k) for k, _ in rows), default=0)
-    return [f"{k.ljust(width)}  {v}" for k, v in rows]
+    return [f"{k.ljust(width)}  {paint(k, v) if colour else v}" for k, v in rows]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Rows in columns as wide as their widest cell."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+          colour: bool = False) -> list[str]:
+    """Rows in columns as wide as their widest cell (the STATE and SEVERITY columns in colour
+    with ``colour``; widths count the text, not the colour codes)."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in [headers, *rows]]
+    last = len(headers) - 1
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        cells = [c if i == last else c.ljust(widths[i]) for i, c in enumerate(row)]
+        if colour:
+            cells = [paint(h, c, padded) for h, c, padded in zip(headers, row, cells,
+                                                                 strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
-def object_table(items: Sequence[Mapping[str, Any]]) -> list[str]:
+def object_table(items: Sequence[Mapping[str, Any]], colour: bool = False) -> list[str]:
     """A list of objects as a table: a column per key, in the order they first appear."""
     columns = list(dict.fromkeys(k for item in items for k in item))
     rows = [[scalar(c, item.get(c), relative_only=True) for c in columns] for item in items]
-    return table([label(c).upper() for c in columns], rows)
+    return table([label(c).upper() for c in columns], rows, colour)
 
 
-def lines_of(result: Any, done: str = "done") -> list[str]:
+def lines_of(result: Any, done: str = "done", colour: bool = False) -> list[str]:
     """A result for people: a table, ``key  value`` lines (then its tables), or one line."""
     if result is None:
         return [done]
     if isinstance(result, str):
         return [result.rstrip("\n")]
     if is_table(result):
-        return object_table(result)
+        return object_table(result, colour)
     if isinstance(result, Mapping):
-        lines = key_values(result)
+        lines = key_values(result, colour)
         for name, items in tables_of(result):
             if lines:
                 lines.append("")
             if len(result) > 1:
                 lines.append(f"{name}:")
-            lines += object_table(items)
+            lines += object_table(items, colour)
         return lines or ["-"]
     return [scalar("", result)]
