@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import os
+import shlex
 import signal
 import socket
 import socketserver
@@ -484,6 +485,45 @@ async def test_colour_and_pager_on_a_terminal_only(env: Env) -> None:
                          "domains"], cwd=ROOT, capture_output=True, text=True, timeout=30,
         env={**os.environ, "TERM": "xterm", "PAGER": paged})
     assert piped.stdout.startswith("NAME ") and "\x1b[" not in piped.stdout
+
+
+def bash_completes(sock: Path, cache: Path, *words: str) -> list[str]:
+    """What bash offers for the last of ``words`` through `virtmonctl completion bash`
+    (blocking; bash is essential on Debian)."""
+    line = " ".join(shlex.quote(w) for w in ("virtmonctl", *words))
+    code = ('source <(virtmonctl completion bash); '
+            f'COMP_WORDS=({line}); COMP_CWORD={len(words)}; _virtmonctl; '
+            'printf "%s\\n" "${COMPREPLY[@]}"')
+    proc = subprocess.run(
+        ["bash", "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+             "VIRTMON_SOCKET": str(sock), "XDG_CACHE_HOME": str(cache)})
+    return [w for w in proc.stdout.splitlines() if w]
+
+
+async def test_bash_completes_commands_operations_arguments_flags_and_domains(
+        env: Env, short_tmp: Path) -> None:
+    """The bash script completes commands, operation names, KEY= words, flag names after a
+    comma and domain names from the daemon; without a daemon it offers nothing, quietly."""
+    cache = short_tmp / "cache"
+
+    def offers(*words: str) -> list[str]:
+        return bash_completes(env.sock, cache, *words)
+
+    assert await asyncio.to_thread(offers, "doma") == ["domains", "domain"]
+    assert await asyncio.to_thread(offers, "call", "domain.inf") == ["domain.info"]
+    assert await asyncio.to_thread(offers, "call", "domain.xml", "") == ["domain=", "flags="]
+    assert await asyncio.to_thread(offers, "call", "domain.xml", "domain=test",
+                                   "flags=inactive,s") == ["flags=inactive,secure"]
+    assert await asyncio.to_thread(offers, "suspend", "te") == ["test"]
+    assert "test" in await asyncio.to_thread(offers, "events", "--domain", "")
+    absent = await asyncio.to_thread(bash_completes, short_tmp / "absent.sock",
+                                     short_tmp / "cache2", "call", "dom")
+    assert absent == []
+    out, err = io.StringIO(), io.StringIO()
+    code = ctl.main(["__complete", "--socket", str(short_tmp / "absent.sock"), "call", "dom"],
+                    stdout=out, stderr=err, environ={"XDG_CACHE_HOME": str(cache)})
+    assert (code, out.getvalue(), err.getvalue()) == (ctl.EX_OK, "", "")
 
 
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:

@@ -225,6 +225,20 @@ def cmd_version(ctx: Context, _args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def args_completion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=("bash", "zsh"),
+                        help="e.g. virtmonctl completion bash > "
+                             "/etc/bash_completion.d/virtmonctl")
+
+
+def cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
+    """``completion bash|zsh``: the shell's completion script."""
+    from virtmon.ctl_complete import script
+
+    ctx.out.write(script(args.shell))
+    return EX_OK
+
+
 def cmd_openapi(ctx: Context, _args: argparse.Namespace) -> int:
     """``openapi``: the control API's OpenAPI document (JSON in either mode)."""
     ctx.document(ctx.client.get("/v1/openapi.json"))
@@ -450,6 +464,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("events", "journaled events; --follow for live ones", cmd_events, args_events),
     Command("openapi", "the control API's OpenAPI document", cmd_openapi),
     Command("version", "virtmonctl's version and the daemon's", cmd_version),
+    Command("completion", "the completion script for bash or zsh", cmd_completion,
+            args_completion),
 )
 
 
@@ -517,6 +533,13 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     err = stderr or sys.stderr
     words = list(sys.argv[1:] if argv is None else argv)
     command_line = parser(os.environ if environ is None else environ)
+    if words[:1] == ["__complete"]:  # the completion script's question: never an error
+        from virtmon.ctl_complete import candidates
+
+        for word in candidates(command_line, words[1:], os.environ if environ is None
+                               else environ):
+            out.write(word + "\n")
+        return EX_OK
     try:  # argparse writes to sys.stdout/sys.stderr and exits: here, to ours, with its code
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if not words:
