@@ -477,7 +477,7 @@ async def test_colour_and_pager_on_a_terminal_only(env: Env) -> None:
     assert code == ctl.EX_OK, shown
     row = next(line for line in shown.splitlines() if line.startswith("paged:test "))
     assert "\x1b[32mrunning" in row
-    code, plain = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "domains",
+    code, plain = await asyncio.to_thread(on_a_terminal, env.sock, "domains", "--no-pager",
                                           PAGER=paged, NO_COLOR="1")
     assert code == ctl.EX_OK and plain.startswith("NAME ") and "\x1b[" not in plain
     piped = await asyncio.to_thread(

@@ -499,11 +499,13 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                      help="never page long output (on a terminal it goes through "
                           "$VIRTMONCTL_PAGER, $PAGER or less, as systemctl does)")
     top.add_argument("--version", action="version", version=f"virtmonctl {__version__}")
-    # --json is accepted after the command too (`virtmonctl events --json`); SUPPRESS keeps a
-    # subcommand's absent flag from overwriting the global one.
+    # --json and --no-pager are accepted after the command too (`virtmonctl events --json`);
+    # SUPPRESS keeps a subcommand's absent flag from overwriting the global one.
     common = CtlParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="JSON output, for scripts")
+    common.add_argument("--no-pager", action="store_true", default=argparse.SUPPRESS,
+                        help="never page long output")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from virtmon.ctl_alerts import COMMANDS as ALERT_COMMANDS  # these import this module
     from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS
