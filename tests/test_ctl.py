@@ -526,6 +526,32 @@ async def test_bash_completes_commands_operations_arguments_flags_and_domains(
     assert (code, out.getvalue(), err.getvalue()) == (ctl.EX_OK, "", "")
 
 
+async def test_a_write_refused_for_the_callers_role_says_who_grants_it(
+        short_tmp: Path) -> None:
+    """A read-role caller (a real peer uid, under setpriv) asking for a write on a daemon that
+    allows writes: exit 1, and the message names the role and the keys that grant it."""
+    from tests.control.peers import unused_ids
+
+    os.chmod(short_tmp, 0o755)
+    [reader] = unused_ids(1)
+    cfg = daemon_config(short_tmp, libvirt={"uri": URI}, collect={"collectors": {"admin": False}},
+                        control={"socket_mode": "0666", "read_uids": [reader],
+                                 "allow_write": True})
+    async with running_daemon(cfg) as daemon:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            ["setpriv", f"--reuid={reader}", f"--regid={reader}", "--clear-groups",
+             sys.executable, "-m", "virtmon.ctl", "--socket", str(daemon.control_socket),
+             "suspend", "test"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
+    assert proc.returncode == ctl.EX_FAILED, proc.stderr
+    assert proc.stderr == (
+        "virtmonctl: domain.suspend needs the write role and you have read: an administrator "
+        "grants it with control.write_uids or control.write_groups in virtmon's configuration "
+        "(writes also need control.allow_write = true; docs/security.md)\n")
+
+
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
     """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
     run = run_ctl(short_tmp / "absent.sock", "domian", "test")
