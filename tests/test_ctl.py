@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import http.server
 import io
 import json
@@ -17,8 +18,10 @@ import shlex
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import urllib.parse
@@ -445,10 +448,11 @@ async def test_set_memory_takes_units(short_tmp: Path) -> None:
             await asyncio.to_thread(conn.close)
 
 
-def on_a_terminal(sock: Path, *argv: str, **env: str) -> tuple[int, str]:
+def on_a_terminal(sock: Path, *argv: str, columns: int = 80, **env: str) -> tuple[int, str]:
     """``virtmonctl --socket SOCK ARGV`` (the real process) with its stdout on a pseudo
-    terminal: its exit code and what the terminal showed (blocking)."""
+    terminal of ``columns``: its exit code and what the terminal showed (blocking)."""
     main_fd, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PAGER")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "virtmon.ctl", "--socket", str(sock), *argv], cwd=ROOT,
@@ -550,6 +554,23 @@ async def test_a_write_refused_for_the_callers_role_says_who_grants_it(
         "virtmonctl: domain.suspend needs the write role and you have read: an administrator "
         "grants it with control.write_uids or control.write_groups in virtmon's configuration "
         "(writes also need control.allow_write = true; docs/security.md)\n")
+
+
+async def test_tables_fit_an_80_column_terminal_without_a_pager(env: Env) -> None:
+    """On an 80-column terminal without a pager, `operations` lines end in … at 80 columns
+    (as systemctl's do); --full prints them whole; JSON (openapi's, even without --json) is
+    never cut."""
+    code, shown = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "operations")
+    assert code == ctl.EX_OK, shown
+    lines = shown.splitlines()
+    assert lines[0].split()[:2] == ["OPERATION", "ROLE"]
+    assert max(len(line) for line in lines) == 80
+    assert any(line.endswith("…") for line in lines)
+    code, full = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "operations",
+                                         "--full")
+    assert max(len(line) for line in full.splitlines()) > 80 and "…" not in full
+    code, document = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "openapi")
+    assert "/v1/events" in json.loads(document)["paths"]
 
 
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:

@@ -49,7 +49,9 @@ def test_each_page_renders_with_its_options(tool: str, tmp_path: Path) -> None:
 
 
 def test_roff_escapes_what_roff_would_read_as_requests() -> None:
-    """A leading dot or quote cannot start a request; backslashes and hyphens are escaped."""
+    """A leading dot or quote cannot start a request; backslashes, hyphens and characters
+    beyond ASCII are escaped."""
     assert manpage.roff(".hidden") == "\\&.hidden"
     assert manpage.roff("'quoted") == "\\&'quoted"
     assert manpage.roff("a\\b --x") == "a\\eb \\-\\-x"
+    assert manpage.roff("cut with …, 5 µs") == "cut with ..., 5 \\[u00B5]s"

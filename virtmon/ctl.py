@@ -44,7 +44,7 @@ from virtmon.ctl_problems import (
     suggestion,
     text_of,
 )
-from virtmon.ctl_terminal import start_pager, wants_colour
+from virtmon.ctl_terminal import ellipsized, start_pager, terminal_width, wants_colour
 
 __all__ = ["EX_FAILED", "EX_INTERRUPTED", "EX_OK", "EX_UNAVAILABLE", "EX_USAGE", "Failed",
            "UsageError", "main"]
@@ -71,10 +71,13 @@ class Context:
     out: TextIO
     err: TextIO
     colour: bool = False  # states and severities in colour (a terminal without NO_COLOR)
+    # A terminal's width when output goes straight to it: longer lines end in "…" there, as
+    # systemctl's do (--full prints them whole; a pager cuts them itself).
+    width: int | None = None
 
     def line(self, text: str) -> None:
         """One line of output, flushed at once (a reader of a pipe sees it now)."""
-        self.out.write(text + "\n")
+        self.out.write((text if self.width is None else ellipsized(text, self.width)) + "\n")
         self.out.flush()
 
     def warn(self, text: str) -> None:
@@ -83,8 +86,9 @@ class Context:
         self.err.flush()
 
     def document(self, doc: Any) -> None:
-        """A JSON document, pretty-printed."""
-        self.line(json.dumps(doc, indent=2, ensure_ascii=False))
+        """A JSON document, pretty-printed (never cut to the terminal's width)."""
+        self.out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        self.out.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +502,8 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     top.add_argument("--no-pager", action="store_true",
                      help="never page long output (on a terminal it goes through "
                           "$VIRTMONCTL_PAGER, $PAGER or less, as systemctl does)")
+    top.add_argument("-l", "--full", action="store_true",
+                     help="long lines whole on a terminal (without a pager they end in …)")
     top.add_argument("--version", action="version", version=f"virtmonctl {__version__}")
     # --json and --no-pager are accepted after the command too (`virtmonctl events --json`);
     # SUPPRESS keeps a subcommand's absent flag from overwriting the global one.
@@ -506,6 +512,8 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="JSON output, for scripts")
     common.add_argument("--no-pager", action="store_true", default=argparse.SUPPRESS,
                         help="never page long output")
+    common.add_argument("-l", "--full", action="store_true", default=argparse.SUPPRESS,
+                        help="long lines whole on a terminal, not cut with …")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from virtmon.ctl_alerts import COMMANDS as ALERT_COMMANDS  # these import this module
     from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS
@@ -553,8 +561,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     env = os.environ if environ is None else environ
     colour = not args.json and wants_colour(out, env)
     pager = None if args.no_pager or not pageable(args) else start_pager(out, env)
+    width = None if args.json or args.full or pager is not None else terminal_width(out)
     ctx = Context(ControlClient(args.socket), args.json, out if pager is None else pager.stream,
-                  err, colour)
+                  err, colour, width)
     try:
         return _run(ctx, args)
     finally:

@@ -12,6 +12,8 @@ library only, like the rest of virtmonctl.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +31,39 @@ COLOURS = {
 }
 COLOURED_KEYS = ("state", "severity")
 DEFAULT_LESS = "FRSXMK"
+
+
+ESCAPE_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def ellipsized(text: str, width: int) -> str:
+    """``text`` cut to ``width`` visible characters with "…" at the end (colour codes do not
+    count, and one that was cut is reset)."""
+    if len(ESCAPE_RE.sub("", text)) <= width:
+        return text
+    out: list[str] = []
+    visible = 0
+    position = 0
+    while position < len(text) and visible < width - 1:
+        escape = ESCAPE_RE.match(text, position)
+        if escape:
+            out.append(escape.group())
+            position = escape.end()
+            continue
+        out.append(text[position])
+        visible += 1
+        position += 1
+    return "".join(out) + (RESET if "\x1b[" in text else "") + "…"
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The terminal's columns, when ``stream`` is one."""
+    if not is_terminal(stream):
+        return None
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or None
+    except (OSError, ValueError):
+        return None
 
 
 def is_terminal(stream: TextIO) -> bool:

@@ -29,8 +29,11 @@ SECTION = {"virtmonctl": "1", "virtmon": "8"}
 
 
 def roff(text: str) -> str:
-    """Text escaped for roff: backslashes, hyphens, and a leading dot or quote."""
-    text = text.replace("\\", "\\e").replace("-", "\\-")
+    """Text escaped for roff: backslashes, hyphens, a leading dot or quote, and characters
+    beyond ASCII (an ellipsis as three dots, others as ``\\[uXXXX]``, which groff reads
+    whatever the page's encoding)."""
+    text = text.replace("\\", "\\e").replace("-", "\\-").replace("…", "...")
+    text = "".join(c if ord(c) < 128 else f"\\[u{ord(c):04X}]" for c in text)
     return "\\&" + text if text.startswith((".", "'")) else text
 
 
