@@ -77,6 +77,8 @@ def assignments(items: Sequence[str]) -> dict[str, Any]:
 
 def explained(ctx: Context, operation: str, problem: Problem) -> CtlError:
     """A problem answered to ``operation`` in the command line's words (exit 1 or 2)."""
+    if problem.status not in (400, 403, 404):
+        return call_problem(problem, operation, None)  # nothing the operation table explains
     try:
         ops = ctx.client.get("/v1/ops")["operations"]
     except (Problem, Unreachable, KeyError, TypeError):  # it only adds hints to the answer
