@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     from virtmon.collectors import COLLECTORS
 
     top = argparse.ArgumentParser(prog="virtmon", description="libvirt monitoring daemon")
+    top.add_argument("--version", action="version", version=f"virtmon {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", type=Path, help="TOML configuration file")

@@ -12,26 +12,27 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, iso_time, table
+from virtmon.ctl import EX_OK, Command, Context, UsageError
+from virtmon.ctl_format import ago, human_seconds, iso_time, scalar, table
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]
 
 
 def _field(key: str, width: int = 0) -> Callable[[Mapping[str, Any]], str]:
     def text(row: Mapping[str, Any]) -> str:
-        value = _scalar(key, row.get(key))
+        value = scalar(key, row.get(key))
         return value if not width or len(value) <= width else value[:width - 1] + "…"
     return text
 
 
 def _ago(key: str) -> Callable[[Mapping[str, Any]], str]:
-    """A time as seconds from now (``-12s`` past, ``+3s`` future); ``-`` when unset."""
+    """A time as how long ago it was (``105s ago``) or is to come (``in 3s``); ``-`` unset."""
     def text(row: Mapping[str, Any]) -> str:
         value = row.get(key)
         if not isinstance(value, (int, float)) or value <= 0:
             return "-"
-        delta = value - time.time()
-        return f"{delta:+.0f}s" if abs(delta) < 86400 * 2 else iso_time(float(value))
+        return ago(float(value)) if abs(value - time.time()) < 86400 * 2 else iso_time(
+            float(value))
     return text
 
 
@@ -41,16 +42,16 @@ def _rows(ctx: Context, columns: Sequence[Column], items: Sequence[Mapping[str, 
         ctx.line(empty)
         return
     for text in table([name for name, _ in columns],
-                      [[cell(item) for _, cell in columns] for item in items]):
+                      [[cell(item) for _, cell in columns] for item in items], ctx.colour):
         ctx.line(text)
 
 
 ALERT_COLUMNS: tuple[Column, ...] = (
-    ("FINGERPRINT", _field("fingerprint")), ("STATE", _field("state")),
+    ("STATE", _field("state")),
     ("SEVERITY", _field("severity")), ("RULE", _field("rule")), ("DOMAIN", _field("domain")),
     ("STARTED", _ago("starts_at")), ("COUNT", _field("count")),
     ("SILENCED", lambda a: f"by {a['silence_id']}" if a.get("silenced") else "-"),
-    ("SUMMARY", _field("summary", 60)),
+    ("SUMMARY", _field("summary", 60)), ("FINGERPRINT", _field("fingerprint")),
 )
 ROW_COLUMNS: tuple[Column, ...] = (
     ("ID", _field("id")), ("RECEIVER", _field("receiver")), ("STATUS", _field("status")),
@@ -64,16 +65,19 @@ DEAD_COLUMNS: tuple[Column, ...] = (
 )
 QUEUE_COLUMNS: tuple[Column, ...] = (
     ("RECEIVER", _field("receiver")), ("URL", _field("url")), ("PENDING", _field("pending")),
-    ("OLDEST AGE", lambda q: "-" if q.get("oldest_age") is None else f"{q['oldest_age']:.0f}s"),
+    ("OLDEST AGE", lambda q: "-" if q.get("oldest_age") is None else human_seconds(
+        float(q["oldest_age"]))),
 )
 SILENCE_COLUMNS: tuple[Column, ...] = (
     ("ID", _field("id")), ("RULE", _field("rule")), ("DOMAIN", _field("domain")),
-    ("ENDS", _field("ends_at")), ("ACTIVE", _field("active")), ("COMMENT", _field("comment", 60)),
+    ("ENDS", _ago("ends_at")), ("ACTIVE", _field("active")), ("COMMENT", _field("comment", 60)),
 )
 
 
 def _call(ctx: Context, operation: str, **arguments: Any) -> Any:
-    result = ctx.client.call(operation, **{k: v for k, v in arguments.items() if v is not None})
+    from virtmon.ctl_ops import call
+
+    result = call(ctx, operation, {k: v for k, v in arguments.items() if v is not None})
     if ctx.json:
         ctx.document(result)
     return result

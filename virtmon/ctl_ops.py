@@ -8,12 +8,19 @@ of virtmonctl it uses the standard library only.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from virtmon.ctl import EX_OK, Command, Context, UsageError, _scalar, show, table
+from virtmon.control.client import Problem, Unreachable
+from virtmon.ctl import EX_OK, Command, Context, UsageError, show
+from virtmon.ctl_format import scalar, table
+from virtmon.ctl_help import operation_help
+from virtmon.ctl_problems import CtlError, call_problem, suggestion, then
 
 # Lifecycle verbs: the command word -> the operation.
 VERBS = {
@@ -46,12 +53,20 @@ def read_text(path: str) -> str:
 
 
 def assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params)."""
+    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params).
+
+    A key given twice is refused rather than the last one winning silently (``domain=a
+    domain=b`` would act on b: too easy to get wrong for a write)."""
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {item!r}")
+        if key in seen:
+            raise UsageError(f"{key} given twice ({seen[key]!r} and {item!r}): give it once"
+                             + ("; several flags go in one, flags=a,b" if key == "flags" else ""))
+        seen[key] = item
         head, dot, sub = key.partition(".")
         if dot:
             out.setdefault(head, {})[sub] = value_of(text)
@@ -60,50 +75,141 @@ def assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def explained(ctx: Context, operation: str, problem: Problem) -> CtlError:
+    """A problem answered to ``operation`` in the command line's words (exit 1 or 2)."""
+    if problem.status not in (400, 403, 404):
+        return call_problem(problem, operation, None)  # nothing the operation table explains
+    try:
+        ops = ctx.client.get("/v1/ops")["operations"]
+    except (Problem, Unreachable, KeyError, TypeError):  # it only adds hints to the answer
+        ops = None
+    return call_problem(problem, operation, ops)
+
+
+def call(ctx: Context, operation: str, arguments: Mapping[str, Any]) -> Any:
+    """Run an operation; its result, or :class:`CtlError` in the command line's words."""
+    try:
+        return ctx.client.call(operation, **arguments)
+    except Problem as exc:
+        raise explained(ctx, operation, exc) from None
+
+
 def run(ctx: Context, operation: str, arguments: Mapping[str, Any], done: str = "done") -> int:
     """Run an operation and show its result."""
-    show(ctx, ctx.client.call(operation, **arguments), done)
+    show(ctx, call(ctx, operation, arguments), done)
     return EX_OK
 
 
 # -- call -----------------------------------------------------------------------------------------
 
 def args_call(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("operation", metavar="OPERATION",
+    parser.add_argument("operation", nargs="?", metavar="OPERATION",
                         help="e.g. domain.info, or OBJECT OPERATION: domain info")
     parser.add_argument("rest", nargs="*", metavar="KEY=VALUE",
                         help="arguments: VALUE is JSON if it parses, @FILE reads a file, "
                              "KEY.SUB=VALUE builds an object; flags=live,config")
     parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write a byte result (screenshot, block or memory peek) to FILE")
+    parser.add_argument("-h", "--help", dest="help_operation", action="store_true",
+                        help="show this help, or with OPERATION, the operation's")
+    parser.set_defaults(call_help=parser.format_help)
+    parser.epilog = ("`virtmonctl call OPERATION --help` (or `virtmonctl operations OPERATION`) "
+                     "shows the operation's arguments, their types and flag names, its role "
+                     "and the libvirt functions it calls.")
+
+
+def operation_name(words: Sequence[str]) -> tuple[str, list[str]]:
+    """``domain.info`` or ``domain info`` (and ``block-stats`` for ``block_stats``), and the
+    words after it."""
+    name, rest = words[0], list(words[1:])
+    if "." not in name and rest and "=" not in rest[0]:
+        name = f"{name}.{rest.pop(0)}"
+    return name.replace("-", "_"), rest
 
 
 def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
-    """``call OPERATION [KEY=VALUE ...] [--output FILE]``: any operation of the table."""
-    name, rest = args.operation, list(args.rest)
-    if "." not in name and rest and "=" not in rest[0]:
-        name = f"{name}.{rest.pop(0)}"
-    name = name.replace("-", "_")
+    """``call OPERATION [KEY=VALUE ...] [--output FILE]``: any operation of the table;
+    ``call OPERATION --help``: its help."""
+    if args.operation is None:
+        if args.help_operation:
+            ctx.out.write(args.call_help())
+            return EX_OK
+        raise UsageError("call needs an OPERATION; `virtmonctl operations` lists them")
+    name, rest = operation_name([args.operation, *args.rest])
+    if args.help_operation:
+        try:
+            return show_operation(ctx, name)
+        except Unreachable:
+            ctx.out.write(args.call_help())  # the generic part, then why OP's is missing
+            raise
     if args.output is None:
         return run(ctx, name, assignments(rest))
     try:  # an operation that returns no bytes is refused (406) before it runs
         data = ctx.client.call_bytes(name, **assignments(rest))
     except ValueError as exc:
         raise UsageError(f"{exc}: --output is for screenshots and peeks") from None
+    except Problem as exc:
+        if exc.status == 406:
+            raise UsageError(f"{name} does not return bytes: --output is for screenshots and "
+                             "peeks") from None
+        raise explained(ctx, name, exc) from None
     args.output.write_bytes(data)
     ctx.line(f"{len(data)} bytes written to {args.output}")
     return EX_OK
 
 
-def cmd_operations(ctx: Context, _args: argparse.Namespace) -> int:
-    """``operations``: every operation with its role and parameters."""
-    doc = ctx.client.get("/v1/ops")
+def args_operations(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("operation", nargs="*", metavar="OPERATION|AREA|GLOB",
+                        help="one operation's help (domain.info, or domain info); or only "
+                             "the operations of an area (domain, host, interface, admin, "
+                             "alerts) or matching a glob ('*memory*')")
+    parser.add_argument("--role", choices=("read", "write", "admin"),
+                        help="only the operations that need this role")
+
+
+def show_operation(ctx: Context, name: str) -> int:
+    """One operation's help, from the daemon's table."""
+    ops = ctx.client.get("/v1/ops")["operations"]
+    row = next((o for o in ops if o.get("name") == name), None)
+    if row is None:
+        names = [str(o.get("name")) for o in ops]
+        raise UsageError(then(f"unknown operation {name!r}{suggestion(name, names)}",
+                              "see `virtmonctl operations`"))
     if ctx.json:
-        ctx.document(doc)
+        ctx.document(row)
+    else:
+        for text in operation_help(row):
+            ctx.line(text)
+    return EX_OK
+
+
+def cmd_operations(ctx: Context, args: argparse.Namespace) -> int:
+    """``operations [OPERATION]``: every operation with its role and parameters, or one
+    operation's help."""
+    doc = ctx.client.get("/v1/ops")
+    ops = doc["operations"]
+    areas = {str(o["name"]).partition(".")[0] for o in ops}
+    if args.operation:
+        name, rest = operation_name(args.operation)
+        if rest:
+            raise UsageError(f"operations takes one operation, not {' '.join(rest)!r}")
+        if name in areas:
+            ops = [o for o in ops if str(o["name"]).startswith(name + ".")]
+        elif any(c in name for c in "*?["):
+            ops = [o for o in ops if fnmatch.fnmatchcase(str(o["name"]), name)]
+        else:
+            return show_operation(ctx, name)
+    if args.role is not None:
+        ops = [o for o in ops if o["role"] == args.role]
+    if ctx.json:
+        ctx.document({**doc, "operations": ops})
+        return EX_OK
+    if not ops:
+        ctx.warn("no operation matches")
         return EX_OK
     rows = [[o["name"], o["role"], " ".join(p["name"] + ("" if p["required"] else "?")
                                             for p in o["params"]), o["summary"]]
-            for o in doc["operations"]]
+            for o in ops]
     for text in table(["OPERATION", "ROLE", "ARGUMENTS", "SUMMARY"], rows):
         ctx.line(text)
     return EX_OK
@@ -135,10 +241,36 @@ def cmd_define(ctx: Context, args: argparse.Namespace) -> int:
     return run(ctx, "domain.define", {"xml": read_text(args.file)})
 
 
+# Size units as virsh takes them: binary for K/M/G/T and KiB..., decimal for KB/MB/GB/TB.
+SIZE_UNITS = {"": 1024, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
+              "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+              "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def size_kib(text: str) -> int:
+    """A memory size as KiB: a bare number is KiB (as virsh setmem), else with a unit (512M,
+    1G, 1GiB, 2GB), rounded up to a whole KiB."""
+    found = SIZE_RE.match(text)
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (KiB, or with a unit: 512M, 1G, 1GiB, 2GB)")
+    return math.ceil(float(found.group(1)) * SIZE_UNITS[unit] / 1024)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
+    return int(text)
+
+
 def args_set_number(unit: str) -> Any:
     def add(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("domain", metavar="NAME|UUID|ID")
-        parser.add_argument("value", type=int, metavar=unit)
+        parser.add_argument("value", type=size_kib if unit == "SIZE" else _count, metavar=unit,
+                            help="KiB, or with a unit: 512M, 1G, 1GiB, 2GB" if unit == "SIZE"
+                            else None)
         parser.add_argument("--live", action="store_true", help="the running domain")
         parser.add_argument("--config", action="store_true", help="the persistent definition")
         parser.add_argument("--maximum", action="store_true", help="the maximum, not current")
@@ -150,7 +282,7 @@ def _affect(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_set_memory(ctx: Context, args: argparse.Namespace) -> int:
-    """``set-memory NAME KIB``."""
+    """``set-memory NAME SIZE`` (KiB, or with a unit)."""
     return run(ctx, "domain.set_memory", {"domain": args.domain, "memory_kib": args.value,
                                           "flags": _affect(args)})
 
@@ -178,11 +310,11 @@ def cmd_host(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_interfaces(ctx: Context, _args: argparse.Namespace) -> int:
     """``interfaces``: host interfaces."""
-    result = ctx.client.call("interface.list")
+    result = call(ctx, "interface.list", {})
     if ctx.json:
         ctx.document(result)
         return EX_OK
-    rows = [[i["name"], i["mac"] or "-", _scalar("", i["active"])] for i in result["interfaces"]]
+    rows = [[i["name"], i["mac"] or "-", scalar("", i["active"])] for i in result["interfaces"]]
     for text in table(["NAME", "MAC", "ACTIVE"], sorted(rows)):
         ctx.line(text)
     return EX_OK
@@ -250,8 +382,8 @@ def _clients(ctx: Context, args: argparse.Namespace) -> int:
 
 def _logging(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "get":
-        result = {"filters": ctx.client.call("admin.logging_filters_get"),
-                  "outputs": ctx.client.call("admin.logging_outputs_get")}
+        result = {"filters": call(ctx, "admin.logging_filters_get", {}),
+                  "outputs": call(ctx, "admin.logging_outputs_get", {})}
         show(ctx, result)
         return EX_OK
     values = assignments(args.rest)
@@ -259,7 +391,7 @@ def _logging(ctx: Context, args: argparse.Namespace) -> int:
     if unknown or not values:
         raise UsageError("logging set takes filters=... and/or outputs=...")
     for key, text in values.items():
-        ctx.client.call(f"admin.logging_{key}_set", **{key: str(text)})
+        call(ctx, f"admin.logging_{key}_set", {key: str(text)})
     show(ctx, None)
     return EX_OK
 
@@ -271,12 +403,14 @@ def cmd_admin(ctx: Context, args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("call", "run any operation: call OPERATION [KEY=VALUE ...]", cmd_call, args_call),
-    Command("operations", "every operation with its role and arguments", cmd_operations),
+    Command("call", "run any operation: call OPERATION [KEY=VALUE ...]", cmd_call, args_call,
+            add_help=False),
+    Command("operations", "every operation with its role and arguments; with OPERATION, its "
+            "help", cmd_operations, args_operations),
     *(verb_command(verb) for verb in VERBS),
     Command("define", "define a domain from an XML file", cmd_define, args_define),
-    Command("set-memory", "set a domain's memory in KiB", cmd_set_memory,
-            args_set_number("KIB")),
+    Command("set-memory", "set a domain's memory: KiB, or with a unit (512M, 1G)",
+            cmd_set_memory, args_set_number("SIZE")),
     Command("set-vcpus", "set a domain's vCPU count", cmd_set_vcpus, args_set_number("COUNT")),
     Command("host", "facts about the host (info by default)", cmd_host, args_host),
     Command("interfaces", "host network interfaces", cmd_interfaces),

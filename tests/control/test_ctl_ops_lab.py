@@ -18,7 +18,7 @@ from tests.admin.conftest import virt_admin_table
 from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.test_ctl import Run, ctl_async
-from virtmon import ctl
+from virtmon import ctl, ctl_format
 from virtmon.control.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
@@ -150,7 +150,7 @@ async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
     assert out.read_bytes() == direct and "256 bytes written" in run.out
     refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
                               "--output", str(out))
-    assert refused.code == ctl.EX_FAILED and "does not return bytes" in refused.err
+    assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err
 
 
 async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(
@@ -181,3 +181,19 @@ async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(
     finally:
         await call(lab_module.remove_domain, lab_conn, name)
 
+
+
+async def test_domain_view_of_a_real_domain(sock: Path, lab_domain: str, lab_conn: Any) -> None:
+    """`domain NAME` on a KVM domain shows what virsh dominfo shows: OS type hvm, the state
+    with its reason by name, vCPUs, memory in binary units and CPU time with a unit."""
+    dom = await call(lab_conn.lookupByName, lab_domain)
+    state, max_kib, _mem, vcpus, _cpu = await call(dom.info)
+    run = await ok(sock, "domain", lab_domain)
+    shown = dict(line.split(None, 1) for line in run.lines())
+    assert shown["os_type"] == "hvm" and shown["vcpus"] == str(vcpus)
+    assert state == libvirt.VIR_DOMAIN_RUNNING and shown["state"].startswith("running (")
+    assert shown["max_memory"].endswith(("KiB", "MiB", "GiB"))
+    assert shown["max_memory"] == ctl_format.human_bytes(max_kib * 1024)
+    assert shown["cpu_time"].split()[-1][-1] in "smhd"
+    vcpu_table = await ok(sock, "call", "domain.vcpus", f"domain={lab_domain}")
+    assert vcpu_table.lines()[0].split() == ["NUMBER", "STATE", "CPU_TIME", "CPU", "AFFINITY"]

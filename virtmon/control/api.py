@@ -20,7 +20,7 @@ import anyio
 from aiohttp import web
 
 from virtmon.control.executor import Executor, Failure
-from virtmon.control.operations.model import ArgumentError, Operation, validate
+from virtmon.control.operations.model import ArgumentError, Operation, jsonable, validate
 from virtmon.control.problems import problem
 from virtmon.control.roles import UNKNOWN, Peer, RoleMap, allows, peer_of
 
@@ -139,6 +139,8 @@ def add_operation_routes(app: web.Application, executor: Executor,
              "functions": list(op.functions),
              **({"write_when": op.write_when.text} if op.write_when else {}),
              "params": [{"name": p.name, "kind": p.kind, "required": p.required,
+                         **({} if p.required else {"default": jsonable(p.default)}),
+                         **({"help": p.help} if p.help else {}),
                          **({"choices": sorted(p.choices)} if p.choices else {})}
                         for p in op.all_params()]}
             for op in operations.values()]})

@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import http.client
 import json
+import os
 import socket
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -74,12 +76,27 @@ def _unreachable(path: str, exc: OSError | http.client.HTTPException) -> Unreach
         return Unreachable(path, "permission denied (members of the socket's group, "
                                  "virtmon by default, may use it)", denied=True)
     if isinstance(exc, ConnectionRefusedError):
+        what = _not_a_socket(path)
+        if what:
+            return Unreachable(path, f"not a socket but {what} (--socket or VIRTMON_SOCKET "
+                                     "names the daemon's control.socket)")
         return Unreachable(path, "connection refused (a stale socket: is the daemon running?)")
     if isinstance(exc, TimeoutError):
         return Unreachable(path, "no answer in time")
     if isinstance(exc, ConnectionError):
         return Unreachable(path, "the daemon closed the connection")
     return Unreachable(path, exc.strerror or str(exc))
+
+
+def _not_a_socket(path: str) -> str:
+    """What ``path`` is when it is not a socket (connect() refuses those too); '' if it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISSOCK(mode):
+        return ""
+    return "a directory" if stat.S_ISDIR(mode) else "a file"
 
 
 def _problem(response: http.client.HTTPResponse) -> Problem:
