@@ -114,7 +114,7 @@ def test_every_kind_of_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "libvirt.bogus: unknown key" in text
     assert "not a libvirt URI" in text
     assert "collect.interval: must be a number, not 'fast'" in text
-    assert "collect.deadline_ratio: must be from 0.01 to 1, not 1.5" in text
+    assert "collect.deadline_ratio: must be from 0.0001 to 1, not 1.5" in text
     assert "'localhost' is not HOST:PORT" in text
     assert "log.level: must be one of debug, info, warning, error" in text
     assert "cannot read" in text and "No such file or directory" in text

@@ -305,7 +305,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "collect": {
         "interval": Key((int, float), 15.0, limits=SECONDS),
-        "deadline_ratio": Key((int, float), 0.8, limits=Limits(0.01, 1)),
+        "deadline_ratio": Key((int, float), 0.8, limits=Limits(0.0001, 1)),
         "max_abandoned_calls": Key(int, 2, limits=Limits(1, 64)),
         "resync_interval": Key((int, float), 600.0, limits=LONG_SECONDS),
         "collectors": Key(dict, {}),
