@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,7 +20,7 @@ import pytest
 import structlog
 
 from tests.conftest import daemon_config, running_daemon
-from tests.daemon import free_port
+from tests.prometheus_process import running_prometheus, scraping
 from tests.waiting import exposition_until, wait_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
@@ -248,42 +246,6 @@ async def test_client_certificates_are_required_and_verified(
         assert status == 200
 
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-
-
-def launch_prometheus(directory: Path, scrape_configs: str) -> tuple[subprocess.Popen[bytes], int]:
-    """Start Debian's Prometheus with these scrape configs (every second); it and its port."""
-    if not PROMETHEUS.exists():
-        pytest.fail("/usr/bin/prometheus is missing: `make lab-packages` installs it")
-    port = free_port()
-    config = directory / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                      "scrape_configs:\n" + scrape_configs)
-    with (directory / "prometheus.log").open("wb") as log_file:
-        proc = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={config}",
-             f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log_file, stderr=subprocess.STDOUT)
-    return proc, port
-
-
-@contextlib.asynccontextmanager
-async def prometheus_scraping(directory: Path, scrape_configs: str) -> AsyncIterator[str]:
-    """Prometheus scraping as configured for the body of a ``with``; its API's URL. Stopped by
-    its pid afterwards."""
-    proc, port = await asyncio.to_thread(launch_prometheus, directory, scrape_configs)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 10)
-
-
 async def targets(url: str) -> dict[str, dict[str, Any]]:
     """Prometheus's active targets by job (empty until its API answers)."""
     with contextlib.suppress(aiohttp.ClientError):
@@ -318,15 +280,14 @@ async def test_refused_tls_handshakes_are_logged(
                 assert await asyncio.to_thread(plain.recv, 100) == b""  # dropped
             await wait_until(lambda: len(refused()) == 1)
             assert refused()[0]["reason"] == "HTTP_REQUEST"
-            jobs = "".join(
-                f"  - job_name: {job}\n    scheme: https\n    tls_config:\n"
-                f"      ca_file: {mtls_files / 'ca.crt'}\n{cert}"
-                f"    static_configs:\n      - targets: ['{target}']\n"
-                for job, cert in [
-                    ("with-certificate", f"      cert_file: {mtls_files / 'client.crt'}\n"
-                                         f"      key_file: {mtls_files / 'client.key'}\n"),
-                    ("without", "")])
-            async with prometheus_scraping(short_tmp, jobs) as url:
+            client = {"cert_file": str(mtls_files / "client.crt"),
+                      "key_file": str(mtls_files / "client.key")}
+            config = scraping([target], scrape_timeout="1s")
+            config["scrape_configs"] = [
+                {"job_name": job, "scheme": "https", "static_configs": [{"targets": [target]}],
+                 "tls_config": {"ca_file": str(mtls_files / "ca.crt"), **cert}}
+                for job, cert in [("with-certificate", client), ("without", {})]]
+            async with running_prometheus(short_tmp, config) as url:
                 async def scraped() -> bool:
                     found = await targets(url)
                     return (found.get("with-certificate", {}).get("health") == "up"

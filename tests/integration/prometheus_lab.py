@@ -28,11 +28,10 @@ import libvirt
 import pytest
 import yaml
 
-from tests.daemon import free_port
 from tests.integration.test_lab_events import qemu_pid
 from tests.lab.lab import URI
+from tests.prometheus_process import running_prometheus, scraping
 from tests.shipped.promql import RULES, rule_expressions
-from tests.tools import need
 
 # What every ``for:`` becomes in the tests' copy: one evaluation at 1 s is enough to be sure
 # the condition held (pending), the next fires it.
@@ -130,56 +129,15 @@ def time_of(rfc3339: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def launch(directory: Path, targets: list[str], rules: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start Debian's prometheus with a configuration of the test's own; its log in a file."""
-    binary = need("prometheus")
-    port = free_port()
-    config = directory / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                   "scrape_timeout": "900ms"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "virtmon",
-                            "static_configs": [{"targets": targets}]}],
-    }), encoding="utf-8")
-    with (directory / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={directory / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-admin-api",
-             "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    return proc, port
-
-
 @contextlib.asynccontextmanager
 async def prometheus(directory: Path, targets: list[str],
                      rules: Path | None = None) -> AsyncIterator[Prometheus]:
     """Debian's prometheus on loopback: job ``virtmon`` scraping ``targets`` every second, rules
     evaluated every second (the fast copy unless ``rules`` is given), its admin API on; stopped
     by its pid after."""
-    proc, port = launch(directory, targets, rules or fast_rules(directory))
-    log_path = directory / "prometheus.log"
-    prom = Prometheus(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            with contextlib.suppress(aiohttp.ClientError):
-                async with aiohttp.ClientSession() as session, \
-                        session.get(f"{prom.url}/-/ready") as response:
-                    if response.status == 200:
-                        break
-            assert time.monotonic() < deadline, "prometheus did not become ready in 30 s"
-            await asyncio.sleep(0.2)
-        yield prom
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 10)
+    config = scraping(targets, rules=rules or fast_rules(directory), scrape_timeout="900ms")
+    async with running_prometheus(directory, config, admin_api=True) as url:
+        yield Prometheus(url)
 
 
 @contextlib.contextmanager

@@ -5,12 +5,10 @@ when a lab domain's QEMU is killed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,9 +16,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
-from tests.daemon import free_port
 from tests.integration.test_lab_events import qemu_pid
 from tests.lab import lab as lab_module
+from tests.prometheus_process import running_prometheus, scraping
 from tests.shipped.promql import (
     PROMETHEUS_NAMES,
     RULES,
@@ -31,62 +29,7 @@ from tests.shipped.promql import (
 
 pytestmark = pytest.mark.lab
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 T = TypeVar("T")
-
-
-def launch_prometheus(directory: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start /usr/bin/prometheus with a config of the test's own; its log goes to a file."""
-    if not PROMETHEUS.exists():
-        pytest.fail("/usr/bin/prometheus is missing: `make lab-packages` installs it")
-    port = free_port()
-    config = directory / "prometheus.yml"
-    config.write_text(
-        f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {RULES}
-scrape_configs:
-  - job_name: virtmon
-    static_configs:
-      - targets: ["{target}"]
-""",
-        encoding="utf-8",
-    )
-    with (directory / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={config}",
-             f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-@contextlib.asynccontextmanager
-async def prometheus(directory: Path, target: str) -> AsyncIterator[str]:
-    """Debian's prometheus on loopback scraping ``target`` every second; stopped by pid after."""
-    proc, url = launch_prometheus(directory, target)
-    try:
-        async def is_ready() -> bool | None:
-            assert proc.poll() is None, (directory / "prometheus.log").read_text()
-            with contextlib.suppress(aiohttp.ClientError):
-                async with aiohttp.ClientSession() as session, \
-                        session.get(f"{url}/-/ready") as response:
-                    return response.status == 200 or None
-            return None
-
-        await until(is_ready, 30, "prometheus did not become ready")
-        yield url
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 10)
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
@@ -129,7 +72,7 @@ async def test_prometheus_scrapes_the_lab_and_the_crash_rule_fires(
     )
     async with running_daemon(cfg) as daemon:
         target = daemon.metrics_address.split("://", 1)[1]
-        async with prometheus(short_tmp, target) as url:
+        async with running_prometheus(short_tmp, scraping([target], rules=RULES)) as url:
             started = time.monotonic()
 
             async def domain_cpu() -> list[Any] | None:
