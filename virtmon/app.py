@@ -158,8 +158,11 @@ class Daemon:
         self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
         # One collection connection per call that may still be stuck, plus the one in use.
         self.pool = ConnectionPool(settings, int(config["collect.max_abandoned_calls"]) + 1)
+        # The cache's reads get a connection of their own, never the events connection: see
+        # domain_cache's docstring (a call queued there during a stall crashes libvirt 9.0).
+        self.domain_connection = ConnectionPool(settings, 1)
         self.domain_cache = DomainInfoCache(
-            self.supervisor, self.caller,
+            self.supervisor, self.domain_connection, self.caller,
             MetadataLabels(config["collect.metadata_labels"],
                            config["collect.metadata_namespaces"]),
             resync_interval=float(config["collect.resync_interval"]),
@@ -337,6 +340,7 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
                 await anyio.to_thread.run_sync(self.pool.reset)
+                await anyio.to_thread.run_sync(self.domain_connection.reset)
                 await anyio.to_thread.run_sync(self.executor.close)
                 await impl.drain()
             self.journal.close()

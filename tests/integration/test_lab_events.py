@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import call, daemon_config, heal_known_crash, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json, lifecycle
-from tests.waiting import exposition_until
+from tests.waiting import exposition_until, wait_until
 from virtmon.app import Daemon
 from virtmon.virt.connection import State
 
@@ -282,3 +282,22 @@ async def test_an_alert_resolves_when_its_domain_started_while_libvirtd_was_away
             await rec.wait_for(lambda: len(rec.requests) == 2)
     statuses = [a["status"] for r in rec.requests for a in r.json()["alerts"]]
     assert statuses == ["firing", "resolved"]
+
+
+async def test_twenty_stalls_with_reconnects_leave_libvirtd_alive(
+    lab: str, short_tmp: Path
+) -> None:
+    """Twenty times: a daemon on the lab, libvirtd SIGSTOPped until keepalive drops the
+    connection, SIGCONTinued, virtmon reconnected, the daemon stopped; libvirtd lives through it
+    (the lab watch fails the test on any death). libvirt 9.0's libvirtd died when the events
+    connection had a call in flight at the stall (tests/lab/stall_repro.py); the lab rarely hits
+    that timing (three runs of this test passed before the fix), so test_domain_cache's
+    no-call-on-the-events-connection test is the exact guard, and this one the issue's proof."""
+    for cycle in range(20):
+        state = short_tmp / f"cycle-{cycle}"
+        state.mkdir()
+        async with running_daemon(lab_config(state)) as daemon:  # keepalive 1 s x 2
+            with lab_module.paused_libvirtd():
+                await wait_until(lambda: daemon.supervisor.state is not State.CONNECTED, 15, 0.1)
+            await wait_until(lambda: daemon.supervisor.state is State.CONNECTED, 30, 0.1)
+        assert lab_module.libvirtd_pid() is not None, f"libvirtd died in cycle {cycle}"

@@ -1,21 +1,21 @@
 """Reproduces libvirt 9.0's libvirtd crash after stalls: ``python -m tests.lab.stall_repro [N]``.
 
-Not part of the suite (it crashes the lab's libvirtd about one run of 20 cycles in three, and the
-suite must pass). Each cycle starts a virtmon daemon on the lab with a fast keepalive (1 s x 2),
+Not part of the suite (the suite's twenty-stall test is its short form; before the fix below it
+crashed the lab's libvirtd about one run of 20 cycles in three). Each cycle starts a virtmon daemon on the lab with a fast keepalive (1 s x 2),
 SIGSTOPs libvirtd, then either stops the daemon or lets keepalive drop its connection and
 reconnect, and SIGCONTs libvirtd; N cycles of each kind (10 by default). It exits 1 naming the
 cycle where libvirtd died, and brings the lab back.
 
 What was seen (2026-12, Debian 12, libvirt 9.0.0-4+deb12u2): libvirtd dies with SIGSEGV in a
 worker thread inside ``virNetServerClientCloseLocked`` -> the remote program's client-close hook
-(``remoteClientFreePrivateCallbacks``). Its log shows, for the client being closed,
-"unexpected incomplete domain callback N" for several entries and, shortly before, "could not
-find event callback X for deletion" / "unexpected domain event deregister failure": the hook
-walks event callbacks that were already deregistered, as if it ran twice for one client. Tried
-in virtmon without a change in the crash rate (each about 1 run in 3 of this script): a cheap
-call before deregistering on close (so no deregistration is queued on a stopped libvirtd), and
-enabling keepalive only after the events are registered. Closing without deregistering is not an
-option: each registered callback holds a reference, so the connection would stay open.
+(``remoteClientFreePrivateCallbacks``), its log showing "unexpected incomplete domain callback N"
+and "could not find event callback X for deletion". A debug log (filters ``1:rpc.netserverclient
+1:daemon.remote``) of a private libvirtd showed why: the events connection had a call in flight
+when libvirtd was stopped (the domain cache's ``listAllDomains``); keepalive closed the
+connection; on SIGCONT libvirtd read the call and the EOF together, and its event loop (EOF) and
+the worker answering the call (send failed) both closed the client at once, each walking the same
+event callbacks. The domain cache now reads on a connection of its own, so the events connection
+has no call in flight when a stall comes; this script and the suite's twenty-stall test check it.
 """
 
 from __future__ import annotations

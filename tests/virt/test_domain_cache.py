@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ class Supervisor:
 
     async def wait_connected(self) -> None:
         """Never called while connected."""
+
+
+CACHE_PROBE_XML = """<domain type='test'><name>cache-probe</name><memory>65536</memory>
+<os><type>hvm</type></os></domain>"""
 
 
 def event(kind: str, name: str, uuid: str) -> Event:
@@ -59,9 +64,10 @@ def test_metadata_labels_read_namespaced_elements_and_attributes() -> None:
 
 async def test_resync_reads_every_domain_and_undefined_drops_one(conn: Any) -> None:
     """A resync fills the cache from XML; an undefined event drops the domain without a call."""
-    cache = DomainInfoCache(Supervisor(SharedConnection(conn)), LibvirtCaller(),  # type: ignore[arg-type]
+    shared = SharedConnection(conn)
+    cache = DomainInfoCache(Supervisor(shared), shared, LibvirtCaller(),  # type: ignore[arg-type]
                             MetadataLabels({}, {}), resync_interval=600)
-    await cache._refresh(cache.supervisor.conn)
+    await cache._refresh(shared)
     test = next(info for info in cache.info.values() if info.name == "test")
     assert test.os_type == "hvm" and test.persistent
     cache.on_event(event("lifecycle", "undefined", test.uuid))
@@ -72,7 +78,7 @@ async def test_a_failed_refresh_keeps_what_was_marked() -> None:
     """When the refresh's call fails, the marked domains stay marked for the next try."""
     closed = SharedConnection(libvirt.open("test:///default"))
     closed.close([])  # every later call on it is refused
-    cache = DomainInfoCache(Supervisor(closed), LibvirtCaller(),  # type: ignore[arg-type]
+    cache = DomainInfoCache(Supervisor(closed), closed, LibvirtCaller(),  # type: ignore[arg-type]
                             MetadataLabels({}, {}), resync_interval=600)
     cache._resync_due = False
     cache.on_event(event("metadata_change", "element", "u-1"))
@@ -83,3 +89,37 @@ async def test_a_failed_refresh_keeps_what_was_marked() -> None:
     with pytest.raises(Exception, match="closing"):
         await cache._refresh(closed)
     assert cache._resync_due
+
+
+async def test_the_cache_makes_no_call_on_the_events_connection(short_tmp: Any) -> None:
+    """A daemon's cache resyncs and refreshes a newly defined domain with no call on the events
+    connection: a call queued there when libvirtd stalls made libvirt 9.0's libvirtd close the
+    client twice at once and die (the events connection carries only its subscription and
+    listing)."""
+    from tests.daemon import daemon_config, running_daemon
+    from tests.waiting import wait_until
+
+    calls: list[str] = []
+    async with running_daemon(daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                                            collect={"collectors": {"admin": False}})) as daemon:
+        events_connection = daemon.supervisor.conn
+        assert events_connection is not None
+        original = events_connection.run
+
+        def recording_run(fn: Any, *args: Any) -> Any:
+            calls.append(getattr(fn, "__name__", repr(fn)))
+            return original(fn, *args)
+
+        events_connection.run = recording_run  # type: ignore[method-assign]
+        test = await asyncio.to_thread(libvirt.open, "test:///default")
+        try:
+            dom = await asyncio.to_thread(test.defineXML, CACHE_PROBE_XML)
+            uuid = await asyncio.to_thread(dom.UUIDString)
+            await wait_until(lambda: uuid in daemon.domain_cache.info, 10, 0.05)
+            daemon.domain_cache._resync_due = True
+            daemon.domain_cache._wake.set()
+            await wait_until(lambda: not daemon.domain_cache._resync_due, 10, 0.05)
+        finally:
+            await asyncio.to_thread(dom.undefine)
+            await asyncio.to_thread(test.close)
+    assert calls == []

@@ -3,7 +3,15 @@
 They change only on events, so they are never fetched per cycle (rule 4): a domain is re-read when
 an event says it changed (defined, undefined, metadata change, device added or removed, tunable)
 and every domain once per ``resync_interval`` (which also catches what no event reports). Reads run
-in worker threads on the supervisor's connection; the cycle only copies the cached mapping.
+in worker threads on a connection of the cache's own; the cycle only copies the cached mapping.
+
+Not on the events connection: a call in flight there when libvirtd stalls is still queued when
+keepalive closes the connection, and libvirt 9.0's libvirtd, resuming, then closes that client
+twice at once (from the worker answering the call and from its event loop seeing the EOF). Both
+walk the client's event callbacks ("unexpected incomplete domain callback", "could not find
+event callback N for deletion" in its log), and libvirtd later dies of it (SIGSEGV in
+virNetServerClientCloseLocked). The events connection carries no call after its subscription
+and listing, so a stall finds nothing queued on it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from virtmon.collectors.snapshot import DomainInfo
 from virtmon.events.model import Event
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
+from virtmon.virt.pool import ConnectionPool
 
 log = structlog.get_logger("virtmon.virt.domain_cache").bind(component="domain_cache")
 
@@ -103,11 +112,13 @@ class DomainInfoCache:
     def __init__(
         self,
         supervisor: ConnectionSupervisor,
+        connection: ConnectionPool,
         caller: LibvirtCaller,
         labels: MetadataLabels,
         resync_interval: float,
     ) -> None:
-        self.supervisor = supervisor
+        self.supervisor = supervisor  # says whether libvirt is reachable
+        self.connection = connection  # where the reads run: one connection, the cache's own
         self.caller = caller
         self.labels = labels
         self.resync_interval = resync_interval
@@ -151,14 +162,13 @@ class DomainInfoCache:
     async def run(self) -> None:
         """Refresh what events marked, and resync everything every ``resync_interval``."""
         while True:
-            conn = self.supervisor.conn
-            if conn is None or not self.supervisor.connected:
+            if not self.supervisor.connected:
                 self._resync_due = True
                 await self.supervisor.wait_connected()
                 continue
             if self._resync_due or self._dirty:
                 try:
-                    await self._refresh(conn)
+                    await self._refresh(self.connection)
                 except Exception as exc:
                     log.warning("virtmon.domain_cache.refresh_failed", error=str(exc))
                     await anyio.sleep(1)
