@@ -20,6 +20,18 @@ from tests.daemon import free_port
 from tests.tools import need
 
 
+def start(directory: Path, config_path: Path, port: int,
+          admin_api: bool) -> subprocess.Popen[bytes]:
+    """Start the process (blocking: a fork and exec), its output into prometheus.log."""
+    with (directory / "prometheus.log").open("wb") as log:
+        return subprocess.Popen(
+            [need("prometheus"), f"--config.file={config_path}",
+             f"--storage.tsdb.path={directory / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+             *(["--web.enable-admin-api"] if admin_api else [])],
+            stdout=log, stderr=subprocess.STDOUT)
+
+
 @contextlib.asynccontextmanager
 async def running_prometheus(directory: Path, config: dict[str, Any],
                              admin_api: bool = False) -> AsyncIterator[str]:
@@ -29,13 +41,7 @@ async def running_prometheus(directory: Path, config: dict[str, Any],
     config_path = directory / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [need("prometheus"), f"--config.file={config_path}",
-             f"--storage.tsdb.path={directory / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-             *(["--web.enable-admin-api"] if admin_api else [])],
-            stdout=log, stderr=subprocess.STDOUT)
+    proc = await asyncio.to_thread(start, directory, config_path, port, admin_api)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

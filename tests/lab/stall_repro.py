@@ -1,10 +1,11 @@
 """Reproduces libvirt 9.0's libvirtd crash after stalls: ``python -m tests.lab.stall_repro [N]``.
 
 Not part of the suite (the suite's twenty-stall test is its short form; before the fix below it
-crashed the lab's libvirtd about one run of 20 cycles in three). Each cycle starts a virtmon daemon on the lab with a fast keepalive (1 s x 2),
-SIGSTOPs libvirtd, then either stops the daemon or lets keepalive drop its connection and
-reconnect, and SIGCONTs libvirtd; N cycles of each kind (10 by default). It exits 1 naming the
-cycle where libvirtd died, and brings the lab back.
+crashed the lab's libvirtd about one run of 20 cycles in three). Each cycle starts a virtmon
+daemon on the lab with a fast keepalive (1 s x 2), SIGSTOPs libvirtd, then either stops the
+daemon or lets keepalive drop its connection and reconnect, and SIGCONTs libvirtd; N cycles of
+each kind (10 by default). It exits 1 naming the cycle where libvirtd died, and brings the lab
+back.
 
 What was seen (2026-12, Debian 12, libvirt 9.0.0-4+deb12u2): libvirtd dies with SIGSEGV in a
 worker thread inside ``virNetServerClientCloseLocked`` -> the remote program's client-close hook
