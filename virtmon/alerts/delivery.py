@@ -58,15 +58,19 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
-def resend_outcome(status: int | None) -> str:
-    """How a re-send request ended: ``resent`` (2xx), ``resend_failed`` (retried next round:
-    no answer, 408, 429, 5xx) or ``resend_rejected`` (any other status: refused for good, as a
-    delivery's dead letter is; counted apart so one refusal is not also a passing failure)."""
+def answer_kind(status: int | None) -> str:
+    """What a receiver's answer means, for a delivery and a re-send alike: ``accepted`` (2xx),
+    ``retry`` (no answer, 408, 429, 5xx: try again later) or ``refused`` (any other status:
+    sending the same again will not help)."""
     if status is not None and 200 <= status < 300:
-        return "resent"
+        return "accepted"
     if status is None or status in (408, 429) or status >= 500:
-        return "resend_failed"
-    return "resend_rejected"
+        return "retry"
+    return "refused"
+
+
+# A re-send's outcome by answer_kind: one refusal counts as rejected, not also as a failure.
+RESEND_OUTCOMES = {"accepted": "resent", "retry": "resend_failed", "refused": "resend_rejected"}
 
 
 @dataclass(frozen=True)
@@ -258,17 +262,18 @@ class Target:
         now = self.clock()
         ids = [r.id for r in rows]
         attempts = max(r.attempts for r in rows) + 1
-        if status is not None and 200 <= status < 300:
+        kind = answer_kind(status)
+        if kind == "accepted":
             outcome, state, next_attempt, error = "delivered", "delivered", now, ""
+        elif kind == "refused":
+            outcome, state, next_attempt = "dead", "dead", now
         elif status == 429:
             delay = retry_after_seconds(retry_after, now)
             outcome, state = "rate_limited", "pending"
             next_attempt = now + (delay if delay is not None else self.backoff(attempts))
-        elif status is None or status == 408 or status >= 500:
+        else:
             outcome, state = ("error" if status is None else "failed"), "pending"
             next_attempt = now + self.backoff(attempts)
-        else:
-            outcome, state, next_attempt = "dead", "dead", now
         text = None if outcome == "delivered" else (f"HTTP {status}: {error}" if status else error)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(
@@ -311,7 +316,7 @@ class Target:
             batch = notes[start:start + self.receiver.batch_size]
             status, _, error = await self.post(session, batch, formats.batch_key(batch))
             requests += 1
-            outcome = resend_outcome(status)
+            outcome = RESEND_OUTCOMES[answer_kind(status)]
             self.outcomes[outcome] += 1
             if outcome != "resent":
                 self._log.info(f"virtmon.webhook.{outcome}", status=status, error=error)
