@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmon.alerts.model import Alert, Notification
-from virtmon.events.database import open_database
+from virtmon.events.database import open_database, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS silences (
@@ -153,15 +153,10 @@ class Silences:
                         continue
                 kept.append(note)
             if records:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
+                with write_transaction(self._db) as db:
+                    db.executemany(
                         "INSERT OR IGNORE INTO silenced_alerts (fingerprint, starts_at, "
                         "silence_id, silenced_at) VALUES (?, ?, ?, ?)", records)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
                 for fp, starts_at, silence_id, _at in records:
                     self._suppressed[(fp, starts_at)] = silence_id
             self.dropped += len(notes) - len(kept)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmon.alerts.model import Alert, Notification
-from virtmon.events.database import open_database
+from virtmon.events.database import open_database, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -119,15 +119,8 @@ class AlertStore:
     def _transaction_counts(self, statements: Iterable[tuple[str, Sequence[Any]]]
                             ) -> list[int]:
         """Run statements in one transaction; the rows each one changed."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                counts = [self._db.execute(sql, params).rowcount for sql, params in statements]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return counts
+        with self._lock, write_transaction(self._db) as db:
+            return [db.execute(sql, params).rowcount for sql, params in statements]
 
     def _transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
         """Run statements in one transaction; the rows they changed in all."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtmon.events.database import open_database
+from virtmon.events.database import open_database, write_transaction
 from virtmon.events.model import Event
 
 SCHEMA = """
@@ -86,21 +86,16 @@ class Journal:
         if not numbered:
             return numbered
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
+            with write_transaction(self._db) as db:
+                db.executemany(
                     "INSERT INTO events (seq, time, kind, domain, data) VALUES (?, ?, ?, ?, ?)",
                     [(e.seq, e.time, e.kind, e.domain, e.to_json()) for e in numbered],
                 )
-                self._db.execute(
+                db.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (numbered[-1].seq,),
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             # Under the lock: a reader's page and the last seq it sees agree (read_page).
             self._last_seq = numbered[-1].seq
         return numbered
@@ -130,17 +125,15 @@ class Journal:
         reconnect's synthetic one may be, does not punch a hole in the middle).
         """
         cutoff = (time.time() if now is None else now) - self.max_age
-        with self._lock:
-            self._db.execute("BEGIN")
-            removed = self._db.execute(
+        with self._lock, write_transaction(self._db) as db:
+            removed = db.execute(
                 "DELETE FROM events WHERE seq < COALESCE("
                 "(SELECT MIN(seq) FROM events WHERE time >= ?), ?)",
                 (cutoff, self._last_seq + 1),
             ).rowcount
-            removed += self._db.execute(
+            removed += db.execute(
                 "DELETE FROM events WHERE seq <= ?", (self._last_seq - self.max_count,)
             ).rowcount
-            self._db.execute("COMMIT")
         return int(removed)
 
     def count(self) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import astuple
 from pathlib import Path
 
-from virtmon.events.database import open_database
+from virtmon.events.database import open_database, write_transaction
 from virtmon.events.journal import Journal
 from virtmon.virt.inventory import DomainState, Inventory
 
@@ -47,19 +47,13 @@ class InventoryStore:
     def save(self, uri: str, domains: Iterable[DomainState], seq: int) -> None:
         """Replace the saved inventory: ``domains`` of ``uri`` as of journal number ``seq``."""
         rows = [astuple(domain) for domain in domains]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM inventory")
-                self._db.executemany("INSERT INTO inventory VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.executemany(
-                    "INSERT INTO inventory_meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    [("uri", uri), ("seq", str(seq))])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db) as db:
+            db.execute("DELETE FROM inventory")
+            db.executemany("INSERT INTO inventory VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO inventory_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [("uri", uri), ("seq", str(seq))])
 
     def load(self, uri: str) -> tuple[list[DomainState], int] | None:
         """The saved inventory of ``uri`` and its journal number; None if none was saved."""
