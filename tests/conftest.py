@@ -162,7 +162,11 @@ def unexplained_skips(reports: list[Any]) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run with an unexplained skip, or a lab process that died, fails (exit 1)."""
+    """A run with an unexplained skip, or a lab process that died, fails (exit 1). A death
+    after the last lab test's check (in a test without the lab marker) is looked for here."""
+    if LAB_PIDS and (after := _lab_changes()):
+        LAB_REVIVALS.append(f"after the last lab test: {', '.join(after)}\n"
+                            f"{lab_module.log_tail(8)}")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skips = reporter is not None and unexplained_skips(reporter.stats.get("skipped", []))
     if exitstatus == 0 and (skips or LAB_REVIVALS):
