@@ -15,6 +15,7 @@ import structlog
 from tests.daemon import daemon_config, running_daemon
 from tests.lab.sasl_libvirtd import SaslLibvirtd, sasl_libvirtd
 from tests.streamclient import get_json
+from tests.tools import need
 from tests.waiting import exposition_until, wait_until
 from virtmon.virt.handle import ConnectionSettings, open_connection, read_credentials
 
@@ -46,6 +47,8 @@ def test_open_with_an_auth_file_goes_through_open_auth(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def sasl_daemon() -> Iterator[SaslLibvirtd]:
     """A private libvirtd that lets in only its one SASL user (for this module's tests)."""
+    need("saslpasswd2")
+    need("setpriv")
     with sasl_libvirtd() as daemon:
         yield daemon
 
