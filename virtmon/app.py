@@ -95,7 +95,7 @@ def raise_fd_limit() -> int:
 def enabled_collectors(config: Config) -> list[str]:
     """The default collectors, adjusted by ``collect.collectors`` (name = true/false)."""
     wanted = set(DEFAULT_ENABLED)
-    for name, enabled in config.collectors.items():
+    for name, enabled in config.collect.collectors.items():
         (wanted.add if enabled else wanted.discard)(name)
     return sorted(wanted)
 
@@ -131,52 +131,52 @@ class Daemon:
         self._stop = anyio.Event()
         self.started = anyio.Event()
         self.finished = anyio.Event()
-        state_dir = config.state_dir
+        state_dir = Path(config.state.dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(
             state_dir / "virtmon.db",
-            max_age=float(config["events.retention_days"]) * 86400.0,
-            max_count=int(config["events.retention_count"]),
+            max_age=config.events.retention_days * 86400.0,
+            max_count=config.events.retention_count,
         )
-        self.bus = EventBus(self.journal, ingest_size=int(config["events.queue_size"]))
+        self.bus = EventBus(self.journal, ingest_size=config.events.queue_size)
         self.inventory = Inventory()
         self.inventory_store = InventoryStore(self.journal.path)
         self.caller = LibvirtCaller(
-            capacity=int(config["libvirt.max_concurrent_calls"]),
-            default_deadline=float(config["libvirt.call_timeout"]),
-            max_abandoned=int(config["collect.max_abandoned_calls"]),
+            capacity=config.libvirt.max_concurrent_calls,
+            default_deadline=config.libvirt.call_timeout,
+            max_abandoned=config.collect.max_abandoned_calls,
         )
-        auth_file = config["libvirt.auth_file"]
+        auth_file = config.libvirt.auth_file
         settings = ConnectionSettings(
-            uri=config.uri,
-            readonly=bool(config["libvirt.readonly"]),
-            open_timeout=float(config["libvirt.open_timeout"]),
-            keepalive_interval=int(config["libvirt.keepalive_interval"]),
-            keepalive_count=int(config["libvirt.keepalive_count"]),
+            uri=config.libvirt.uri,
+            readonly=config.libvirt.readonly,
+            open_timeout=config.libvirt.open_timeout,
+            keepalive_interval=config.libvirt.keepalive_interval,
+            keepalive_count=config.libvirt.keepalive_count,
             auth_file=Path(auth_file) if auth_file else None,
         )
         self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
         # One collection connection per call that may still be stuck, plus the one in use.
-        self.pool = ConnectionPool(settings, int(config["collect.max_abandoned_calls"]) + 1)
+        self.pool = ConnectionPool(settings, config.collect.max_abandoned_calls + 1)
         # The cache's reads get a connection of their own, never the events connection: see
         # domain_cache's docstring (a call queued there during a stall crashes libvirt 9.0).
         self.domain_connection = ConnectionPool(settings, 1)
         self.domain_cache = DomainInfoCache(
             self.supervisor, self.domain_connection, self.caller,
-            MetadataLabels(config["collect.metadata_labels"],
-                           config["collect.metadata_namespaces"]),
-            resync_interval=float(config["collect.resync_interval"]),
+            MetadataLabels(config.collect.metadata_labels, config.collect.metadata_namespaces),
+            resync_interval=config.collect.resync_interval,
         )
         self.bus.add_listener(self.domain_cache.on_event)
         self.event_counters = EventCounters()
         self.bus.add_listener(self.event_counters.on_event)
-        self.alerts = AlertService(config, self.journal, present_domains=self._present_domains)
+        self.alerts = AlertService(config.alerts, self.journal, config.metrics.listen,
+                                   present_domains=self._present_domains)
         self.bus.add_listener(self.alerts.on_event)
         names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
         if "admin" in names:
             self.admin_helper = AdminHelper(
-                str(config["libvirt.admin_uri"]), on_event=self._admin_event
+                config.libvirt.admin_uri, on_event=self._admin_event
             )
         self.notifier = Notifier()
         # Sockets passed by systemd (virtmon.socket): served instead of binding our own.
@@ -186,8 +186,8 @@ class Daemon:
         self.config_problem: str | None = None  # set while a reload was rejected
         self.scheduler = Scheduler(
             self.supervisor, self.pool, self.caller, names,
-            interval=float(config["collect.interval"]),
-            deadline_ratio=float(config["collect.deadline_ratio"]),
+            interval=config.collect.interval,
+            deadline_ratio=config.collect.deadline_ratio,
             extra_families=lambda: self_metrics(
                 self.supervisor, self.bus, self.caller, self.scheduler.stats
             ) + self.alerts.families() + self.executor.stats.families(),
@@ -198,20 +198,20 @@ class Daemon:
                 domain.name for domain in self.inventory.all()
             ),
         )
-        self.scheduler.backing_chain = bool(config["collect.block_backing_chain"])
+        self.scheduler.backing_chain = config.collect.block_backing_chain
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
-        self.control_socket = Path(config["control.socket"])
+        self.control_socket = Path(config.control.socket)
         self.stream_slots = StreamSlots(StreamLimits(
-            queue_size=int(config["events.subscriber_queue_size"]),
-            max_streams=int(config["control.max_streams"]),
-            max_streams_per_caller=int(config["control.max_streams_per_caller"]),
+            queue_size=config.events.subscriber_queue_size,
+            max_streams=config.control.max_streams,
+            max_streams_per_caller=config.control.max_streams_per_caller,
         ))
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
-            bus=self.bus, allow_write=bool(config["control.allow_write"]),
-            deadline=float(config["control.request_timeout"]), alerts=self.alerts,
+            bus=self.bus, allow_write=config.control.allow_write,
+            deadline=config.control.request_timeout, alerts=self.alerts,
         )
 
     async def _admin_stats(self) -> AdminStats:
@@ -222,7 +222,7 @@ class Daemon:
     def _admin_event(self, event: AdminEvent) -> None:
         """Loss and return of the admin connection (and helper restarts) go into the stream."""
         self.bus.publish(Event(
-            time=time.time(), uri=str(self.config["libvirt.admin_uri"]), kind=ADMIN_KIND,
+            time=time.time(), uri=self.config.libvirt.admin_uri, kind=ADMIN_KIND,
             name=event.kind, detail=str(event.detail.get("reason")) if "reason" in event.detail
             else None, payload=dict(event.detail),
         ))
@@ -252,7 +252,7 @@ class Daemon:
             "version": __version__,
             "started_at": self.started_at,
             "libvirt": {
-                "uri": self.config.uri,
+                "uri": self.config.libvirt.uri,
                 "state": self.supervisor.state.value,
                 "connected_since": self.supervisor.connected_since,
                 "event_ids": list(self.supervisor.event_ids),
@@ -318,9 +318,10 @@ class Daemon:
                         if self.demo:
                             from virtmon.demo import run_demo
 
-                            group.start_soon(run_demo, self.config.uri, self.caller)
+                            group.start_soon(run_demo, self.config.libvirt.uri, self.caller)
                         log.info("virtmon.started", metrics=self.metrics_address,
-                                 control_socket=str(self.control_socket), uri=self.config.uri)
+                                 control_socket=str(self.control_socket),
+                                 uri=self.config.libvirt.uri)
                         # Everything alive now (modules, configuration, caches) lives as long as
                         # the daemon: out of the collector's sight, a full collection scans
                         # only what came after. Full collections holding the GIL for ~20 ms at a
@@ -361,8 +362,8 @@ class Daemon:
 
     async def _start_listeners(self) -> list[web.AppRunner]:
         loaded = WebConfig()
-        if self.config["metrics.web_config_file"]:
-            loaded = load_web_config(Path(self.config["metrics.web_config_file"]))
+        if self.config.metrics.web_config_file:
+            loaded = load_web_config(Path(self.config.metrics.web_config_file))
         self.web_config = web_config = LiveWebConfig(loaded)
         if loaded.ssl_context is not None:
             log.info("virtmon.metrics.tls", cert_file=loaded.cert_file,
@@ -371,7 +372,7 @@ class Daemon:
         app.middlewares.append(basic_auth_middleware(web_config.users))
         metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await metrics.setup()
-        host, port = split_listen(str(self.config["metrics.listen"]))
+        host, port = split_listen(self.config.metrics.listen)
         passed = pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6))
         site: web.BaseSite
         if passed is not None:
@@ -388,11 +389,11 @@ class Daemon:
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
-                        max_body=int(self.config["control.max_body"]),
+                        max_body=self.config.control.max_body,
                         executor=self.executor,
-                        roles=RoleMap.from_config(self.config.values["control"]),
-                        max_in_flight=int(self.config["control.max_requests"]),
-                        max_per_caller=int(self.config["control.max_requests_per_caller"]),
+                        roles=RoleMap.from_config(self.config.control),
+                        max_in_flight=self.config.control.max_requests,
+                        max_per_caller=self.config.control.max_requests_per_caller,
                         stream_limits=self.stream_slots.limits,
                         stream_slots=self.stream_slots),
             access_log=None,
@@ -423,8 +424,8 @@ class Daemon:
         return [metrics, control]
 
     def _secure_socket(self, path: Path) -> None:
-        os.chmod(path, int(str(self.config["control.socket_mode"]), 8))
-        group = str(self.config["control.socket_group"])
+        os.chmod(path, int(self.config.control.socket_mode, 8))
+        group = self.config.control.socket_group
         if not group:
             return
         try:
@@ -459,13 +460,13 @@ class Daemon:
         """The URI and the names of its domains, once known (alerts of others resolve)."""
         if not self.inventory.populated:
             return None
-        return self.config.uri, frozenset(domain.name for domain in self.inventory.all())
+        return self.config.libvirt.uri, frozenset(domain.name for domain in self.inventory.all())
 
     async def _recall_inventory(self) -> None:
         """Begin from the inventory the journal last described, so that the first listing
         journals what changed while virtmon was not running (and alerts about it resolve)."""
         known = await anyio.to_thread.run_sync(
-            recall, self.inventory_store, self.journal, self.config.uri)
+            recall, self.inventory_store, self.journal, self.config.libvirt.uri)
         if known is None:
             log.info("virtmon.inventory.not_recalled", reason="nothing saved, or the journal "
                      "no longer holds every event since it was saved")
@@ -477,7 +478,8 @@ class Daemon:
         if not self.inventory.populated:  # never listed: keep what was saved before
             return
         domains, seq = self.inventory.all(), self.journal.last_seq
-        await anyio.to_thread.run_sync(self.inventory_store.save, self.config.uri, domains, seq)
+        await anyio.to_thread.run_sync(
+            self.inventory_store.save, self.config.libvirt.uri, domains, seq)
 
     async def _save_inventory_every(self, interval: float) -> None:
         # Bounds what a restart after a kill replays; events since are replayed from the journal.

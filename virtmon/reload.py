@@ -2,9 +2,10 @@
 
 An invalid file changes nothing: every problem is logged, and systemd's ``STATUS=`` says the
 daemon runs on the previous configuration until a reload succeeds. A valid file is compared key
-by key with the running one: keys in ``RUNTIME_KEYS`` are applied at once; every other changed
-key (the libvirt URI, the listeners, the control socket, the state directory...) is logged as
-needing a restart and keeps its running value, so ``Daemon.config`` always describes what runs.
+by key with the running one: keys whose field declares them reloadable
+(``config.reloadable_keys``) are applied at once; every other changed key (the libvirt URI, the
+listeners, the control socket, the state directory...) is logged as needing a restart and keeps
+its running value, so ``Daemon.config`` always describes what runs.
 Files named by the configuration are read again even when their path did not change: the alert
 rule file, receivers' HMAC secrets, and the web config (certificates and users of /metrics).
 systemd is told ``RELOADING=1`` (with ``MONOTONIC_USEC``) before and ``READY=1`` after.
@@ -15,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import structlog
 
 from virtmon import logsetup
-from virtmon.config import SCHEMA, Config, ConfigError
+from virtmon.config import SCHEMA, Config, ConfigError, reloadable_keys
 from virtmon.exposition.webconfig import WebConfig, WebConfigError, load_web_config
 
 if TYPE_CHECKING:
@@ -29,25 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("virtmon.reload").bind(component="reload")
 
-# Keys a reload applies without a restart; each is applied by `_apply` below.
-RUNTIME_KEYS = frozenset({
-    "log.level",
-    "collect.interval",
-    "collect.deadline_ratio",
-    "collect.collectors",
-    "collect.resync_interval",
-    "collect.block_backing_chain",
-    "events.retention_days",
-    "events.retention_count",
-    # The alerts service re-reads its rules (and the default rule file) and secrets on every
-    # reload; receiver URLs whose settings did not change keep delivering undisturbed.
-    "alerts.receivers",
-    "alerts.rules",
-    "alerts.default_rules",
-    "alerts.default_rules_file",
-    "alerts.resolve_after",
-    "alerts.external_url",
-})
+SCHEMA_KEYS = frozenset(f"{section}.{name}" for section, keys in SCHEMA.items() for name in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +43,12 @@ class ReloadPlan:
 
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Every ``section.key`` whose value differs (``alerts.receivers`` compares the receivers)."""
-    changed = [
+    return [
         f"{section}.{name}"
         for section, keys in SCHEMA.items()
         for name in keys
-        if f"{section}.{name}" != "alerts.receivers"
-        and old.values[section][name] != new.values[section][name]
+        if getattr(old.section(section), name) != getattr(new.section(section), name)
     ]
-    if old.receivers != new.receivers:
-        changed.append("alerts.receivers")
-    return changed
 
 
 def plan(old: Config, new: Config, admin_running: bool) -> ReloadPlan:
@@ -82,8 +61,9 @@ def plan(old: Config, new: Config, admin_running: bool) -> ReloadPlan:
 
     applied: list[str] = []
     restart: list[str] = []
+    reloadable = reloadable_keys()
     for key in changed_keys(old, new):
-        (applied if key in RUNTIME_KEYS else restart).append(key)
+        (applied if key in reloadable else restart).append(key)
     if ("admin" in enabled_collectors(new)) != admin_running:
         restart.append("collect.collectors.admin")
     return ReloadPlan(tuple(applied), tuple(restart))
@@ -91,26 +71,21 @@ def plan(old: Config, new: Config, admin_running: bool) -> ReloadPlan:
 
 def effective(old: Config, new: Config, plan_: ReloadPlan) -> Config:
     """The configuration that runs after the reload: the new one, minus what needs a restart."""
-    values = {section: dict(table) for section, table in new.values.items()}
-    for key in plan_.restart:
-        section, _, name = key.partition(".")
-        if name in values.get(section, {}):
-            values[section][name] = old.values[section][name]
+    cfg = new.keeping(old, (key for key in plan_.restart if key in SCHEMA_KEYS))
     if "collect.collectors.admin" in plan_.restart:
-        collectors: dict[str, Any] = dict(values["collect"]["collectors"])
-        old_admin = old.collectors.get("admin")
+        collectors = dict(cfg.collect.collectors)
+        old_admin = old.collect.collectors.get("admin")
         if old_admin is None:
             collectors.pop("admin", None)
         else:
             collectors["admin"] = old_admin
-        values["collect"]["collectors"] = collectors
-    receivers = old.receivers if "alerts.receivers" in plan_.restart else new.receivers
-    return Config(values, receivers, new.source)
+        cfg = replace(cfg, collect=replace(cfg.collect, collectors=collectors))
+    return cfg
 
 
 def _read_web_config(cfg: Config) -> WebConfig:
     """The web config file read again (certificates, users), so a reload renews them."""
-    path = str(cfg["metrics.web_config_file"])
+    path = cfg.metrics.web_config_file
     if not path:
         return WebConfig()
     try:
@@ -123,15 +98,15 @@ def _apply(daemon: Daemon, cfg: Config) -> None:
     """Push the runtime keys of ``cfg`` into the running components."""
     from virtmon.app import enabled_collectors
 
-    logsetup.set_level(str(cfg["log.level"]))
+    logsetup.set_level(cfg.log.level)
     scheduler = daemon.scheduler
-    scheduler.interval = float(cfg["collect.interval"])
-    scheduler.deadline = scheduler.interval * float(cfg["collect.deadline_ratio"])
+    scheduler.interval = cfg.collect.interval
+    scheduler.deadline = scheduler.interval * cfg.collect.deadline_ratio
     scheduler.use_collectors(enabled_collectors(cfg))
-    scheduler.backing_chain = bool(cfg["collect.block_backing_chain"])
-    daemon.domain_cache.resync_interval = float(cfg["collect.resync_interval"])
-    daemon.journal.max_age = float(cfg["events.retention_days"]) * 86400.0
-    daemon.journal.max_count = int(cfg["events.retention_count"])
+    scheduler.backing_chain = cfg.collect.block_backing_chain
+    daemon.domain_cache.resync_interval = cfg.collect.resync_interval
+    daemon.journal.max_age = cfg.events.retention_days * 86400.0
+    daemon.journal.max_count = cfg.events.retention_count
 
 
 def _reject(daemon: Daemon, problems: list[str]) -> None:
@@ -157,7 +132,7 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
         # These read files again (one may have gone bad since validation), so they come before
         # any change: the web config is only read here, the alerts read before they change.
         web = await anyio.to_thread.run_sync(_read_web_config, cfg)
-        await daemon.alerts.reconfigure(cfg)
+        await daemon.alerts.reconfigure(cfg.alerts)
     except (ConfigError, OSError) as exc:
         if isinstance(exc, OSError):
             exc = ConfigError([f"alerts: {exc}"])
@@ -178,7 +153,7 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
                 # Said either way: an operator who renewed a certificate sees it taken or not.
                 log.info("virtmon.reload.certificate", cert_file=web.cert_file,
                          fingerprint=web.fingerprint, changed=web.fingerprint != before)
-            if cfg["metrics.web_config_file"]:
+            if cfg.metrics.web_config_file:
                 log.info("virtmon.reload.web_config", users=len(web.users),
                          tls=web.ssl_context is not None)
         else:

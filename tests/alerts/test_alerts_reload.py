@@ -22,7 +22,7 @@ PAUSE_RULE = {"name": "Paused", "severity": "warning", "summary": "{domain} paus
 
 def reloaded(running: config.Config, **alerts: Any) -> config.Config:
     """The running configuration with some ``[alerts]`` keys changed, validated as a file is."""
-    values = {section: dict(table) for section, table in running.values.items()}
+    values = running.document()
     values["alerts"].update(alerts)
     values["libvirt"]["uri"] = URI
     return config.build(values)
