@@ -16,7 +16,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from anyio.abc import TaskStatus
 
 from virtmon import __version__
 from virtmon.alerts.service import AlertService
-from virtmon.collectors import DEFAULT_ENABLED
 from virtmon.collectors.admin import AdminStats
+from virtmon.component import Part
 from virtmon.config import Config
 from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
@@ -46,8 +46,9 @@ from virtmon.exposition.webconfig import (
     basic_auth_middleware,
     load_web_config,
 )
-from virtmon.scheduler import Scheduler
-from virtmon.selfmetrics import self_metrics
+from virtmon.logsetup import RunningLog
+from virtmon.scheduler import Scheduler, enabled_collectors
+from virtmon.selfmetrics import CycleStats, SelfMetrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
 from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
@@ -92,12 +93,14 @@ def raise_fd_limit() -> int:
     return target
 
 
-def enabled_collectors(config: Config) -> list[str]:
-    """The default collectors, adjusted by ``collect.collectors`` (name = true/false)."""
-    wanted = set(DEFAULT_ENABLED)
-    for name, enabled in config.collect.collectors.items():
-        (wanted.add if enabled else wanted.discard)(name)
-    return sorted(wanted)
+def status_line(status: Mapping[str, Any], config_problem: str | None = None) -> str:
+    """systemd's STATUS= line from a ``/v1/status`` document (and a rejected reload)."""
+    alerts = status["alerts"]
+    return (f"libvirt {status['libvirt']['state']}, {status['domains']} domains, "
+            f"last cycle {status['collection']['last_duration'] * 1000:.0f} ms, "
+            f"events journaled {status['journal']['last_seq']}"
+            + (f", outbox {alerts['outbox']['pending']}" if alerts["receivers"] else "")
+            + (f"; {config_problem}" if config_problem else ""))
 
 
 class ControlSocketInUse(RuntimeError):
@@ -172,9 +175,8 @@ class Daemon:
         self.alerts = AlertService(config.alerts, self.journal, config.metrics.listen,
                                    present_domains=self._present_domains)
         self.bus.add_listener(self.alerts.on_event)
-        names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
-        if "admin" in names:
+        if "admin" in enabled_collectors(config.collect):
             self.admin_helper = AdminHelper(
                 config.libvirt.admin_uri, on_event=self._admin_event
             )
@@ -184,13 +186,17 @@ class Daemon:
         self.control_activated = False
         self._control_bound = False
         self.config_problem: str | None = None  # set while a reload was rejected
+        self.executor = Executor(
+            caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
+            bus=self.bus, allow_write=config.control.allow_write,
+            deadline=config.control.request_timeout, alerts=self.alerts,
+        )
+        cycle_stats = CycleStats()
         self.scheduler = Scheduler(
-            self.supervisor, self.pool, self.caller, names,
-            interval=config.collect.interval,
-            deadline_ratio=config.collect.deadline_ratio,
-            extra_families=lambda: self_metrics(
-                self.supervisor, self.bus, self.caller, self.scheduler.stats
-            ) + self.alerts.families() + self.executor.stats.families(),
+            self.supervisor, self.pool, self.caller, config.collect,
+            sources=[SelfMetrics(self.supervisor, self.bus, self.caller, cycle_stats),
+                     self.alerts, self.executor.stats],
+            stats=cycle_stats,
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
             # Counts of domains the inventory no longer has are dropped (deleted domains).
@@ -198,8 +204,17 @@ class Daemon:
                 domain.name for domain in self.inventory.all()
             ),
         )
-        self.scheduler.backing_chain = config.collect.block_backing_chain
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
+        self.log = RunningLog()
+        # What a reload reconfigures, each with its section; the alerts first: they read files
+        # again and refuse the reload (before anything changed) if one went bad.
+        self.reconfigurable: list[Part[Any]] = [
+            Part(self.alerts, lambda cfg: cfg.alerts),
+            Part(self.log, lambda cfg: cfg.log),
+            Part(self.scheduler, lambda cfg: cfg.collect),
+            Part(self.domain_cache, lambda cfg: cfg.collect),
+            Part(self.journal, lambda cfg: cfg.events),
+        ]
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
         self.control_socket = Path(config.control.socket)
@@ -208,15 +223,10 @@ class Daemon:
             max_streams=config.control.max_streams,
             max_streams_per_caller=config.control.max_streams_per_caller,
         ))
-        self.executor = Executor(
-            caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
-            bus=self.bus, allow_write=config.control.allow_write,
-            deadline=config.control.request_timeout, alerts=self.alerts,
-        )
 
-    async def _admin_stats(self) -> AdminStats:
+    async def _admin_stats(self, deadline: float) -> AdminStats:
         assert self.admin_helper is not None
-        result = await self.admin_helper.request("snapshot", timeout=self.scheduler.deadline)
+        result = await self.admin_helper.request("snapshot", timeout=deadline)
         return AdminStats.from_helper(result)
 
     def _admin_event(self, event: AdminEvent) -> None:
@@ -226,6 +236,15 @@ class Daemon:
             name=event.kind, detail=str(event.detail.get("reason")) if "reason" in event.detail
             else None, payload=dict(event.detail),
         ))
+
+    def reloaded(self, config: Config) -> None:
+        """A reload applied ``config`` (what runs now): a rejected one is forgotten."""
+        self.config = config
+        self.config_problem = None
+
+    def reload_rejected(self, problem: str) -> None:
+        """A reload was refused: the status line says so until one succeeds."""
+        self.config_problem = problem
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""
@@ -246,43 +265,23 @@ class Daemon:
         return True, "ready"
 
     def status(self) -> dict[str, Any]:
-        """The daemon's state for ``GET /v1/status``."""
-        stats = self.scheduler.stats
+        """The daemon's state for ``GET /v1/status``: each component's own answer."""
+        helper = self.admin_helper
         return {
             "version": __version__,
             "started_at": self.started_at,
-            "libvirt": {
-                "uri": self.config.libvirt.uri,
-                "state": self.supervisor.state.value,
-                "connected_since": self.supervisor.connected_since,
-                "event_ids": list(self.supervisor.event_ids),
-                "reconnects": dict(self.supervisor.reconnects),
-            },
+            "libvirt": self.supervisor.status(),
             "domains": len(self.inventory),
-            "collection": {
-                "interval": self.scheduler.interval,
-                "cycles": stats.cycles,
-                "last_duration": stats.last_duration,
-                "last_success": stats.last_success,
-                "failures": stats.failures,
-                "samples": self.scheduler.exposition.samples,
-            },
-            "journal": {"last_seq": self.bus.published_seq, "path": str(self.journal.path)},
-            "events": {"received": dict(self.bus.received), "dropped": dict(self.bus.dropped)},
+            "collection": self.scheduler.status(),
+            "journal": self.journal.status(),
+            "events": self.bus.status(),
             "admin_helper": {
-                "enabled": self.admin_helper is not None,
-                "pid": self.admin_helper.pid if self.admin_helper is not None else None,
-                "restarts": self.admin_helper.restarts if self.admin_helper is not None else 0,
+                "enabled": helper is not None,
+                "pid": helper.pid if helper is not None else None,
+                "restarts": helper.restarts if helper is not None else 0,
             },
-            "control": {
-                "allow_write": self.executor.allow_write,
-                "calls": self.executor.stats.calls,
-                "failures": self.executor.stats.failures,
-                "read_connections": self.executor.reads.size,
-                "write_connections": self.executor.writes.size,
-                "streams": self.stream_slots.open,
-            },
-            "alerts": self.alerts.summary(),
+            "control": {**self.executor.status(), "streams": self.stream_slots.open},
+            "alerts": self.alerts.status(),
         }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -436,14 +435,8 @@ class Daemon:
                         error="no such group" if isinstance(exc, KeyError) else str(exc))
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=."""
-        stats = self.scheduler.stats
-        return (f"libvirt {self.supervisor.state.value}, {len(self.inventory)} domains, "
-                f"last cycle {stats.last_duration * 1000:.0f} ms, "
-                f"events journaled {self.bus.published_seq}"
-                + (f", outbox {self.alerts.summary()['outbox']['pending']}"
-                   if self.alerts.targets else "")
-                + (f"; {self.config_problem}" if self.config_problem else ""))
+        """One line for systemd's STATUS=, from the status document."""
+        return status_line(self.status(), self.config_problem)
 
     async def _report_to_systemd(self) -> None:
         """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""

@@ -288,7 +288,7 @@ class Key:
     (SIGHUP) applies it to the running daemon."""
 
     type: type | tuple[type, ...]
-    default: Any
+    default: object
     check: Check | None = None
     limits: Limits | None = None  # a number's documented range (docs/configuration.md)
     reload: bool = False
@@ -490,14 +490,15 @@ class Config:
         return cast(Section, getattr(self, name))
 
     def keeping(self, running: Config, keys: Iterable[str]) -> Config:
-        """This configuration with the values of ``keys`` (``section.key``) as in ``running``."""
-        kept: dict[str, dict[str, Any]] = {}  # field values of any section's types
+        """This configuration with ``keys`` (``section.key``, or ``section.key.entry`` of a
+        table) as in ``running``: what a reload leaves for a restart."""
+        by_section: dict[str, list[str]] = {}
         for key in keys:
             section, _, name = key.partition(".")
-            kept.setdefault(section, {})[name] = getattr(running.section(section), name)
+            by_section.setdefault(section, []).append(name)
         sections: dict[str, Any] = {
-            section: replace(cast(Any, self.section(section)), **values)
-            for section, values in kept.items()}
+            section: keeping(self.section(section), running.section(section), names)
+            for section, names in by_section.items()}
         return replace(self, **sections)
 
     def document(self) -> dict[str, dict[str, object]]:
@@ -507,6 +508,23 @@ class Config:
 
 
 # TOML table name -> its section class, in the file's order.
+def keeping(new: _S, running: _S, names: Iterable[str]) -> _S:
+    """``new`` (a section) with ``names`` (a key, or ``key.entry`` of a table) as in
+    ``running``; an entry ``running`` does not have is left out."""
+    kept: dict[str, Any] = {}  # field values, of the section's various types
+    for dotted in names:
+        name, _, entry = dotted.partition(".")
+        value = getattr(running, name)
+        if entry:
+            table = dict(kept.get(name, getattr(new, name)))
+            table.pop(entry, None)
+            if entry in value:
+                table[entry] = value[entry]
+            value = table
+        kept[name] = value
+    return replace(cast(Any, new), **kept)  # type: ignore[no-any-return]
+
+
 SECTIONS: dict[str, type[Section]] = {
     name: hint for name, hint in get_type_hints(Config).items() if name != "source"}
 

@@ -29,6 +29,7 @@ from virtmon.alerts.rules import Rule
 from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore
 from virtmon.collectors.base import MetricFamily
+from virtmon.component import Restart
 from virtmon.config import AlertsConfig, ConfigError
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
@@ -107,8 +108,9 @@ class AlertService:
                     notified=self.silences.notified, files=read))
         return targets
 
-    async def reconfigure(self, alerts: AlertsConfig) -> None:
-        """Apply a reloaded configuration's rules and receivers.
+    async def reconfigure(self, alerts: AlertsConfig) -> Restart:
+        """Apply a reloaded ``[alerts]``: its rules and receivers (``retention_days`` waits for
+        a restart). A file that cannot be read raises ConfigError before anything changes.
 
         Rules are swapped at once, and alerts of removed rules resolve. Each receiver URL whose
         settings are unchanged keeps its running target; the others are stopped and started
@@ -131,9 +133,11 @@ class AlertService:
                 self._group.start_soon(self._run_target, target)
         log.info("virtmon.alerts.reconfigured", rules=len(rules), targets=len(targets),
                  started=len(started), stopped=len(stopped))
+        return ()
 
-    def summary(self) -> dict[str, Any]:
-        """Active alerts and the outbox, as the delivery tasks last counted it (for status)."""
+    def status(self) -> dict[str, Any]:
+        """The ``alerts`` part of the daemon's status: active alerts and the outbox, as the
+        delivery tasks last counted it."""
         oldest = [t.oldest for t in self.targets if t.oldest is not None]
         return {
             "active": len(self.engine.active),
