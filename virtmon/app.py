@@ -205,12 +205,12 @@ class Daemon:
             ),
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
-        self.log = RunningLog()
+        self.running_log = RunningLog()
         # What a reload reconfigures, each with its section; the alerts first: they read files
         # again and refuse the reload (before anything changed) if one went bad.
         self.reconfigurable: list[Part[Any]] = [
             Part(self.alerts, lambda cfg: cfg.alerts),
-            Part(self.log, lambda cfg: cfg.log),
+            Part(self.running_log, lambda cfg: cfg.log),
             Part(self.scheduler, lambda cfg: cfg.collect),
             Part(self.domain_cache, lambda cfg: cfg.collect),
             Part(self.journal, lambda cfg: cfg.events),

@@ -86,18 +86,11 @@ def _renew_web_config(daemon: Daemon, cfg: Config, web: WebConfig) -> Restart:
     """Serve /metrics with the web config read again; what waits for a restart."""
     if daemon.web_config is None:
         return ()
-    if not daemon.web_config.can_take(web):
-        return ("metrics.web_config_file (TLS)",)
-    before = daemon.web_config.fingerprint
-    daemon.web_config.replace(web)
-    if web.ssl_context is not None:
-        # Said either way: an operator who renewed a certificate sees it taken or not.
-        log.info("virtmon.reload.certificate", cert_file=web.cert_file,
-                 fingerprint=web.fingerprint, changed=web.fingerprint != before)
-    if cfg.metrics.web_config_file:
+    restart = daemon.web_config.renew(web)
+    if cfg.metrics.web_config_file and not restart:
         log.info("virtmon.reload.web_config", users=len(web.users),
                  tls=web.ssl_context is not None)
-    return ()
+    return restart
 
 
 def _reject(daemon: Daemon, problems: list[str]) -> None:
