@@ -136,11 +136,8 @@ class Daemon:
         self.finished = anyio.Event()
         state_dir = Path(config.state.dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(
-            state_dir / "virtmon.db",
-            max_age=config.events.retention_days * 86400.0,
-            max_count=config.events.retention_count,
-        )
+        self.journal = Journal(state_dir / "virtmon.db")
+        self.journal.use_retention(config.events)
         self.bus = EventBus(self.journal, ingest_size=config.events.queue_size)
         self.inventory = Inventory()
         self.inventory_store = InventoryStore(self.journal.path)

@@ -85,10 +85,14 @@ class Journal:
         """The sequence number of the last event written (0 if none ever was)."""
         return self._last_seq
 
-    async def reconfigure(self, events: EventsConfig) -> Restart:
-        """Take a reloaded ``[events]``: the retention applies from the next :meth:`prune`."""
+    def use_retention(self, events: EventsConfig) -> None:
+        """Keep what ``[events]`` says, from the next :meth:`prune` on."""
         self.max_age = events.retention_days * 86400.0
         self.max_count = events.retention_count
+
+    async def reconfigure(self, events: EventsConfig) -> Restart:
+        """Take a reloaded ``[events]``: its retention (the queue sizes wait for a restart)."""
+        self.use_retention(events)
         return ()
 
     def status(self) -> dict[str, Any]:
