@@ -401,7 +401,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                             alerts={"default_rules": False, "rules": [CRASH_RULE],
                                     "receivers": [receiver]})
         async with running_daemon(cfg) as daemon:
-            scene = Scene(args, daemon, urls, str(cfg["control.socket"]),
+            scene = Scene(args, daemon, urls, str(cfg.control.socket),
                           RoundLog(daemon.alerts.targets), f"sc{os.getpid()}")
             memory: dict[str, Any] = {"start": rss_mib()}
             scene.rounds.start()

@@ -150,9 +150,9 @@ def test_collector_flags_merge_into_the_config(tmp_path: Path) -> None:
         "--uri", "test:///default", "--collect-interval", "2.5",
     ])
     cfg = cli.load_config(args)
-    assert cfg.collectors == {"cpu": False, "block": False, "vm": True}
-    assert cfg.uri == "test:///default"
-    assert cfg["collect.interval"] == 2.5
+    assert cfg.collect.collectors == {"cpu": False, "block": False, "vm": True}
+    assert cfg.libvirt.uri == "test:///default"
+    assert cfg.collect.interval == 2.5
     assert cfg.source == path
 
 
@@ -161,7 +161,7 @@ def test_no_collector_flags_keep_the_file_values(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[collect]\ncollectors = { vm = true }\n")
     cfg = cli.load_config(cli.parser().parse_args(["run", "--config", str(path)]))
-    assert cfg.collectors == {"vm": True}
+    assert cfg.collect.collectors == {"vm": True}
 
 
 def test_every_collector_has_a_flag_pair() -> None:

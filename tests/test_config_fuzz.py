@@ -223,12 +223,13 @@ async def send_through_each_url(cfg: config.Config, store: AlertStore) -> None:
     now = time.time()
     notification = Notification("k" * 32, "firing", "f" * 16, "FuzzRule", {"alertname": "FuzzRule"},
                         {"summary": "fuzz"}, now, None, now)
-    for receiver in cfg.receivers:
+    for receiver in cfg.alerts.receivers:
         files = ReceiverFiles.read(receiver)
         connector = aiohttp.TCPConnector(limit=4, ssl=files.ssl_context or True)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in receiver.urls:
-                target = Target(receiver, url, store, "fuzzhost", generator_url(cfg, "fuzzhost"),
+                target = Target(receiver, url, store, "fuzzhost",
+                                generator_url(cfg.alerts, cfg.metrics.listen, "fuzzhost"),
                                 files=files)
                 status, _retry_after, error = await target.post(session, [notification],
                                                                 "k" * 32)

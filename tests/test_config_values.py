@@ -63,7 +63,7 @@ def test_an_external_url_that_is_no_http_url_is_rejected(url: str) -> None:
 ])
 def test_an_external_url_that_is_valid_is_kept(url: str) -> None:
     """Escaped, IPv6, with credentials or a fully qualified host: a URL stays accepted."""
-    assert config.build({"alerts": {"external_url": url}})["alerts.external_url"] == url
+    assert config.build({"alerts": {"external_url": url}}).alerts.external_url == url
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -117,7 +117,7 @@ def test_valid_headers_are_kept() -> None:
     """Tokens with their special characters and values with inner spaces and tabs pass."""
     headers = {"Authorization": "Bearer a b\tc", "X-Scope-OrgID": "tenant-1",
                "x!#$%&'*+.^_`|~": "", "X-Empty": ""}
-    [kept] = config.build(receiver(headers=headers)).receivers
+    [kept] = config.build(receiver(headers=headers)).alerts.receivers
     assert kept.headers == headers
 
 
@@ -193,7 +193,7 @@ def test_an_empty_hmac_secret_is_rejected(tmp_path: Path, content: str) -> None:
     assert problem == (f"alerts.receivers[0].hmac_secret_file: {str(secret)!r} is empty "
                        "(a signature with an empty key proves nothing)")
     secret.write_text("s3cret\n")
-    assert config.build(receiver(hmac_secret_file=str(secret))).receivers
+    assert config.build(receiver(hmac_secret_file=str(secret))).alerts.receivers
 
 
 @pytest.mark.parametrize("key", ["auth_file", "web_config_file", "hmac_secret_file",
@@ -233,7 +233,7 @@ def test_state_dir_must_be_a_directory_or_makeable(tmp_path: Path) -> None:
         [problem] = problems_of({"state": {"dir": value}})
         assert problem.startswith("state.dir: ") and message in problem, problem
     fresh = tmp_path / "new" / "state"
-    assert config.build({"state": {"dir": str(fresh)}}).state_dir == fresh
+    assert config.build({"state": {"dir": str(fresh)}}).state.dir == str(fresh)
 
 
 def test_run_with_state_dir_at_a_file_exits_78_naming_the_key(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,8 @@ def load_config(args: argparse.Namespace) -> config.Config:
     }
     if not flags:
         return loaded
-    collect = dict(loaded.values["collect"])
-    collect["collectors"] = {**collect["collectors"], **flags}
-    values = {**loaded.values, "collect": collect}
-    return config.Config(values, loaded.receivers, loaded.source)
+    collectors = {**loaded.collect.collectors, **flags}
+    return replace(loaded, collect=replace(loaded.collect, collectors=collectors))
 
 
 async def serve(
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return config.EX_CONFIG
     # Off a terminal (journald), the C libraries' own lines become log records too.
     stream = logsetup.route_native_stderr() if not sys.stderr.isatty() else sys.stderr
-    logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]), stream)
+    logsetup.configure(cfg.log.level, cfg.log.format, stream)
     from virtmon.app import ControlSocketInUse
 
     failures: list[BaseException] = []

@@ -42,7 +42,7 @@ async def test_the_metrics_listener_serves_no_control_route(short_tmp: Path) -> 
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
                         control={"allow_write": True})
     async with running_daemon(cfg) as daemon:
-        base = f"http://{daemon.config['metrics.listen']}"
+        base = f"http://{daemon.config.metrics.listen}"
         answers = {}
         for route in ROUTES:
             for method in ("GET", "POST"):

@@ -74,7 +74,7 @@ def panel(title: str) -> dict[str, Any]:
 
 async def overrun_every_cycle(daemon: Daemon, cfg: Config, ratio: float) -> None:
     """Reload the daemon with ``collect.deadline_ratio = ratio`` (as an operator would)."""
-    new = config_module.build(cfg.values, {"collect.deadline_ratio": ratio})
+    new = config_module.build(cfg.document(), {"collect.deadline_ratio": ratio})
     assert await reload_daemon(daemon, lambda: new) is not None
 
 

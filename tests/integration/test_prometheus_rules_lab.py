@@ -259,7 +259,7 @@ async def test_an_unreachable_receiver_and_a_stopped_virtmon(lab: str, short_tmp
     hook = receiver("hook", "json", f"http://127.0.0.1:{port}/hook")
     cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
                         control={"allow_write": True}, alerts={"receivers": [hook]})
-    address = str(cfg["metrics.listen"])
+    address = str(cfg.metrics.listen)
     async with prometheus(short_tmp, [address]) as prom:
         async with running_daemon(cfg) as daemon:
             await first_scrape(prom)

@@ -178,6 +178,16 @@ class Executor:
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
         self.stats = ControlStats()
 
+    def status(self) -> dict[str, Any]:
+        """The ``control`` part of the daemon's status (the streams are the server's)."""
+        return {
+            "allow_write": self.allow_write,
+            "calls": self.stats.calls,
+            "failures": self.stats.failures,
+            "read_connections": self.reads.size,
+            "write_connections": self.writes.size,
+        }
+
     def privileged(self, op: Operation, role: str) -> bool:
         """Whether a call by ``role`` runs with more than a read-only libvirt connection."""
         return privileged(op, role, self.allow_write)

@@ -179,6 +179,16 @@ class ConnectionSupervisor:
             self._publish_transition(transition)
         self._release_held()
 
+    def status(self) -> dict[str, Any]:
+        """The ``libvirt`` part of the daemon's status."""
+        return {
+            "uri": self.settings.uri,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "event_ids": list(self.event_ids),
+            "reconnects": dict(self.reconnects),
+        }
+
     def _release_held(self) -> None:
         held, self._held = self._held, None
         for event, domain_id in held or ():

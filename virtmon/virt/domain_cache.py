@@ -19,17 +19,21 @@ from __future__ import annotations
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import libvirt
 import structlog
 
 from virtmon.collectors.snapshot import DomainInfo
+from virtmon.component import Restart
 from virtmon.events.model import Event
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from virtmon.config import CollectConfig
 
 log = structlog.get_logger("virtmon.virt.domain_cache").bind(component="domain_cache")
 
@@ -127,6 +131,12 @@ class DomainInfoCache:
         self._undefined: set[str] = set()
         self._wake = anyio.Event()
         self._resync_due = True
+
+    async def reconfigure(self, collect: CollectConfig) -> Restart:
+        """Take a reloaded ``collect.resync_interval`` (from the next wait on); the metadata
+        labels are read at start."""
+        self.resync_interval = collect.resync_interval
+        return ()
 
     def snapshot(self) -> Mapping[str, DomainInfo]:
         """The cached facts (the cycle copies this; no libvirt call)."""
