@@ -24,7 +24,7 @@ from tests.prometheus_process import running_prometheus, scraping
 from tests.waiting import exposition_until, wait_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
-from virtmon.control.client import ControlClient
+from virtmon.ctl.client import ControlClient
 from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE, Exposition
 from virtmon.virt.stats import take_snapshot
 
