@@ -26,9 +26,10 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from virtmon import __version__
+from virtmon.admin.client import AdminEvent, AdminHelper
+from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
 from virtmon.collectors import DEFAULT_ENABLED
-from virtmon.collectors.admin import AdminStats
 from virtmon.config import Config
 from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
@@ -49,7 +50,6 @@ from virtmon.exposition.webconfig import (
 from virtmon.scheduler import Scheduler
 from virtmon.selfmetrics import self_metrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
-from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels

@@ -22,6 +22,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
+from virtmon.admin.protocol import DEFAULT_URI as DEFAULT_ADMIN_URI
+
 EX_CONFIG = 78
 DEFAULT_PORT = 9786
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -301,7 +303,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "keepalive_interval": Key(int, 5, limits=Limits(1, 3600, or_zero=True)),
         "keepalive_count": Key(int, 3, limits=Limits(1, 100)),
         "auth_file": Key(str, "", _readable_file),
-        "admin_uri": Key(str, "libvirtd:///system", check_uri),
+        "admin_uri": Key(str, DEFAULT_ADMIN_URI, check_uri),
     },
     "collect": {
         "interval": Key((int, float), 15.0, limits=SECONDS),
