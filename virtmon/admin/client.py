@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from virtmon.admin.protocol import DEFAULT_URI, HELPER_READY, MAX_LINE, encode
+from virtmon.backoff import backoff
 
 __all__ = [
     "DEFAULT_URI",
@@ -169,7 +169,7 @@ class AdminHelper:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep a helper running until cancelled; `started` once the first attempt is over."""
-        delay = self._backoff_initial
+        failures = 0  # in a row: each waits longer (virtmon.backoff)
         self._task_status = task_status
         try:
             while True:
@@ -184,11 +184,11 @@ class AdminHelper:
                 self._changed()
                 self._report_started()
                 if time.monotonic() - started_at >= self._stable_after:
-                    delay = self._backoff_initial
-                pause = delay * random.uniform(0.8, 1.2)
+                    failures = 0
+                failures += 1
+                pause = backoff(failures, self._backoff_initial, self._backoff_max)
                 log.info("virtmon.admin.helper.backoff", seconds=round(pause, 3))
                 await anyio.sleep(pause)
-                delay = min(delay * 2, self._backoff_max)
                 self.restarts += 1
         finally:
             self._stopped = True

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import random
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ import libvirt
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.backoff import backoff
 from virtmon.events import catalog
 from virtmon.events.bus import EventBus
 from virtmon.events.model import CONNECTION_KIND, Event
@@ -94,7 +94,7 @@ class ConnectionSupervisor:
         """Connect, and reconnect forever; ``started`` after the first attempt has finished."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        delay = self.settings.backoff_initial
+        failures = 0  # in a row: each waits longer (virtmon.backoff)
         first = True
         try:
             while True:
@@ -104,7 +104,7 @@ class ConnectionSupervisor:
                 except Exception as exc:
                     self._log.warning("virtmon.connection.open_failed", error=str(exc))
                 else:
-                    delay = self.settings.backoff_initial
+                    failures = 0
                     if first:
                         task_status.started()
                         first = False
@@ -114,11 +114,11 @@ class ConnectionSupervisor:
                     task_status.started()
                     first = False
                 self._set_state(State.BACKOFF)
-                # Full jitter: hosts that lost the same libvirtd do not come back in step.
-                pause = random.uniform(delay / 2, delay)
+                failures += 1
+                pause = backoff(failures, self.settings.backoff_initial,
+                                self.settings.backoff_max)
                 self._log.info("virtmon.connection.backoff", seconds=round(pause, 3))
                 await anyio.sleep(pause)
-                delay = min(delay * 2, self.settings.backoff_max)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._teardown()
