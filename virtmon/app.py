@@ -26,6 +26,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from virtmon import __version__
+from virtmon.address import split_listen
 from virtmon.admin.client import AdminEvent, AdminHelper
 from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
@@ -113,12 +114,6 @@ def socket_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
-
-
-def split_listen(listen: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` (an empty host: every address; IPv6 in brackets)."""
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or None), int(port)
 
 
 class Daemon:

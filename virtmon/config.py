@@ -7,7 +7,6 @@ anything starts. The schema below is the one place that knows the keys, their ty
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
+from virtmon.address import check_listen, host_problem
 from virtmon.admin.protocol import DEFAULT_URI as DEFAULT_ADMIN_URI
 
 EX_CONFIG = 78
@@ -52,7 +52,6 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # inside (no CR, LF, NUL or other control character, which would split or end the request).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?\Z")
-_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Headers virtmon writes itself (or aiohttp does): one from the configuration would be sent
@@ -136,19 +135,6 @@ def check_uri(value: Any) -> str | None:
     return None
 
 
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither an IP address nor a DNS name (RFC 1123), if it is not."""
-    try:
-        ipaddress.ip_address(host)
-        return None
-    except ValueError:
-        pass
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        return f"{host!r} is neither an IP address nor a host name"
-    return None
-
-
 def http_url_problem(url: str) -> str | None:
     """What is wrong with an http(s) URL: RFC 3986 characters, scheme http or https, a host
     name or IP address, and a port from 1 to 65535 if it has one (a receiver's URL that broke
@@ -171,18 +157,6 @@ def http_url_problem(url: str) -> str | None:
 
 def _optional_http_url(value: Any) -> str | None:
     return http_url_problem(value) if value else None
-
-
-def check_listen(value: Any) -> str | None:
-    """``HOST:PORT`` with a port from 1 to 65535 (an empty host listens on every address)."""
-    host, sep, port = str(value).rpartition(":")
-    # ASCII digits only: str.isdigit() takes "²", which int() refuses, and "٣", which it reads.
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        return f"{value!r} is not HOST:PORT"
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host and (problem := host_problem(host)):
-        return f"{value!r} is not HOST:PORT: {problem}"
-    return None
 
 
 def _path_problem(value: str) -> str | None:

@@ -21,6 +21,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.address import split_listen
 from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.engine import AlertEngine, PresentDomains
 from virtmon.alerts.metrics import alert_families
@@ -47,7 +48,7 @@ def generator_url(config: Config, host: str) -> str:
     configured = str(config["alerts.external_url"])
     if configured:
         return configured
-    _listen_host, _, port = str(config["metrics.listen"]).rpartition(":")
+    _listen_host, port = split_listen(str(config["metrics.listen"]))
     return f"http://{host}:{port}/metrics"
 
 
