@@ -27,6 +27,7 @@ from virtmon.events import catalog
 from virtmon.events.bus import EventBus
 from virtmon.events.model import CONNECTION_KIND, Event
 from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.eventloop import call_on_loop
 from virtmon.virt.handle import ConnectionSettings, SharedConnection, open_connection
 from virtmon.virt.inventory import DomainState, Inventory, Transition
 
@@ -76,7 +77,6 @@ class ConnectionSupervisor:
         self._lost_reason = "error"
         self._connected = anyio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._log = log.bind(component="connection", uri=settings.uri)
 
     # -- public -----------------------------------------------------------------------------
@@ -93,7 +93,6 @@ class ConnectionSupervisor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, and reconnect forever; ``started`` after the first attempt has finished."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         failures = 0  # in a row: each waits longer (virtmon.backoff)
         first = True
         try:
@@ -260,11 +259,9 @@ class ConnectionSupervisor:
         self.bus.publish(event)
 
     def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run on the loop thread: at once if we are on it, else marshalled there."""
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(fn, *args)
+        """Run on the loop thread, after what is queued there (dropped once the loop is gone)."""
+        if self._loop is not None:
+            call_on_loop(self._loop, fn, *args)
 
     # -- publishing ---------------------------------------------------------------------------
 
