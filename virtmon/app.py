@@ -16,7 +16,6 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -497,10 +496,3 @@ class Daemon:
             except Exception:
                 log.exception("virtmon.journal.prune_failed")
             await anyio.sleep(PRUNE_INTERVAL)
-
-
-def collector_names() -> Iterable[str]:
-    """Every collector name (for ``--collector.NAME`` flags)."""
-    from virtmon.collectors import COLLECTORS
-
-    return COLLECTORS.keys()

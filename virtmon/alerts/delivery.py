@@ -323,10 +323,3 @@ class Target:
                 break
         self.last_resend = ResendRound(self.clock(), time.monotonic() - started, len(notes),
                                        requests, complete)
-
-
-async def run_targets(targets: Sequence[Target]) -> None:
-    """Run every target in its own task until cancelled."""
-    async with anyio.create_task_group() as group:
-        for target in targets:
-            group.start_soon(target.run)

@@ -169,10 +169,6 @@ class ThreadSafeEventImpl:
             self._live.add(ident)
             return ident
 
-    def _is_live(self, ident: int) -> bool:
-        with self._lock:
-            return ident in self._live
-
     def _kill(self, ident: int) -> bool:
         with self._lock:
             if ident not in self._live:
