@@ -240,7 +240,7 @@ def call(socket: str, operation: str, arguments: str) -> dict[str, Any]:
     """The ``call`` role: one control operation, timed from request to parsed answer; what the
     benchmark needs of the answer (not the answer: parsing it again would cost the daemon's
     process as much as this one)."""
-    from virtmon.control.client import ControlClient
+    from virtmon.ctl.client import ControlClient
 
     client = ControlClient(socket, timeout=120)
     started, started_at = time.monotonic(), time.time()

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from tests.configfuzz import Files, documents, receiver_documents, toml_document
 from tests.daemon import free_port
-from virtmon import cli, config
+from virtmon import cli, config, configfile
 from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.model import Notification
 from virtmon.alerts.service import generator_url
@@ -282,7 +282,7 @@ def test_fuzz_check_config_run_and_reload(
         assert findings == []
         if valid:
             COUNTS["valid"] += 1
-            asyncio.run(send_through_each_url(config.load(path), store))
+            asyncio.run(send_through_each_url(configfile.load(path), store))
 
     try:
         check()

@@ -18,7 +18,7 @@ import libvirt
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
 from tests.waiting import wait_until
-from virtmon.control.client import ControlClient
+from virtmon.ctl.client import ControlClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

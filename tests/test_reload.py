@@ -12,7 +12,7 @@ import structlog
 
 from tests.conftest import daemon_config, running_daemon
 from tests.waiting import wait_until
-from virtmon import config, logsetup
+from virtmon import config, configfile, logsetup
 from virtmon.app import status_line
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build(**sections: dict[str, Any]) -> config.Config:
     """A valid configuration from a few sections."""
-    return config.build(sections)
+    return configfile.build(sections)
 
 
 def build_like(running: config.Config, **sections: dict[str, Any]) -> config.Config:
@@ -31,7 +31,7 @@ def build_like(running: config.Config, **sections: dict[str, Any]) -> config.Con
     document = running.document()
     for section, values in sections.items():
         document[section].update(values)
-    return config.build(document)
+    return configfile.build(document)
 
 
 def test_runtime_keys_apply_and_the_rest_keeps_its_running_value() -> None:

@@ -16,7 +16,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from virtmon import __version__
+from virtmon.address import split_listen
+from virtmon.admin.client import AdminEvent, AdminHelper
+from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
-from virtmon.collectors.admin import AdminStats
 from virtmon.component import Part
 from virtmon.config import Config
 from virtmon.control.events_stream import StreamLimits, StreamSlots
@@ -50,7 +52,6 @@ from virtmon.logsetup import RunningLog
 from virtmon.scheduler import Scheduler, enabled_collectors
 from virtmon.selfmetrics import CycleStats, SelfMetrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
-from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
@@ -116,12 +117,6 @@ def socket_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
-
-
-def split_listen(listen: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` (an empty host: every address; IPv6 in brackets)."""
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or None), int(port)
 
 
 class Daemon:
@@ -494,10 +489,3 @@ class Daemon:
             except Exception:
                 log.exception("virtmon.journal.prune_failed")
             await anyio.sleep(PRUNE_INTERVAL)
-
-
-def collector_names() -> Iterable[str]:
-    """Every collector name (for ``--collector.NAME`` flags)."""
-    from virtmon.collectors import COLLECTORS
-
-    return COLLECTORS.keys()

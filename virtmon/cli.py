@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import structlog
 
-from virtmon import __version__, config, logsetup
+from virtmon import __version__, config, configfile, logsetup
 
 EX_OK = 0
 EX_SOFTWARE = 70  # an internal error (sysexits.h)
@@ -73,7 +73,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_config(args: argparse.Namespace) -> config.Config:
     """The configuration from the file and the flags, with ``--collector.X`` merged in."""
-    loaded = config.load(args.config, overrides(args))
+    loaded = configfile.load(args.config, overrides(args))
     flags = {
         key.removeprefix("collector_"): value
         for key, value in vars(args).items()
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     if args.command == "check-config":
         try:
-            config.load(args.file)
+            configfile.load(args.file)
         except config.ConfigError as exc:
             for problem in exc.problems:
                 print(f"{args.file}: {problem}", file=sys.stderr)

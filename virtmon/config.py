@@ -7,20 +7,20 @@ anything starts. The schema below is the one place that knows the keys, their ty
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
 import re
 import ssl
 import stat
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast, get_origin, get_type_hints
 from urllib.parse import urlsplit
-from xml.etree import ElementTree
+
+from virtmon.address import check_listen, host_problem
+from virtmon.admin.protocol import DEFAULT_URI as DEFAULT_ADMIN_URI
 
 EX_CONFIG = 78
 DEFAULT_PORT = 9786
@@ -50,7 +50,6 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # inside (no CR, LF, NUL or other control character, which would split or end the request).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?\Z")
-_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Headers virtmon writes itself (or aiohttp does): one from the configuration would be sent
@@ -134,19 +133,6 @@ def check_uri(value: Any) -> str | None:
     return None
 
 
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither an IP address nor a DNS name (RFC 1123), if it is not."""
-    try:
-        ipaddress.ip_address(host)
-        return None
-    except ValueError:
-        pass
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        return f"{host!r} is neither an IP address nor a host name"
-    return None
-
-
 def http_url_problem(url: str) -> str | None:
     """What is wrong with an http(s) URL: RFC 3986 characters, scheme http or https, a host
     name or IP address, and a port from 1 to 65535 if it has one (a receiver's URL that broke
@@ -169,18 +155,6 @@ def http_url_problem(url: str) -> str | None:
 
 def _optional_http_url(value: Any) -> str | None:
     return http_url_problem(value) if value else None
-
-
-def check_listen(value: Any) -> str | None:
-    """``HOST:PORT`` with a port from 1 to 65535 (an empty host listens on every address)."""
-    host, sep, port = str(value).rpartition(":")
-    # ASCII digits only: str.isdigit() takes "²", which int() refuses, and "٣", which it reads.
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        return f"{value!r} is not HOST:PORT"
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host and (problem := host_problem(host)):
-        return f"{value!r} is not HOST:PORT: {problem}"
-    return None
 
 
 def _path_problem(value: str) -> str | None:
@@ -357,7 +331,7 @@ class LibvirtConfig:
     keepalive_count: int = field(default=3, metadata=setting(limits=Limits(1, 100),
                                                              unit="probes"))
     auth_file: str = field(default="", metadata=setting(_readable_file))
-    admin_uri: str = field(default="libvirtd:///system", metadata=setting(check_uri))
+    admin_uri: str = field(default=DEFAULT_ADMIN_URI, metadata=setting(check_uri))
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,7 +476,7 @@ class Config:
         return replace(self, **sections)
 
     def document(self) -> dict[str, dict[str, object]]:
-        """Every key in TOML form (``build(cfg.document())`` validates it again)."""
+        """Every key in TOML form (``configfile.build(cfg.document())`` validates it again)."""
         return {name: {key: _toml_form(getattr(self.section(name), key)) for key in keys}
                 for name, keys in SCHEMA.items()}
 
@@ -723,29 +697,12 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
     return tuple(receivers)
 
 
-def _metadata_path_problems(collect: Mapping[str, Any]) -> list[str]:
-    """Each metadata label path that ElementTree cannot evaluate (bad syntax, unknown prefix):
-    found here, not by every domain's read failing later."""
-    from virtmon.virt.domain_cache import MetadataLabels  # here: it imports libvirt
-
-    namespaces = {k: v for k, v in collect["metadata_namespaces"].items() if isinstance(v, str)}
-    problems = []
-    for label, path in collect["metadata_labels"].items():
-        if not isinstance(path, str):
-            continue  # reported above
-        try:
-            MetadataLabels({label: path}, namespaces).read(ElementTree.Element("domain"))
-        except Exception as exc:  # ElementPath reports a bad path with several types
-            problems.append(f"collect.metadata_labels.{key_text(label)}: {path!r} is not a path "
-                            f"ElementTree can follow: {exc}")
-    return problems
-
-
-def build(
-    raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: Path | None = None
-) -> Config:
-    """Validate a parsed TOML document plus ``section.key`` overrides; raise ConfigError."""
-    problems: list[str] = []
+def check_document(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None,
+                   problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Every key of a parsed TOML document, and each ``section.key`` override, checked against
+    the schema (type, range, value check; receivers whole): the values, defaults filled in, with
+    each problem appended to ``problems``. What needs the parts that use a key (collector
+    names, label paths, the web config, rules) is checked by virtmon.configfile."""
     values: dict[str, dict[str, Any]] = {
         section: {name: key.default for name, key in keys.items()}
         for section, keys in SCHEMA.items()
@@ -769,13 +726,8 @@ def build(
         section, _, name = dotted.partition(".")
         if _check_value(f"{dotted} (command line)", SCHEMA[section][name], value, problems):
             values[section][name] = value
-    from virtmon.collectors import COLLECTORS  # here: the collectors import libvirt
-
     for name, enabled in values["collect"]["collectors"].items():
-        if name not in COLLECTORS:
-            problems.append(f"collect.collectors.{key_text(name)}: unknown collector "
-                            f"(known: {', '.join(COLLECTORS)})")
-        elif not isinstance(enabled, bool):
+        if not isinstance(enabled, bool):
             problems.append(f"collect.collectors.{key_text(name)}: must be true or false")
     for key in ("metadata_labels", "metadata_namespaces"):
         for name, text in values["collect"][key].items():
@@ -784,21 +736,12 @@ def build(
             elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
                 problems.append(f"collect.{key}.{key_text(name)}: "
                                 "not a valid Prometheus label name")
-    problems.extend(_metadata_path_problems(values["collect"]))
-    web_config = values["metrics"]["web_config_file"]
-    if web_config and not any(p.startswith("metrics.web_config_file") for p in problems):
-        from virtmon.exposition.webconfig import WebConfigError, load_web_config
-
-        try:
-            load_web_config(Path(web_config))
-        except WebConfigError as exc:
-            problems.extend(f"metrics.web_config_file: {p}" for p in exc.problems)
     values["alerts"]["receivers"] = _receivers(values["alerts"]["receivers"], problems)
-    from virtmon.alerts.ruleconfig import load_rules
+    return values
 
-    load_rules(values["alerts"], problems)  # every rule problem with its key path
-    if problems:
-        raise ConfigError(problems)
+
+def from_values(values: Mapping[str, Mapping[str, Any]], source: Path | None = None) -> Config:
+    """The typed configuration of values :func:`check_document` found valid."""
     return Config(
         libvirt=_section_of(LibvirtConfig, values["libvirt"]),
         collect=_section_of(CollectConfig, values["collect"]),
@@ -810,19 +753,6 @@ def build(
         alerts=_section_of(AlertsConfig, values["alerts"]),
         source=source,
     )
-
-
-def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate a TOML file (None: defaults only); raise ConfigError with every problem."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return build(raw, overrides, path)
 
 
 # -- the reference in docs/configuration.md ----------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from tests.admin.conftest import BAD_SOCKET_URI, virt_admin
 from tests.lab.close_watcher import close_watcher
 from tests.waiting import wait_until
-from virtmon.virt.admin_client import (
+from virtmon.admin.client import (
     AdminError,
     AdminEvent,
     AdminHelper,
@@ -86,7 +86,7 @@ async def test_unreachable_admin_socket_raises_admin_error() -> None:
 async def test_non_root_helper_gets_permission_error() -> None:
     """A helper without access to the root-only admin socket reports a clear AdminError."""
     command = ["setpriv", "--reuid=virtmon-lab", "--regid=virtmon-lab", "--clear-groups",
-               sys.executable, "-m", "virtmon.admin_helper"]
+               sys.executable, "-m", "virtmon.admin.helper"]
     async with AdminHelper(command=command) as helper:
         with pytest.raises(AdminError) as caught:
             await helper.request("server_list")

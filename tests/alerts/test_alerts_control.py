@@ -20,9 +20,9 @@ from tests.conftest import call, daemon_config, running_daemon
 from tests.integration.test_lab_events import qemu_pid
 from virtmon.alerts import formats
 from virtmon.alerts.silences import Silence, parse_duration
-from virtmon.control.client import ControlClient
 from virtmon.control.openapi import document
 from virtmon.control.operations import OPERATIONS
+from virtmon.ctl.client import ControlClient
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = {"alerts.retry_dead": {"all": True}, "alerts.silence": {"domain": "x", "duration": "1m"},
@@ -232,7 +232,7 @@ async def test_writes_refused_when_allow_write_is_off(short_tmp: Path) -> None:
 
 ROLE_SCRIPT = """
 import json, sys
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 client = ControlClient(sys.argv[1])
 out = {}
 for op, args in json.loads(sys.argv[2]).items():

@@ -12,7 +12,7 @@ import pytest
 from tests.alerts.control_env import CRASH_RULE, URI, alert_daemon, domains_at, receiver
 from tests.alerts.receiver import Recorder, serving
 from tests.exposition.test_webconfig import make_certificate
-from virtmon import config
+from virtmon import config, configfile
 from virtmon.reload import reload_daemon
 
 PAUSE_RULE = {"name": "Paused", "severity": "warning", "summary": "{domain} paused",
@@ -25,7 +25,7 @@ def reloaded(running: config.Config, **alerts: Any) -> config.Config:
     values = running.document()
     values["alerts"].update(alerts)
     values["libvirt"]["uri"] = URI
-    return config.build(values)
+    return configfile.build(values)
 
 
 async def test_a_reload_moves_deliveries_to_the_new_receivers_and_keeps_the_unchanged(

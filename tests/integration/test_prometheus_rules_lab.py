@@ -56,7 +56,7 @@ from tests.lab import lab as lab_module
 from tests.shipped.promql import ROOT, rule_expressions
 from tests.waiting import wait_until
 from virtmon.app import Daemon
-from virtmon.control.client import ControlClient
+from virtmon.ctl.client import ControlClient
 
 pytestmark = pytest.mark.lab
 

@@ -21,6 +21,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.address import split_listen
 from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.engine import AlertEngine, PresentDomains
 from virtmon.alerts.metrics import alert_families
@@ -47,7 +48,7 @@ def generator_url(alerts: AlertsConfig, listen: str, host: str) -> str:
     """``alerts.external_url``, else this host's metrics endpoint (``metrics.listen``)."""
     if alerts.external_url:
         return alerts.external_url
-    _listen_host, _, port = listen.rpartition(":")
+    _listen_host, port = split_listen(listen)
     return f"http://{host}:{port}/metrics"
 
 

@@ -28,18 +28,18 @@ import anyio.to_thread
 import libvirt
 import structlog
 
+from virtmon.admin.client import (
+    HELPER_TIMEOUT,
+    HELPER_UNAVAILABLE,
+    AdminError,
+    AdminHelper,
+)
 from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import AUDIT_KIND, Event
-from virtmon.virt.admin_client import (
-    HELPER_TIMEOUT,
-    HELPER_UNAVAILABLE,
-    AdminError,
-    AdminHelper,
-)
 from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.handle import ConnectionBusy, ConnectionClosed, ConnectionSettings
