@@ -166,7 +166,8 @@ def test_the_reload_sets_no_field_of_another_object() -> None:
 
 def test_the_status_line_is_read_from_the_status_document() -> None:
     """systemd's STATUS= is made of the components' answers in /v1/status, the outbox only
-    when receivers are configured, and a rejected reload last."""
+    when receivers are configured, why libvirt cannot be reached while it cannot, and a
+    rejected reload last."""
     status = {"libvirt": {"state": "connected"}, "domains": 3,
               "collection": {"last_duration": 0.0125}, "journal": {"last_seq": 17},
               "alerts": {"receivers": ["am"], "outbox": {"pending": 2}}}
@@ -176,6 +177,8 @@ def test_the_status_line_is_read_from_the_status_document() -> None:
     status["alerts"] = {"receivers": [], "outbox": {"pending": 0}}
     assert status_line(status) == (
         "libvirt connected, 3 domains, last cycle 12 ms, events journaled 17")
+    status["libvirt"] = {"state": "backoff", "last_error": "authentication failed"}
+    assert status_line(status).startswith("libvirt backoff (authentication failed), 3 domains")
 
 
 async def test_status_is_assembled_from_the_components(short_tmp: Path) -> None:

@@ -97,7 +97,11 @@ def raise_fd_limit() -> int:
 def status_line(status: Mapping[str, Any], config_problem: str | None = None) -> str:
     """systemd's STATUS= line from a ``/v1/status`` document (and a rejected reload)."""
     alerts = status["alerts"]
-    return (f"libvirt {status['libvirt']['state']}, {status['domains']} domains, "
+    libvirt = status["libvirt"]
+    # While libvirt cannot be reached, why (systemctl status shows it without a log search).
+    failing = (f" ({libvirt['last_error']})"
+               if libvirt.get("last_error") and libvirt["state"] != "connected" else "")
+    return (f"libvirt {libvirt['state']}{failing}, {status['domains']} domains, "
             f"last cycle {status['collection']['last_duration'] * 1000:.0f} ms, "
             f"events journaled {status['journal']['last_seq']}"
             + (f", outbox {alerts['outbox']['pending']}" if alerts["receivers"] else "")
@@ -258,7 +262,6 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The daemon's state for ``GET /v1/status``: each component's own answer."""
-        helper = self.admin_helper
         return {
             "version": __version__,
             "started_at": self.started_at,
@@ -267,11 +270,8 @@ class Daemon:
             "collection": self.scheduler.status(),
             "journal": self.journal.status(),
             "events": self.bus.status(),
-            "admin_helper": {
-                "enabled": helper is not None,
-                "pid": helper.pid if helper is not None else None,
-                "restarts": helper.restarts if helper is not None else 0,
-            },
+            "admin_helper": (self.admin_helper.status() if self.admin_helper is not None
+                             else {"enabled": False, "pid": None, "restarts": 0}),
             "control": {**self.executor.status(), "streams": self.stream_slots.open},
             "alerts": self.alerts.status(),
         }

@@ -112,8 +112,8 @@ async def test_virtmon_monitors_through_sasl_and_says_why_it_cannot(
     sasl_daemon: SaslLibvirtd, short_tmp: Path
 ) -> None:
     """A daemon whose auth_file holds a wrong password logs libvirt's authentication error at
-    each attempt, exports libvirt_up 0 and keeps retrying; once the file is right, the next
-    attempt connects and libvirt_up is 1."""
+    each attempt, says why in /v1/status and systemd's STATUS=, exports libvirt_up 0 and keeps
+    retrying; once the file is right, the next attempt connects and libvirt_up is 1."""
     path = auth_file(short_tmp, sasl_daemon.username, "not the password")
     cfg = daemon_config(short_tmp, libvirt={"uri": sasl_daemon.uri, "auth_file": str(path)},
                         collect={"collectors": {"admin": False}})
@@ -127,6 +127,8 @@ async def test_virtmon_monitors_through_sasl_and_says_why_it_cannot(
             await exposition_until(daemon.scheduler, lambda text: "libvirt_up 0" in text)
             status = await get_json(daemon.control_socket, "/v1/status")
             assert status["libvirt"]["state"] in {"connecting", "backoff"}
+            assert "authentication failed" in status["libvirt"]["last_error"]
+            assert "(authentication failed" in daemon.status_line()  # systemd's STATUS=
             assert all("authentication failed" in entry["error"] for entry in failed_opens())
             # The same wait with the right password: the retries reach libvirt and connect.
             path.write_text(f"username={sasl_daemon.username}\n"
@@ -139,3 +141,4 @@ async def test_virtmon_monitors_through_sasl_and_says_why_it_cannot(
                 daemon.scheduler, lambda text: 'libvirt_domain_info_state{domain="test"}' in text)
             status = await get_json(daemon.control_socket, "/v1/status")
     assert status["libvirt"]["state"] == "connected"
+    assert status["libvirt"]["last_error"] is None

@@ -167,6 +167,12 @@ class AdminHelper:
         """The running helper's pid, if it is ready."""
         return self._process.pid if self._process is not None else None
 
+    def status(self) -> dict[str, Any]:
+        """The ``admin_helper`` part of the daemon's status: its pid (None while it is down),
+        restarts so far and, while it is down, why."""
+        return {"enabled": True, "pid": self.pid, "restarts": self.restarts,
+                "last_failure": None if self.pid is not None else self._last_failure}
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep a helper running until cancelled; `started` once the first attempt is over."""
         failures = 0  # in a row: each waits longer (virtmon.backoff)

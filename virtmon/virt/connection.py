@@ -69,6 +69,7 @@ class ConnectionSupervisor:
         self.state = State.CONNECTING
         self.conn: SharedConnection | None = None
         self.reconnects: Counter[str] = Counter()
+        self.last_error: str | None = None  # the last failed attempt to connect
         self.event_ids: tuple[int, ...] = ()
         self.connected_since: float | None = None
         self._callback_ids: list[int] = []
@@ -101,8 +102,10 @@ class ConnectionSupervisor:
                 try:
                     await self._connect()
                 except Exception as exc:
-                    self._log.warning("virtmon.connection.open_failed", error=str(exc))
+                    self.last_error = str(exc)
+                    self._log.warning("virtmon.connection.open_failed", error=self.last_error)
                 else:
+                    self.last_error = None
                     failures = 0
                     if first:
                         task_status.started()
@@ -186,6 +189,9 @@ class ConnectionSupervisor:
             "connected_since": self.connected_since,
             "event_ids": list(self.event_ids),
             "reconnects": dict(self.reconnects),
+            # Why the last attempt to connect failed (wrong credentials, no socket...); None
+            # once one succeeds.
+            "last_error": self.last_error,
         }
 
     def _release_held(self) -> None:
