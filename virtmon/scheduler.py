@@ -18,9 +18,10 @@ import structlog
 from anyio.abc import TaskStatus
 
 from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
-from virtmon.collectors.base import FACTS_EVERY, Collector, MetricFamily, run_collectors
+from virtmon.collectors.base import FACTS_EVERY, Collector, run_collectors
 from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.exposition.cache import Exposition
+from virtmon.exposition.family import MetricFamily
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor

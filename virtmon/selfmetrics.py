@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from virtmon import __version__
-from virtmon.collectors.base import MetricFamily, MetricType
 from virtmon.events.bus import INGEST_SINK, EventBus
 from virtmon.events.catalog import domain_event_ids, kind_name
 from virtmon.events.model import VIRTMON_KINDS
+from virtmon.exposition.family import MetricFamily, MetricType
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import CLOSE_REASONS, ConnectionSupervisor, State
 

@@ -21,13 +21,14 @@ from virtmon.collectors import (
     stats_groups_for,
 )
 from virtmon.collectors.balloon import BalloonCollector
-from virtmon.collectors.base import FACTS_EVERY, MetricFamily
+from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.domain_info import DomainInfoCollector, metadata_label_name
 from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.snapshot import DomainInfo, DomainRecord, StatsSnapshot
 from virtmon.collectors.vm import VmCollector
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_text
 
 from .snapshots import ALL_GROUPS, FIXTURES, load_records, make_snapshot

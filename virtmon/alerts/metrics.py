@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from virtmon.alerts.delivery import Target
 from virtmon.alerts.engine import AlertEngine
-from virtmon.collectors.base import MetricFamily
+from virtmon.exposition.family import MetricFamily
 
 OUTCOMES = ("delivered", "failed", "error", "rate_limited", "dead", "expired", "resent",
             "resend_failed", "resend_rejected")

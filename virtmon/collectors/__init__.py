@@ -14,7 +14,7 @@ import libvirt
 
 from virtmon.collectors.admin import AdminCollector
 from virtmon.collectors.balloon import BalloonCollector
-from virtmon.collectors.base import Collector, MetricFamily, NoData, run_collectors
+from virtmon.collectors.base import Collector, NoData, run_collectors
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.dirtyrate import DirtyrateCollector
@@ -36,7 +36,6 @@ __all__ = [
     "DEFAULT_ENABLED",
     "STATS_GROUP_FLAGS",
     "Collector",
-    "MetricFamily",
     "NoData",
     "build_collectors",
     "run_collectors",

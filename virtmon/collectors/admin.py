@@ -27,8 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, NoData, help_text
+from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 __all__ = ["TRANSPORTS", "AdminCollectionFailed", "AdminCollector", "AdminStats", "ServerStats"]
 

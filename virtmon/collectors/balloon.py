@@ -18,8 +18,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily, MetricType
 
 # (libvirt key, metric, type, multiplier, description)
 _SPECS: tuple[tuple[str, str, MetricType, int, str], ...] = (

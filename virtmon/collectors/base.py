@@ -1,4 +1,4 @@
-"""The metric family type, the collector protocol and the adapter that runs collectors.
+"""The collector protocol and the adapter that runs collectors.
 
 Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families.
 It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
@@ -9,35 +9,24 @@ times each one, turns its outcome into `virtmon_collector_success` and
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 __all__ = [
     "Collector",
     "CollectorOutcome",
-    "LabelValues",
-    "MetricFamily",
-    "MetricType",
     "NoData",
-    "Sample",
     "claim_unique",
     "help_text",
     "run_collectors",
 ]
-
-MetricType = Literal["gauge", "counter", "info", "untyped"]
-LabelValues = tuple[str, ...]
-Sample = tuple[LabelValues, float]
-
-_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 _log = structlog.get_logger(component="collectors")
 
@@ -66,40 +55,6 @@ def help_text(what: str, source: str, fact: bool = False) -> str:
     age = (f"read every {FACTS_EVERY} collection cycles" if fact
            else "value from the last collection cycle")
     return f"{what} (libvirt {source}; {age})."
-
-
-@dataclass(slots=True)
-class MetricFamily:
-    """One metric family: a name, a type, HELP, label names and samples of label values.
-
-    Label names are fixed per family and samples carry only the values, in the same order, so
-    the renderer can cache one rendered label string per distinct value tuple. `name` is the
-    sample name as exposed: a counter's ends in `_total` and an info metric's in `_info`; the
-    OpenMetrics renderer strips those suffixes for the family name itself.
-    """
-
-    name: str
-    type: MetricType
-    help: str
-    label_names: tuple[str, ...] = ()
-    samples: list[Sample] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"invalid metric name {self.name!r}")
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total")
-        if self.type == "info" and not self.name.endswith("_info"):
-            raise ValueError(f"info metric {self.name!r} must end in _info")
-        for label in self.label_names:
-            if not _LABEL_RE.match(label) or label.startswith("__"):
-                raise ValueError(f"invalid label name {label!r} in {self.name}")
-        if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"duplicate label names in {self.name}: {self.label_names}")
-
-    def add(self, label_values: LabelValues, value: float) -> None:
-        """Append one sample; `label_values` follows `label_names`."""
-        self.samples.append((label_values, value))
 
 
 class Collector(Protocol):

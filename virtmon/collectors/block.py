@@ -26,8 +26,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, MetricType, claim_unique, help_text
+from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily, MetricType
 
 # (key suffix, metric, type, divisor, description)
 _SPECS: tuple[tuple[str, str, MetricType, float, str], ...] = (

@@ -15,9 +15,10 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.collectors.state import is_inactive
+from virtmon.exposition.family import MetricFamily
 
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("cpu.time", "libvirt_domain_info_cpu_time_seconds_total", "Total CPU time of the domain"),

@@ -17,8 +17,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 _MIB = 1024 * 1024
 

@@ -28,9 +28,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
 from virtmon.collectors.state import STATE_NAMES, is_inactive
+from virtmon.exposition.family import MetricFamily
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from virtmon.collectors.base import MetricFamily, NoData
+from virtmon.collectors.base import NoData
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 SOURCE = "domain events since virtmon started; value from the last collection cycle"
 

@@ -10,8 +10,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, NoData, help_text
+from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 
 class HostInterfacesCollector:

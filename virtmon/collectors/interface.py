@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from virtmon.collectors.base import MetricFamily, claim_unique, help_text
+from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 # (key suffix, metric, description)
 _SPECS: tuple[tuple[str, str, str], ...] = (

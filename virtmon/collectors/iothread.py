@@ -15,8 +15,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 
 class IothreadCollector:

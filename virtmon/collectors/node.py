@@ -24,8 +24,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, MetricType, NoData, help_text
+from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import NodeStats, StatsSnapshot
+from virtmon.exposition.family import MetricFamily, MetricType
 
 _MEMORY_FIELDS = ("total", "free", "buffers", "cached")
 

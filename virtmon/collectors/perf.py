@@ -16,8 +16,9 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily, MetricType
 
 _COUNTS = (
     "cache_misses",

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily
 
 
 @cache

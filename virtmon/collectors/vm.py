@@ -23,8 +23,9 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import MetricFamily, MetricType
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _TYPES = frozenset(("cur", "sum", "max"))

@@ -28,12 +28,12 @@ import anyio.to_thread
 import libvirt
 import structlog
 
-from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import AUDIT_KIND, Event
+from virtmon.exposition.family import MetricFamily
 from virtmon.virt.admin_client import (
     HELPER_TIMEOUT,
     HELPER_UNAVAILABLE,

@@ -11,7 +11,7 @@ import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from virtmon.collectors.base import MetricFamily
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_openmetrics, render_text
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

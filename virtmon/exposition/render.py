@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from virtmon.collectors.base import LabelValues, MetricFamily
+from virtmon.exposition.family import LabelValues, MetricFamily
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
