@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -18,18 +18,36 @@ import structlog
 from anyio.abc import TaskStatus
 
 from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
+from virtmon.collectors.admin import AdminStats
 from virtmon.collectors.base import FACTS_EVERY, Collector, run_collectors
 from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
+from virtmon.events.counters import EventCounts
 from virtmon.exposition.cache import Exposition
 from virtmon.exposition.family import MetricFamily
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
-from virtmon.virt.stats import HostFacts, disconnected_snapshot, take_snapshot
+from virtmon.virt.stats import HostFacts, SnapshotRequest, disconnected_snapshot, take_snapshot
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
 
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def together(first: Callable[[], Awaitable[A]],
+                   second: Callable[[], Awaitable[B]]) -> tuple[A, B]:
+    """Both results, the two awaited at once in one task group (either failing fails both)."""
+    second_result: list[B] = []
+
+    async def run_second() -> None:
+        second_result.append(await second())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_second)
+        first_result = await first()
+    return first_result, second_result[0]
 
 
 class Scheduler:
@@ -45,8 +63,8 @@ class Scheduler:
         deadline_ratio: float,
         extra_families: Callable[[], list[MetricFamily]],
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
-        admin: Callable[[], Awaitable[Any]] | None = None,
-        event_counts: Callable[[], Any] | None = None,
+        admin: Callable[[], Awaitable[AdminStats]] | None = None,
+        event_counts: Callable[[], EventCounts] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
@@ -118,15 +136,9 @@ class Scheduler:
     async def _cycle(self) -> None:
         """Snapshot, collectors, render, publish."""
         started = time.monotonic()
-        admin_result: list[Any] = [None]
-        async with anyio.create_task_group() as group:
-            if self.admin is not None:
-                group.start_soon(self._admin_snapshot, admin_result)
-            snapshot, fresh = await self._snapshot()
-        if self.admin is not None:
-            snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
-        if self.event_counts is not None:
-            snapshot = dataclasses.replace(snapshot, events=self.event_counts())
+        (snapshot, fresh), admin = await together(self._snapshot, self._admin_answer)
+        events = self.event_counts() if self.event_counts is not None else None
+        snapshot = dataclasses.replace(snapshot, admin=admin, events=events)
         # Collectors are pure and can be slow at thousands of domains: off the loop thread.
         families, _outcomes = await anyio.to_thread.run_sync(
             run_collectors, self.collectors, snapshot
@@ -149,13 +161,15 @@ class Scheduler:
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 
-    async def _admin_snapshot(self, result: list[Any]) -> None:
-        """The admin helper's statistics, or the error it gave (the collector reports it)."""
-        assert self.admin is not None
+    async def _admin_answer(self) -> AdminStats | Exception | None:
+        """The admin helper's statistics, the error it gave (the collector reports it), or None
+        when the admin collector is off."""
+        if self.admin is None:
+            return None
         try:
-            result[0] = await self.admin()
+            return await self.admin()
         except Exception as exc:
-            result[0] = exc
+            return exc
 
     async def _snapshot(self) -> tuple[StatsSnapshot, bool]:
         """This cycle's snapshot and whether it is fresh.
@@ -172,11 +186,14 @@ class Scheduler:
             same_connection = self._known_since == since
             known = self._libvirt_info if same_connection else None
             facts = self._facts if same_connection and self._facts_age < FACTS_EVERY else None
-            snapshot = await self.caller.call_with_deadline(
-                self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
-                self.requested_groups, self.domain_info(), self.with_node,
-                self.with_interfaces, known, facts, self.backing_chain,
+            request = SnapshotRequest(
+                uri=uri, stats_flags=self.stats_flags, requested_groups=self.requested_groups,
+                domain_info=self.domain_info(), with_node=self.with_node,
+                with_interfaces=self.with_interfaces, known_info=known, facts=facts,
+                backing_chain=self.backing_chain,
             )
+            snapshot = await self.caller.call_with_deadline(
+                self.deadline, self.pool.run, take_snapshot, request)
             if facts is None:
                 self._facts, self._facts_age = HostFacts.of(snapshot), 0
             self._facts_age += 1

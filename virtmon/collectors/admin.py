@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -120,16 +120,15 @@ class AdminCollector:
     """Thread pool, client limit and client metrics per daemon server, from `snapshot.admin`."""
 
     name = "admin"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families built from `snapshot.admin`; `NoData` when admin stats were not collected."""
-        admin = getattr(snapshot, "admin", None)
+        admin = snapshot.admin
         if admin is None:
             raise NoData("admin statistics were not collected")
-        if isinstance(admin, BaseException):
+        if isinstance(admin, Exception):
             raise AdminCollectionFailed(str(admin)) from admin
-        if not isinstance(admin, AdminStats):
-            raise TypeError(f"snapshot.admin is {type(admin).__name__}, not AdminStats")
         families = []
         for specs, attr, call in (
             (_THREADPOOL, "threadpool", "virAdmServerGetThreadPoolParameters"),

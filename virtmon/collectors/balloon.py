@@ -18,6 +18,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily, MetricType
@@ -147,6 +149,7 @@ class BalloonCollector:
     """Domain memory sizes in bytes and guest memory counters from the balloon driver."""
 
     name = "balloon"
+    stats_groups: ClassVar[tuple[str, ...]] = ("balloon",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One family per `balloon.*` key (current and maximum feed two names each)."""

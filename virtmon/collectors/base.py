@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import structlog
 
@@ -58,7 +58,11 @@ def help_text(what: str, source: str, fact: bool = False) -> str:
 
 
 class Collector(Protocol):
-    """A pure function of the snapshot to metric families; `name` is its `collector` label."""
+    """A pure function of the snapshot to metric families; `name` is its `collector` label,
+    `stats_groups` the libvirt stats groups it reads (`STATS_GROUP_FLAGS` names; none for a
+    collector of node calls, the admin helper or events)."""
+
+    stats_groups: ClassVar[tuple[str, ...]]
 
     @property
     def name(self) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -120,6 +120,7 @@ class BlockCollector:
     """Per-disk I/O counters, sizes in bytes and an info metric with path and backing index."""
 
     name = "block"
+    stats_groups: ClassVar[tuple[str, ...]] = ("block",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Thirteen value families and `libvirt_domain_block_stats_info`."""

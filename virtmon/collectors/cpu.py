@@ -15,6 +15,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.collectors.state import is_inactive
@@ -41,6 +43,7 @@ class CpuCollector:
     """Domain CPU counters in seconds and the cache-monitor occupancy in bytes."""
 
     name = "cpu"
+    stats_groups: ClassVar[tuple[str, ...]] = ("cpu_total",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One counter per `cpu.*` time key plus `cpu.cache.monitor.*` bytes."""

@@ -17,6 +17,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily
@@ -28,6 +30,7 @@ class DirtyrateCollector:
     """Dirty-rate calculation status, timing, and the measured rates."""
 
     name = "dirtyrate"
+    stats_groups: ClassVar[tuple[str, ...]] = ("dirtyrate",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for `dirtyrate.*`."""

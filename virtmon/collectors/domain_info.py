@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
@@ -107,6 +107,7 @@ class DomainInfoCollector:
     """Connection status, versions, domain counts by state and per-domain info metrics."""
 
     name = "domain_info"
+    stats_groups: ClassVar[tuple[str, ...]] = ("state",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families from the connection info, the XML cache and the records themselves."""

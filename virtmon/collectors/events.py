@@ -13,6 +13,7 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from virtmon.collectors.base import NoData
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -40,10 +41,11 @@ class EventsCollector:
     """Counters of decoded events per domain, and each domain's last event time."""
 
     name = "events"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for the domains of this snapshot; `NoData` when no counts were taken."""
-        counts = getattr(snapshot, "events", None)
+        counts = snapshot.events
         if counts is None:
             raise NoData("no event counts in this snapshot")
         present = {record.name for record in snapshot.domains}

@@ -10,6 +10,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily
@@ -19,6 +21,7 @@ class HostInterfacesCollector:
     """Each host interface's MAC address and whether it is active."""
 
     name = "host_interfaces"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Two families; `NoData` when the interface list was not taken (driver lacks it)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -64,6 +64,7 @@ class InterfaceCollector:
     """Receive/transmit bytes, packets, errors and drops per domain interface."""
 
     name = "interface"
+    stats_groups: ClassVar[tuple[str, ...]] = ("interface",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Eight counters per interface, labelled `domain` and `target_device`."""

@@ -15,6 +15,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily
@@ -24,6 +26,7 @@ class IothreadCollector:
     """IOThread count and each IOThread's poll-max, poll-grow and poll-shrink."""
 
     name = "iothread"
+    stats_groups: ClassVar[tuple[str, ...]] = ("iothread",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for `iothread.count` and `iothread.<id>.poll-*`."""

@@ -15,6 +15,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily
@@ -26,6 +28,7 @@ class MemoryBandwidthCollector:
     """Bytes through local and all memory controllers per bandwidth monitor."""
 
     name = "memory_bandwidth"
+    stats_groups: ClassVar[tuple[str, ...]] = ("memory",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Two counters per monitor and controller, and the monitor info metric."""

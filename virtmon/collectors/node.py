@@ -24,6 +24,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import NodeStats, StatsSnapshot
 from virtmon.exposition.family import MetricFamily, MetricType
@@ -57,6 +59,7 @@ class NodeCollector:
     """Host CPU, memory, free pages, KSM parameters and CPU map."""
 
     name = "node"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families from `snapshot.node`; `NoData` when node statistics were not taken."""

@@ -16,6 +16,8 @@ Sample::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import MetricFamily, MetricType
@@ -94,6 +96,7 @@ class PerfCollector:
     """One family per libvirt perf event."""
 
     name = "perf"
+    stats_groups: ClassVar[tuple[str, ...]] = ("perf",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for every `perf.<event>` key present."""

@@ -15,7 +15,7 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -48,6 +48,7 @@ class StateCollector:
     """`libvirt_domain_info_state`, one-hot `libvirt_domain_state` and the state reason."""
 
     name = "state"
+    stats_groups: ClassVar[tuple[str, ...]] = ("state",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Three families from `state.state` and `state.reason`."""

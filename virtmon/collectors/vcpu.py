@@ -20,6 +20,7 @@ Sample::
 from __future__ import annotations
 
 from functools import cache
+from typing import ClassVar
 
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -44,6 +45,7 @@ class VcpuCollector:
     """vCPU counts, and per vCPU its state, halted flag and time/wait/delay counters."""
 
     name = "vcpu"
+    stats_groups: ClassVar[tuple[str, ...]] = ("vcpu",)
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for `vcpu.current`, `vcpu.maximum` and `vcpu.<n>.*`."""

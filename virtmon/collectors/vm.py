@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from typing import ClassVar
 
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
@@ -51,6 +52,7 @@ class VmCollector:
     """Every `vm.*` and per-vCPU `vcpu.<n>.<name>.<type>` hypervisor statistic."""
 
     name = "vm"
+    stats_groups: ClassVar[tuple[str, ...]] = ("vm", "vcpu")
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One family per distinct hypervisor statistic seen in any domain."""
