@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
 
 from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
 from virtmon.collectors.admin import AdminStats
@@ -65,6 +66,7 @@ class Scheduler:
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
         admin: Callable[[], Awaitable[AdminStats]] | None = None,
         event_counts: Callable[[], EventCounts] | None = None,
+        client_metrics: CollectorRegistry | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
@@ -84,6 +86,8 @@ class Scheduler:
         self._facts: HostFacts | None = None
         self._facts_age = 0
         self.event_counts = event_counts
+        # Rendered by prometheus_client into each exposition (the process_* series).
+        self.client_metrics = client_metrics
         self.backing_chain = False  # collect.block_backing_chain: every layer of each disk
         self.stats = CycleStats()
         self.exposition = Exposition.render([])
@@ -103,7 +107,7 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition.render(self.extra_families())
+        self.exposition = Exposition.render(self.extra_families(), self.client_metrics)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -157,7 +161,8 @@ class Scheduler:
                     listener(families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
+        self.exposition = await anyio.to_thread.run_sync(
+            Exposition.render, families, self.client_metrics)
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 

@@ -8,6 +8,9 @@ are formatted without the general-purpose machinery, and the output is joined on
 Guarantees: no duplicate series (the first sample of a series wins), no two families with the
 same name (same type: merged; different type: the later one dropped), no two OpenMetrics
 families that clash after suffix stripping, empty families omitted. Every drop is logged.
+
+A prometheus_client registry may be passed too (the ``process_*`` series): prometheus_client
+renders it after the families, so its family names must be none of theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from virtmon.exposition.family import LabelValues, MetricFamily
 
@@ -107,6 +113,7 @@ def _plan(families: Iterable[MetricFamily]) -> list[list[MetricFamily]]:
 
 
 def _render(families: Iterable[MetricFamily], openmetrics: bool) -> str:
+    """The families in one format; OpenMetrics without its closing ``# EOF``."""
     out: list[str] = []
     append = out.append
     # label names -> (label values -> rendered "{...}"), valid for this render only.
@@ -155,16 +162,23 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool) -> str:
                     append(f"{name}{labels} {format_value(value)}\n")
     if duplicates:
         _log.warning("virtmon.exposition.duplicate_series", dropped=duplicates)
-    if openmetrics:
-        append("# EOF\n")
     return "".join(out)
 
 
-def render_text(families: Iterable[MetricFamily]) -> bytes:
-    """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`)."""
-    return _render(families, openmetrics=False).encode("utf-8", "replace")
+def render_text(families: Iterable[MetricFamily],
+                client: CollectorRegistry | None = None) -> bytes:
+    """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`), then ``client``'s
+    families as prometheus_client renders them."""
+    body = _render(families, openmetrics=False).encode("utf-8", "replace")
+    return body + generate_latest(client) if client is not None else body
 
 
-def render_openmetrics(families: Iterable[MetricFamily]) -> bytes:
-    """OpenMetrics 1.0 text, UTF-8, ending in `# EOF` (`CONTENT_TYPE_OPENMETRICS`)."""
-    return _render(families, openmetrics=True).encode("utf-8", "replace")
+def render_openmetrics(families: Iterable[MetricFamily],
+                       client: CollectorRegistry | None = None) -> bytes:
+    """OpenMetrics 1.0 text, UTF-8 (`CONTENT_TYPE_OPENMETRICS`), then ``client``'s families as
+    prometheus_client renders them, ending in `# EOF`."""
+    body = _render(families, openmetrics=True).encode("utf-8", "replace")
+    if client is None:
+        return body + b"# EOF\n"
+    tail: bytes = generate_openmetrics(client)  # type: ignore[no-untyped-call]  # untyped upstream
+    return body + tail

@@ -1,0 +1,139 @@
+"""The process_* series of the daemon and its admin helper, rendered into the exposition."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as _parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from tests.tools import need
+from virtmon.exposition.cache import Exposition
+from virtmon.exposition.family import MetricFamily
+from virtmon.exposition.process import process_registry
+
+PROCESS_FAMILIES = {"process_cpu_seconds", "process_virtual_memory_bytes",
+                    "process_resident_memory_bytes", "process_start_time_seconds",
+                    "process_open_fds", "process_max_fds"}
+HELPER = (("process", "admin_helper"),)
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def helper() -> Iterator[tuple[int, float, float]]:
+    """A child process standing in for the admin helper: its pid and when it was started."""
+    before = time.time()
+    child = subprocess.Popen(["sleep", "60"])
+    after = time.time()
+    try:
+        # Asleep in nanosleep: the loader is done, its memory and descriptors hold still.
+        deadline = time.monotonic() + 10
+        while _status(child.pid, "State") != "S (sleeping)":
+            assert time.monotonic() < deadline, "sleep did not go to sleep"
+            time.sleep(0.01)
+        yield child.pid, before, after
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _own_family() -> MetricFamily:
+    family = MetricFamily("virtmon_build_info", "gauge", "virtmon's version.", ("version",))
+    family.add(("0",), 1)
+    return family
+
+
+def _series(families: Iterator[object]) -> tuple[Series, dict[str, str]]:
+    series: Series = {}
+    types = {}
+    for family in families:
+        types[family.name] = family.type  # type: ignore[attr-defined]
+        for sample in family.samples:  # type: ignore[attr-defined]
+            series[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return series, types
+
+
+def rss_approximation() -> int:
+    """How far /proc/PID/stat's resident pages (what the process collector reads) may be from
+    /proc/PID/status's VmRSS: Linux keeps the count in per-CPU counters, which stat reads
+    without summing, each CPU's share off by at most percpu_counter_batch, max(32, 2 * CPUs)
+    pages (lib/percpu_counter.c)."""
+    cpus = os.cpu_count() or 1
+    return max(32, 2 * cpus) * cpus * resource.getpagesize()
+
+
+def _status(pid: int, field: str) -> str:
+    """A field of /proc/PID/status (the kernel's own summary, not the stat fields)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.partition(":")[2].strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    return int(_status(pid, field).split()[0])
+
+
+def test_the_helpers_series_agree_with_what_the_kernel_says_of_it(
+        helper: tuple[int, float, float]) -> None:
+    """Each process_* family has the daemon's series and the helper's, labelled, with the
+    helper's values as /proc/PID/status, its fd directory and prlimit give them."""
+    pid, started_after, started_before = helper
+    exposition = Exposition.render([_own_family()], process_registry(lambda: pid))
+    series, types = _series(parse_text(exposition.text.decode()))
+    assert set(types) >= PROCESS_FAMILIES
+    for name in ("process_virtual_memory_bytes", "process_resident_memory_bytes",
+                 "process_start_time_seconds", "process_cpu_seconds_total",
+                 "process_open_fds", "process_max_fds"):
+        assert (name, ()) in series and (name, HELPER) in series, name
+    # sleep neither allocates nor opens anything while it sleeps: its values hold still.
+    resident = series[("process_resident_memory_bytes", HELPER)]
+    assert abs(resident - _status_kib(pid, "VmRSS") * 1024) <= rss_approximation()
+    assert series[("process_virtual_memory_bytes", HELPER)] == _status_kib(pid, "VmSize") * 1024
+    assert series[("process_open_fds", HELPER)] == len(os.listdir(f"/proc/{pid}/fd"))
+    assert series[("process_max_fds", HELPER)] == resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+    assert series[("process_max_fds", ())] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    tick = 1 / os.sysconf("SC_CLK_TCK")  # the kernel states start times in clock ticks
+    assert (started_after - 1 - tick <= series[("process_start_time_seconds", HELPER)]
+            <= started_before + 1)
+    assert types["process_cpu_seconds"] == "counter"
+
+
+def test_without_a_helper_only_the_daemons_series(helper: tuple[int, float, float]) -> None:
+    """No helper pid: the process_* families carry the daemon's series alone."""
+    exposition = Exposition.render([_own_family()], process_registry())
+    series, _ = _series(parse_text(exposition.text.decode()))
+    process = {key for key in series if key[0].startswith("process_")}
+    assert process and all(labels == () for _, labels in process)
+
+
+def test_both_formats_carry_each_family_once_with_the_same_values(
+        helper: tuple[int, float, float]) -> None:
+    """Text and OpenMetrics name each process family once (promtool finds nothing in the text;
+    prometheus_client's strict OpenMetrics parser accepts the other) with equal values."""
+    # A pid that changes at every reading (the helper's, then this process's): the two formats
+    # agree only if the process series are read once for both.
+    pids = itertools.cycle((helper[0], os.getpid()))
+    exposition = Exposition.render([_own_family()], process_registry(lambda: next(pids)))
+    text, openmetrics = exposition.text.decode(), exposition.openmetrics.decode()
+    for name in PROCESS_FAMILIES:  # text names a counter by its sample name
+        text_name = name + "_total" if name == "process_cpu_seconds" else name
+        assert text.count(f"# TYPE {text_name} ") == 1, name
+        assert openmetrics.count(f"# TYPE {name} ") == 1, name
+    assert openmetrics.endswith("\n# EOF\n") and openmetrics.count("# EOF") == 1
+    result = subprocess.run([need("promtool"), "check", "metrics"], input=exposition.text,
+                            capture_output=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    text_series, _ = _series(parse_text(text))
+    om_series, _ = _series(_parse_openmetrics(openmetrics))  # type: ignore[no-untyped-call]
+    assert om_series == text_series

@@ -1,0 +1,61 @@
+"""The standard ``process_*`` series of the daemon and of its admin helper.
+
+prometheus_client's process collector reads them from ``/proc`` (CPU seconds, resident and
+virtual memory, open and maximum file descriptors, start time), as every exporter has them: the
+daemon's unlabelled, the admin helper's in the same families with ``process="admin_helper"``.
+They are rendered by prometheus_client into each cycle's cached exposition, after the families
+of the fast renderer (see :mod:`virtmon.exposition.render`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["HELPER_LABELS", "ProcessMetrics", "process_registry"]
+
+# The labels of the admin helper's series (the daemon's have none).
+HELPER_LABELS = {"process": "admin_helper"}
+
+
+class ProcessMetrics(Collector):
+    """The daemon's process collector, with the helper's series merged into its families.
+
+    ``helper_pid`` gives the admin helper's pid while it runs (None: no helper series).
+    """
+
+    def __init__(self, helper_pid: Callable[[], int | None] = lambda: None,
+                 proc: str = "/proc") -> None:
+        self._own = ProcessCollector(proc=proc, registry=None)
+        self._helper_pid = helper_pid
+        self._proc = proc
+
+    def collect(self) -> Iterable[Metric]:
+        """One family per ``process_*`` name, the helper's samples labelled after the daemon's.
+
+        One family each, not two: a name may appear only once in an exposition.
+        """
+        families = {family.name: family for family in self._own.collect()}
+        pid = self._helper_pid()
+        if pid is None:
+            return families.values()
+        helper = ProcessCollector(pid=lambda: pid, proc=self._proc, registry=None)
+        for family in helper.collect():
+            merged = families.get(family.name)
+            if merged is None:  # the daemon's could not be read: the helper's still count
+                merged = families[family.name] = Metric(family.name, family.documentation,
+                                                        family.type)
+            merged.samples.extend(sample._replace(labels={**sample.labels, **HELPER_LABELS})
+                                  for sample in family.samples)
+        return families.values()
+
+
+def process_registry(helper_pid: Callable[[], int | None] = lambda: None) -> CollectorRegistry:
+    """A registry holding only the process series (what the exposition renders with
+    prometheus_client)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProcessMetrics(helper_pid))
+    return registry
