@@ -1,4 +1,4 @@
-"""The docs say what the code does: the libvirt import list, the ADR numbering."""
+"""The docs say what the code does: the metrics reference, the libvirt import list, the ADRs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import virtmon.virt
+from virtmon.metrics_reference import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 ADR = ROOT / "docs" / "adr"
+METRICS = ROOT / "docs" / "metrics.md"
 LIBVIRT_MODULES = {"libvirt", "libvirt_qemu", "libvirtaio", "libvirt_lxc"}
 
 
@@ -52,3 +54,9 @@ def test_the_adrs_are_numbered_from_one_without_gaps() -> None:
         assert path.read_text().startswith(f"# ADR {number}: "), path.name
         numbers.append(int(number))
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_the_metrics_reference_is_what_the_declarations_write() -> None:
+    """docs/metrics.md is exactly `python -m virtmon.metrics_reference`'s output."""
+    assert METRICS.read_text() == reference(), (
+        "docs/metrics.md is stale: python -m virtmon.metrics_reference > docs/metrics.md")

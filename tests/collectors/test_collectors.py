@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from virtmon.collectors import (
     stats_flags_for,
     stats_groups_for,
 )
+from virtmon.collectors.admin import AdminStats, ServerStats
 from virtmon.collectors.balloon import BalloonCollector
 from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.block import BlockCollector
@@ -28,6 +30,7 @@ from virtmon.collectors.domain_info import DomainInfoCollector, metadata_label_n
 from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.snapshot import DomainInfo, DomainRecord, StatsSnapshot
 from virtmon.collectors.vm import VmCollector
+from virtmon.events.counters import EventCounts
 from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_text
 
@@ -339,6 +342,33 @@ def test_a_collectors_declared_stats_groups_are_all_it_reads(name: str) -> None:
         left_out = {"virtmon_collector_duration_seconds", "libvirt_domain_stats_incomplete"}
         assert (render_text(f for f in only_declared if f.name not in left_out)
                 == render_text(f for f in whole if f.name not in left_out)), fixture.name
+
+
+@pytest.mark.parametrize("name", sorted(COLLECTORS))
+def test_a_collector_makes_exactly_the_families_it_declares(name: str) -> None:
+    """On every fixture, each family a collector returns is one of its declarations (name, type,
+    HELP, labels; a `*` declaration covers the names made at run time), and each declaration
+    names a family some fixture gets: docs/metrics.md, written from them, says what it does."""
+    collector = COLLECTORS[name]
+    declared = {spec.name: spec for spec in collector.families}
+    patterns = [spec for spec in collector.families if spec.name.endswith("*")]
+    seen: set[str] = set()
+    for fixture in FIXTURES.glob("*.json"):
+        snapshot = dataclasses.replace(make_snapshot(load_records(fixture)),
+                                       admin=AdminStats((ServerStats("libvirtd"),)),
+                                       events=EventCounts())
+        for family in collector().collect(snapshot):
+            spec = declared.get(family.name)
+            if spec is None:
+                [spec] = [p for p in patterns if family.name.startswith(p.name[:-1])]
+                assert family.type in ("counter", "gauge"), family.name
+                seen.add(spec.name)
+                continue
+            seen.add(spec.name)
+            assert (family.type, family.help) == (spec.type, spec.help), family.name
+            assert family.label_names[:len(spec.labels)] == spec.labels, family.name
+            assert spec.labels_note or family.label_names == spec.labels, family.name
+    assert sorted(set(declared) - seen) == []
 
 
 def test_collector_modules_import_no_libvirt() -> None:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from tests.tools import need
 from virtmon.exposition.cache import Exposition
 from virtmon.exposition.family import MetricFamily
-from virtmon.exposition.process import process_registry
+from virtmon.exposition.process import FAMILIES, process_registry
 
 PROCESS_FAMILIES = {"process_cpu_seconds", "process_virtual_memory_bytes",
                     "process_resident_memory_bytes", "process_start_time_seconds",
@@ -137,3 +137,11 @@ def test_both_formats_carry_each_family_once_with_the_same_values(
     text_series, _ = _series(parse_text(text))
     om_series, _ = _series(_parse_openmetrics(openmetrics))  # type: ignore[no-untyped-call]
     assert om_series == text_series
+
+
+def test_the_declared_process_families_are_the_ones_prometheus_client_makes() -> None:
+    """The process families docs/metrics.md lists (their declarations) have the names, types and
+    HELP of what prometheus_client's process collector makes, in its order."""
+    made = [(family.samples[0].name, family.type, family.documentation)
+            for family in process_registry().collect()]
+    assert made == [(spec.name, spec.type, spec.help) for spec in FAMILIES]

@@ -1,6 +1,7 @@
 """The collector protocol and the adapter that runs collectors.
 
-Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families.
+Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families,
+each made from one of its declarations (`families`, which docs/metrics.md is written from).
 It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
 or device is simply absent from the next cycle) and never sees a registry. `run_collectors`
 times each one, turns its outcome into `virtmon_collector_success` and
@@ -17,7 +18,7 @@ from typing import ClassVar, Protocol
 import structlog
 
 from virtmon.collectors.snapshot import StatsSnapshot
-from virtmon.exposition.family import MetricFamily
+from virtmon.exposition.family import FamilySpec, MetricFamily
 
 __all__ = [
     "Collector",
@@ -57,12 +58,27 @@ def help_text(what: str, source: str, fact: bool = False) -> str:
     return f"{what} (libvirt {source}; {age})."
 
 
+# The families run_collectors adds: how each collector fared.
+OUTCOME_FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "virtmon_collector_success", "gauge",
+        "Whether the collector succeeded in the last collection cycle (1) or not (0).",
+        ("collector",), unit="1 or 0", source="each enabled collector in the last cycle"),
+    FamilySpec(
+        "virtmon_collector_duration_seconds", "gauge",
+        "Time the collector took in the last collection cycle, in seconds.",
+        ("collector",), unit="seconds", source="each enabled collector in the last cycle"),
+)
+
+
 class Collector(Protocol):
     """A pure function of the snapshot to metric families; `name` is its `collector` label,
     `stats_groups` the libvirt stats groups it reads (`STATS_GROUP_FLAGS` names; none for a
-    collector of node calls, the admin helper or events)."""
+    collector of node calls, the admin helper or events), `families` every family it makes
+    (docs/metrics.md is written from them)."""
 
     stats_groups: ClassVar[tuple[str, ...]]
+    families: ClassVar[tuple[FamilySpec, ...]]
 
     @property
     def name(self) -> str:
@@ -127,18 +143,7 @@ def run_collectors(
             duration = clock() - start
             families.extend(produced)
             outcomes.append(CollectorOutcome(name, True, duration))
-    success = MetricFamily(
-        "virtmon_collector_success",
-        "gauge",
-        "Whether the collector succeeded in the last collection cycle (1) or not (0).",
-        ("collector",),
-    )
-    durations = MetricFamily(
-        "virtmon_collector_duration_seconds",
-        "gauge",
-        "Time the collector took in the last collection cycle, in seconds.",
-        ("collector",),
-    )
+    success, durations = (spec.new() for spec in OUTCOME_FAMILIES)
     for outcome in outcomes:
         success.add((outcome.name,), 1 if outcome.success else 0)
         durations.add((outcome.name,), outcome.duration_seconds)

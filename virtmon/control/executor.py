@@ -33,7 +33,7 @@ from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import AUDIT_KIND, Event
-from virtmon.exposition.family import MetricFamily
+from virtmon.exposition.family import FamilySpec, MetricFamily
 from virtmon.virt.admin_client import (
     HELPER_TIMEOUT,
     HELPER_UNAVAILABLE,
@@ -138,6 +138,12 @@ def binding_versions() -> str:
             f"{library // 1000000}.{library // 1000 % 1000}.{library % 1000} here)")
 
 
+REQUESTS_FAMILY = FamilySpec(
+    "virtmon_control_requests_total", "counter",
+    "Control API operations answered, by operation and HTTP status.", ("operation", "code"),
+    unit="requests", source="control API operations answered, by HTTP status")
+
+
 @dataclass(slots=True)
 class ControlStats:
     """Counters for the status document and ``virtmon_control_requests_total``."""
@@ -150,9 +156,7 @@ class ControlStats:
 
     def families(self) -> list[MetricFamily]:
         """``virtmon_control_requests_total{operation,code}``."""
-        family = MetricFamily("virtmon_control_requests_total", "counter",
-                              "Control API operations answered, by operation and HTTP status.",
-                              ("operation", "code"))
+        family = REQUESTS_FAMILY.new()
         for (operation, code), count in sorted(self.answers.items()):
             family.add((operation, str(code)), count)
         return [family]

@@ -7,10 +7,11 @@ from the collectors.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LabelValues", "MetricFamily", "MetricType", "Sample"]
+__all__ = ["FamilySpec", "LabelValues", "MetricFamily", "MetricType", "Sample", "by_name"]
 
 MetricType = Literal["gauge", "counter", "info", "untyped"]
 LabelValues = tuple[str, ...]
@@ -52,3 +53,34 @@ class MetricFamily:
     def add(self, label_values: LabelValues, value: float) -> None:
         """Append one sample; `label_values` follows `label_names`."""
         self.samples.append((label_values, value))
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    """A family as its source declares it: what `new` makes and what docs/metrics.md lists.
+
+    ``unit`` and ``source`` are for the reference (Markdown): the unit of the values, and the
+    libvirt key or call (or virtmon's own counter) they come from. ``labels_note`` follows the
+    label names in the reference, for labels made at run time; ``type_note`` replaces the type
+    there. A ``name`` ending in ``*`` declares families named at run time (only the reference
+    reads it).
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    source: str = ""
+    labels_note: str = ""
+    type_note: str = ""
+
+    def new(self, *more_labels: str) -> MetricFamily:
+        """An empty family of this name, type, HELP and labels (``more_labels`` after them: the
+        labels made at run time)."""
+        return MetricFamily(self.name, self.type, self.help, (*self.labels, *more_labels))
+
+
+def by_name(specs: Iterable[FamilySpec]) -> dict[str, FamilySpec]:
+    """Specs by family name (for the code that makes the families)."""
+    return {spec.name: spec for spec in specs}

@@ -15,10 +15,36 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["HELPER_LABELS", "ProcessMetrics", "process_registry"]
+from virtmon.exposition.family import FamilySpec
+
+__all__ = ["FAMILIES", "HELPER_LABELS", "ProcessMetrics", "process_registry"]
 
 # The labels of the admin helper's series (the daemon's have none).
 HELPER_LABELS = {"process": "admin_helper"}
+
+_LABELS_NOTE = '`process="admin_helper"` on the admin helper\'s; none on the daemon\'s'
+
+# The families as prometheus_client's process collector makes them (a test holds it to that),
+# for the metrics reference.
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+               labels_note=_LABELS_NOTE, unit="bytes", source="/proc/PID/stat vsize"),
+    FamilySpec("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+               labels_note=_LABELS_NOTE, unit="bytes", source="/proc/PID/stat rss (pages)"),
+    FamilySpec("process_start_time_seconds", "gauge",
+               "Start time of the process since unix epoch in seconds.",
+               labels_note=_LABELS_NOTE, unit="Unix time",
+               source="/proc/PID/stat starttime (clock ticks after boot) and /proc/stat btime"),
+    FamilySpec("process_cpu_seconds_total", "counter",
+               "Total user and system CPU time spent in seconds.",
+               labels_note=_LABELS_NOTE, unit="seconds",
+               source="/proc/PID/stat utime + stime (clock ticks)"),
+    FamilySpec("process_open_fds", "gauge", "Number of open file descriptors.",
+               labels_note=_LABELS_NOTE, unit="descriptors", source="entries of /proc/PID/fd"),
+    FamilySpec("process_max_fds", "gauge", "Maximum number of open file descriptors.",
+               labels_note=_LABELS_NOTE, unit="descriptors",
+               source="/proc/PID/limits Max open files (soft limit)"),
+)
 
 
 class ProcessMetrics(Collector):
