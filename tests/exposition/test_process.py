@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as _parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from structlog.testing import capture_logs
 
 from tests.tools import need
 from virtmon.exposition.cache import Exposition
@@ -145,3 +146,17 @@ def test_the_declared_process_families_are_the_ones_prometheus_client_makes() ->
     made = [(family.samples[0].name, family.type, family.documentation)
             for family in process_registry().collect()]
     assert made == [(spec.name, spec.type, spec.help) for spec in FAMILIES]
+
+
+def test_a_failing_process_reading_costs_only_the_process_series() -> None:
+    """When reading the process series fails, the exposition still carries the other families
+    (the failure is logged), in both formats."""
+    def broken() -> int:
+        raise RuntimeError("no pid")
+
+    with capture_logs() as logs:
+        exposition = Exposition.render([_own_family()], process_registry(broken))
+    assert b'virtmon_build_info{version="0"} 1' in exposition.text
+    assert b"process_" not in exposition.text + exposition.openmetrics
+    assert exposition.openmetrics.endswith(b"# EOF\n")
+    assert any(log["event"] == "virtmon.exposition.process_metrics_failed" for log in logs)

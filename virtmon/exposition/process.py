@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -18,6 +19,8 @@ from prometheus_client.registry import Collector
 from virtmon.exposition.family import FamilySpec
 
 __all__ = ["FAMILIES", "HELPER_LABELS", "ProcessMetrics", "process_registry"]
+
+_log = structlog.get_logger(component="exposition")
 
 # The labels of the admin helper's series (the daemon's have none).
 HELPER_LABELS = {"process": "admin_helper"}
@@ -64,6 +67,13 @@ class ProcessMetrics(Collector):
 
         One family each, not two: a name may appear only once in an exposition.
         """
+        try:
+            return self._collect()
+        except Exception:  # the process series are not worth a cycle's libvirt series
+            _log.exception("virtmon.exposition.process_metrics_failed")
+            return []
+
+    def _collect(self) -> Iterable[Metric]:
         families = {family.name: family for family in self._own.collect()}
         pid = self._helper_pid()
         if pid is None:
