@@ -8,7 +8,6 @@ import resource
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import (
@@ -17,6 +16,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from structlog.testing import capture_logs
 
+from tests.procfs import rss_approximation, status
 from tests.tools import need
 from virtmon.exposition.cache import Exposition
 from virtmon.exposition.family import MetricFamily
@@ -39,7 +39,7 @@ def helper() -> Iterator[tuple[int, float, float]]:
     try:
         # Asleep in nanosleep: the loader is done, its memory and descriptors hold still.
         deadline = time.monotonic() + 10
-        while _status(child.pid, "State") != "S (sleeping)":
+        while status(child.pid, "State") != "S (sleeping)":
             assert time.monotonic() < deadline, "sleep did not go to sleep"
             time.sleep(0.01)
         yield child.pid, before, after
@@ -64,25 +64,8 @@ def _series(families: Iterator[object]) -> tuple[Series, dict[str, str]]:
     return series, types
 
 
-def rss_approximation() -> int:
-    """How far /proc/PID/stat's resident pages (what the process collector reads) may be from
-    /proc/PID/status's VmRSS: Linux keeps the count in per-CPU counters, which stat reads
-    without summing, each CPU's share off by at most percpu_counter_batch, max(32, 2 * CPUs)
-    pages (lib/percpu_counter.c)."""
-    cpus = os.cpu_count() or 1
-    return max(32, 2 * cpus) * cpus * resource.getpagesize()
-
-
-def _status(pid: int, field: str) -> str:
-    """A field of /proc/PID/status (the kernel's own summary, not the stat fields)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return line.partition(":")[2].strip()
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 def _status_kib(pid: int, field: str) -> int:
-    return int(_status(pid, field).split()[0])
+    return int(status(pid, field).split()[0])
 
 
 def test_the_helpers_series_agree_with_what_the_kernel_says_of_it(

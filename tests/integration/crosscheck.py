@@ -26,6 +26,7 @@ from typing import Any
 import libvirt
 
 from tests.integration.truth import DomainTruth, ProcessTruth, Truth
+from tests.procfs import rss_approximation
 
 # -- Units, from libvirt's API documentation ------------------------------------------------------
 # virConnectGetAllDomainStats: cpu.*, vcpu times, block *.times, haltpoll and perf clocks in ns;
@@ -662,14 +663,6 @@ def _any(*label_sets: dict[str, str]) -> Callable[[Truth], Expected]:
 
 # The labels of each process's series: the daemon's have none.
 PROCESS_LABELS = {"daemon": {}, "admin_helper": {"process": "admin_helper"}}
-
-
-def rss_approximation() -> int:
-    """How far /proc/PID/stat's resident pages may be from /proc/PID/status's VmRSS: Linux
-    keeps the count in per-CPU counters, which stat reads without summing, each CPU's share off
-    by at most percpu_counter_batch, max(32, 2 * CPUs) pages (lib/percpu_counter.c)."""
-    cpus = os.cpu_count() or 1
-    return max(32, 2 * cpus) * cpus * os.sysconf("SC_PAGE_SIZE")
 
 
 def _processes(value: Callable[[ProcessTruth], float | Interval]) -> Callable[[Truth], Expected]:
