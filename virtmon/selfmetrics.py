@@ -50,7 +50,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
     FamilySpec("virtmon_collection_last_success_timestamp_seconds", "gauge",
                "Unix time of the last successful collection cycle: the age of every cached "
                "value.", unit="Unix time",
-               source="the end of the last fresh cycle: the age of every value above"),
+               source="the end of the last fresh cycle: the age of every libvirt value"),
     FamilySpec("virtmon_collection_failures_total", "counter",
                "Collection cycles whose libvirt calls failed or overran their deadline.",
                unit="cycles", source="cycles whose libvirt calls failed or overran"),
