@@ -143,3 +143,21 @@ def test_a_failing_process_reading_costs_only_the_process_series() -> None:
     assert b"process_" not in exposition.text + exposition.openmetrics
     assert exposition.openmetrics.endswith(b"# EOF\n")
     assert any(log["event"] == "virtmon.exposition.process_metrics_failed" for log in logs)
+
+
+@pytest.mark.parametrize("name", ["process_open_fds", "process_cpu_seconds_total"])
+def test_a_family_named_like_a_process_series_is_dropped_not_doubled(name: str) -> None:
+    """A family of ours with a process series' name is left out (logged), so each name stays
+    one family in both formats and promtool finds nothing."""
+    clash = MetricFamily(name, "gauge", "Ours.")
+    clash.add((), 7)
+    with capture_logs() as logs:
+        exposition = Exposition.render([_own_family(), clash], process_registry())
+    assert b"Ours." not in exposition.text + exposition.openmetrics
+    assert any(log["event"] == "virtmon.exposition.family_clash" for log in logs)
+    result = subprocess.run([need("promtool"), "check", "metrics"], input=exposition.text,
+                            capture_output=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    parsed = _parse_openmetrics(exposition.openmetrics.decode())  # type: ignore[no-untyped-call]
+    expected = {"virtmon_build_info", *PROCESS_FAMILIES}
+    assert sorted(family.name for family in parsed) == sorted(expected)
