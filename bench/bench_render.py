@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.collectors.snapshots import load_records, make_snapshot  # noqa: E402
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, run_collectors  # noqa: E402
-from virtmon.collectors.base import MetricFamily  # noqa: E402
 from virtmon.collectors.snapshot import DomainRecord, StatsSnapshot  # noqa: E402
+from virtmon.exposition.family import MetricFamily  # noqa: E402
 from virtmon.exposition.render import render_openmetrics, render_text  # noqa: E402
 
 # Recorded from a lab domain (1 vCPU, 1 disk, 1 NIC): tests/collectors/fixtures/README.md.

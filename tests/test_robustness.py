@@ -14,11 +14,12 @@ import pytest
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
 from tests.waiting import wait_until
-from virtmon.collectors.base import MetricFamily, run_collectors
+from virtmon.collectors.base import run_collectors
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.events.bus import INGEST_SINK, EventBus
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
+from virtmon.exposition.family import MetricFamily
 
 
 class WrongArity:

@@ -41,6 +41,7 @@ from virtmon.events.counters import EventCounters
 from virtmon.events.journal import Journal
 from virtmon.events.model import ADMIN_KIND, Event
 from virtmon.exposition.http import metrics_app
+from virtmon.exposition.process import process_registry
 from virtmon.exposition.tlssite import TLSSite
 from virtmon.exposition.webconfig import (
     LiveWebConfig,
@@ -199,6 +200,7 @@ class Daemon:
             event_counts=lambda: self.event_counters.snapshot(
                 domain.name for domain in self.inventory.all()
             ),
+            client_metrics=process_registry(self._admin_helper_pid),
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
         self.running_log = RunningLog()
@@ -224,6 +226,9 @@ class Daemon:
         assert self.admin_helper is not None
         result = await self.admin_helper.request("snapshot", timeout=deadline)
         return AdminStats.from_helper(result)
+
+    def _admin_helper_pid(self) -> int | None:
+        return self.admin_helper.pid if self.admin_helper is not None else None
 
     def _admin_event(self, event: AdminEvent) -> None:
         """Loss and return of the admin connection (and helper restarts) go into the stream."""

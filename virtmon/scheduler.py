@@ -10,26 +10,47 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
 
+from virtmon.admin.stats import AdminStats
 from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
-from virtmon.collectors.base import FACTS_EVERY, Collector, MetricFamily, run_collectors
+from virtmon.collectors.base import FACTS_EVERY, Collector, run_collectors
 from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.component import Restart
 from virtmon.config import CollectConfig, keeping
+from virtmon.events.counters import EventCounts
 from virtmon.exposition.cache import Exposition
+from virtmon.exposition.family import MetricFamily
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
-from virtmon.virt.stats import HostFacts, disconnected_snapshot, take_snapshot
+from virtmon.virt.stats import HostFacts, SnapshotRequest, disconnected_snapshot, take_snapshot
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def together(first: Callable[[], Awaitable[A]],
+                   second: Callable[[], Awaitable[B]]) -> tuple[A, B]:
+    """Both results, the two awaited at once in one task group (either failing fails both)."""
+    second_result: list[B] = []
+
+    async def run_second() -> None:
+        second_result.append(await second())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_second)
+        first_result = await first()
+    return first_result, second_result[0]
 
 
 class MetricSource(Protocol):
@@ -61,8 +82,9 @@ class Scheduler:
         sources: Sequence[MetricSource],
         stats: CycleStats,
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
-        admin: Callable[[float], Awaitable[Any]] | None = None,
-        event_counts: Callable[[], Any] | None = None,
+        admin: Callable[[float], Awaitable[AdminStats]] | None = None,
+        event_counts: Callable[[], EventCounts] | None = None,
+        client_metrics: CollectorRegistry | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
@@ -80,6 +102,8 @@ class Scheduler:
         self._facts: HostFacts | None = None
         self._facts_age = 0
         self.event_counts = event_counts
+        # Rendered by prometheus_client into each exposition (the process_* series).
+        self.client_metrics = client_metrics
         self.stats = stats
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
@@ -131,7 +155,7 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition.render(self.own_families())
+        self.exposition = Exposition.render(self.own_families(), self.client_metrics)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -164,15 +188,9 @@ class Scheduler:
     async def _cycle(self) -> None:
         """Snapshot, collectors, render, publish."""
         started = time.monotonic()
-        admin_result: list[Any] = [None]
-        async with anyio.create_task_group() as group:
-            if self.admin is not None:
-                group.start_soon(self._admin_snapshot, admin_result)
-            snapshot, fresh = await self._snapshot()
-        if self.admin is not None:
-            snapshot = dataclasses.replace(snapshot, admin=admin_result[0])
-        if self.event_counts is not None:
-            snapshot = dataclasses.replace(snapshot, events=self.event_counts())
+        (snapshot, fresh), admin = await together(self._snapshot, self._admin_answer)
+        events = self.event_counts() if self.event_counts is not None else None
+        snapshot = dataclasses.replace(snapshot, admin=admin, events=events)
         # Collectors are pure and can be slow at thousands of domains: off the loop thread.
         families, _outcomes = await anyio.to_thread.run_sync(
             run_collectors, self.collectors, snapshot
@@ -191,17 +209,20 @@ class Scheduler:
                     listener(families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        self.exposition = await anyio.to_thread.run_sync(Exposition.render, families)
+        self.exposition = await anyio.to_thread.run_sync(
+            Exposition.render, families, self.client_metrics)
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 
-    async def _admin_snapshot(self, result: list[Any]) -> None:
-        """The admin helper's statistics, or the error it gave (the collector reports it)."""
-        assert self.admin is not None
+    async def _admin_answer(self) -> AdminStats | Exception | None:
+        """The admin helper's statistics, the error it gave (the collector reports it), or None
+        when the admin collector is off."""
+        if self.admin is None:
+            return None
         try:
-            result[0] = await self.admin(self.deadline)
+            return await self.admin(self.deadline)
         except Exception as exc:
-            result[0] = exc
+            return exc
 
     async def _snapshot(self) -> tuple[StatsSnapshot, bool]:
         """This cycle's snapshot and whether it is fresh.
@@ -218,11 +239,14 @@ class Scheduler:
             same_connection = self._known_since == since
             known = self._libvirt_info if same_connection else None
             facts = self._facts if same_connection and self._facts_age < FACTS_EVERY else None
-            snapshot = await self.caller.call_with_deadline(
-                self.deadline, self.pool.run, take_snapshot, uri, self.stats_flags,
-                self.requested_groups, self.domain_info(), self.with_node,
-                self.with_interfaces, known, facts, self.backing_chain,
+            request = SnapshotRequest(
+                uri=uri, stats_flags=self.stats_flags, requested_groups=self.requested_groups,
+                domain_info=self.domain_info(), with_node=self.with_node,
+                with_interfaces=self.with_interfaces, known_info=known, facts=facts,
+                backing_chain=self.backing_chain,
             )
+            snapshot = await self.caller.call_with_deadline(
+                self.deadline, self.pool.run, take_snapshot, request)
             if facts is None:
                 self._facts, self._facts_age = HostFacts.of(snapshot), 0
             self._facts_age += 1

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from virtmon import __version__
-from virtmon.collectors.base import MetricFamily, MetricType
 from virtmon.events.bus import INGEST_SINK, EventBus
 from virtmon.events.catalog import domain_event_ids, kind_name
 from virtmon.events.model import VIRTMON_KINDS
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import CLOSE_REASONS, ConnectionSupervisor, State
 
@@ -34,15 +34,61 @@ def _with_zeros(counts: Mapping[str, int], known: Iterable[str]) -> dict[str, in
     return {**dict.fromkeys(known, 0), **counts}
 
 
-def _counter_family(name: str, help_: str, label: str, counts: Mapping[str, int]) -> MetricFamily:
-    family = MetricFamily(name, "counter", help_, (label,))
+# Every family of self_metrics, in exposition order.
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec("virtmon_build_info", "gauge", "virtmon's version.", ("version",),
+               unit="info", source="the installed package"),
+    FamilySpec("virtmon_libvirt_connection_state", "gauge",
+               "The connection supervisor's state (1 for the current one).", ("state",),
+               unit="1 or 0 (one-hot)", source="the connection supervisor"),
+    FamilySpec("virtmon_libvirt_event_ids_registered", "gauge",
+               "Domain event ids the running libvirt accepted on the current connection.",
+               unit="event ids", source="domain event ids the running libvirt accepted"),
+    FamilySpec("virtmon_collection_duration_seconds", "gauge",
+               "Wall time of the last collection cycle, in seconds.",
+               unit="seconds", source="the last cycle's wall time"),
+    FamilySpec("virtmon_collection_last_success_timestamp_seconds", "gauge",
+               "Unix time of the last successful collection cycle: the age of every cached "
+               "value.", unit="Unix time",
+               source="the end of the last fresh cycle: the age of every libvirt value"),
+    FamilySpec("virtmon_collection_failures_total", "counter",
+               "Collection cycles whose libvirt calls failed or overran their deadline.",
+               unit="cycles", source="cycles whose libvirt calls failed or overran"),
+    FamilySpec("virtmon_libvirt_calls_abandoned_total", "counter",
+               "libvirt calls abandoned after overrunning their deadline.",
+               unit="calls", source="libvirt calls abandoned past their deadline"),
+    FamilySpec("virtmon_libvirt_calls_abandoned_outstanding", "gauge",
+               "Abandoned libvirt calls whose worker threads are still blocked in libvirt.",
+               unit="calls", source="abandoned calls still blocked in libvirt"),
+    FamilySpec("virtmon_events_last_sequence", "gauge",
+               "Sequence number of the last journaled event.",
+               unit="sequence", source="the journal's last event number"),
+    FamilySpec("virtmon_libvirt_reconnects_total", "counter",
+               "Connections to libvirt lost (and then re-established), by close reason.",
+               ("reason",), unit="reconnects",
+               source="connections lost, by virConnectCloseReason (error, eof, keepalive, "
+                      "client; all listed)"),
+    FamilySpec("virtmon_events_received_total", "counter",
+               "Events received from libvirt or inferred by reconciling, by kind.", ("kind",),
+               unit="events",
+               source="events by kind: every libvirt domain event id (lower-case name) and "
+                      "virtmon's own `connection`, `audit`, `admin`; all listed from 0"),
+    FamilySpec("virtmon_events_dropped_total", "counter",
+               "Events a full bounded queue had to drop, by sink.", ("sink",),
+               unit="events", source="events a full queue dropped (`journal`)"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
+def _counter_family(name: str, counts: Mapping[str, int]) -> MetricFamily:
+    family = _FAMILY[name].new()
     for key in sorted(counts):
         family.add((key,), counts[key])
     return family
 
 
-def _single(name: str, kind: MetricType, help_: str, value: float) -> MetricFamily:
-    family = MetricFamily(name, kind, help_)
+def _single(name: str, value: float) -> MetricFamily:
+    family = _FAMILY[name].new()
     family.add((), value)
     return family
 
@@ -51,45 +97,26 @@ def self_metrics(
     supervisor: ConnectionSupervisor, bus: EventBus, caller: LibvirtCaller, cycle: CycleStats
 ) -> list[MetricFamily]:
     """The virtmon_* families."""
-    build = MetricFamily("virtmon_build_info", "gauge", "virtmon's version.", ("version",))
+    build = _FAMILY["virtmon_build_info"].new()
     build.add((__version__,), 1)
-    state = MetricFamily(
-        "virtmon_libvirt_connection_state", "gauge",
-        "The connection supervisor's state (1 for the current one).", ("state",),
-    )
+    state = _FAMILY["virtmon_libvirt_connection_state"].new()
     for candidate in State:
         state.add((candidate.value,), 1 if supervisor.state is candidate else 0)
     singles = [
-        _single("virtmon_libvirt_event_ids_registered", "gauge",
-                "Domain event ids the running libvirt accepted on the current connection.",
-                len(supervisor.event_ids)),
-        _single("virtmon_collection_duration_seconds", "gauge",
-                "Wall time of the last collection cycle, in seconds.", cycle.last_duration),
-        _single("virtmon_collection_last_success_timestamp_seconds", "gauge",
-                "Unix time of the last successful collection cycle: the age of every cached "
-                "value.", cycle.last_success),
-        _single("virtmon_collection_failures_total", "counter",
-                "Collection cycles whose libvirt calls failed or overran their deadline.",
-                cycle.failures),
-        _single("virtmon_libvirt_calls_abandoned_total", "counter",
-                "libvirt calls abandoned after overrunning their deadline.",
-                caller.abandoned_total),
-        _single("virtmon_libvirt_calls_abandoned_outstanding", "gauge",
-                "Abandoned libvirt calls whose worker threads are still blocked in libvirt.",
-                caller.abandoned_outstanding),
-        _single("virtmon_events_last_sequence", "gauge",
-                "Sequence number of the last journaled event.", bus.published_seq),
+        _single("virtmon_libvirt_event_ids_registered", len(supervisor.event_ids)),
+        _single("virtmon_collection_duration_seconds", cycle.last_duration),
+        _single("virtmon_collection_last_success_timestamp_seconds", cycle.last_success),
+        _single("virtmon_collection_failures_total", cycle.failures),
+        _single("virtmon_libvirt_calls_abandoned_total", caller.abandoned_total),
+        _single("virtmon_libvirt_calls_abandoned_outstanding", caller.abandoned_outstanding),
+        _single("virtmon_events_last_sequence", bus.published_seq),
     ]
     return [
         build, state, *singles,
         _counter_family("virtmon_libvirt_reconnects_total",
-                        "Connections to libvirt lost (and then re-established), by close reason.",
-                        "reason", _with_zeros(supervisor.reconnects, CLOSE_REASONS.values())),
-        _counter_family("virtmon_events_received_total",
-                        "Events received from libvirt or inferred by reconciling, by kind.",
-                        "kind", _with_zeros(bus.received, EVENT_KINDS)),
+                        _with_zeros(supervisor.reconnects, CLOSE_REASONS.values())),
+        _counter_family("virtmon_events_received_total", _with_zeros(bus.received, EVENT_KINDS)),
         _counter_family("virtmon_events_dropped_total",
-                        "Events a full bounded queue had to drop, by sink.", "sink",
                         _with_zeros(bus.dropped, (INGEST_SINK,))),
     ]
 

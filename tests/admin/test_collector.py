@@ -11,7 +11,8 @@ import pytest
 from tests.tools import need
 from virtmon.admin.stats import AdminStats, ServerStats
 from virtmon.collectors.admin import AdminCollectionFailed, AdminCollector
-from virtmon.collectors.base import MetricFamily, NoData, run_collectors
+from virtmon.collectors.base import NoData, run_collectors
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_text
 
 # A reply of the helper's "snapshot" op, as recorded on the lab (ids and pids shortened).

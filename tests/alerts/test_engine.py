@@ -20,9 +20,9 @@ from virtmon.alerts.model import fingerprint
 from virtmon.alerts.ruleconfig import parse_rules
 from virtmon.alerts.rules import Rule
 from virtmon.alerts.store import AlertStore
-from virtmon.collectors.base import MetricFamily
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
+from virtmon.exposition.family import MetricFamily
 
 TARGETS = [("am", "http://127.0.0.1:1"), ("am", "http://127.0.0.1:2")]
 CRASH = {"name": "Crash", "severity": "critical", "summary": "{domain} crashed ({detail})",

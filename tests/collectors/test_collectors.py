@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import virtmon.collectors as collectors_pkg
+from virtmon.admin.stats import AdminStats, ServerStats
 from virtmon.collectors import (
     COLLECTORS,
     DEFAULT_ENABLED,
@@ -21,13 +23,15 @@ from virtmon.collectors import (
     stats_groups_for,
 )
 from virtmon.collectors.balloon import BalloonCollector
-from virtmon.collectors.base import FACTS_EVERY, MetricFamily
+from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.domain_info import DomainInfoCollector, metadata_label_name
 from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.snapshot import DomainInfo, DomainRecord, StatsSnapshot
 from virtmon.collectors.vm import VmCollector
+from virtmon.events.counters import EventCounts
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_text
 
 from .snapshots import ALL_GROUPS, FIXTURES, load_records, make_snapshot
@@ -306,6 +310,65 @@ def test_stats_groups_follow_enabled_collectors() -> None:
     assert stats_flags_for(["state", "cpu"]) == 1 | 2
     with pytest.raises(ValueError, match="nosuch"):
         stats_groups_for(["nosuch"])
+
+
+# Each stats group's key prefixes in a getAllDomainStats record (libvirt's documentation of
+# virConnectGetAllDomainStats), written here so that a collector's declaration is checked
+# against libvirt's grouping, not against itself.
+GROUP_KEY_PREFIXES = {
+    "state": ("state.",), "cpu_total": ("cpu.",), "balloon": ("balloon.",), "vcpu": ("vcpu.",),
+    "interface": ("net.",), "block": ("block.",), "perf": ("perf.",),
+    "iothread": ("iothread.",), "memory": ("memory.",), "dirtyrate": ("dirtyrate.",),
+    "vm": ("vm.",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COLLECTORS))
+def test_a_collectors_declared_stats_groups_are_all_it_reads(name: str) -> None:
+    """Given only the keys of its declared stats groups, a collector exports what it exports
+    given every group: its `stats_groups` leave out nothing it reads."""
+    declared = COLLECTORS[name].stats_groups
+    assert set(declared) <= set(STATS_GROUP_FLAGS)
+    prefixes = tuple(p for group in declared for p in GROUP_KEY_PREFIXES[group])
+    for fixture in (KVM, EDGE, FIXTURES / "lab_kvm.json", FIXTURES / "lab_variants.json"):
+        records = load_records(fixture)
+        narrowed = tuple(DomainRecord(r.name, r.uuid, {key: value for key, value in
+                                                       r.stats.items() if key.startswith(prefixes)})
+                         for r in records)
+        whole, _ = run_collectors(build_collectors([name]), make_snapshot(records))
+        only_declared, _ = run_collectors(build_collectors([name]),
+                                          make_snapshot(narrowed, groups=frozenset(declared)))
+        # Durations differ between any two runs; stats_incomplete is about every group asked.
+        left_out = {"virtmon_collector_duration_seconds", "libvirt_domain_stats_incomplete"}
+        assert (render_text(f for f in only_declared if f.name not in left_out)
+                == render_text(f for f in whole if f.name not in left_out)), fixture.name
+
+
+@pytest.mark.parametrize("name", sorted(COLLECTORS))
+def test_a_collector_makes_exactly_the_families_it_declares(name: str) -> None:
+    """On every fixture, each family a collector returns is one of its declarations (name, type,
+    HELP, labels; a `*` declaration covers the names made at run time), and each declaration
+    names a family some fixture gets: docs/metrics.md, written from them, says what it does."""
+    collector = COLLECTORS[name]
+    declared = {spec.name: spec for spec in collector.families}
+    patterns = [spec for spec in collector.families if spec.name.endswith("*")]
+    seen: set[str] = set()
+    for fixture in FIXTURES.glob("*.json"):
+        snapshot = dataclasses.replace(make_snapshot(load_records(fixture)),
+                                       admin=AdminStats((ServerStats("libvirtd"),)),
+                                       events=EventCounts())
+        for family in collector().collect(snapshot):
+            spec = declared.get(family.name)
+            if spec is None:
+                [spec] = [p for p in patterns if family.name.startswith(p.name[:-1])]
+                assert family.type in ("counter", "gauge"), family.name
+                seen.add(spec.name)
+                continue
+            seen.add(spec.name)
+            assert (family.type, family.help) == (spec.type, spec.help), family.name
+            assert family.label_names[:len(spec.labels)] == spec.labels, family.name
+            assert spec.labels_note or family.label_names == spec.labels, family.name
+    assert sorted(set(declared) - seen) == []
 
 
 def test_collector_modules_import_no_libvirt() -> None:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from tests.tools import need
 from virtmon.collectors import COLLECTORS, build_collectors, run_collectors
-from virtmon.collectors.base import MetricFamily
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import render_openmetrics, render_text
 
 from .snapshots import FIXTURES, GOLDEN, load_records, make_snapshot

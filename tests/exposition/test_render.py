@@ -21,7 +21,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from structlog.testing import capture_logs
 
-from virtmon.collectors.base import MetricFamily
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import format_value, render_openmetrics, render_text
 
 # Label values as libvirt can hand them over: any valid Unicode (no lone surrogates).

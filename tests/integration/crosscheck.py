@@ -25,7 +25,8 @@ from typing import Any
 
 import libvirt
 
-from tests.integration.truth import DomainTruth, Truth
+from tests.integration.truth import DomainTruth, ProcessTruth, Truth
+from tests.procfs import rss_approximation
 
 # -- Units, from libvirt's API documentation ------------------------------------------------------
 # virConnectGetAllDomainStats: cpu.*, vcpu times, block *.times, haltpoll and perf clocks in ns;
@@ -658,6 +659,27 @@ def _any(*label_sets: dict[str, str]) -> Callable[[Truth], Expected]:
     return lambda _truth: {labels(**extra): ANY_COUNT for extra in label_sets}
 
 
+# -- virtmon's processes: what the kernel and ps say of them (truth.py's ProcessTruth) -------------
+
+# The labels of each process's series: the daemon's have none.
+PROCESS_LABELS = {"daemon": {}, "admin_helper": {"process": "admin_helper"}}
+
+
+def _processes(value: Callable[[ProcessTruth], float | Interval]) -> Callable[[Truth], Expected]:
+    """One series per virtmon process the reading found."""
+    def expect(truth: Truth) -> Expected:
+        return {labels(**PROCESS_LABELS[name]): value(process)
+                for name, process in truth.processes.items()}
+    return expect
+
+
+def _started(process: ProcessTruth) -> Interval:
+    # ps states whole seconds of age; the kernel's boot time, which the start time is counted
+    # from, is whole seconds too.
+    start = process.read_at - process.elapsed
+    return (start - 2.0, start + 2.0)
+
+
 ALERT_STATES = ("pending", "firing")
 ALERT_SEVERITIES = ("critical", "warning", "info")
 
@@ -900,6 +922,19 @@ CHECKS: dict[str, Check] = {
     "virtmon_alerts_cycles_dropped_total": Check("counter", "counter", _any({})),
     "virtmon_control_requests_total": Check("counter", "steady", lambda t: {
         labels(operation=op, code=code): n for (op, code), n in t.extra["control"].items()}),
+    # The daemon's and the admin helper's processes.
+    "process_cpu_seconds_total": Check("counter", "counter",
+                                       _processes(lambda p: p.cpu_seconds)),
+    "process_resident_memory_bytes": Check("gauge", "wander",
+                                           _processes(lambda p: p.rss_kib * BYTES_PER_KIB),
+                                           tolerance=rss_approximation()),
+    # A worker thread started meanwhile reserves a stack and a malloc arena (8 + 64 MiB).
+    "process_virtual_memory_bytes": Check("gauge", "wander",
+                                          _processes(lambda p: p.vsize_kib * BYTES_PER_KIB),
+                                          tolerance=128 * BYTES_PER_MIB),
+    "process_open_fds": Check("gauge", "wander", _processes(lambda p: p.open_fds), tolerance=8),
+    "process_max_fds": Check("gauge", "steady", _processes(lambda p: p.max_fds)),
+    "process_start_time_seconds": Check("gauge", "steady", _processes(_started)),
     # The cross-check's daemon has no webhook receiver: none of these may exist.
     "virtmon_webhook_deliveries_total": Check("counter", "steady", nothing),
     "virtmon_webhook_attempts_total": Check("counter", "steady", nothing),

@@ -123,7 +123,7 @@ INTERFACE = Group(
     "interface",
     InterfaceCollector(),
     tuple((f"net.{{n}}.{suffix}", metric, NET_UNITS[suffix])
-          for suffix, metric, _ in interface_collector._SPECS),
+          for suffix, metric in interface_collector._SPECS),
     lambda stats, n: {"target_device": stats[f"net.{n}.name"]},
     ("net.{n}.name",),
     (("net.count", "the number of entries: each entry's own series are the export"),),

@@ -16,13 +16,23 @@ from typing import Any
 import aiohttp
 import libvirt
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as _parse_openmetrics,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
-from tests.waiting import exposition_until, fresh_cycle, next_cycle
+from tests.waiting import exposition_until, fresh_cycle, next_cycle, wait_until
 
 pytestmark = pytest.mark.lab
+
+
+def parse_openmetrics(text: str) -> list[Metric]:
+    """prometheus_client's strict OpenMetrics parser (untyped upstream)."""
+    families: list[Metric] = list(_parse_openmetrics(text))  # type: ignore[no-untyped-call]
+    return families
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -151,10 +161,15 @@ async def test_cpu_time_matches_a_direct_bulk_call_within_one_cycle(
 async def test_exposition_passes_promtool_and_negotiates_format_and_gzip(
     lab: str, lab_domain: str, short_tmp: Path
 ) -> None:
-    """promtool accepts the lab's exposition; OpenMetrics and gzip are chosen by the headers."""
+    """promtool accepts the lab's exposition, the daemon's and the admin helper's process_*
+    series included; OpenMetrics (which prometheus_client's strict parser accepts) and gzip are
+    chosen by the headers."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian's prometheus package) is part of the lab"
     async with running_daemon(config(short_tmp)) as daemon:
+        await wait_until(lambda: daemon.admin_helper is not None
+                         and daemon.admin_helper.pid is not None, 30, 0.1)
+        await fresh_cycle(daemon.scheduler)
         url = f"{daemon.metrics_address.replace('0.0.0.0', '127.0.0.1')}/metrics"
         status, headers, body = await scrape(url, **{"Accept-Encoding": "identity"})
         assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -162,12 +177,20 @@ async def test_exposition_passes_promtool_and_negotiates_format_and_gzip(
             subprocess.run, [promtool, "check", "metrics"], input=body, capture_output=True
         )
         assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+        for process in ("", '{process="admin_helper"}'):
+            for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                         "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+                         "process_start_time_seconds"):
+                assert f"\n{name}{process} ".encode() in body, name + process
         status, headers, body = await scrape(
             url, Accept="application/openmetrics-text; version=1.0.0", **{"Accept-Encoding": "gzip"}
         )
         assert headers["Content-Encoding"] == "gzip"
         assert headers["Content-Type"].startswith("application/openmetrics-text")
-        assert gzip.decompress(body).endswith(b"# EOF\n")
+        openmetrics = gzip.decompress(body).decode()
+        assert openmetrics.endswith("# EOF\n")
+        names = [family.name for family in parse_openmetrics(openmetrics)]
+        assert "process_cpu_seconds" in names and len(names) == len(set(names))
 
 
 async def test_a_removed_domain_is_gone_from_the_next_exposition(

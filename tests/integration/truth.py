@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import sqlite3
 import subprocess
 import time
@@ -68,6 +69,23 @@ class DomainTruth:
 
 
 @dataclass
+class ProcessTruth:
+    """One process of virtmon as the kernel and `ps` describe it (not its process collector's
+    /proc/PID/stat fields)."""
+
+    # CPU seconds, user and system, as bounds: /proc/PID/stat states each in clock ticks,
+    # truncated, so the exported sum may be up to two ticks less than getrusage's (the daemon);
+    # `ps -o cputimes` (the helper) truncates to whole seconds.
+    cpu_seconds: tuple[float, float]
+    rss_kib: int  # /proc/PID/status VmRSS
+    vsize_kib: int  # /proc/PID/status VmSize
+    open_fds: int  # entries of /proc/PID/fd
+    max_fds: int  # prlimit(RLIMIT_NOFILE), soft limit
+    elapsed: int  # `ps -o etimes`: whole seconds since it started
+    read_at: float  # time.time() when elapsed was read
+
+
+@dataclass
 class AdminTruth:
     """virt-admin's view of each daemon server (it counts itself as a client of `admin`)."""
 
@@ -99,6 +117,9 @@ class Truth:
     macs: dict[str, str]  # /sys/class/net/<name>/address
     admin: AdminTruth
     journal_seq: int
+    # "daemon" (the test process itself: the cross-check's daemon runs in it) and
+    # "admin_helper" (its child running the helper module), while it runs.
+    processes: dict[str, ProcessTruth]
     extra: dict[str, Any] = field(default_factory=dict)  # what the test itself did
 
 
@@ -175,6 +196,46 @@ def _colon_blocks(text: str) -> list[dict[str, str]]:
         elif sep and not name.startswith(" "):
             blocks[-1][name.strip()] = value.strip()
     return [b for b in blocks if b]
+
+
+def _ps(pid: int, column: str) -> int:
+    return int(run("ps", "-o", f"{column}=", "-p", str(pid)).strip())
+
+
+def process_truth(pid: int) -> ProcessTruth:
+    """One process: CPU time, memory, descriptors and age."""
+    ticks = 2 / os.sysconf("SC_CLK_TCK")
+    if pid == os.getpid():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = usage.ru_utime + usage.ru_stime
+        cpu_seconds = (cpu - ticks, cpu)
+    else:
+        whole = _ps(pid, "cputimes")
+        cpu_seconds = (whole - ticks, whole + 1.0)
+    status = kb_table(Path(f"/proc/{pid}/status"))
+    return ProcessTruth(
+        cpu_seconds=cpu_seconds, rss_kib=status["VmRSS"],
+        vsize_kib=status["VmSize"], open_fds=len(os.listdir(f"/proc/{pid}/fd")),
+        max_fds=resource.prlimit(pid, resource.RLIMIT_NOFILE)[0],
+        elapsed=_ps(pid, "etimes"), read_at=time.time())
+
+
+def admin_helper_pid() -> int | None:
+    """The pid of this process's child running virtmon's admin helper module, if any."""
+    for line in run("ps", "-o", "pid=,args=", "--ppid", str(os.getpid())).splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "virtmon.admin" in args:
+            return int(pid)
+    return None
+
+
+def process_truths() -> dict[str, ProcessTruth]:
+    """The daemon's process (this one) and the admin helper's."""
+    out = {"daemon": process_truth(os.getpid())}
+    helper = admin_helper_pid()
+    if helper is not None:
+        out["admin_helper"] = process_truth(helper)
+    return out
 
 
 def admin_truth() -> AdminTruth:
@@ -309,6 +370,7 @@ def read_truth(conn: Any, uri: str, names: Iterable[str], state_dir: Path,
               for p in Path("/sys/class/net").iterdir() if (p / "address").exists()},
         admin=admin_truth(),
         journal_seq=journal_seq(state_dir),
+        processes=process_truths(),
         ended=time.time(),
     )
 

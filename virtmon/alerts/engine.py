@@ -31,9 +31,9 @@ from virtmon.alerts.rules import (
 )
 from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore, Destination
-from virtmon.collectors.base import MetricFamily
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
+from virtmon.exposition.family import MetricFamily
 
 log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
 

@@ -29,11 +29,11 @@ from virtmon.alerts.ruleconfig import load_rules
 from virtmon.alerts.rules import Rule
 from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore
-from virtmon.collectors.base import MetricFamily
 from virtmon.component import Restart
 from virtmon.config import AlertsConfig, ConfigError
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
+from virtmon.exposition.family import MetricFamily
 
 log = structlog.get_logger("virtmon.alerts.service").bind(component="alerts")
 

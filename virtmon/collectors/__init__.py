@@ -1,20 +1,21 @@
 """Pure collectors: `StatsSnapshot` in, metric families out (policy in `base.py`).
 
 `COLLECTORS` maps each collector's name (its file name, its `--collector.NAME` flag and its
-`collector` label) to a factory. `stats_groups_for` / `stats_flags_for` tell the scheduler which
-libvirt stats groups the enabled collectors need, so one `getAllDomainStats` asks for exactly
-those. libvirt is imported here for its constants only.
+`collector` label) to its class. Each class declares the libvirt stats groups it reads
+(`stats_groups`); `stats_groups_for` / `stats_flags_for` tell the scheduler which groups the
+enabled collectors need, so one `getAllDomainStats` asks for exactly those. libvirt is imported
+here for its constants only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import libvirt
 
 from virtmon.collectors.admin import AdminCollector
 from virtmon.collectors.balloon import BalloonCollector
-from virtmon.collectors.base import Collector, MetricFamily, NoData, run_collectors
+from virtmon.collectors.base import Collector, NoData, run_collectors
 from virtmon.collectors.block import BlockCollector
 from virtmon.collectors.cpu import CpuCollector
 from virtmon.collectors.dirtyrate import DirtyrateCollector
@@ -32,11 +33,9 @@ from virtmon.collectors.vm import VmCollector
 
 __all__ = [
     "COLLECTORS",
-    "COLLECTOR_GROUPS",
     "DEFAULT_ENABLED",
     "STATS_GROUP_FLAGS",
     "Collector",
-    "MetricFamily",
     "NoData",
     "build_collectors",
     "run_collectors",
@@ -44,10 +43,8 @@ __all__ = [
     "stats_groups_for",
 ]
 
-CollectorFactory = Callable[[], Collector]
-
-# Collector name -> factory, in exposition order.
-COLLECTORS: dict[str, CollectorFactory] = {
+# Collector name -> class, in exposition order.
+COLLECTORS: dict[str, type[Collector]] = {
     "domain_info": DomainInfoCollector,
     "state": StateCollector,
     "cpu": CpuCollector,
@@ -84,27 +81,6 @@ STATS_GROUP_FLAGS: dict[str, int] = {
     "vm": libvirt.VIR_DOMAIN_STATS_VM,
 }
 
-# Collector name -> the libvirt stats groups it reads (node/host interfaces use other calls).
-COLLECTOR_GROUPS: dict[str, tuple[str, ...]] = {
-    "domain_info": ("state",),
-    "state": ("state",),
-    "cpu": ("cpu_total",),
-    "balloon": ("balloon",),
-    "vcpu": ("vcpu",),
-    "interface": ("interface",),
-    "block": ("block",),
-    "perf": ("perf",),
-    "iothread": ("iothread",),
-    "memory_bandwidth": ("memory",),
-    "dirtyrate": ("dirtyrate",),
-    "vm": ("vm", "vcpu"),
-    "node": (),
-    "host_interfaces": (),
-    "admin": (),
-    "events": (),
-}
-
-
 def _check(names: Iterable[str]) -> list[str]:
     names = list(names)
     unknown = sorted(set(names) - COLLECTORS.keys())
@@ -115,7 +91,7 @@ def _check(names: Iterable[str]) -> list[str]:
 
 def stats_groups_for(enabled: Iterable[str]) -> list[str]:
     """The libvirt stats groups the enabled collectors need, in `STATS_GROUP_FLAGS` order."""
-    wanted = {group for name in _check(enabled) for group in COLLECTOR_GROUPS[name]}
+    wanted = {group for name in _check(enabled) for group in COLLECTORS[name].stats_groups}
     return [group for group in STATS_GROUP_FLAGS if group in wanted]
 
 
@@ -130,4 +106,4 @@ def stats_flags_for(enabled: Iterable[str]) -> int:
 def build_collectors(enabled: Iterable[str]) -> list[Collector]:
     """Fresh collector instances for the enabled names, in `COLLECTORS` order."""
     wanted = set(_check(enabled))
-    return [factory() for name, factory in COLLECTORS.items() if name in wanted]
+    return [cls() for name, cls in COLLECTORS.items() if name in wanted]

@@ -22,29 +22,29 @@ None when admin collection is off (no data), an exception when the helper could 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from virtmon.admin.protocol import TRANSPORTS
-from virtmon.admin.stats import AdminStats
-from virtmon.collectors.base import MetricFamily, NoData, help_text
+from virtmon.collectors.base import NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
 __all__ = ["AdminCollectionFailed", "AdminCollector"]
 
-# (metric name, what it is, typed parameter name)
+# (metric name, typed parameter name); HELP, unit and source are in FAMILIES
 _THREADPOOL = (
-    ("libvirt_daemon_threadpool_min_workers", "Lower limit of worker threads", "minWorkers"),
-    ("libvirt_daemon_threadpool_max_workers", "Upper limit of worker threads", "maxWorkers"),
-    ("libvirt_daemon_threadpool_priority_workers", "Priority worker threads", "prioWorkers"),
-    ("libvirt_daemon_threadpool_free_workers", "Worker threads free for a job", "freeWorkers"),
-    ("libvirt_daemon_threadpool_workers", "Current ordinary worker threads", "nWorkers"),
-    ("libvirt_daemon_threadpool_job_queue_depth", "Jobs waiting for a worker", "jobQueueDepth"),
+    ("libvirt_daemon_threadpool_min_workers", "minWorkers"),
+    ("libvirt_daemon_threadpool_max_workers", "maxWorkers"),
+    ("libvirt_daemon_threadpool_priority_workers", "prioWorkers"),
+    ("libvirt_daemon_threadpool_free_workers", "freeWorkers"),
+    ("libvirt_daemon_threadpool_workers", "nWorkers"),
+    ("libvirt_daemon_threadpool_job_queue_depth", "jobQueueDepth"),
 )
 _CLIENT_LIMITS = (
-    ("libvirt_daemon_clients", "Connected clients", "nclients"),
-    ("libvirt_daemon_clients_max", "Upper limit of connected clients", "nclients_max"),
-    ("libvirt_daemon_clients_unauthenticated", "Connected clients not yet authenticated",
-     "nclients_unauth"),
-    ("libvirt_daemon_clients_unauthenticated_max",
-     "Upper limit of clients waiting for authentication", "nclients_unauth_max"),
+    ("libvirt_daemon_clients", "nclients"),
+    ("libvirt_daemon_clients_max", "nclients_max"),
+    ("libvirt_daemon_clients_unauthenticated", "nclients_unauth"),
+    ("libvirt_daemon_clients_unauthenticated_max", "nclients_unauth_max"),
 )
 
 
@@ -52,48 +52,103 @@ class AdminCollectionFailed(Exception):
     """The admin helper could not answer this cycle (a failure, not an absence)."""
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_daemon_threadpool_min_workers", "gauge",
+        help_text("Lower limit of worker threads",
+                  "virAdmServerGetThreadPoolParameters minWorkers"),
+        labels=("server",), unit="threads",
+        source="virAdmServerGetThreadPoolParameters minWorkers"),
+    FamilySpec(
+        "libvirt_daemon_threadpool_max_workers", "gauge",
+        help_text("Upper limit of worker threads",
+                  "virAdmServerGetThreadPoolParameters maxWorkers"),
+        labels=("server",), unit="threads",
+        source="virAdmServerGetThreadPoolParameters maxWorkers"),
+    FamilySpec(
+        "libvirt_daemon_threadpool_priority_workers", "gauge",
+        help_text("Priority worker threads", "virAdmServerGetThreadPoolParameters prioWorkers"),
+        labels=("server",), unit="threads",
+        source="virAdmServerGetThreadPoolParameters prioWorkers"),
+    FamilySpec(
+        "libvirt_daemon_threadpool_free_workers", "gauge",
+        help_text("Worker threads free for a job",
+                  "virAdmServerGetThreadPoolParameters freeWorkers"),
+        labels=("server",), unit="threads",
+        source="virAdmServerGetThreadPoolParameters freeWorkers"),
+    FamilySpec(
+        "libvirt_daemon_threadpool_workers", "gauge",
+        help_text("Current ordinary worker threads",
+                  "virAdmServerGetThreadPoolParameters nWorkers"),
+        labels=("server",), unit="threads",
+        source="virAdmServerGetThreadPoolParameters nWorkers"),
+    FamilySpec(
+        "libvirt_daemon_threadpool_job_queue_depth", "gauge",
+        help_text("Jobs waiting for a worker", "virAdmServerGetThreadPoolParameters jobQueueDepth"),
+        labels=("server",), unit="jobs",
+        source="virAdmServerGetThreadPoolParameters jobQueueDepth"),
+    FamilySpec(
+        "libvirt_daemon_clients", "gauge",
+        help_text("Connected clients", "virAdmServerGetClientLimits nclients"),
+        labels=("server",), unit="clients",
+        source="virAdmServerGetClientLimits nclients"),
+    FamilySpec(
+        "libvirt_daemon_clients_max", "gauge",
+        help_text("Upper limit of connected clients", "virAdmServerGetClientLimits nclients_max"),
+        labels=("server",), unit="clients",
+        source="virAdmServerGetClientLimits nclients_max"),
+    FamilySpec(
+        "libvirt_daemon_clients_unauthenticated", "gauge",
+        help_text("Connected clients not yet authenticated",
+                  "virAdmServerGetClientLimits nclients_unauth"),
+        labels=("server",), unit="clients",
+        source="virAdmServerGetClientLimits nclients_unauth"),
+    FamilySpec(
+        "libvirt_daemon_clients_unauthenticated_max", "gauge",
+        help_text("Upper limit of clients waiting for authentication",
+                  "virAdmServerGetClientLimits nclients_unauth_max"),
+        labels=("server",), unit="clients",
+        source="virAdmServerGetClientLimits nclients_unauth_max"),
+    FamilySpec(
+        "libvirt_daemon_clients_by_transport", "gauge",
+        help_text("Connected clients by transport", "virAdmClientGetTransport"),
+        labels=("server", "transport"), unit="clients",
+        source="virAdmClientGetTransport (unix, tcp, tls always listed)"),
+    FamilySpec(
+        "libvirt_daemon_clients_by_access", "gauge",
+        help_text("Connected clients by access, readonly or readwrite (TCP/TLS clients count as "
+                  "readwrite)", "virAdmClientGetInfo readonly"),
+        labels=("server", "access"), unit="clients",
+        source="virAdmClientGetInfo readonly (readonly, readwrite)"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class AdminCollector:
     """Thread pool, client limit and client metrics per daemon server, from `snapshot.admin`."""
 
     name = "admin"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families built from `snapshot.admin`; `NoData` when admin stats were not collected."""
-        admin = getattr(snapshot, "admin", None)
+        admin = snapshot.admin
         if admin is None:
             raise NoData("admin statistics were not collected")
-        if isinstance(admin, BaseException):
+        if isinstance(admin, Exception):
             raise AdminCollectionFailed(str(admin)) from admin
-        if not isinstance(admin, AdminStats):
-            raise TypeError(f"snapshot.admin is {type(admin).__name__}, not AdminStats")
         families = []
-        for specs, attr, call in (
-            (_THREADPOOL, "threadpool", "virAdmServerGetThreadPoolParameters"),
-            (_CLIENT_LIMITS, "client_limits", "virAdmServerGetClientLimits"),
-        ):
-            for metric, what, key in specs:
-                family = MetricFamily(
-                    metric, "gauge", help_text(what, f"{call} {key}"), ("server",)
-                )
+        for specs, attr in ((_THREADPOOL, "threadpool"), (_CLIENT_LIMITS, "client_limits")):
+            for metric, key in specs:
+                family = _FAMILY[metric].new()
                 for server in admin.servers:
                     value = getattr(server, attr).get(key)
                     if value is not None:
                         family.add((server.name,), value)
                 families.append(family)
-        by_transport = MetricFamily(
-            "libvirt_daemon_clients_by_transport",
-            "gauge",
-            help_text("Connected clients by transport", "virAdmClientGetTransport"),
-            ("server", "transport"),
-        )
-        by_access = MetricFamily(
-            "libvirt_daemon_clients_by_access",
-            "gauge",
-            help_text(
-                "Connected clients by access, readonly or readwrite (TCP/TLS clients count as "
-                "readwrite)", "virAdmClientGetInfo readonly"),
-            ("server", "access"),
-        )
+        by_transport = _FAMILY["libvirt_daemon_clients_by_transport"].new()
+        by_access = _FAMILY["libvirt_daemon_clients_by_access"].new()
         for server in admin.servers:
             counts = server.clients_by_transport
             # Each transport is exported for every server, 0 when no client uses it.

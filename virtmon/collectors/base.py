@@ -1,6 +1,7 @@
-"""The metric family type, the collector protocol and the adapter that runs collectors.
+"""The collector protocol and the adapter that runs collectors.
 
-Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families.
+Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families,
+each made from one of its declarations (`families`, which docs/metrics.md is written from).
 It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
 or device is simply absent from the next cycle) and never sees a registry. `run_collectors`
 times each one, turns its outcome into `virtmon_collector_success` and
@@ -9,35 +10,24 @@ times each one, turns its outcome into `virtmon_collector_success` and
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import structlog
 
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily
 
 __all__ = [
     "Collector",
     "CollectorOutcome",
-    "LabelValues",
-    "MetricFamily",
-    "MetricType",
     "NoData",
-    "Sample",
     "claim_unique",
     "help_text",
     "run_collectors",
 ]
-
-MetricType = Literal["gauge", "counter", "info", "untyped"]
-LabelValues = tuple[str, ...]
-Sample = tuple[LabelValues, float]
-
-_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 _log = structlog.get_logger(component="collectors")
 
@@ -68,42 +58,27 @@ def help_text(what: str, source: str, fact: bool = False) -> str:
     return f"{what} (libvirt {source}; {age})."
 
 
-@dataclass(slots=True)
-class MetricFamily:
-    """One metric family: a name, a type, HELP, label names and samples of label values.
-
-    Label names are fixed per family and samples carry only the values, in the same order, so
-    the renderer can cache one rendered label string per distinct value tuple. `name` is the
-    sample name as exposed: a counter's ends in `_total` and an info metric's in `_info`; the
-    OpenMetrics renderer strips those suffixes for the family name itself.
-    """
-
-    name: str
-    type: MetricType
-    help: str
-    label_names: tuple[str, ...] = ()
-    samples: list[Sample] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"invalid metric name {self.name!r}")
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total")
-        if self.type == "info" and not self.name.endswith("_info"):
-            raise ValueError(f"info metric {self.name!r} must end in _info")
-        for label in self.label_names:
-            if not _LABEL_RE.match(label) or label.startswith("__"):
-                raise ValueError(f"invalid label name {label!r} in {self.name}")
-        if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"duplicate label names in {self.name}: {self.label_names}")
-
-    def add(self, label_values: LabelValues, value: float) -> None:
-        """Append one sample; `label_values` follows `label_names`."""
-        self.samples.append((label_values, value))
+# The families run_collectors adds: how each collector fared.
+OUTCOME_FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "virtmon_collector_success", "gauge",
+        "Whether the collector succeeded in the last collection cycle (1) or not (0).",
+        ("collector",), unit="1 or 0", source="each enabled collector in the last cycle"),
+    FamilySpec(
+        "virtmon_collector_duration_seconds", "gauge",
+        "Time the collector took in the last collection cycle, in seconds.",
+        ("collector",), unit="seconds", source="each enabled collector in the last cycle"),
+)
 
 
 class Collector(Protocol):
-    """A pure function of the snapshot to metric families; `name` is its `collector` label."""
+    """A pure function of the snapshot to metric families; `name` is its `collector` label,
+    `stats_groups` the libvirt stats groups it reads (`STATS_GROUP_FLAGS` names; none for a
+    collector of node calls, the admin helper or events), `families` every family it makes
+    (docs/metrics.md is written from them)."""
+
+    stats_groups: ClassVar[tuple[str, ...]]
+    families: ClassVar[tuple[FamilySpec, ...]]
 
     @property
     def name(self) -> str:
@@ -168,18 +143,7 @@ def run_collectors(
             duration = clock() - start
             families.extend(produced)
             outcomes.append(CollectorOutcome(name, True, duration))
-    success = MetricFamily(
-        "virtmon_collector_success",
-        "gauge",
-        "Whether the collector succeeded in the last collection cycle (1) or not (0).",
-        ("collector",),
-    )
-    durations = MetricFamily(
-        "virtmon_collector_duration_seconds",
-        "gauge",
-        "Time the collector took in the last collection cycle, in seconds.",
-        ("collector",),
-    )
+    success, durations = (spec.new() for spec in OUTCOME_FAMILIES)
     for outcome in outcomes:
         success.add((outcome.name,), 1 if outcome.success else 0)
         durations.add((outcome.name,), outcome.duration_seconds)

@@ -24,68 +24,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
-from virtmon.collectors.base import MetricFamily, MetricType, claim_unique, help_text
+from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
-# (key suffix, metric, type, divisor, description)
-_SPECS: tuple[tuple[str, str, MetricType, float, str], ...] = (
-    ("rd.reqs", "libvirt_domain_block_stats_read_requests_total", "counter", 1, "Read requests"),
-    ("rd.bytes", "libvirt_domain_block_stats_read_bytes_total", "counter", 1, "Bytes read"),
-    (
-        "rd.times",
-        "libvirt_domain_block_stats_read_time_seconds_total",
-        "counter",
-        1e9,
-        "Time spent on reads, in seconds",
-    ),
-    ("wr.reqs", "libvirt_domain_block_stats_write_requests_total", "counter", 1, "Write requests"),
-    ("wr.bytes", "libvirt_domain_block_stats_write_bytes_total", "counter", 1, "Bytes written"),
-    (
-        "wr.times",
-        "libvirt_domain_block_stats_write_time_seconds_total",
-        "counter",
-        1e9,
-        "Time spent on writes, in seconds",
-    ),
-    ("fl.reqs", "libvirt_domain_block_stats_flush_requests_total", "counter", 1, "Flush requests"),
-    (
-        "fl.times",
-        "libvirt_domain_block_stats_flush_time_seconds_total",
-        "counter",
-        1e9,
-        "Time spent on cache flushes, in seconds",
-    ),
-    ("errors", "libvirt_domain_block_stats_errors_total", "counter", 1, "Errors (Xen oo_req)"),
-    (
-        "capacity",
-        "libvirt_domain_block_stats_capacity_bytes",
-        "gauge",
-        1,
-        "Logical size of the image, in bytes",
-    ),
-    (
-        "allocation",
-        "libvirt_domain_block_stats_allocation_bytes",
-        "gauge",
-        1,
-        "Offset of the highest written sector, in bytes",
-    ),
-    (
-        "physical",
-        "libvirt_domain_block_stats_physical_bytes",
-        "gauge",
-        1,
-        "Physical size of the image's container, in bytes",
-    ),
-    (
-        "threshold",
-        "libvirt_domain_block_stats_threshold_bytes",
-        "gauge",
-        1,
-        "Write threshold for the block-threshold event, in bytes",
-    ),
+# (key suffix, metric, divisor); HELP, unit and source are in FAMILIES
+_SPECS: tuple[tuple[str, str, float], ...] = (
+    ("rd.reqs", "libvirt_domain_block_stats_read_requests_total", 1),
+    ("rd.bytes", "libvirt_domain_block_stats_read_bytes_total", 1),
+    ("rd.times", "libvirt_domain_block_stats_read_time_seconds_total", 1e9),
+    ("wr.reqs", "libvirt_domain_block_stats_write_requests_total", 1),
+    ("wr.bytes", "libvirt_domain_block_stats_write_bytes_total", 1),
+    ("wr.times", "libvirt_domain_block_stats_write_time_seconds_total", 1e9),
+    ("fl.reqs", "libvirt_domain_block_stats_flush_requests_total", 1),
+    ("fl.times", "libvirt_domain_block_stats_flush_time_seconds_total", 1e9),
+    ("errors", "libvirt_domain_block_stats_errors_total", 1),
+    ("capacity", "libvirt_domain_block_stats_capacity_bytes", 1),
+    ("allocation", "libvirt_domain_block_stats_allocation_bytes", 1),
+    ("physical", "libvirt_domain_block_stats_physical_bytes", 1),
+    ("threshold", "libvirt_domain_block_stats_threshold_bytes", 1),
 )
 
 
@@ -115,30 +74,94 @@ def block_devices(stats: Mapping[str, Any], count: int) -> list[str]:
     return names
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_block_stats_read_requests_total", "counter",
+        help_text("Read requests", "block.<n>.rd.reqs"),
+        labels=("domain", "target_device"), unit="requests",
+        source="`block.<n>.rd.reqs`"),
+    FamilySpec(
+        "libvirt_domain_block_stats_read_bytes_total", "counter",
+        help_text("Bytes read", "block.<n>.rd.bytes"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.rd.bytes`"),
+    FamilySpec(
+        "libvirt_domain_block_stats_read_time_seconds_total", "counter",
+        help_text("Time spent on reads, in seconds", "block.<n>.rd.times"),
+        labels=("domain", "target_device"), unit="seconds",
+        source="`block.<n>.rd.times` (ns)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_write_requests_total", "counter",
+        help_text("Write requests", "block.<n>.wr.reqs"),
+        labels=("domain", "target_device"), unit="requests",
+        source="`block.<n>.wr.reqs`"),
+    FamilySpec(
+        "libvirt_domain_block_stats_write_bytes_total", "counter",
+        help_text("Bytes written", "block.<n>.wr.bytes"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.wr.bytes`"),
+    FamilySpec(
+        "libvirt_domain_block_stats_write_time_seconds_total", "counter",
+        help_text("Time spent on writes, in seconds", "block.<n>.wr.times"),
+        labels=("domain", "target_device"), unit="seconds",
+        source="`block.<n>.wr.times` (ns)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_flush_requests_total", "counter",
+        help_text("Flush requests", "block.<n>.fl.reqs"),
+        labels=("domain", "target_device"), unit="requests",
+        source="`block.<n>.fl.reqs`"),
+    FamilySpec(
+        "libvirt_domain_block_stats_flush_time_seconds_total", "counter",
+        help_text("Time spent on cache flushes, in seconds", "block.<n>.fl.times"),
+        labels=("domain", "target_device"), unit="seconds",
+        source="`block.<n>.fl.times` (ns)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_errors_total", "counter",
+        help_text("Errors (Xen oo_req)", "block.<n>.errors"),
+        labels=("domain", "target_device"), unit="errors",
+        source="`block.<n>.errors` (Xen only)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_capacity_bytes", "gauge",
+        help_text("Logical size of the image, in bytes", "block.<n>.capacity"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.capacity`: the size the guest sees"),
+    FamilySpec(
+        "libvirt_domain_block_stats_allocation_bytes", "gauge",
+        help_text("Offset of the highest written sector, in bytes", "block.<n>.allocation"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.allocation`: for a running domain the highest written offset"),
+    FamilySpec(
+        "libvirt_domain_block_stats_physical_bytes", "gauge",
+        help_text("Physical size of the image's container, in bytes", "block.<n>.physical"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.physical`: for a running qcow2 disk QEMU's bytes allocated on the "
+               "host (like `du`), not virDomainGetBlockInfo's last offset (like `ls`)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_threshold_bytes", "gauge",
+        help_text("Write threshold for the block-threshold event, in bytes", "block.<n>.threshold"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`block.<n>.threshold` (virDomainSetBlockThreshold)"),
+    FamilySpec(
+        "libvirt_domain_block_stats_info", "info",
+        help_text("Block device source path and backing-chain index",
+                  "block.<n>.path, block.<n>.backingIndex"),
+        labels=("domain", "target_device", "path", "backing_index"), unit="info",
+        source="`block.<n>.path`, `block.<n>.backingIndex`"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class BlockCollector:
     """Per-disk I/O counters, sizes in bytes and an info metric with path and backing index."""
 
     name = "block"
+    stats_groups: ClassVar[tuple[str, ...]] = ("block",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Thirteen value families and `libvirt_domain_block_stats_info`."""
-        labels_names = ("domain", "target_device")
-        specs = [
-            (
-                scale,
-                MetricFamily(metric, kind, help_text(what, f"block.<n>.{suffix}"), labels_names),
-            )
-            for suffix, metric, kind, scale, what in _SPECS
-        ]
-        info = MetricFamily(
-            "libvirt_domain_block_stats_info",
-            "info",
-            help_text(
-                "Block device source path and backing-chain index",
-                "block.<n>.path, block.<n>.backingIndex",
-            ),
-            ("domain", "target_device", "path", "backing_index"),
-        )
+        specs = [(scale, _FAMILY[metric].new()) for _suffix, metric, scale in _SPECS]
+        info = _FAMILY["libvirt_domain_block_stats_info"].new()
         for record in snapshot.domains:
             stats = record.stats
             count = stats.get("block.count")

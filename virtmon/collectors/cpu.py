@@ -15,50 +15,72 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from typing import ClassVar
+
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.collectors.state import is_inactive
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
-_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("cpu.time", "libvirt_domain_info_cpu_time_seconds_total", "Total CPU time of the domain"),
-    ("cpu.user", "libvirt_domain_cpu_user_seconds_total", "User CPU time of the domain"),
-    ("cpu.system", "libvirt_domain_cpu_system_seconds_total", "System CPU time of the domain"),
-    (
-        "cpu.haltpoll.success.time",
-        "libvirt_domain_cpu_haltpoll_success_seconds_total",
-        "CPU time spent halt-polling until a virtual interrupt arrived",
-    ),
-    (
-        "cpu.haltpoll.fail.time",
-        "libvirt_domain_cpu_haltpoll_fail_seconds_total",
-        "CPU time spent halt-polling before scheduling out",
-    ),
+# (libvirt key, metric); HELP, unit and source are in FAMILIES
+_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("cpu.time", "libvirt_domain_info_cpu_time_seconds_total"),
+    ("cpu.user", "libvirt_domain_cpu_user_seconds_total"),
+    ("cpu.system", "libvirt_domain_cpu_system_seconds_total"),
+    ("cpu.haltpoll.success.time", "libvirt_domain_cpu_haltpoll_success_seconds_total"),
+    ("cpu.haltpoll.fail.time", "libvirt_domain_cpu_haltpoll_fail_seconds_total"),
 )
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_info_cpu_time_seconds_total", "counter",
+        help_text("Total CPU time of the domain, in seconds", "cpu.time"),
+        labels=("domain",), unit="seconds",
+        source="`cpu.time` (ns)"),
+    FamilySpec(
+        "libvirt_domain_cpu_user_seconds_total", "counter",
+        help_text("User CPU time of the domain, in seconds", "cpu.user"),
+        labels=("domain",), unit="seconds",
+        source="`cpu.user` (ns)"),
+    FamilySpec(
+        "libvirt_domain_cpu_system_seconds_total", "counter",
+        help_text("System CPU time of the domain, in seconds", "cpu.system"),
+        labels=("domain",), unit="seconds",
+        source="`cpu.system` (ns)"),
+    FamilySpec(
+        "libvirt_domain_cpu_haltpoll_success_seconds_total", "counter",
+        help_text("CPU time spent halt-polling until a virtual interrupt arrived, in seconds",
+                  "cpu.haltpoll.success.time"),
+        labels=("domain",), unit="seconds",
+        source="`cpu.haltpoll.success.time` (ns)"),
+    FamilySpec(
+        "libvirt_domain_cpu_haltpoll_fail_seconds_total", "counter",
+        help_text("CPU time spent halt-polling before scheduling out, in seconds",
+                  "cpu.haltpoll.fail.time"),
+        labels=("domain",), unit="seconds",
+        source="`cpu.haltpoll.fail.time` (ns)"),
+    FamilySpec(
+        "libvirt_domain_cpu_cache_monitor_bytes", "gauge",
+        help_text("Last-level cache used by the vCPUs of a cache monitor on one bank, in bytes",
+                  "cpu.cache.monitor.<num>.bank.<index>.bytes"),
+        labels=("domain", "monitor", "bank"), unit="bytes",
+        source="`cpu.cache.monitor.<n>.bank.<i>.bytes` (resctrl)"),
+)
+_FAMILY = by_name(FAMILIES)
 
 
 class CpuCollector:
     """Domain CPU counters in seconds and the cache-monitor occupancy in bytes."""
 
     name = "cpu"
+    stats_groups: ClassVar[tuple[str, ...]] = ("cpu_total",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One counter per `cpu.*` time key plus `cpu.cache.monitor.*` bytes."""
-        pairs = [
-            (
-                key,
-                MetricFamily(metric, "counter", help_text(f"{what}, in seconds", key), ("domain",)),
-            )
-            for key, metric, what in _COUNTERS
-        ]
-        cache = MetricFamily(
-            "libvirt_domain_cpu_cache_monitor_bytes",
-            "gauge",
-            help_text(
-                "Last-level cache used by the vCPUs of a cache monitor on one bank, in bytes",
-                "cpu.cache.monitor.<num>.bank.<index>.bytes",
-            ),
-            ("domain", "monitor", "bank"),
-        )
+        pairs = [(key, _FAMILY[metric].new()) for key, metric in _COUNTERS]
+        cache = _FAMILY["libvirt_domain_cpu_cache_monitor_bytes"].new()
         for record in snapshot.domains:
             stats = record.stats
             if is_inactive(stats):

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
 from virtmon.collectors.state import is_inactive
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 from virtmon.virt.states import STATE_NAMES
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
@@ -103,32 +104,62 @@ def metadata_label_name(key: str) -> str:
     return name
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_up", "gauge",
+        help_text("1 if the libvirt connection is up, else 0", "connection close callback"),
+        labels=(), unit="1 or 0",
+        source="the connection (close callback)"),
+    FamilySpec(
+        "libvirt_info", "info",
+        help_text("libvirt and hypervisor versions and the connection URI",
+                  "virGetVersion, virConnectGetLibVersion, virConnectGetType, "
+                  "virConnectGetVersion, virConnectGetURI"),
+        labels=("library_version", "daemon_version", "hypervisor", "hypervisor_version", "uri"),
+        unit="info",
+        source="virGetVersion, virConnectGetLibVersion, virConnectGetType, virConnectGetVersion"),
+    FamilySpec(
+        "libvirt_domains", "gauge",
+        help_text("Number of domains in each state", "state.state"),
+        labels=("state",), unit="domains",
+        source="`state.state` of every domain, all eight states listed"),
+    FamilySpec(
+        "libvirt_domain_info", "info",
+        help_text("Domain identity and configuration, to join on `domain`",
+                  "domain XML: uuid, os/type; virDomainIsPersistent, virDomainGetAutostart"),
+        labels=("domain", "uuid", "os_type", "persistent", "autostart"), unit="info",
+        source="domain XML, virDomainIsPersistent, virDomainGetAutostart"),
+    FamilySpec(
+        "libvirt_domain_metadata_info", "info",
+        help_text("Configured labels taken from the domain metadata", "domain XML <metadata>"),
+        labels=("domain",), labels_note="one per `collect.metadata_labels` key", unit="info",
+        source="domain XML `<metadata>`"),
+    FamilySpec(
+        "libvirt_domain_stats_incomplete", "gauge",
+        help_text("1 if the domain's record lacks statistics groups that were requested (e.g. "
+                  "NOWAIT skipped a domain held in a job), else 0",
+                  "virConnectGetAllDomainStats record"),
+        labels=("domain",), unit="1 or 0",
+        source="a record lacking a requested group (NOWAIT skipped a domain held in a job)"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class DomainInfoCollector:
     """Connection status, versions, domain counts by state and per-domain info metrics."""
 
     name = "domain_info"
+    stats_groups: ClassVar[tuple[str, ...]] = ("state",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families from the connection info, the XML cache and the records themselves."""
         families: list[MetricFamily] = []
         conn = snapshot.libvirt
         if conn is not None:
-            up = MetricFamily(
-                "libvirt_up",
-                "gauge",
-                help_text("1 if the libvirt connection is up, else 0", "connection close callback"),
-            )
+            up = _FAMILY["libvirt_up"].new()
             up.add((), 1 if conn.connected else 0)
-            versions = MetricFamily(
-                "libvirt_info",
-                "info",
-                help_text(
-                    "libvirt and hypervisor versions and the connection URI",
-                    "virGetVersion, virConnectGetLibVersion, virConnectGetType, "
-                    "virConnectGetVersion, virConnectGetURI",
-                ),
-                ("library_version", "daemon_version", "hypervisor", "hypervisor_version", "uri"),
-            )
+            versions = _FAMILY["libvirt_info"].new()
             versions.add(
                 (
                     format_version(conn.library_version),
@@ -147,12 +178,7 @@ class DomainInfoCollector:
             if code is not None:
                 state = STATE_NAMES[code] if 0 <= code < len(STATE_NAMES) else "unknown"
                 counts[state] = counts.get(state, 0) + 1
-        by_state = MetricFamily(
-            "libvirt_domains",
-            "gauge",
-            help_text("Number of domains in each state", "state.state"),
-            ("state",),
-        )
+        by_state = _FAMILY["libvirt_domains"].new()
         for state, count in counts.items():
             by_state.add((state,), count)
         families.append(by_state)
@@ -161,25 +187,8 @@ class DomainInfoCollector:
         return families
 
     def _domain_families(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
-        info = MetricFamily(
-            "libvirt_domain_info",
-            "info",
-            help_text(
-                "Domain identity and configuration, to join on `domain`",
-                "domain XML: uuid, os/type; virDomainIsPersistent, virDomainGetAutostart",
-            ),
-            ("domain", "uuid", "os_type", "persistent", "autostart"),
-        )
-        incomplete = MetricFamily(
-            "libvirt_domain_stats_incomplete",
-            "gauge",
-            help_text(
-                "1 if the domain's record lacks statistics groups that were requested "
-                "(e.g. NOWAIT skipped a domain held in a job), else 0",
-                "virConnectGetAllDomainStats record",
-            ),
-            ("domain",),
-        )
+        info = _FAMILY["libvirt_domain_info"].new()
+        incomplete = _FAMILY["libvirt_domain_stats_incomplete"].new()
         requested = snapshot.requested_groups
         cached = snapshot.domain_info
         with_metadata: list[tuple[str, DomainInfo]] = []
@@ -215,12 +224,7 @@ def _metadata_family(domains: list[tuple[str, DomainInfo]]) -> MetricFamily:
     for key in sorted({key for _, known in domains for key in known.metadata_labels}):
         keys.setdefault(metadata_label_name(key), key)
     names = tuple(keys)
-    family = MetricFamily(
-        "libvirt_domain_metadata_info",
-        "info",
-        help_text("Configured labels taken from the domain metadata", "domain XML <metadata>"),
-        ("domain", *names),
-    )
+    family = _FAMILY["libvirt_domain_metadata_info"].new(*names)
     for domain, known in domains:
         labels = known.metadata_labels
         family.add((domain, *(str(labels.get(keys[name], "")) for name in names)), 1)

@@ -13,51 +13,88 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
-from virtmon.collectors.base import MetricFamily, NoData
+from virtmon.collectors.base import NoData
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
 SOURCE = "domain events since virtmon started; value from the last collection cycle"
 
-# (attribute of EventCounts, metric name, help, label names after "domain")
+# (attribute of EventCounts, metric name); HELP, labels, unit and source are in FAMILIES
 COUNTERS = (
-    ("lifecycle", "libvirt_domain_events_total",
-     "Lifecycle events by event and detail", ("event", "detail")),
-    ("io_errors", "libvirt_domain_io_errors_total",
-     "IO errors by device alias and the action taken", ("device", "action")),
-    ("watchdog", "libvirt_domain_watchdog_events_total",
-     "Watchdog events by action", ("action",)),
-    ("reboots", "libvirt_domain_reboots_total", "Guest reboots", ()),
-    ("block_threshold", "libvirt_domain_block_threshold_events_total",
-     "Block threshold crossings by target device", ("target_device",)),
-    ("jobs_completed", "libvirt_domain_jobs_completed_total",
-     "Completed jobs by operation", ("operation",)),
+    ("lifecycle", "libvirt_domain_events_total"),
+    ("io_errors", "libvirt_domain_io_errors_total"),
+    ("watchdog", "libvirt_domain_watchdog_events_total"),
+    ("reboots", "libvirt_domain_reboots_total"),
+    ("block_threshold", "libvirt_domain_block_threshold_events_total"),
+    ("jobs_completed", "libvirt_domain_jobs_completed_total"),
 )
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_events_total", "counter",
+        help=f"Lifecycle events by event and detail ({SOURCE}).",
+        labels=("domain", "event", "detail"), unit="events",
+        source="LIFECYCLE: virDomainEventType and its detail, lower-case (`suspended`, "
+               "`paused`)"),
+    FamilySpec(
+        "libvirt_domain_io_errors_total", "counter",
+        help=f"IO errors by device alias and the action taken ({SOURCE}).",
+        labels=("domain", "device", "action"), unit="events",
+        source="IO_ERROR (device alias or path, action)"),
+    FamilySpec(
+        "libvirt_domain_watchdog_events_total", "counter",
+        help=f"Watchdog events by action ({SOURCE}).",
+        labels=("domain", "action"), unit="events",
+        source="WATCHDOG"),
+    FamilySpec(
+        "libvirt_domain_reboots_total", "counter",
+        help=f"Guest reboots ({SOURCE}).",
+        labels=("domain",), unit="events",
+        source="REBOOT"),
+    FamilySpec(
+        "libvirt_domain_block_threshold_events_total", "counter",
+        help=f"Block threshold crossings by target device ({SOURCE}).",
+        labels=("domain", "target_device"), unit="events",
+        source="BLOCK_THRESHOLD"),
+    FamilySpec(
+        "libvirt_domain_jobs_completed_total", "counter",
+        help=f"Completed jobs by operation ({SOURCE}).",
+        labels=("domain", "operation"), unit="events",
+        source="JOB_COMPLETED (virDomainJobOperation, lower-case)"),
+    FamilySpec(
+        "libvirt_domain_last_event_timestamp_seconds", "gauge",
+        help=f"Unix time of the domain's last event ({SOURCE}).",
+        labels=("domain",), unit="Unix time",
+        source="when virtmon received the domain's last event"),
+)
+_FAMILY = by_name(FAMILIES)
 
 
 class EventsCollector:
     """Counters of decoded events per domain, and each domain's last event time."""
 
     name = "events"
+    stats_groups: ClassVar[tuple[str, ...]] = ()
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for the domains of this snapshot; `NoData` when no counts were taken."""
-        counts = getattr(snapshot, "events", None)
+        counts = snapshot.events
         if counts is None:
             raise NoData("no event counts in this snapshot")
         present = {record.name for record in snapshot.domains}
         families = []
-        for attribute, name, what, labels in COUNTERS:
-            family = MetricFamily(name, "counter", f"{what} ({SOURCE}).", ("domain", *labels))
+        for attribute, name in COUNTERS:
+            family = _FAMILY[name].new()
             table: Mapping[tuple[str, ...], int] = getattr(counts, attribute)
             for key in sorted(table):
                 if key[0] in present:
                     family.add(key, table[key])
             families.append(family)
-        last = MetricFamily(
-            "libvirt_domain_last_event_timestamp_seconds", "gauge",
-            f"Unix time of the domain's last event ({SOURCE}).", ("domain",),
-        )
+        last = _FAMILY["libvirt_domain_last_event_timestamp_seconds"].new()
         for domain in sorted(counts.last_event):
             if domain in present:
                 last.add((domain,), counts.last_event[domain])

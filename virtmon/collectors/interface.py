@@ -17,25 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
-from virtmon.collectors.base import MetricFamily, claim_unique, help_text
+from virtmon.collectors.base import claim_unique, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
-# (key suffix, metric, description)
-_SPECS: tuple[tuple[str, str, str], ...] = (
-    ("rx.bytes", "libvirt_domain_interface_stats_receive_bytes_total", "Bytes received"),
-    ("rx.pkts", "libvirt_domain_interface_stats_receive_packets_total", "Packets received"),
-    ("rx.errs", "libvirt_domain_interface_stats_receive_errors_total", "Receive errors"),
-    ("rx.drop", "libvirt_domain_interface_stats_receive_drops_total", "Received packets dropped"),
-    ("tx.bytes", "libvirt_domain_interface_stats_transmit_bytes_total", "Bytes transmitted"),
-    ("tx.pkts", "libvirt_domain_interface_stats_transmit_packets_total", "Packets transmitted"),
-    ("tx.errs", "libvirt_domain_interface_stats_transmit_errors_total", "Transmit errors"),
-    (
-        "tx.drop",
-        "libvirt_domain_interface_stats_transmit_drops_total",
-        "Transmitted packets dropped",
-    ),
+# (key suffix, metric); HELP, unit and source are in FAMILIES
+_SPECS: tuple[tuple[str, str], ...] = (
+    ("rx.bytes", "libvirt_domain_interface_stats_receive_bytes_total"),
+    ("rx.pkts", "libvirt_domain_interface_stats_receive_packets_total"),
+    ("rx.errs", "libvirt_domain_interface_stats_receive_errors_total"),
+    ("rx.drop", "libvirt_domain_interface_stats_receive_drops_total"),
+    ("tx.bytes", "libvirt_domain_interface_stats_transmit_bytes_total"),
+    ("tx.pkts", "libvirt_domain_interface_stats_transmit_packets_total"),
+    ("tx.errs", "libvirt_domain_interface_stats_transmit_errors_total"),
+    ("tx.drop", "libvirt_domain_interface_stats_transmit_drops_total"),
 )
 
 
@@ -43,7 +40,7 @@ _SPECS: tuple[tuple[str, str, str], ...] = (
 def _keys(index: int) -> tuple[str, tuple[str, ...]]:
     """`net.<n>.name` and the counter keys of one index, built once per index."""
     prefix = f"net.{index}."
-    return prefix + "name", tuple(prefix + suffix for suffix, _, _ in _SPECS)
+    return prefix + "name", tuple(prefix + suffix for suffix, _ in _SPECS)
 
 
 def interface_names(stats: Mapping[str, Any], count: int) -> list[str]:
@@ -59,22 +56,61 @@ def interface_names(stats: Mapping[str, Any], count: int) -> list[str]:
     return names
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_interface_stats_receive_bytes_total", "counter",
+        help_text("Bytes received on the interface", "net.<n>.rx.bytes"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`net.<n>.rx.bytes`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_receive_packets_total", "counter",
+        help_text("Packets received on the interface", "net.<n>.rx.pkts"),
+        labels=("domain", "target_device"), unit="packets",
+        source="`net.<n>.rx.pkts`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_receive_errors_total", "counter",
+        help_text("Receive errors on the interface", "net.<n>.rx.errs"),
+        labels=("domain", "target_device"), unit="errors",
+        source="`net.<n>.rx.errs`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_receive_drops_total", "counter",
+        help_text("Received packets dropped on the interface", "net.<n>.rx.drop"),
+        labels=("domain", "target_device"), unit="packets",
+        source="`net.<n>.rx.drop`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_transmit_bytes_total", "counter",
+        help_text("Bytes transmitted on the interface", "net.<n>.tx.bytes"),
+        labels=("domain", "target_device"), unit="bytes",
+        source="`net.<n>.tx.bytes`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_transmit_packets_total", "counter",
+        help_text("Packets transmitted on the interface", "net.<n>.tx.pkts"),
+        labels=("domain", "target_device"), unit="packets",
+        source="`net.<n>.tx.pkts`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_transmit_errors_total", "counter",
+        help_text("Transmit errors on the interface", "net.<n>.tx.errs"),
+        labels=("domain", "target_device"), unit="errors",
+        source="`net.<n>.tx.errs`"),
+    FamilySpec(
+        "libvirt_domain_interface_stats_transmit_drops_total", "counter",
+        help_text("Transmitted packets dropped on the interface", "net.<n>.tx.drop"),
+        labels=("domain", "target_device"), unit="packets",
+        source="`net.<n>.tx.drop`"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class InterfaceCollector:
     """Receive/transmit bytes, packets, errors and drops per domain interface."""
 
     name = "interface"
+    stats_groups: ClassVar[tuple[str, ...]] = ("interface",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Eight counters per interface, labelled `domain` and `target_device`."""
-        families = [
-            MetricFamily(
-                metric,
-                "counter",
-                help_text(f"{what} on the interface", f"net.<n>.{suffix}"),
-                ("domain", "target_device"),
-            )
-            for suffix, metric, what in _SPECS
-        ]
+        families = [_FAMILY[metric].new() for _suffix, metric in _SPECS]
         for record in snapshot.domains:
             stats = record.stats
             count = stats.get("net.count")

@@ -15,48 +15,52 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from typing import ClassVar
+
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_iothreads", "gauge",
+        help_text("Number of IOThreads", "iothread.count"),
+        labels=("domain",), unit="IOThreads",
+        source="`iothread.count`"),
+    FamilySpec(
+        "libvirt_domain_iothread_poll_max_seconds", "gauge",
+        help_text("Maximum polling time, in seconds (0: off)", "iothread.<id>.poll-max-ns"),
+        labels=("domain", "iothread"), unit="seconds",
+        source="`iothread.<id>.poll-max-ns` (ns; 0: polling off)"),
+    FamilySpec(
+        "libvirt_domain_iothread_poll_grow", "gauge",
+        help_text("Polling time growth factor (0: hypervisor default)", "iothread.<id>.poll-grow"),
+        labels=("domain", "iothread"), unit="factor",
+        source="`iothread.<id>.poll-grow`"),
+    FamilySpec(
+        "libvirt_domain_iothread_poll_shrink", "gauge",
+        help_text("Polling time shrink divisor (0: hypervisor default)",
+                  "iothread.<id>.poll-shrink"),
+        labels=("domain", "iothread"), unit="divisor",
+        source="`iothread.<id>.poll-shrink`"),
+)
+_FAMILY = by_name(FAMILIES)
 
 
 class IothreadCollector:
     """IOThread count and each IOThread's poll-max, poll-grow and poll-shrink."""
 
     name = "iothread"
+    stats_groups: ClassVar[tuple[str, ...]] = ("iothread",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for `iothread.count` and `iothread.<id>.poll-*`."""
-        il = ("domain", "iothread")
-        count_family = MetricFamily(
-            "libvirt_domain_iothreads",
-            "gauge",
-            help_text("Number of IOThreads", "iothread.count"),
-            ("domain",),
-        )
+        count_family = _FAMILY["libvirt_domain_iothreads"].new()
         families = {
-            "poll-max-ns": MetricFamily(
-                "libvirt_domain_iothread_poll_max_seconds",
-                "gauge",
-                help_text("Maximum polling time, in seconds (0: off)", "iothread.<id>.poll-max-ns"),
-                il,
-            ),
-            "poll-grow": MetricFamily(
-                "libvirt_domain_iothread_poll_grow",
-                "gauge",
-                help_text(
-                    "Polling time growth factor (0: hypervisor default)", "iothread.<id>.poll-grow"
-                ),
-                il,
-            ),
-            "poll-shrink": MetricFamily(
-                "libvirt_domain_iothread_poll_shrink",
-                "gauge",
-                help_text(
-                    "Polling time shrink divisor (0: hypervisor default)",
-                    "iothread.<id>.poll-shrink",
-                ),
-                il,
-            ),
+            "poll-max-ns": _FAMILY["libvirt_domain_iothread_poll_max_seconds"].new(),
+            "poll-grow": _FAMILY["libvirt_domain_iothread_poll_grow"].new(),
+            "poll-shrink": _FAMILY["libvirt_domain_iothread_poll_shrink"].new(),
         }
         for record in snapshot.domains:
             stats = record.stats

@@ -15,44 +15,50 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, help_text
+from typing import ClassVar
+
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
 _PREFIX = "memory.bandwidth.monitor."
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_memory_bandwidth_local_bytes_total", "counter",
+        help_text("Bytes the monitor's vCPUs moved through the local memory controller",
+                  "memory.bandwidth.monitor.<num>.node.<index>.bytes.local"),
+        labels=("domain", "monitor", "node"), unit="bytes",
+        source="`memory.bandwidth.monitor.<n>.node.<i>.bytes.local` (resctrl MBM)"),
+    FamilySpec(
+        "libvirt_domain_memory_bandwidth_total_bytes_total", "counter",
+        help_text("Bytes the monitor's vCPUs moved through all memory controllers",
+                  "memory.bandwidth.monitor.<num>.node.<index>.bytes.total"),
+        labels=("domain", "monitor", "node"), unit="bytes",
+        source="`memory.bandwidth.monitor.<n>.node.<i>.bytes.total` (resctrl MBM)"),
+    FamilySpec(
+        "libvirt_domain_memory_bandwidth_monitor_info", "info",
+        help_text("Memory bandwidth monitor and its vCPU list",
+                  "memory.bandwidth.monitor.<num>.vcpus"),
+        labels=("domain", "monitor", "vcpus"), unit="info",
+        source="`memory.bandwidth.monitor.<n>.vcpus`"),
+)
+_FAMILY = by_name(FAMILIES)
 
 
 class MemoryBandwidthCollector:
     """Bytes through local and all memory controllers per bandwidth monitor."""
 
     name = "memory_bandwidth"
+    stats_groups: ClassVar[tuple[str, ...]] = ("memory",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Two counters per monitor and controller, and the monitor info metric."""
-        ml = ("domain", "monitor", "node")
-        local = MetricFamily(
-            "libvirt_domain_memory_bandwidth_local_bytes_total",
-            "counter",
-            help_text(
-                "Bytes the monitor's vCPUs moved through the local memory controller",
-                _PREFIX + "<num>.node.<index>.bytes.local",
-            ),
-            ml,
-        )
-        total = MetricFamily(
-            "libvirt_domain_memory_bandwidth_total_bytes_total",
-            "counter",
-            help_text(
-                "Bytes the monitor's vCPUs moved through all memory controllers",
-                _PREFIX + "<num>.node.<index>.bytes.total",
-            ),
-            ml,
-        )
-        info = MetricFamily(
-            "libvirt_domain_memory_bandwidth_monitor_info",
-            "info",
-            help_text("Memory bandwidth monitor and its vCPU list", _PREFIX + "<num>.vcpus"),
-            ("domain", "monitor", "vcpus"),
-        )
+        local = _FAMILY["libvirt_domain_memory_bandwidth_local_bytes_total"].new()
+        total = _FAMILY["libvirt_domain_memory_bandwidth_total_bytes_total"].new()
+        info = _FAMILY["libvirt_domain_memory_bandwidth_monitor_info"].new()
         for record in snapshot.domains:
             stats = record.stats
             monitors = stats.get(_PREFIX + "count")

@@ -16,8 +16,11 @@ Sample::
 
 from __future__ import annotations
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from typing import ClassVar
+
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
 _COUNTS = (
     "cache_misses",
@@ -39,71 +42,146 @@ _COUNTS = (
     "emulation_faults",
 )
 
-# (event, metric, type, divisor, description)
-_SPECS: tuple[tuple[str, str, MetricType, float, str], ...] = (
-    (
-        "cmt",
-        "libvirt_domain_perf_cmt_bytes",
-        "gauge",
-        1,
-        "Last-level cache used by the domain (cmt perf event), in bytes",
-    ),
-    (
-        "mbmt",
-        "libvirt_domain_perf_mbmt_bytes_per_second",
-        "gauge",
-        1,
-        "Total memory bandwidth between cache levels (mbmt perf event), in bytes per second",
-    ),
-    (
-        "mbml",
-        "libvirt_domain_perf_mbml_bytes_per_second",
-        "gauge",
-        1,
-        "Memory bandwidth through the local memory controller (mbml perf event), bytes/s",
-    ),
-    (
-        "cpu_clock",
-        "libvirt_domain_perf_cpu_clock_seconds_total",
-        "counter",
-        1e9,
-        "CPU clock time (cpu_clock perf event), in seconds",
-    ),
-    (
-        "task_clock",
-        "libvirt_domain_perf_task_clock_seconds_total",
-        "counter",
-        1e9,
-        "Task clock time (task_clock perf event), in seconds",
-    ),
-    *(
-        (
-            event,
-            f"libvirt_domain_perf_{event}_total",
-            "counter",
-            1,
-            f"Count of the {event} perf event",
-        )
-        for event in _COUNTS
-    ),
+# (event, metric, divisor); HELP, unit and source are in FAMILIES
+_SPECS: tuple[tuple[str, str, float], ...] = (
+    ("cmt", "libvirt_domain_perf_cmt_bytes", 1),
+    ("mbmt", "libvirt_domain_perf_mbmt_bytes_per_second", 1),
+    ("mbml", "libvirt_domain_perf_mbml_bytes_per_second", 1),
+    ("cpu_clock", "libvirt_domain_perf_cpu_clock_seconds_total", 1e9),
+    ("task_clock", "libvirt_domain_perf_task_clock_seconds_total", 1e9),
+    *((event, f"libvirt_domain_perf_{event}_total", 1) for event in _COUNTS),
 )
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_perf_cmt_bytes", "gauge",
+        help_text("Last-level cache used by the domain (cmt perf event), in bytes", "perf.cmt"),
+        labels=("domain",), unit="bytes",
+        source="`perf.cmt` (resctrl)"),
+    FamilySpec(
+        "libvirt_domain_perf_mbmt_bytes_per_second", "gauge",
+        help_text("Total memory bandwidth between cache levels (mbmt perf event), in bytes per "
+                  "second", "perf.mbmt"),
+        labels=("domain",), unit="bytes/s",
+        source="`perf.mbmt` (resctrl)"),
+    FamilySpec(
+        "libvirt_domain_perf_mbml_bytes_per_second", "gauge",
+        help_text("Memory bandwidth through the local memory controller (mbml perf event), "
+                  "bytes/s", "perf.mbml"),
+        labels=("domain",), unit="bytes/s",
+        source="`perf.mbml` (resctrl)"),
+    FamilySpec(
+        "libvirt_domain_perf_cpu_clock_seconds_total", "counter",
+        help_text("CPU clock time (cpu_clock perf event), in seconds", "perf.cpu_clock"),
+        labels=("domain",), unit="seconds",
+        source="`perf.cpu_clock` (ns)"),
+    FamilySpec(
+        "libvirt_domain_perf_task_clock_seconds_total", "counter",
+        help_text("Task clock time (task_clock perf event), in seconds", "perf.task_clock"),
+        labels=("domain",), unit="seconds",
+        source="`perf.task_clock` (ns)"),
+    FamilySpec(
+        "libvirt_domain_perf_cache_misses_total", "counter",
+        help_text("Count of the cache_misses perf event", "perf.cache_misses"),
+        labels=("domain",), unit="events",
+        source="`perf.cache_misses` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_cache_references_total", "counter",
+        help_text("Count of the cache_references perf event", "perf.cache_references"),
+        labels=("domain",), unit="events",
+        source="`perf.cache_references` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_instructions_total", "counter",
+        help_text("Count of the instructions perf event", "perf.instructions"),
+        labels=("domain",), unit="events",
+        source="`perf.instructions` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_cpu_cycles_total", "counter",
+        help_text("Count of the cpu_cycles perf event", "perf.cpu_cycles"),
+        labels=("domain",), unit="events",
+        source="`perf.cpu_cycles` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_branch_instructions_total", "counter",
+        help_text("Count of the branch_instructions perf event", "perf.branch_instructions"),
+        labels=("domain",), unit="events",
+        source="`perf.branch_instructions` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_branch_misses_total", "counter",
+        help_text("Count of the branch_misses perf event", "perf.branch_misses"),
+        labels=("domain",), unit="events",
+        source="`perf.branch_misses` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_bus_cycles_total", "counter",
+        help_text("Count of the bus_cycles perf event", "perf.bus_cycles"),
+        labels=("domain",), unit="events",
+        source="`perf.bus_cycles` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_stalled_cycles_frontend_total", "counter",
+        help_text("Count of the stalled_cycles_frontend perf event",
+                  "perf.stalled_cycles_frontend"),
+        labels=("domain",), unit="events",
+        source="`perf.stalled_cycles_frontend` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_stalled_cycles_backend_total", "counter",
+        help_text("Count of the stalled_cycles_backend perf event", "perf.stalled_cycles_backend"),
+        labels=("domain",), unit="events",
+        source="`perf.stalled_cycles_backend` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_ref_cpu_cycles_total", "counter",
+        help_text("Count of the ref_cpu_cycles perf event", "perf.ref_cpu_cycles"),
+        labels=("domain",), unit="events",
+        source="`perf.ref_cpu_cycles` (PMU)"),
+    FamilySpec(
+        "libvirt_domain_perf_page_faults_total", "counter",
+        help_text("Count of the page_faults perf event", "perf.page_faults"),
+        labels=("domain",), unit="events",
+        source="`perf.page_faults`"),
+    FamilySpec(
+        "libvirt_domain_perf_context_switches_total", "counter",
+        help_text("Count of the context_switches perf event", "perf.context_switches"),
+        labels=("domain",), unit="events",
+        source="`perf.context_switches`"),
+    FamilySpec(
+        "libvirt_domain_perf_cpu_migrations_total", "counter",
+        help_text("Count of the cpu_migrations perf event", "perf.cpu_migrations"),
+        labels=("domain",), unit="events",
+        source="`perf.cpu_migrations`"),
+    FamilySpec(
+        "libvirt_domain_perf_page_faults_min_total", "counter",
+        help_text("Count of the page_faults_min perf event", "perf.page_faults_min"),
+        labels=("domain",), unit="events",
+        source="`perf.page_faults_min`"),
+    FamilySpec(
+        "libvirt_domain_perf_page_faults_maj_total", "counter",
+        help_text("Count of the page_faults_maj perf event", "perf.page_faults_maj"),
+        labels=("domain",), unit="events",
+        source="`perf.page_faults_maj`"),
+    FamilySpec(
+        "libvirt_domain_perf_alignment_faults_total", "counter",
+        help_text("Count of the alignment_faults perf event", "perf.alignment_faults"),
+        labels=("domain",), unit="events",
+        source="`perf.alignment_faults`"),
+    FamilySpec(
+        "libvirt_domain_perf_emulation_faults_total", "counter",
+        help_text("Count of the emulation_faults perf event", "perf.emulation_faults"),
+        labels=("domain",), unit="events",
+        source="`perf.emulation_faults`"),
+)
+_FAMILY = by_name(FAMILIES)
 
 
 class PerfCollector:
     """One family per libvirt perf event."""
 
     name = "perf"
+    stats_groups: ClassVar[tuple[str, ...]] = ("perf",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for every `perf.<event>` key present."""
-        specs = [
-            (
-                "perf." + event,
-                scale,
-                MetricFamily(metric, kind, help_text(what, "perf." + event), ("domain",)),
-            )
-            for event, metric, kind, scale, what in _SPECS
-        ]
+        specs = [("perf." + event, scale, _FAMILY[metric].new())
+                 for event, metric, scale in _SPECS]
         for record in snapshot.domains:
             stats = record.stats
             if not any(key.startswith("perf.") for key in stats):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: their modules import this one
+    from virtmon.admin.stats import AdminStats
+    from virtmon.events.counters import EventCounts
 
 __all__ = [
     "DomainInfo",
@@ -93,9 +97,9 @@ class LibvirtInfo:
 class StatsSnapshot:
     """Everything one collection cycle produced; collectors read it and nothing else.
 
-    `requested_groups` holds the libvirt stats group names asked for (see
-    `virtmon.collectors.STATS_GROUP_FLAGS`), so that a group that was asked for but is missing
-    from a record can be told from one that was never requested.
+    `requested_groups` holds the libvirt stats group names asked for (the enabled collectors'
+    `stats_groups`, see `virtmon.collectors.STATS_GROUP_FLAGS`), so that a group that was asked
+    for but is missing from a record can be told from one that was never requested.
     """
 
     taken_at: float
@@ -105,11 +109,11 @@ class StatsSnapshot:
     node: NodeStats | None = None
     host_interfaces: tuple[HostInterface, ...] | None = None
     libvirt: LibvirtInfo | None = None
-    # The admin helper's answer for this cycle: AdminStats, the error it gave, or None when the
-    # admin collector is off (typed loosely: the admin collector owns that type).
-    admin: Any = None
-    # The event counters' copy for this cycle (virtmon.events.counters.EventCounts) or None.
-    events: Any = None
+    # The admin helper's answer for this cycle: its statistics, the error it gave, or None when
+    # the admin collector is off.
+    admin: AdminStats | Exception | None = None
+    # The event counters' copy for this cycle, or None when the events collector is off.
+    events: EventCounts | None = None
     # CLOCK_MONOTONIC at ``taken_at`` when libvirt runs on this host (None for a remote one):
     # QEMU states some times on that clock (a dirty-rate calculation's start).
     monotonic_at: float | None = None

@@ -15,10 +15,11 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 from virtmon.virt.states import ACTIVE_STATES, STATE_NAMES
 
 
@@ -29,37 +30,40 @@ def is_inactive(stats: Mapping[str, Any]) -> bool:
     return state is not None and state not in ACTIVE_STATES
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_info_state", "gauge",
+        help_text("Domain state as a virDomainState code ("
+                  + ", ".join(f"{code} {name}" for code, name in enumerate(STATE_NAMES)) + ")",
+                  "state.state"),
+        labels=("domain",), unit="virDomainState code",
+        source="`state.state`"),
+    FamilySpec(
+        "libvirt_domain_state", "gauge",
+        help_text("1 for the domain's current state, 0 for the others", "state.state"),
+        labels=("domain", "state"), unit="1 or 0 (one-hot)",
+        source="`state.state`"),
+    FamilySpec(
+        "libvirt_domain_state_reason", "gauge",
+        help_text("Reason for the current state, a virDomain<State>Reason code", "state.reason"),
+        labels=("domain",), unit="virDomain*Reason code",
+        source="`state.reason`"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class StateCollector:
     """`libvirt_domain_info_state`, one-hot `libvirt_domain_state` and the state reason."""
 
     name = "state"
+    stats_groups: ClassVar[tuple[str, ...]] = ("state",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Three families from `state.state` and `state.reason`."""
-        code = MetricFamily(
-            "libvirt_domain_info_state",
-            "gauge",
-            help_text(
-                "Domain state as a virDomainState code ("
-                + ", ".join(f"{code} {name}" for code, name in enumerate(STATE_NAMES)) + ")",
-                "state.state",
-            ),
-            ("domain",),
-        )
-        onehot = MetricFamily(
-            "libvirt_domain_state",
-            "gauge",
-            help_text("1 for the domain's current state, 0 for the others", "state.state"),
-            ("domain", "state"),
-        )
-        reason = MetricFamily(
-            "libvirt_domain_state_reason",
-            "gauge",
-            help_text(
-                "Reason for the current state, a virDomain<State>Reason code", "state.reason"
-            ),
-            ("domain",),
-        )
+        code = _FAMILY["libvirt_domain_info_state"].new()
+        onehot = _FAMILY["libvirt_domain_state"].new()
+        reason = _FAMILY["libvirt_domain_state_reason"].new()
         for record in snapshot.domains:
             stats = record.stats
             state = stats.get("state.state")

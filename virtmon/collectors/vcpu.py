@@ -20,9 +20,11 @@ Sample::
 from __future__ import annotations
 
 from functools import cache
+from typing import ClassVar
 
-from virtmon.collectors.base import MetricFamily, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
 
 @cache
@@ -39,72 +41,71 @@ def _keys(index: int) -> tuple[str, str, str, str, str, str]:
     )
 
 
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_info_virtual_cpus", "gauge",
+        help_text("Number of online virtual CPUs", "vcpu.current"),
+        labels=("domain",), unit="vCPUs",
+        source="`vcpu.current`"),
+    FamilySpec(
+        "libvirt_domain_vcpu_current", "gauge",
+        help_text("Number of online virtual CPUs", "vcpu.current"),
+        labels=("domain",), unit="vCPUs",
+        source="`vcpu.current`"),
+    FamilySpec(
+        "libvirt_domain_vcpu_maximum", "gauge",
+        help_text("Maximum number of virtual CPUs", "vcpu.maximum"),
+        labels=("domain",), unit="vCPUs",
+        source="`vcpu.maximum`"),
+    FamilySpec(
+        "libvirt_domain_vcpu_state", "gauge",
+        help_text("vCPU state as a virVcpuState code (0 offline, 1 running, 2 blocked)",
+                  "vcpu.<n>.state"),
+        labels=("domain", "vcpu"), unit="virVcpuState code",
+        source="`vcpu.<n>.state`"),
+    FamilySpec(
+        "libvirt_domain_vcpu_time_seconds_total", "counter",
+        help_text("CPU time used by the vCPU, in seconds", "vcpu.<n>.time"),
+        labels=("domain", "vcpu"), unit="seconds",
+        source="`vcpu.<n>.time` (ns)"),
+    FamilySpec(
+        "libvirt_domain_vcpu_wait_seconds_total", "counter",
+        help_text("Time the vCPU wanted to run while the host ran something else, in seconds",
+                  "vcpu.<n>.wait"),
+        labels=("domain", "vcpu"), unit="seconds",
+        source="`vcpu.<n>.wait` (ns)"),
+    FamilySpec(
+        "libvirt_domain_vcpu_delay_seconds_total", "counter",
+        help_text("Time the vCPU thread waited in the host run queue (guest steal time), in "
+                  "seconds", "vcpu.<n>.delay"),
+        labels=("domain", "vcpu"), unit="seconds",
+        source="`vcpu.<n>.delay` (ns): steal time"),
+    FamilySpec(
+        "libvirt_domain_vcpu_halted", "gauge",
+        help_text("1 if the vCPU is halted, else 0", "vcpu.<n>.halted"),
+        labels=("domain", "vcpu"), unit="1 or 0",
+        source="`vcpu.<n>.halted` (not reported on x86 KVM by libvirt 9.0)"),
+)
+_FAMILY = by_name(FAMILIES)
+
+
 class VcpuCollector:
     """vCPU counts, and per vCPU its state, halted flag and time/wait/delay counters."""
 
     name = "vcpu"
+    stats_groups: ClassVar[tuple[str, ...]] = ("vcpu",)
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for `vcpu.current`, `vcpu.maximum` and `vcpu.<n>.*`."""
-        dl = ("domain",)
-        vl = ("domain", "vcpu")
-        virtual = MetricFamily(
-            "libvirt_domain_info_virtual_cpus",
-            "gauge",
-            help_text("Number of online virtual CPUs", "vcpu.current"),
-            dl,
-        )
-        current = MetricFamily(
-            "libvirt_domain_vcpu_current",
-            "gauge",
-            help_text("Number of online virtual CPUs", "vcpu.current"),
-            dl,
-        )
-        maximum = MetricFamily(
-            "libvirt_domain_vcpu_maximum",
-            "gauge",
-            help_text("Maximum number of virtual CPUs", "vcpu.maximum"),
-            dl,
-        )
-        state = MetricFamily(
-            "libvirt_domain_vcpu_state",
-            "gauge",
-            help_text(
-                "vCPU state as a virVcpuState code (0 offline, 1 running, 2 blocked)",
-                "vcpu.<n>.state",
-            ),
-            vl,
-        )
-        time = MetricFamily(
-            "libvirt_domain_vcpu_time_seconds_total",
-            "counter",
-            help_text("CPU time used by the vCPU, in seconds", "vcpu.<n>.time"),
-            vl,
-        )
-        wait = MetricFamily(
-            "libvirt_domain_vcpu_wait_seconds_total",
-            "counter",
-            help_text(
-                "Time the vCPU wanted to run while the host ran something else, in seconds",
-                "vcpu.<n>.wait",
-            ),
-            vl,
-        )
-        delay = MetricFamily(
-            "libvirt_domain_vcpu_delay_seconds_total",
-            "counter",
-            help_text(
-                "Time the vCPU thread waited in the host run queue (guest steal time), in seconds",
-                "vcpu.<n>.delay",
-            ),
-            vl,
-        )
-        halted = MetricFamily(
-            "libvirt_domain_vcpu_halted",
-            "gauge",
-            help_text("1 if the vCPU is halted, else 0", "vcpu.<n>.halted"),
-            vl,
-        )
+        virtual = _FAMILY["libvirt_domain_info_virtual_cpus"].new()
+        current = _FAMILY["libvirt_domain_vcpu_current"].new()
+        maximum = _FAMILY["libvirt_domain_vcpu_maximum"].new()
+        state = _FAMILY["libvirt_domain_vcpu_state"].new()
+        time = _FAMILY["libvirt_domain_vcpu_time_seconds_total"].new()
+        wait = _FAMILY["libvirt_domain_vcpu_wait_seconds_total"].new()
+        delay = _FAMILY["libvirt_domain_vcpu_delay_seconds_total"].new()
+        halted = _FAMILY["libvirt_domain_vcpu_halted"].new()
         for record in snapshot.domains:
             stats = record.stats
             domain = record.name

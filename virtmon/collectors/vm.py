@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from typing import ClassVar
 
-from virtmon.collectors.base import MetricFamily, MetricType, help_text
+from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.exposition.family import FamilySpec, MetricFamily, MetricType
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _TYPES = frozenset(("cur", "sum", "max"))
@@ -46,10 +48,26 @@ def _metric(scope: str, stat: str, kind: str) -> tuple[str, MetricType, float]:
     return name, "gauge", scale
 
 
+# One declaration for every family: their names are QEMU's, known only when it states them.
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "libvirt_domain_hypervisor_*", "untyped",
+        help_text("Hypervisor statistic <name> (<type>)", "vm.<name>.<type>"),
+        labels=("domain",), labels_note="and vcpu for per-vCPU ones",
+        type_note="counter for `sum`, gauge for `cur` and `max`",
+        unit="as QEMU states it; names ending in `_ns` become `_seconds`",
+        source="`vm.<name>.<type>`, `vcpu.<n>.<name>.<type>`: `sum` becomes `<name>_total`, "
+               "`max` `<name>_max`, `cur` `<name>`; names are QEMU's (KVM: about 16 per domain "
+               "and 47 per vCPU) and carry no stability promise"),
+)
+
+
 class VmCollector:
     """Every `vm.*` and per-vCPU `vcpu.<n>.<name>.<type>` hypervisor statistic."""
 
     name = "vm"
+    stats_groups: ClassVar[tuple[str, ...]] = ("vm", "vcpu")
+    families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One family per distinct hypervisor statistic seen in any domain."""

@@ -34,12 +34,12 @@ from virtmon.admin.client import (
     AdminError,
     AdminHelper,
 )
-from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import AUDIT_KIND, Event
+from virtmon.exposition.family import FamilySpec, MetricFamily
 from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.handle import ConnectionBusy, ConnectionClosed, ConnectionSettings
@@ -138,6 +138,12 @@ def binding_versions() -> str:
             f"{library // 1000000}.{library // 1000 % 1000}.{library % 1000} here)")
 
 
+REQUESTS_FAMILY = FamilySpec(
+    "virtmon_control_requests_total", "counter",
+    "Control API operations answered, by operation and HTTP status.", ("operation", "code"),
+    unit="requests", source="control API operations answered, by HTTP status")
+
+
 @dataclass(slots=True)
 class ControlStats:
     """Counters for the status document and ``virtmon_control_requests_total``."""
@@ -150,9 +156,7 @@ class ControlStats:
 
     def families(self) -> list[MetricFamily]:
         """``virtmon_control_requests_total{operation,code}``."""
-        family = MetricFamily("virtmon_control_requests_total", "counter",
-                              "Control API operations answered, by operation and HTTP status.",
-                              ("operation", "code"))
+        family = REQUESTS_FAMILY.new()
         for (operation, code), count in sorted(self.answers.items()):
             family.add((operation, str(code)), count)
         return [family]

@@ -8,10 +8,14 @@ not grow with the number of scrapers.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from virtmon.collectors.base import MetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
@@ -37,6 +41,23 @@ def accepts(header: str, token: str) -> bool:
     return False
 
 
+class _Collected(Collector):
+    """Metrics already collected, handed out as they are."""
+
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+def _collected_once(client: CollectorRegistry) -> CollectorRegistry:
+    """A registry of ``client``'s metrics as they are now: both formats show the same values."""
+    once = CollectorRegistry(auto_describe=False)
+    once.register(_Collected(client.collect()))
+    return once
+
+
 @dataclass(frozen=True, slots=True)
 class Exposition:
     """One cycle's rendered output in every form a scraper may ask for."""
@@ -48,10 +69,17 @@ class Exposition:
     samples: int
 
     @classmethod
-    def render(cls, families: Sequence[MetricFamily]) -> Exposition:
-        """Render and compress (CPU work: call it in a worker thread for large outputs)."""
-        text = render_text(families)
-        openmetrics = render_openmetrics(families)
+    def render(cls, families: Sequence[MetricFamily],
+               client: CollectorRegistry | None = None) -> Exposition:
+        """Render and compress (CPU work: call it in a worker thread for large outputs).
+
+        ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
+        prometheus_client after the families; ``samples`` counts the families' only.
+        """
+        if client is not None:
+            client = _collected_once(client)
+        text = render_text(families, client)
+        openmetrics = render_openmetrics(families, client)
         return cls(
             text=text,
             # Level 1: several times faster than the default and nearly as small for this text.

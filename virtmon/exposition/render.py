@@ -8,6 +8,9 @@ are formatted without the general-purpose machinery, and the output is joined on
 Guarantees: no duplicate series (the first sample of a series wins), no two families with the
 same name (same type: merged; different type: the later one dropped), no two OpenMetrics
 families that clash after suffix stripping, empty families omitted. Every drop is logged.
+
+A prometheus_client registry may be passed too (the ``process_*`` series): prometheus_client
+renders it after the families, and a family that would clash with one of its names is dropped.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from virtmon.collectors.base import LabelValues, MetricFamily
+from virtmon.exposition.family import LabelValues, MetricFamily
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
@@ -82,10 +88,12 @@ def _label_string(names: tuple[str, ...], values: LabelValues) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _plan(families: Iterable[MetricFamily]) -> list[list[MetricFamily]]:
-    """Group families by name in first-seen order; drop clashes (type, OpenMetrics name)."""
+def _plan(families: Iterable[MetricFamily],
+          taken: Iterable[str] = ()) -> list[list[MetricFamily]]:
+    """Group families by name in first-seen order; drop clashes (type, OpenMetrics name, a name
+    in ``taken``)."""
     by_name: dict[str, list[MetricFamily]] = {}
-    om_names: dict[str, str] = {}
+    om_names: dict[str, str] = dict.fromkeys(taken, "prometheus_client")
     for family in families:
         group = by_name.get(family.name)
         if group is not None:
@@ -106,13 +114,23 @@ def _plan(families: Iterable[MetricFamily]) -> list[list[MetricFamily]]:
     return [group for group in by_name.values() if any(f.samples for f in group)]
 
 
-def _render(families: Iterable[MetricFamily], openmetrics: bool) -> str:
+def _client_names(client: CollectorRegistry | None) -> set[str]:
+    """Every family and sample name ``client`` renders (none of ours may take one)."""
+    if client is None:
+        return set()
+    return {name for metric in client.collect()
+            for name in (metric.name, *(sample.name for sample in metric.samples))}
+
+
+def _render(families: Iterable[MetricFamily], openmetrics: bool,
+            taken: Iterable[str] = ()) -> str:
+    """The families in one format; OpenMetrics without its closing ``# EOF``."""
     out: list[str] = []
     append = out.append
     # label names -> (label values -> rendered "{...}"), valid for this render only.
     label_cache: dict[tuple[str, ...], dict[LabelValues, str]] = {}
     duplicates = 0
-    for group in _plan(families):
+    for group in _plan(families, taken):
         first = group[0]
         name = first.name
         if openmetrics:
@@ -155,16 +173,23 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool) -> str:
                     append(f"{name}{labels} {format_value(value)}\n")
     if duplicates:
         _log.warning("virtmon.exposition.duplicate_series", dropped=duplicates)
-    if openmetrics:
-        append("# EOF\n")
     return "".join(out)
 
 
-def render_text(families: Iterable[MetricFamily]) -> bytes:
-    """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`)."""
-    return _render(families, openmetrics=False).encode("utf-8", "replace")
+def render_text(families: Iterable[MetricFamily],
+                client: CollectorRegistry | None = None) -> bytes:
+    """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`), then ``client``'s
+    families as prometheus_client renders them."""
+    body = _render(families, False, _client_names(client)).encode("utf-8", "replace")
+    return body + generate_latest(client) if client is not None else body
 
 
-def render_openmetrics(families: Iterable[MetricFamily]) -> bytes:
-    """OpenMetrics 1.0 text, UTF-8, ending in `# EOF` (`CONTENT_TYPE_OPENMETRICS`)."""
-    return _render(families, openmetrics=True).encode("utf-8", "replace")
+def render_openmetrics(families: Iterable[MetricFamily],
+                       client: CollectorRegistry | None = None) -> bytes:
+    """OpenMetrics 1.0 text, UTF-8 (`CONTENT_TYPE_OPENMETRICS`), then ``client``'s families as
+    prometheus_client renders them, ending in `# EOF`."""
+    body = _render(families, True, _client_names(client)).encode("utf-8", "replace")
+    if client is None:
+        return body + b"# EOF\n"
+    tail: bytes = generate_openmetrics(client)  # type: ignore[no-untyped-call]  # untyped upstream
+    return body + tail

@@ -1,4 +1,13 @@
-"""The only package that imports libvirt: event loop adapter, connection supervisor, calls, stats.
+"""The libvirt package: event loop adapter, connection supervisor, calls, stats.
 
-libvirt's camelCase stops here; everything outside sees plain Python values.
+libvirt's camelCase stops here; everything outside sees plain Python values. Outside this
+package, only these modules import libvirt (docs/adr/0002 says why; a test holds the list):
+
+- ``virtmon/collectors/__init__.py``, ``virtmon/events/catalog.py``, ``virtmon/events/decode.py``:
+  constants only (stats groups, event ids and their enums);
+- ``virtmon/control/executor.py``: constants only (libvirt error codes as HTTP statuses);
+- ``virtmon/control/operations/``: the operations are thin libvirt calls, run by the executor;
+- ``virtmon/demo.py``: drives the in-process test driver for ``make run``.
+
+The admin helper must never import it (loading libvirt-admin next to libvirt crashes).
 """

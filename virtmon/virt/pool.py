@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import libvirt
 
 from virtmon.virt.handle import ConnectionBusy, ConnectionSettings, open_connection
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -39,12 +40,13 @@ class ConnectionPool:
         with self._lock:
             return len(self._idle) + self._busy
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn(conn, *args)`` on a connection of its own (blocking; in a worker thread)."""
+    def run(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(conn, *args, **kwargs)`` on a connection of its own (blocking; in a worker
+        thread)."""
         conn, generation = self._take()
         healthy = True
         try:
-            return fn(conn, *args)
+            return fn(conn, *args, **kwargs)
         except libvirt.libvirtError:
             healthy = _alive(conn)
             raise

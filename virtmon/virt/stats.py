@@ -160,39 +160,46 @@ def libvirt_info(conn: Any, uri: str) -> LibvirtInfo:
     )
 
 
-def take_snapshot(
-    conn: Any,
-    uri: str,
-    stats_flags: int,
-    requested_groups: frozenset[str],
-    domain_info: Mapping[str, DomainInfo],
-    with_node: bool = True,
-    with_interfaces: bool = True,
-    known_info: LibvirtInfo | None = None,
-    facts: HostFacts | None = None,
-    backing_chain: bool = False,
-) -> StatsSnapshot:
-    """The whole cycle's calls (blocking: run it in a worker thread with a deadline).
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """What one collection cycle asks libvirt for (built on the loop, read in a worker thread).
 
+    ``stats_flags`` and ``requested_groups``: the stats groups of the enabled collectors;
     ``known_info``: versions and hypervisor already read on this connection (they cannot change
     while it lasts), saving four calls a cycle; ``facts``: node info, CPU map and host
-    interfaces from a recent cycle.
+    interfaces from a recent cycle; ``backing_chain``: every layer of each disk.
     """
-    records = domain_records(conn, stats_flags, backing_chain) if stats_flags else ()
-    node = node_stats(conn, facts) if with_node else None
-    if not with_interfaces:
+
+    uri: str
+    stats_flags: int
+    requested_groups: frozenset[str]
+    domain_info: Mapping[str, DomainInfo]
+    with_node: bool = True
+    with_interfaces: bool = True
+    known_info: LibvirtInfo | None = None
+    facts: HostFacts | None = None
+    backing_chain: bool = False
+
+
+def take_snapshot(conn: Any, request: SnapshotRequest) -> StatsSnapshot:
+    """The whole cycle's calls (blocking: run it in a worker thread with a deadline)."""
+    facts = request.facts
+    records = (domain_records(conn, request.stats_flags, request.backing_chain)
+               if request.stats_flags else ())
+    node = node_stats(conn, facts) if request.with_node else None
+    if not request.with_interfaces:
         interfaces = None
     elif facts is not None:
         interfaces = facts.interfaces
     else:
         interfaces = host_interfaces(conn)
-    info = known_info or libvirt_info(conn, uri)
+    info = request.known_info or libvirt_info(conn, request.uri)
     return StatsSnapshot(
         taken_at=time.time(),
-        monotonic_at=time.monotonic() if is_local(uri) else None,
-        requested_groups=requested_groups,
+        monotonic_at=time.monotonic() if is_local(request.uri) else None,
+        requested_groups=request.requested_groups,
         domains=records,
-        domain_info=dict(domain_info),
+        domain_info=dict(request.domain_info),
         node=node,
         host_interfaces=interfaces,
         libvirt=info,

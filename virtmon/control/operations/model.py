@@ -122,7 +122,7 @@ class Operation:
 
     ``role`` is the least role that may call it. It is ``write`` (at least) for every libvirt
     function that a read-only connection refuses, because the connection a call runs on is
-    chosen by the caller's role, never by the operation (docs/adr/0009).
+    chosen by the caller's role, never by the operation (docs/adr/0004).
     """
 
     name: str

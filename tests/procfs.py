@@ -1,0 +1,23 @@
+"""Processes as the kernel describes them, for the tests of the process_* series."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def status(pid: int, field: str) -> str:
+    """A field of /proc/PID/status (the kernel's own summary, not the stat fields)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.partition(":")[2].strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def rss_approximation() -> int:
+    """How far /proc/PID/stat's resident pages (what the process collector reads) may be from
+    /proc/PID/status's VmRSS: Linux keeps the count in per-CPU counters, which stat reads
+    without summing, each CPU's share off by at most percpu_counter_batch, max(32, 2 * CPUs)
+    pages (lib/percpu_counter.c)."""
+    cpus = os.cpu_count() or 1
+    return max(32, 2 * cpus) * cpus * os.sysconf("SC_PAGE_SIZE")

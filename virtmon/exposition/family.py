@@ -1,0 +1,86 @@
+"""The metric family: what collectors, virtmon's own metrics, alerts and control hand the renderer.
+
+It lives with the exposition because it is the renderer's input type: naming it needs nothing
+from the collectors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["FamilySpec", "LabelValues", "MetricFamily", "MetricType", "Sample", "by_name"]
+
+MetricType = Literal["gauge", "counter", "info", "untyped"]
+LabelValues = tuple[str, ...]
+Sample = tuple[LabelValues, float]
+
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+@dataclass(slots=True)
+class MetricFamily:
+    """One metric family: a name, a type, HELP, label names and samples of label values.
+
+    Label names are fixed per family and samples carry only the values, in the same order, so
+    the renderer can cache one rendered label string per distinct value tuple. `name` is the
+    sample name as exposed: a counter's ends in `_total` and an info metric's in `_info`; the
+    OpenMetrics renderer strips those suffixes for the family name itself.
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    label_names: tuple[str, ...] = ()
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+        if self.type == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name!r} must end in _total")
+        if self.type == "info" and not self.name.endswith("_info"):
+            raise ValueError(f"info metric {self.name!r} must end in _info")
+        for label in self.label_names:
+            if not _LABEL_RE.match(label) or label.startswith("__"):
+                raise ValueError(f"invalid label name {label!r} in {self.name}")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"duplicate label names in {self.name}: {self.label_names}")
+
+    def add(self, label_values: LabelValues, value: float) -> None:
+        """Append one sample; `label_values` follows `label_names`."""
+        self.samples.append((label_values, value))
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    """A family as its source declares it: what `new` makes and what docs/metrics.md lists.
+
+    ``unit`` and ``source`` are for the reference (Markdown): the unit of the values, and the
+    libvirt key or call (or virtmon's own counter) they come from. ``labels_note`` follows the
+    label names in the reference, for labels made at run time; ``type_note`` replaces the type
+    there. A ``name`` ending in ``*`` declares families named at run time (only the reference
+    reads it).
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    source: str = ""
+    labels_note: str = ""
+    type_note: str = ""
+
+    def new(self, *more_labels: str) -> MetricFamily:
+        """An empty family of this name, type, HELP and labels (``more_labels`` after them: the
+        labels made at run time)."""
+        return MetricFamily(self.name, self.type, self.help, (*self.labels, *more_labels))
+
+
+def by_name(specs: Iterable[FamilySpec]) -> dict[str, FamilySpec]:
+    """Specs by family name (for the code that makes the families)."""
+    return {spec.name: spec for spec in specs}
