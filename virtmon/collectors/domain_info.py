@@ -62,6 +62,19 @@ def missing_groups(stats: Mapping[str, Any], requested: frozenset[str]) -> list[
     return missing
 
 
+def groups_to_check(snapshot: StatsSnapshot) -> frozenset[str]:
+    """The requested groups whose absence means a domain was skipped, for this hypervisor.
+
+    Which groups a running domain always fills is known for QEMU; another driver may never fill
+    some (libvirt's test driver fills `state` alone), which says nothing about a skipped domain,
+    so there only a missing `state` counts.
+    """
+    hypervisor = snapshot.libvirt.hypervisor if snapshot.libvirt is not None else None
+    if hypervisor is None or hypervisor == "QEMU":
+        return snapshot.requested_groups
+    return snapshot.requested_groups & {"state"}
+
+
 def _block_complete(stats: Mapping[str, Any]) -> bool:
     """Every disk's frontend entry (the first one of each name) has its I/O counters.
 
@@ -179,7 +192,7 @@ class DomainInfoCollector:
             ),
             ("domain",),
         )
-        requested = snapshot.requested_groups
+        requested = groups_to_check(snapshot)
         cached = snapshot.domain_info
         with_metadata: list[tuple[str, DomainInfo]] = []
         for record in snapshot.domains:
