@@ -1,5 +1,6 @@
 # virtmon — every target does its own set-up and is safe to run again.
-# `make run`  : the daemon in the foreground on libvirt's in-process test driver, with demo activity.
+# `make run`  : the daemon in the foreground on libvirt's in-process test driver, with demo activity
+#               (LISTEN=HOST:PORT for another metrics address, ALLOW_WRITE=1 to allow writes).
 # `make test` : system packages, virtual environment, the lab (real libvirtd + KVM domains), the whole
 #               suite (ruff, mypy, pytest), and the lab torn down again, also when tests fail.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
@@ -24,10 +25,13 @@ BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libp
 .PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
         venv clean
 
+# The test driver's domains live in the process and begin afresh every run: so does the state
+# (a journal and alerts of the last run's domains would be about domains that no longer exist).
 run: run-packages venv
-	@mkdir -p $(RUNDIR)/state
+	@rm -rf $(RUNDIR)/state && mkdir -p $(RUNDIR)/state
 	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) --no-collector.admin \
-	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state
+	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state \
+	    $(if $(filter 1 yes true,$(ALLOW_WRITE)),--control.allow-write)
 
 test: lab-packages venv
 	$(MAKE) lab-up
