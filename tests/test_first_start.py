@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
+from tests.make_run import make_run, read_until_banner, stop
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +24,6 @@ def scrape(address: str) -> str:
     """The body of ``address``/metrics (blocking)."""
     with urllib.request.urlopen(f"{address}/metrics", timeout=10) as response:
         return str(response.read().decode())
-
-
-def venv_free_path() -> str:
-    """$PATH without the virtual environment, as a newcomer's shell has it."""
-    venv_bin = str(Path(sys.executable).parent)
-    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if p and Path(p).resolve() != Path(venv_bin).resolve())
 
 
 async def test_the_first_cycle_has_every_domains_facts(short_tmp: Path) -> None:
@@ -56,39 +47,6 @@ async def test_the_demo_raises_no_alert_in_its_first_cycles(short_tmp: Path) -> 
         await wait_until(lambda: daemon.scheduler.stats.cycles >= 5, 60)
         active = list(daemon.alerts.engine.active.values())
     assert active == [], active
-
-
-def make_run(rundir: Path, port: int, *variables: str) -> subprocess.Popen[str]:
-    """`make -s run` with its own port and run directory, from a shell without the venv."""
-    return subprocess.Popen(
-        ["make", "-s", "run", f"LISTEN=127.0.0.1:{port}", f"RUNDIR={rundir}", *variables],
-        cwd=ROOT, start_new_session=True, text=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PATH": venv_free_path()})
-
-
-def read_until_banner(process: subprocess.Popen[str], timeout: float = 120.0) -> list[str]:
-    """stderr's lines up to and including the banner's last ("Ctrl-C stops virtmon.");
-    after ``timeout`` the run is killed (and this fails)."""
-    assert process.stderr is not None
-    watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
-    watchdog.start()
-    lines: list[str] = []
-    try:
-        while not lines or lines[-1] != "Ctrl-C stops virtmon.":
-            line = process.stderr.readline()
-            assert line, f"make run ended before its banner: {lines}"
-            lines.append(line.rstrip("\n"))
-    finally:
-        watchdog.cancel()
-    return lines
-
-
-def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
-    """Ctrl-C to make run's process group; what it printed after."""
-    os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    return out, err
 
 
 def test_make_run_starts_calmly_with_a_banner_last(short_tmp: Path) -> None:

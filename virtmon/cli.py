@@ -150,7 +150,7 @@ def first_steps(control_socket: Path, demo: bool, allow_write: bool) -> str:
              f"  export VIRTMON_SOCKET={control_socket.absolute()}",
              f"  {ctl} events -n 5 --follow"]
     if demo and allow_write:
-        lines.append(f"  {ctl} suspend test          # writes are on")
+        lines.append(f"Writes are on, e.g.: {ctl} suspend test")
     elif demo:
         lines.append("Writes are off: make run ALLOW_WRITE=1 turns them on.")
     lines.append("Ctrl-C stops virtmon.")
