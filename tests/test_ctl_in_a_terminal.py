@@ -1,0 +1,178 @@
+"""virtmonctl in a real terminal: a pseudo terminal as the controlling terminal of its own
+session, so that Ctrl-C is the terminal driver's and zsh runs its line editor (ZLE) for real.
+
+Against a daemon on libvirt's in-process test driver, on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import daemon_config, running_daemon
+from virtmon.app import Daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+VIRTMONCTL = str(VENV_BIN / "virtmonctl")
+
+
+@pytest.fixture
+async def daemon(short_tmp: Path) -> AsyncIterator[Daemon]:
+    """A daemon on the test driver for one test."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        collect={"collectors": {"admin": False}})
+    async with running_daemon(cfg) as running:
+        yield running
+
+
+class Terminal:
+    """A command in a pseudo terminal of its own (its session's controlling terminal)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], columns: int = 80) -> None:
+        self.fd, terminal = os.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        # setsid --ctty: a new session whose controlling terminal is this one (stdin).
+        self.process = subprocess.Popen(
+            ["setsid", "--ctty", *argv], stdin=terminal, stdout=terminal, stderr=terminal,
+            cwd=ROOT, env={**env, "TERM": "xterm"})
+        os.close(terminal)
+        self.shown = b""
+
+    def type(self, keys: bytes) -> None:
+        """Keys typed on the terminal."""
+        os.write(self.fd, keys)
+
+    def read_until(self, done: Callable[[bytes], bool], timeout: float = 30.0) -> bytes:
+        """What the terminal has shown, once ``done`` says it is enough or the terminal closed
+        (bounded)."""
+        deadline = time.monotonic() + timeout
+        while not done(self.shown):
+            left = deadline - time.monotonic()
+            assert left > 0, f"the terminal showed only {self.shown!r}"
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:  # EIO: the command has gone and closed the terminal
+                    chunk = b""
+                if not chunk:
+                    break
+                self.shown += chunk
+        return self.shown
+
+    def close(self) -> int:
+        """Wait for the command's end (killing it after 30 s); its exit code."""
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        os.close(self.fd)
+        return code
+
+
+async def test_ctrl_c_on_a_follower_in_a_terminal_exits_130_without_a_traceback(
+        daemon: Daemon) -> None:
+    """Ctrl-C typed on the terminal of `events --follow` (the terminal driver's SIGINT to the
+    foreground job): exit 130, the terminal shows nothing after the ^C echo."""
+    before = len(daemon.bus._subscriptions)  # no public count yet
+    terminal = Terminal([VIRTMONCTL, "--socket", str(daemon.control_socket), "events",
+                         "--follow"], dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while len(daemon.bus._subscriptions) <= before:
+            assert time.monotonic() < deadline, "the follower never subscribed"
+            await asyncio.sleep(0.05)
+        terminal.type(b"\x03")
+        shown = await asyncio.to_thread(terminal.read_until, lambda _shown: False)
+    finally:
+        code = await asyncio.to_thread(terminal.close)
+    assert code == 130
+    assert shown.replace(b"\r\n", b"\n").rstrip(b"\n").endswith(b"^C"), shown
+
+
+ZSHRC = """\
+fpath=({functions} $fpath)
+autoload -U compinit && compinit -u -d {home}/.zcompdump
+# What completion offers, as zsh matched it against the word typed (then offered as usual).
+compadd() {{
+    local -a matched
+    builtin compadd -O matched "$@"
+    print -rl -- $matched >> {home}/offered
+    builtin compadd "$@"
+}}
+# Ctrl-T: write the line as completion left it, and start a new one.
+dump() {{ print -r -- "[$BUFFER]" >> {home}/lines; BUFFER= }}
+zle -N dump
+bindkey '^T' dump
+PS1='ready> '
+"""
+
+
+def zsh_completes(home: Path, sock: Path, typed: list[str]) -> list[tuple[list[str], str]]:
+    """For each of ``typed``, typed on a fresh line of an interactive zsh in a terminal and
+    followed by <Tab>: what completion offered and the line it left (blocking).
+
+    The completion is `virtmonctl completion zsh` installed as documented (as `_virtmonctl` in
+    a directory of $fpath, picked up by compinit).
+    """
+    functions = home / "functions"
+    functions.mkdir(parents=True)
+    script = subprocess.run([VIRTMONCTL, "completion", "zsh"], capture_output=True, check=True,
+                            timeout=60).stdout
+    (functions / "_virtmonctl").write_bytes(script)
+    (home / ".zshrc").write_text(ZSHRC.format(functions=functions, home=home))
+    env = {**os.environ, "ZDOTDIR": str(home), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+           "VIRTMON_SOCKET": str(sock), "XDG_CACHE_HOME": str(home / "cache")}
+    terminal = Terminal(["zsh", "-i"], env)
+    results: list[tuple[list[str], str]] = []
+    try:
+        assert b"ready> " in terminal.read_until(lambda shown: b"ready> " in shown)
+        lines, offered = home / "lines", home / "offered"
+        for count, words in enumerate(typed, start=1):
+            offered.write_text("")
+            terminal.type(words.encode() + b"\t\x14")
+            deadline = time.monotonic() + 60
+            while not lines.exists() or len(lines.read_text().splitlines()) < count:
+                assert time.monotonic() < deadline, terminal.shown
+                time.sleep(0.05)
+            line = lines.read_text().splitlines()[-1]
+            results.append((offered.read_text().splitlines(), line[1:-1]))
+        terminal.type(b"exit\r")
+    finally:
+        terminal.close()
+    return results
+
+
+async def test_zsh_completes_from_fpath_at_the_first_tab(daemon: Daemon, short_tmp: Path) -> None:
+    """In a real zsh, the completion installed in $fpath completes at the very first <Tab>:
+    commands, operation names, KEY= without a space after, flag names after a comma, domain
+    names from the daemon."""
+    results = await asyncio.to_thread(
+        zsh_completes, short_tmp / "zsh", daemon.control_socket, [
+            "virtmonctl doma",
+            "virtmonctl call domain.inf",
+            "virtmonctl call domain.xml dom",
+            "virtmonctl call domain.xml domain=test flags=inactive,s",
+            "virtmonctl suspend te",
+        ])
+    assert results == [
+        (["domains", "domain"], "virtmonctl domain"),
+        (["domain.info"], "virtmonctl call domain.info "),
+        (["domain="], "virtmonctl call domain.xml domain="),
+        (["flags=inactive,secure"],
+         "virtmonctl call domain.xml domain=test flags=inactive,secure "),
+        (["test"], "virtmonctl suspend test "),
+    ]
