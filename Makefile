@@ -15,16 +15,16 @@ RUNDIR := $(CURDIR)/run
 # What building libvirt-python and running on the test driver need.
 RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # What the lab and the end-to-end tests add: a real libvirtd with QEMU/KVM, Prometheus (and
-# promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles), and
-# zsh (virtmonctl's zsh completion is tested in it).
+# promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles), zsh
+# (virtmonctl's zsh completion is tested in it) and man with groff (the manual pages are rendered).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
-                prometheus systemd prometheus-alertmanager zsh
+                prometheus systemd prometheus-alertmanager zsh man-db
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
 .PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
-        venv clean
+        venv clean install-extras
 
 # The test driver's domains live in the process and begin afresh every run: so does the state
 # (a journal and alerts of the last run's domains would be about domains that no longer exist).
@@ -60,6 +60,18 @@ fuzz: run-packages venv
 bench: lab-packages bench-packages venv
 	$(MAKE) lab-up
 	status=0; $(BIN)/python -m bench || status=$$?; $(MAKE) lab-down; exit $$status
+
+# virtmonctl's shell completion and both manual pages, written by the tools of .venv, where
+# bash-completion, zsh and man look (PREFIX=/usr/local; DESTDIR for a staging directory).
+PREFIX ?= /usr/local
+SHARE   = $(DESTDIR)$(PREFIX)/share
+install-extras: venv
+	install -d $(SHARE)/bash-completion/completions $(SHARE)/zsh/site-functions \
+	    $(SHARE)/man/man1 $(SHARE)/man/man8
+	$(BIN)/virtmonctl completion bash > $(SHARE)/bash-completion/completions/virtmonctl
+	$(BIN)/virtmonctl completion zsh > $(SHARE)/zsh/site-functions/_virtmonctl
+	$(BIN)/python -m virtmon.manpage virtmonctl > $(SHARE)/man/man1/virtmonctl.1
+	$(BIN)/python -m virtmon.manpage virtmon > $(SHARE)/man/man8/virtmon.8
 
 # Install the missing Debian packages; ask no mirror when all are there. Recommends are not
 # needed (and without a running systemd the install starts nothing).

@@ -121,18 +121,21 @@ PS1='ready> '
 """
 
 
-def zsh_completes(home: Path, sock: Path, typed: list[str]) -> list[tuple[list[str], str]]:
+def install_extras(destdir: Path) -> Path:
+    """`make install-extras DESTDIR=destdir`; the share directory it filled (blocking)."""
+    subprocess.run(["make", "-s", "install-extras", f"DESTDIR={destdir}"], cwd=ROOT,
+                   check=True, timeout=300, capture_output=True)
+    return destdir / "usr/local/share"
+
+
+def zsh_completes(home: Path, functions: Path, sock: Path,
+                  typed: list[str]) -> list[tuple[list[str], str]]:
     """For each of ``typed``, typed on a fresh line of an interactive zsh in a terminal and
     followed by <Tab>: what completion offered and the line it left (blocking).
 
-    The completion is `virtmonctl completion zsh` installed as documented (as `_virtmonctl` in
-    a directory of $fpath, picked up by compinit).
+    ``functions``: the directory put first in $fpath (where compinit finds `_virtmonctl`).
     """
-    functions = home / "functions"
-    functions.mkdir(parents=True)
-    script = subprocess.run([VIRTMONCTL, "completion", "zsh"], capture_output=True, check=True,
-                            timeout=60).stdout
-    (functions / "_virtmonctl").write_bytes(script)
+    home.mkdir(parents=True)
     (home / ".zshrc").write_text(ZSHRC.format(functions=functions, home=home))
     env = {**os.environ, "ZDOTDIR": str(home), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
            "VIRTMON_SOCKET": str(sock), "XDG_CACHE_HOME": str(home / "cache")}
@@ -157,11 +160,12 @@ def zsh_completes(home: Path, sock: Path, typed: list[str]) -> list[tuple[list[s
 
 
 async def test_zsh_completes_from_fpath_at_the_first_tab(daemon: Daemon, short_tmp: Path) -> None:
-    """In a real zsh, the completion installed in $fpath completes at the very first <Tab>:
-    commands, operation names, KEY= without a space after, flag names after a comma, domain
-    names from the daemon."""
+    """In a real zsh, the completion `make install-extras` put in zsh's site-functions
+    completes at the very first <Tab>: commands, operation names, KEY= without a space after,
+    flag names after a comma, domain names from the daemon."""
+    share = await asyncio.to_thread(install_extras, short_tmp / "stage")
     results = await asyncio.to_thread(
-        zsh_completes, short_tmp / "zsh", daemon.control_socket, [
+        zsh_completes, short_tmp / "zsh", share / "zsh/site-functions", daemon.control_socket, [
             "virtmonctl doma",
             "virtmonctl call domain.inf",
             "virtmonctl call domain.xml dom",
@@ -176,3 +180,18 @@ async def test_zsh_completes_from_fpath_at_the_first_tab(daemon: Daemon, short_t
          "virtmonctl call domain.xml domain=test flags=inactive,secure "),
         (["test"], "virtmonctl suspend test "),
     ]
+
+
+def test_make_install_extras_puts_completion_and_pages_where_the_tools_look(
+        short_tmp: Path) -> None:
+    """`make install-extras` writes the bash completion virtmonctl prints, and both manual
+    pages, which man renders."""
+    share = install_extras(short_tmp / "stage")
+    printed = subprocess.run([VIRTMONCTL, "completion", "bash"], capture_output=True,
+                             check=True, timeout=60).stdout
+    assert (share / "bash-completion/completions/virtmonctl").read_bytes() == printed
+    for page, name in (("man1/virtmonctl.1", "VIRTMONCTL(1)"), ("man8/virtmon.8", "VIRTMON(8)")):
+        shown = subprocess.run(["man", "-P", "cat", "-l", str(share / "man" / page)],
+                               capture_output=True, text=True, check=True, timeout=60,
+                               env={**os.environ, "MANWIDTH": "80"}).stdout
+        assert shown.lstrip().startswith(name), shown[:200]
