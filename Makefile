@@ -29,6 +29,9 @@ BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libp
 # The test driver's domains live in the process and begin afresh every run: so does the state
 # (a journal and alerts of the last run's domains would be about domains that no longer exist).
 run: run-packages venv
+	@if $(BIN)/virtmonctl --socket $(RUNDIR)/virtmon.sock status >/dev/null 2>&1; then \
+	    echo "make run: a virtmon already runs on $(RUNDIR)/virtmon.sock: stop it first, or" \
+	         "give this one a RUNDIR=DIR and LISTEN=HOST:PORT of its own" >&2; exit 1; fi
 	@rm -rf $(RUNDIR)/state && mkdir -p $(RUNDIR)/state
 	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) --no-collector.admin \
 	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state \

@@ -77,6 +77,26 @@ def test_make_run_starts_calmly_with_a_banner_last(short_tmp: Path) -> None:
     assert '"virtmon.stopped"' in err and "Traceback" not in err  # Ctrl-C: a clean stop
 
 
+def test_a_second_make_run_on_the_same_run_directory_leaves_the_first_alone(
+        short_tmp: Path) -> None:
+    """A second `make run` on the run directory of one that runs (another port): refused with
+    the way out, before it empties the first one's state, which goes on answering."""
+    first = make_run(short_tmp, free_port())
+    try:
+        read_until_banner(first)
+        journal = short_tmp / "state" / "virtmon.db"
+        assert journal.exists()
+        second = make_run(short_tmp, free_port())
+        _out, err = second.communicate(timeout=120)
+        assert second.returncode != 0
+        assert (f"make run: a virtmon already runs on {short_tmp}/virtmon.sock: stop it first, "
+                "or give this one a RUNDIR=DIR and LISTEN=HOST:PORT of its own") in err
+        assert journal.exists()
+        assert first.poll() is None
+    finally:
+        stop(first)
+
+
 def test_a_taken_port_is_named_with_make_runs_way_out_before_libvirt(short_tmp: Path) -> None:
     """`make run` on a port something listens on: exit code 69 (make says so), one line naming
     the address and `make run LISTEN=`, and no record of a libvirt connection."""
