@@ -1,9 +1,10 @@
 """The composition root: builds every component from the configuration and runs them.
 
-The lifecycle reads like a script: register libvirt's event implementation, open the journal,
-start the bus, make the first connection attempt, open the listeners, run the first collection
-cycle, then serve until asked to stop; on stop, close the listeners, let the bus journal what it
-holds, close libvirt and keep the loop running until the event implementation has drained.
+The lifecycle reads like a script: check that the metrics address is free, register libvirt's
+event implementation, open the journal, start the bus, make the first connection attempt, open
+the listeners, read the domains' facts, run the first collection cycle, then serve until asked to
+stop; on stop, close the listeners, let the bus journal what it holds, close libvirt and keep the
+loop running until the event implementation has drained.
 """
 
 from __future__ import annotations
