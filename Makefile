@@ -34,8 +34,8 @@ run: run-packages venv
 	         "give this one a RUNDIR=DIR and LISTEN=HOST:PORT of its own" >&2; exit 1; fi
 	@rm -rf $(RUNDIR)/state && mkdir -p $(RUNDIR)/state
 	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) --no-collector.admin \
-	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state \
-	    $(if $(filter 1 yes true,$(ALLOW_WRITE)),--control.allow-write)
+	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state$(if \
+	    $(filter 1 yes true,$(ALLOW_WRITE)), --control.allow-write)
 
 test: lab-packages venv
 	$(MAKE) lab-up
