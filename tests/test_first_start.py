@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
-from tests.make_run import make_run, read_until_banner, stop
+from tests.make_run import make_run, read_until_banner, stop, venv_free_path
+from tests.terminal import Terminal
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +129,29 @@ def test_a_taken_port_outside_the_demo_names_the_flag_and_the_key(short_tmp: Pat
         f"virtmon?); choose another with --listen HOST:PORT or metrics.listen, e.g. "
         f"127.0.0.1:{port + 1}")
     assert "virtmon.connection" not in proc.stderr
+
+
+def test_on_a_terminal_virtmon_run_prints_the_first_steps_and_stops_on_ctrl_c(
+        short_tmp: Path) -> None:
+    """`virtmon run` (no demo) on a terminal: log lines for people, then what to type in another
+    shell (no word of make run's writes); Ctrl-C typed there stops it with exit 0."""
+    virtmon = str(Path(sys.executable).parent / "virtmon")
+    terminal = Terminal(
+        [virtmon, "run", "--uri", URI, "--listen", f"127.0.0.1:{free_port()}",
+         "--control-socket", str(short_tmp / "c.sock"), "--state-dir", str(short_tmp / "state"),
+         "--no-collector.admin"], {**os.environ, "PATH": venv_free_path()}, columns=160)
+    try:
+        shown = terminal.read_until(lambda shown: b"Ctrl-C stops virtmon." in shown, 60)
+        lines = shown.decode().replace("\r\n", "\n").splitlines()
+        assert lines[-4:] == [
+            "In another shell:",
+            f"  export VIRTMON_SOCKET={short_tmp}/c.sock",
+            f"  {os.path.relpath(Path(virtmon).parent / 'virtmonctl', ROOT)} events -n 5 --follow",
+            "Ctrl-C stops virtmon.",
+        ]
+        assert "[info     ] virtmon.started" in lines[-6]  # console format on a terminal
+        terminal.type(b"\x03")
+        terminal.read_until(lambda shown: False)
+    finally:
+        code = terminal.close()
+    assert code == 0
