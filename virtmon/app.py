@@ -339,7 +339,7 @@ class Daemon:
                         if self.admin_helper is not None:
                             await group.start(self.admin_helper.run)
                         # The first cycle at once, with the domains' facts already read.
-                        await group.start(self.domain_cache.run)
+                        await group.start(self.domain_cache.run, self.scheduler.deadline)
                         await group.start(self.scheduler.run)
                         group.start_soon(self._prune_journal)
                         group.start_soon(self._report_to_systemd)

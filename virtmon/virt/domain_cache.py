@@ -162,14 +162,18 @@ class DomainInfoCache:
             return
         self._wake.set()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, first_read_within: float | None = None, *,
+                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Refresh what events marked, and resync everything every ``resync_interval``.
 
         ``started`` after the first read of every domain (tried only if connected), so that the
-        first collection cycle has the facts instead of empty labels until the next one.
+        first collection cycle has the facts instead of empty labels until the next one; or
+        after ``first_read_within`` seconds, if given (a hung libvirtd does not hold start-up:
+        the read is abandoned and tried again).
         """
         if self.supervisor.connected:
-            await self._try_refresh()
+            with anyio.move_on_after(first_read_within):
+                await self._try_refresh()
         task_status.started()
         while True:
             if not self.supervisor.connected:
