@@ -1,7 +1,7 @@
 """Admin API benchmark: one statistics snapshot through the helper process against the same
 admin calls made directly.
 
-The admin collector asks the helper (``python -m virtmon.admin_helper``, JSON lines over a
+The admin collector asks the helper (``python -m virtmon.admin.helper``, JSON lines over a
 pipe) for one ``snapshot`` per cycle: every server's thread pool, client limits and clients with
 their details. The floor is the same ``snapshot`` made in this process through the helper's own
 ctypes binding, with no pipe and no JSON (this process never imports ``libvirt``, which the
@@ -25,7 +25,7 @@ from bench import LagMeter, emit, percentile, quiet_logging
 
 def direct(uri: str, requests: int) -> list[float]:
     """Seconds per snapshot made in this process through the helper's ctypes binding."""
-    from virtmon.admin_helper import Admin, Writer
+    from virtmon.admin.helper import Admin, Writer
 
     admin = Admin(uri, Writer(sys.stderr.buffer))  # events (none expected) to stderr
     admin.start()
@@ -45,7 +45,7 @@ async def through_helper(uri: str, requests: int) -> tuple[list[float], dict[str
                                                            int]:
     """Seconds per snapshot through the supervised helper, the loop's lag meanwhile, and the
     number of clients the last snapshot listed (a check that it carried the details)."""
-    from virtmon.virt.admin_client import AdminHelper
+    from virtmon.admin.client import AdminHelper
 
     durations = []
     async with AdminHelper(uri=uri) as helper:

@@ -240,7 +240,7 @@ def call(socket: str, operation: str, arguments: str) -> dict[str, Any]:
     """The ``call`` role: one control operation, timed from request to parsed answer; what the
     benchmark needs of the answer (not the answer: parsing it again would cost the daemon's
     process as much as this one)."""
-    from virtmon.control.client import ControlClient
+    from virtmon.ctl.client import ControlClient
 
     client = ControlClient(socket, timeout=120)
     started, started_at = time.monotonic(), time.time()
@@ -401,7 +401,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                             alerts={"default_rules": False, "rules": [CRASH_RULE],
                                     "receivers": [receiver]})
         async with running_daemon(cfg) as daemon:
-            scene = Scene(args, daemon, urls, str(cfg["control.socket"]),
+            scene = Scene(args, daemon, urls, str(cfg.control.socket),
                           RoundLog(daemon.alerts.targets), f"sc{os.getpid()}")
             memory: dict[str, Any] = {"start": rss_mib()}
             scene.rounds.start()

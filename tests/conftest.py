@@ -44,11 +44,6 @@ def short_tmp() -> Iterator[Path]:
 # When and where a lab process died or changed unannounced during the run (each also failed the
 # test it happened in, or the next one).
 LAB_REVIVALS: list[str] = []
-# libvirtd deaths during tests that stall it on purpose (``stalls_libvirtd``): libvirt 9.0's
-# libvirtd can crash in its client-close hook when it is continued after a SIGSTOP while clients
-# went away (reproduced by tests/lab/stall_repro.py, about one run in three; see its notes).
-# Reported, not failed, until virtmon is shown not to pull that trigger.
-LAB_KNOWN_CRASHES: list[str] = []
 # The lab's vital processes as the last lab test left them (None: not seen yet).
 LAB_PIDS: dict[str, int | None] = {}
 
@@ -84,22 +79,13 @@ def _heal_lab() -> None:
     LAB_PIDS.update(lab_module.vital_pids())
 
 
-def heal_known_crash(where: str) -> bool:
-    """In a ``stalls_libvirtd`` test: start libvirtd again if it crashed (blocking), noting
-    ``where`` for the run's summary; True if it had."""
-    if lab_module.libvirtd_pid() is not None:
-        return False
-    LAB_KNOWN_CRASHES.append(f"{where}\n{lab_module.log_tail(8)}")
-    _heal_lab()
-    return True
-
-
 @pytest.fixture(autouse=True)
 def lab_alive(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each lab test starts and ends with the lab's libvirtd, virtlogd and base domains as the
     test before left them. A death or restart the test did not announce (``kills_libvirtd``)
     fails it, with libvirtd's last log lines; the lab is brought back for the tests after. A
-    libvirtd crash in a test that stalls it on purpose (``stalls_libvirtd``) is reported."""
+    test that only stalls libvirtd (``stalls_libvirtd``) has no excuse: virtmon must not make a
+    stalled libvirtd crash (tests/lab/stall_repro.py)."""
     if request.node.get_closest_marker("lab") is None:
         yield
         return
@@ -117,13 +103,6 @@ def lab_alive(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("kills_libvirtd") is not None:
         _heal_lab()
         return
-    if (request.node.get_closest_marker("stalls_libvirtd") is not None
-            and all(change.startswith("libvirtd ") for change in after)):
-        # Only libvirtd may have gone (and been started again in the test): libvirt's bug.
-        if after:
-            heal_known_crash(f"during {request.node.nodeid}: {', '.join(after)}")
-            LAB_PIDS.update(lab_module.vital_pids())
-        return
     if after:
         LAB_REVIVALS.append(f"during {request.node.nodeid}: {', '.join(after)}")
         tail = lab_module.log_tail()
@@ -139,10 +118,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("=", "the lab's processes died or changed during the run")
         for where in LAB_REVIVALS:
             terminalreporter.write_line(f"{where} (see {lab_module.LIBVIRTD_LOG.parent})")
-    if LAB_KNOWN_CRASHES:
-        terminalreporter.write_sep("=", "libvirtd crashed after a stall (libvirt 9.0's bug)")
-        for where in LAB_KNOWN_CRASHES:
-            terminalreporter.write_line(where)
     refused = unexplained_skips(terminalreporter.stats.get("skipped", []))
     if refused:
         terminalreporter.write_sep("=", f"skips are failures here (only '{ALLOWED_SKIP}...')")
@@ -162,7 +137,11 @@ def unexplained_skips(reports: list[Any]) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run with an unexplained skip, or a lab process that died, fails (exit 1)."""
+    """A run with an unexplained skip, or a lab process that died, fails (exit 1). A death
+    after the last lab test's check (in a test without the lab marker) is looked for here."""
+    if LAB_PIDS and (after := _lab_changes()):
+        LAB_REVIVALS.append(f"after the last lab test: {', '.join(after)}\n"
+                            f"{lab_module.log_tail(8)}")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skips = reporter is not None and unexplained_skips(reporter.stats.get("skipped", []))
     if exitstatus == 0 and (skips or LAB_REVIVALS):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmon import config as config_module
+from virtmon import configfile
 from virtmon.app import Daemon
 
 
@@ -36,7 +37,7 @@ def daemon_config(state: Path, **sections: dict[str, Any]) -> config_module.Conf
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
-    return config_module.build(raw)
+    return configfile.build(raw)
 
 
 @contextlib.asynccontextmanager

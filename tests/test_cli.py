@@ -151,9 +151,9 @@ def test_collector_flags_merge_into_the_config(tmp_path: Path) -> None:
         "--uri", "test:///default", "--collect-interval", "2.5",
     ])
     cfg = cli.load_config(args)
-    assert cfg.collectors == {"cpu": False, "block": False, "vm": True}
-    assert cfg.uri == "test:///default"
-    assert cfg["collect.interval"] == 2.5
+    assert cfg.collect.collectors == {"cpu": False, "block": False, "vm": True}
+    assert cfg.libvirt.uri == "test:///default"
+    assert cfg.collect.interval == 2.5
     assert cfg.source == path
 
 
@@ -162,7 +162,7 @@ def test_no_collector_flags_keep_the_file_values(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[collect]\ncollectors = { vm = true }\n")
     cfg = cli.load_config(cli.parser().parse_args(["run", "--config", str(path)]))
-    assert cfg.collectors == {"vm": True}
+    assert cfg.collect.collectors == {"vm": True}
 
 
 def test_allow_write_flag_and_the_demos_socket_without_a_group(tmp_path: Path) -> None:

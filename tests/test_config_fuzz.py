@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from tests.configfuzz import Files, documents, receiver_documents, toml_document
 from tests.daemon import free_port
-from virtmon import cli, config
+from virtmon import cli, config, configfile
 from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.model import Notification
 from virtmon.alerts.service import generator_url
@@ -223,12 +223,13 @@ async def send_through_each_url(cfg: config.Config, store: AlertStore) -> None:
     now = time.time()
     notification = Notification("k" * 32, "firing", "f" * 16, "FuzzRule", {"alertname": "FuzzRule"},
                         {"summary": "fuzz"}, now, None, now)
-    for receiver in cfg.receivers:
+    for receiver in cfg.alerts.receivers:
         files = ReceiverFiles.read(receiver)
         connector = aiohttp.TCPConnector(limit=4, ssl=files.ssl_context or True)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in receiver.urls:
-                target = Target(receiver, url, store, "fuzzhost", generator_url(cfg, "fuzzhost"),
+                target = Target(receiver, url, store, "fuzzhost",
+                                generator_url(cfg.alerts, cfg.metrics.listen, "fuzzhost"),
                                 files=files)
                 status, _retry_after, error = await target.post(session, [notification],
                                                                 "k" * 32)
@@ -281,7 +282,7 @@ def test_fuzz_check_config_run_and_reload(
         assert findings == []
         if valid:
             COUNTS["valid"] += 1
-            asyncio.run(send_through_each_url(config.load(path), store))
+            asyncio.run(send_through_each_url(configfile.load(path), store))
 
     try:
         check()

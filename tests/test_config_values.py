@@ -16,7 +16,7 @@ import structlog
 
 from tests.daemon import daemon_config, running_daemon
 from tests.test_config import paths_of, problems_of
-from virtmon import config
+from virtmon import config, configfile
 from virtmon.alerts import ruleconfig
 from virtmon.reload import reload_daemon
 
@@ -63,7 +63,7 @@ def test_an_external_url_that_is_no_http_url_is_rejected(url: str) -> None:
 ])
 def test_an_external_url_that_is_valid_is_kept(url: str) -> None:
     """Escaped, IPv6, with credentials or a fully qualified host: a URL stays accepted."""
-    assert config.build({"alerts": {"external_url": url}})["alerts.external_url"] == url
+    assert configfile.build({"alerts": {"external_url": url}}).alerts.external_url == url
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -117,7 +117,7 @@ def test_valid_headers_are_kept() -> None:
     """Tokens with their special characters and values with inner spaces and tabs pass."""
     headers = {"Authorization": "Bearer a b\tc", "X-Scope-OrgID": "tenant-1",
                "x!#$%&'*+.^_`|~": "", "X-Empty": ""}
-    [kept] = config.build(receiver(headers=headers)).receivers
+    [kept] = configfile.build(receiver(headers=headers)).alerts.receivers
     assert kept.headers == headers
 
 
@@ -141,7 +141,7 @@ def test_every_number_accepts_its_documented_bounds_and_default() -> None:
         for value in (key.limits.low, key.limits.high, key.default):
             value = int(value) if key.type is int else value
             raw, _path = document(section, name, value)
-            config.build(raw)
+            configfile.build(raw)
 
 
 def test_a_huge_integer_where_a_number_of_seconds_is_expected_is_out_of_range() -> None:
@@ -193,7 +193,7 @@ def test_an_empty_hmac_secret_is_rejected(tmp_path: Path, content: str) -> None:
     assert problem == (f"alerts.receivers[0].hmac_secret_file: {str(secret)!r} is empty "
                        "(a signature with an empty key proves nothing)")
     secret.write_text("s3cret\n")
-    assert config.build(receiver(hmac_secret_file=str(secret))).receivers
+    assert configfile.build(receiver(hmac_secret_file=str(secret))).alerts.receivers
 
 
 @pytest.mark.parametrize("key", ["auth_file", "web_config_file", "hmac_secret_file",
@@ -233,7 +233,7 @@ def test_state_dir_must_be_a_directory_or_makeable(tmp_path: Path) -> None:
         [problem] = problems_of({"state": {"dir": value}})
         assert problem.startswith("state.dir: ") and message in problem, problem
     fresh = tmp_path / "new" / "state"
-    assert config.build({"state": {"dir": str(fresh)}}).state_dir == fresh
+    assert configfile.build({"state": {"dir": str(fresh)}}).state.dir == str(fresh)
 
 
 def test_run_with_state_dir_at_a_file_exits_78_naming_the_key(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_listen_host_is_an_address_or_a_host_name(listen: str, ok: bool) -> None
     """metrics.listen's host must be one the listener can bind (it failed at start, exit 69),
     its port ASCII digits (":²" raised ValueError out of check-config, ":٣" listened on 3)."""
     if ok:
-        assert config.build({"metrics": {"listen": listen}})
+        assert configfile.build({"metrics": {"listen": listen}})
     else:
         assert paths_of(problems_of({"metrics": {"listen": listen}})) == ["metrics.listen"]
 
@@ -360,9 +360,9 @@ def test_unknown_rule_keys_are_listed_in_the_file_order() -> None:
     keys = ["zeta", "alpha", "mu", "beta", "omega"]
     rule = {"name": "R", "match": {"kind": "x", **dict.fromkeys(keys, 1)},
             **dict.fromkeys(keys, 1)}
-    code = ("from virtmon import config\n"
+    code = ("from virtmon import config, configfile\n"
             "try:\n"
-            f"    config.build({{'alerts': {{'rules': [{rule!r}]}}}})\n"
+            f"    configfile.build({{'alerts': {{'rules': [{rule!r}]}}}})\n"
             "except config.ConfigError as exc:\n"
             "    print('\\n'.join(exc.problems))\n")
     outputs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -399,7 +399,7 @@ async def test_a_reload_with_values_that_would_break_delivery_is_rejected(
         f'hmac_secret_file = "{empty}"\n')
     async with running_daemon(cfg) as daemon:
         with structlog.testing.capture_logs() as logs:
-            assert await reload_daemon(daemon, lambda: config.load(path)) is None
+            assert await reload_daemon(daemon, lambda: configfile.load(path)) is None
         assert paths_of([e["problem"] for e in logs if e["event"] == "virtmon.reload.invalid"]) \
             == ["alerts.external_url", "alerts.receivers[0].timeout",
                 "alerts.receivers[0].headers.X-Token", "alerts.receivers[0].hmac_secret_file"]

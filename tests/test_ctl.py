@@ -35,8 +35,9 @@ import libvirt
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
-from virtmon import ctl, ctl_format
 from virtmon.app import Daemon
+from virtmon.ctl import cli, problems
+from virtmon.ctl import format as ctl_format
 
 URI = "test:///default"
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ class Run:
 def run_ctl(sock: Path, *argv: str) -> Run:
     """``virtmonctl --socket SOCK ARGV...`` in this thread, with captured output."""
     out, err = io.StringIO(), io.StringIO()
-    code = ctl.main(["--socket", str(sock), *argv], stdout=out, stderr=err, environ={})
+    code = cli.main(["--socket", str(sock), *argv], stdout=out, stderr=err, environ={})
     return Run(code, out.getvalue(), err.getvalue())
 
 
@@ -173,7 +174,7 @@ async def test_unknown_domain_exits_1_with_the_daemons_words(env: Env) -> None:
     """An unknown domain is libvirt's "no domain": its detail on stderr without HTTP's title
     ("Not Found"), exit 1 (the operation failed, not a mistake in the command line)."""
     run = await ctl_async(env.sock, "domain", "no-such-domain")
-    assert run.code == ctl.EX_FAILED
+    assert run.code == problems.EX_FAILED
     assert run.out == ""
     assert run.err == "virtmonctl: no domain named, with UUID or id 'no-such-domain'\n"
 
@@ -208,15 +209,15 @@ async def test_call_mistakes_exit_2_with_the_fix(env: Env) -> None:
     repeated key each exit 2 with a message in the command line's words and the fix."""
     for argv, message in CALL_MISTAKES:
         run = await ctl_async(env.sock, *argv)
-        assert (run.code, run.out, run.err) == (ctl.EX_USAGE, "", f"virtmonctl: {message}\n"), \
-            argv
+        assert (run.code, run.out, run.err) == (
+            problems.EX_USAGE, "", f"virtmonctl: {message}\n"), argv
 
 
 async def test_a_refused_write_exits_1_and_says_how_to_allow_writes(env: Env) -> None:
     """A write on a daemon with control.allow_write off is "the operation said no" (exit 1),
     and the message names the setting and the role that allow it."""
     run = await ctl_async(env.sock, "call", "domain.suspend", "domain=test")
-    assert run.code == ctl.EX_FAILED
+    assert run.code == problems.EX_FAILED
     assert run.err == (
         "virtmonctl: domain.suspend changes state, and this daemon does not allow writes: set "
         "control.allow_write = true in its configuration and restart it (make run "
@@ -229,7 +230,7 @@ async def test_one_operations_help_from_the_daemons_table(env: Env) -> None:
     with its write condition, the libvirt function, each argument's type, required or default,
     and the flag names; an operation without flag names says to give a number."""
     run = await ctl_async(env.sock, "operations", "domain.xml")
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     assert run.lines() == [
         "domain.xml: The domain's XML description",
         "",
@@ -248,7 +249,7 @@ async def test_one_operations_help_from_the_daemons_table(env: Env) -> None:
     assert state.lines()[-1].split(":", 1)[1].strip() == "none by name: give a number (0: none)"
     unknown = await ctl_async(env.sock, "operations", "domain.screenshoot")
     assert (unknown.code, unknown.err) == (
-        ctl.EX_USAGE, "virtmonctl: unknown operation 'domain.screenshoot': did you mean "
+        problems.EX_USAGE, "virtmonctl: unknown operation 'domain.screenshoot': did you mean "
                       "'domain.screenshot'? see `virtmonctl operations`\n")
 
 
@@ -256,7 +257,7 @@ async def test_operations_by_area_glob_and_role(env: Env) -> None:
     """`operations interface` lists only interface.*, `operations '*memory*' --role write` only
     the write operations whose name matches; --json filters alike."""
     area = await ctl_async(env.sock, "operations", "interface")
-    assert area.code == ctl.EX_OK, area.err
+    assert area.code == problems.EX_OK, area.err
     names = [line.split()[0] for line in area.lines()[1:]]
     assert names and all(n.startswith("interface.") for n in names)
     assert "interface.list" in names
@@ -269,7 +270,7 @@ async def test_operations_by_area_glob_and_role(env: Env) -> None:
 def test_call_help_without_an_operation_is_the_commands_help(short_tmp: Path) -> None:
     """`call --help` needs no daemon: the command's own help, which says where OP's is."""
     run = run_ctl(short_tmp / "absent.sock", "call", "--help")
-    assert run.code == ctl.EX_OK
+    assert run.code == problems.EX_OK
     assert run.out.startswith("usage: virtmonctl call")
     assert "`virtmonctl call OPERATION --help`" in run.out
 
@@ -278,7 +279,7 @@ async def test_a_list_of_objects_is_a_table_with_units(env: Env) -> None:
     """`call domain.vcpus` prints a table (no Python reprs), CPU time with a unit and its
     header without the unit suffix; --json keeps the exact nanoseconds."""
     run = await ctl_async(env.sock, "call", "domain.vcpus", "domain=test")
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     header, *rows = run.lines()
     assert header.split() == ["NUMBER", "STATE", "CPU_TIME", "CPU", "AFFINITY"]
     assert rows and "{" not in run.out
@@ -293,7 +294,7 @@ async def test_domain_memory_in_human_units_and_exact_under_json(env: Env) -> No
     """`domain test --fresh` shows memory in GiB/MiB under a key without `_kib`; --json has
     the KiB."""
     run = await ctl_async(env.sock, "domain", "test", "--fresh")
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     exact = json.loads((await ctl_async(env.sock, "domain", "test", "--fresh", "--json")).out)
     shown = dict(line.split(None, 1) for line in run.lines())
     assert shown["max_memory"] == ctl_format.human_bytes(exact["max_memory_kib"] * 1024)
@@ -365,7 +366,7 @@ async def test_events_n_gives_the_newest_and_follows_on(env: Env) -> None:
     await wait_for_subscribers(env.daemon, before + 1)
     await asyncio.to_thread(cycle_domain, name)
     run = await asyncio.wait_for(follower, 30)
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     old, new = run.json_lines()
     assert old["seq"] == events[-1]["seq"]
     assert (new["name"], new["seq"] > old["seq"]) == ("defined", True)
@@ -374,7 +375,7 @@ async def test_events_n_gives_the_newest_and_follows_on(env: Env) -> None:
 def test_alone_it_prints_its_help(short_tmp: Path) -> None:
     """`virtmonctl` without a command prints its help (and the exit codes), exit 0."""
     out = io.StringIO()
-    assert ctl.main([], stdout=out, stderr=io.StringIO(), environ={}) == ctl.EX_OK
+    assert cli.main([], stdout=out, stderr=io.StringIO(), environ={}) == problems.EX_OK
     assert out.getvalue().startswith("usage: virtmonctl") and "exit codes:" in out.getvalue()
 
 
@@ -400,7 +401,7 @@ async def test_domain_shows_what_dominfo_shows_with_or_without_fresh(env: Env) -
     """`domain test` shows virsh dominfo's fields (OS type, state with its reason by name,
     vCPUs, memory in units, persistent, autostart, managed save), and `--fresh` the same."""
     run = await ctl_async(env.sock, "domain", "test")
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     shown = dict(line.split(None, 1) for line in run.lines())
     assert list(shown) == ["id", "name", "uuid", "os_type", "state", "vcpus", "cpu_time",
                            "max_memory", "memory", "persistent", "autostart", "managed_save"]
@@ -415,7 +416,7 @@ async def test_domain_shows_what_dominfo_shows_with_or_without_fresh(env: Env) -
 async def test_domains_fresh_asks_libvirt(env: Env) -> None:
     """`domains --fresh` lists libvirt's domains now (it used to be refused), as a table."""
     run = await ctl_async(env.sock, "domains", "--fresh")
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     test_row = next(line.split() for line in run.lines()[1:] if line.split()[0] == "test")
     assert test_row[1] == "running"
     assert json.loads((await ctl_async(env.sock, "--json", "domains", "--fresh")).out)["fresh"]
@@ -424,7 +425,7 @@ async def test_domains_fresh_asks_libvirt(env: Env) -> None:
 async def test_a_mistyped_verb_exits_2_with_a_suggestion(env: Env) -> None:
     """`domain suspnd test` names the verb meant (exit 2)."""
     run = await ctl_async(env.sock, "domain", "suspnd", "test")
-    assert run.code == ctl.EX_USAGE
+    assert run.code == problems.EX_USAGE
     assert run.err.startswith("virtmonctl: unknown verb 'suspnd': did you mean 'suspend'? ")
 
 
@@ -440,10 +441,10 @@ async def test_set_memory_takes_units(short_tmp: Path) -> None:
         try:
             for size, kib in (("4M", 4096), ("1.5MiB", 1536), ("6000", 6000)):
                 run = await ctl_async(sock, "set-memory", name, size, "--config")
-                assert run.code == ctl.EX_OK, run.err
+                assert run.code == problems.EX_OK, run.err
                 assert (await asyncio.to_thread(dom.info))[2] == kib, size
             refused = await ctl_async(sock, "set-memory", name, "lots", "--config")
-            assert refused.code == ctl.EX_USAGE and "not a size: 'lots'" in refused.err
+            assert refused.code == problems.EX_USAGE and "not a size: 'lots'" in refused.err
         finally:
             await asyncio.to_thread(dom.undefine)
             await asyncio.to_thread(conn.close)
@@ -479,12 +480,12 @@ async def test_colour_and_pager_on_a_terminal_only(env: Env) -> None:
     --no-pager turn them off; into a pipe there is neither."""
     paged = "sed s/^/paged:/"
     code, shown = await asyncio.to_thread(on_a_terminal, env.sock, "domains", PAGER=paged)
-    assert code == ctl.EX_OK, shown
+    assert code == problems.EX_OK, shown
     row = next(line for line in shown.splitlines() if line.startswith("paged:test "))
     assert "\x1b[32mrunning" in row
     code, plain = await asyncio.to_thread(on_a_terminal, env.sock, "domains", "--no-pager",
                                           PAGER=paged, NO_COLOR="1")
-    assert code == ctl.EX_OK and plain.startswith("NAME ") and "\x1b[" not in plain
+    assert code == problems.EX_OK and plain.startswith("NAME ") and "\x1b[" not in plain
     piped = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "virtmon.ctl", "--socket", str(env.sock),
                          "domains"], cwd=ROOT, capture_output=True, text=True, timeout=30,
@@ -526,9 +527,9 @@ async def test_bash_completes_commands_operations_arguments_flags_and_domains(
                                      short_tmp / "cache2", "call", "dom")
     assert absent == []
     out, err = io.StringIO(), io.StringIO()
-    code = ctl.main(["__complete", "--socket", str(short_tmp / "absent.sock"), "call", "dom"],
+    code = cli.main(["__complete", "--socket", str(short_tmp / "absent.sock"), "call", "dom"],
                     stdout=out, stderr=err, environ={"XDG_CACHE_HOME": str(cache)})
-    assert (code, out.getvalue(), err.getvalue()) == (ctl.EX_OK, "", "")
+    assert (code, out.getvalue(), err.getvalue()) == (problems.EX_OK, "", "")
 
 
 async def test_a_write_refused_for_the_callers_role_says_who_grants_it(
@@ -550,7 +551,7 @@ async def test_a_write_refused_for_the_callers_role_says_who_grants_it(
              "suspend", "test"],
             capture_output=True, text=True, timeout=60, cwd=ROOT,
             env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
-    assert proc.returncode == ctl.EX_FAILED, proc.stderr
+    assert proc.returncode == problems.EX_FAILED, proc.stderr
     assert proc.stderr == (
         "virtmonctl: domain.suspend needs the write role and you have read: an administrator "
         "grants it with control.write_uids or control.write_groups in virtmon's configuration "
@@ -562,7 +563,7 @@ async def test_tables_fit_an_80_column_terminal_without_a_pager(env: Env) -> Non
     (as systemctl's do); --full prints them whole; JSON (openapi's, even without --json) is
     never cut."""
     code, shown = await asyncio.to_thread(on_a_terminal, env.sock, "--no-pager", "operations")
-    assert code == ctl.EX_OK, shown
+    assert code == problems.EX_OK, shown
     lines = shown.splitlines()
     assert lines[0].split()[:2] == ["OPERATION", "ROLE"]
     assert max(len(line) for line in lines) == 80
@@ -577,7 +578,7 @@ async def test_tables_fit_an_80_column_terminal_without_a_pager(env: Env) -> Non
 def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
     """`virtmonctl domian` names the command it did not know and the one meant (exit 2)."""
     run = run_ctl(short_tmp / "absent.sock", "domian", "test")
-    assert run.code == ctl.EX_USAGE
+    assert run.code == problems.EX_USAGE
     assert run.err.splitlines()[-1] == ("virtmonctl: unknown command 'domian': did you mean "
                                         "'domain'?")
 
@@ -585,7 +586,7 @@ def test_a_mistyped_command_exits_2_with_a_suggestion(short_tmp: Path) -> None:
 def test_help_states_the_exit_codes() -> None:
     """`virtmonctl --help` ends with the exit-code contract, 0 to 3."""
     out = io.StringIO()
-    assert ctl.main(["--help"], stdout=out, stderr=io.StringIO(), environ={}) == ctl.EX_OK
+    assert cli.main(["--help"], stdout=out, stderr=io.StringIO(), environ={}) == problems.EX_OK
     codes = out.getvalue().split("exit codes:\n", 1)[1]
     assert [line.split()[0] for line in codes.splitlines() if line[:3].strip().isdigit()] == [
         "0", "1", "2", "3", "130"]
@@ -596,9 +597,9 @@ async def test_event_filters_the_daemon_refuses_exit_2(env: Env) -> None:
     journal say what is wrong in the command line's words; all exit 2."""
     kind = await ctl_async(env.sock, "events", "--kind", "lifecycl")
     assert (kind.code, kind.err) == (
-        ctl.EX_USAGE, "virtmonctl: unknown event kind 'lifecycl': did you mean 'lifecycle'?\n")
+        problems.EX_USAGE, "virtmonctl: unknown event kind 'lifecycl': did you mean 'lifecycle'?\n")
     since = await ctl_async(env.sock, "events", "--since", "abc")
-    assert since.code == ctl.EX_USAGE
+    assert since.code == problems.EX_USAGE
     assert since.err.splitlines()[-1] == ("virtmonctl events: argument --since: must be a whole "
                                           "number, 0 or more, not 'abc'")
 
@@ -668,7 +669,7 @@ async def test_follow_reports_a_daemon_that_stops(short_tmp: Path) -> None:
             short_tmp / "control.sock", "events", "--follow", "--since", "0", "--timeout", "30"))
         await wait_for_subscribers(daemon, before + 1)
     run = await asyncio.wait_for(follower, 30)
-    assert run.code == ctl.EX_UNAVAILABLE
+    assert run.code == problems.EX_UNREACHABLE
     last = int(run.lines()[-1].split()[0]) if run.lines() else 0
     assert run.err.startswith("virtmonctl: the daemon ended the stream")
     assert run.err.endswith(f"resume with --since {last}\n")
@@ -685,7 +686,7 @@ def test_missing_socket_exits_3(short_tmp: Path) -> None:
     """No socket at the path: a message naming it on stderr and exit 3 (cannot connect)."""
     sock = short_tmp / "absent.sock"
     run = run_ctl(sock, "status")
-    assert run.code == ctl.EX_UNAVAILABLE
+    assert run.code == problems.EX_UNREACHABLE
     assert run.err.startswith(f"virtmonctl: cannot reach virtmon at {sock}: no such socket")
 
 
@@ -695,7 +696,7 @@ def test_a_socket_path_that_is_no_socket_says_so(short_tmp: Path) -> None:
     a_file.write_text("")
     for path, what in ((a_file, "a file"), (short_tmp, "a directory")):
         run = run_ctl(path, "status")
-        assert run.code == ctl.EX_UNAVAILABLE
+        assert run.code == problems.EX_UNREACHABLE
         assert run.err.startswith(f"virtmonctl: cannot reach virtmon at {path}: not a socket "
                                   f"but {what} ")
 
@@ -704,9 +705,9 @@ def test_socket_from_the_environment(short_tmp: Path) -> None:
     """Without --socket, VIRTMON_SOCKET chooses the socket."""
     err = io.StringIO()
     sock = short_tmp / "from-env.sock"
-    code = ctl.main(["status"], stdout=io.StringIO(), stderr=err,
+    code = cli.main(["status"], stdout=io.StringIO(), stderr=err,
                     environ={"VIRTMON_SOCKET": str(sock)})
-    assert code == ctl.EX_UNAVAILABLE and str(sock) in err.getvalue()
+    assert code == problems.EX_UNREACHABLE and str(sock) in err.getvalue()
 
 
 # root bypasses file modes unless it gives up CAP_DAC_OVERRIDE (setpriv drops it for the child).
@@ -726,7 +727,7 @@ async def test_permission_denied_exits_3(env: Env) -> None:
             [*DROP_DAC, sys.executable, "-m", "virtmon.ctl", "--socket", str(env.sock), "status"],
             cwd=ROOT, capture_output=True, text=True, timeout=30)
         code, err = proc.returncode, proc.stderr
-    assert code == ctl.EX_UNAVAILABLE, err
+    assert code == problems.EX_UNREACHABLE, err
     assert err.startswith(f"virtmonctl: cannot reach virtmon at {env.sock}: permission denied")
 
 
@@ -802,7 +803,7 @@ def test_server_error_exits_1(short_tmp: Path) -> None:
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "domains")
-    assert run.code == ctl.EX_FAILED
+    assert run.code == problems.EX_FAILED
     assert run.err == "virtmonctl: libvirt is not connected\n"
 
 
@@ -812,7 +813,7 @@ def test_a_request_the_daemon_refuses_as_written_exits_2(short_tmp: Path) -> Non
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "domain", "bad-request")
-    assert (run.code, run.err) == (ctl.EX_USAGE, "virtmonctl: fresh must be 0 or 1\n")
+    assert (run.code, run.err) == (problems.EX_USAGE, "virtmonctl: fresh must be 0 or 1\n")
 
 
 def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
@@ -820,7 +821,7 @@ def test_overflow_notice_exits_1_with_the_resume_point(short_tmp: Path) -> None:
     sock = short_tmp / "stub.sock"
     with stub_server(sock):
         run = run_ctl(sock, "events", "--follow")
-    assert run.code == ctl.EX_FAILED
+    assert run.code == problems.EX_FAILED
     [line] = run.lines()
     assert line.split()[0] == "7" and line.split()[2:] == ["a", "lifecycle", "started/booted",
                                                            "synthetic"]
@@ -834,7 +835,7 @@ def test_every_notice_of_the_stream_is_understood(short_tmp: Path) -> None:
     with stub_server(sock):
         run = run_ctl(sock, "events", "--follow", "--domain", "notices")
         as_json = run_ctl(sock, "events", "--follow", "--domain", "notices", "--json")
-    assert run.code == ctl.EX_UNAVAILABLE
+    assert run.code == problems.EX_UNREACHABLE
     assert [line.split()[0] for line in run.lines()] == ["7", "20"]
     assert run.err.splitlines() == [
         "virtmonctl: gap: events 8 to 19 (12 events) are no longer in the journal (retention "
@@ -844,7 +845,7 @@ def test_every_notice_of_the_stream_is_understood(short_tmp: Path) -> None:
         "virtmonctl: the daemon ended the stream (it is stopping); resume with --since 20",
     ]
     # Scripts get the notices in the stream, as they came; heartbeats are left out.
-    assert as_json.code == ctl.EX_UNAVAILABLE
+    assert as_json.code == problems.EX_UNREACHABLE
     assert [next(iter(x)) if "seq" not in x else x["seq"] for x in as_json.json_lines()] == [
         7, "gap", 20, "novelty", "end"]
 
@@ -863,7 +864,7 @@ async def test_events_since_before_a_pruned_journal_warns_of_the_gap_and_goes_on
     first = journal.read_since(0, 1)[0].seq
     assert first == events[0]["seq"] > 4
     run = await ctl_async(env.sock, "events", "--since", "0", "--domain", name)
-    assert run.code == ctl.EX_OK, run.err
+    assert run.code == problems.EX_OK, run.err
     assert [int(line.split()[0]) for line in run.lines()] == [e["seq"] for e in events]
     assert run.err == (f"virtmonctl: gap: events 1 to {first - 1} ({first - 1} events) are no "
                        f"longer in the journal (retention removed them); continuing from "
@@ -875,7 +876,7 @@ async def test_a_position_after_the_journal_is_refused(env: Env) -> None:
     command line's words (exit 2), never a silent jump to whatever comes next."""
     last = env.daemon.journal.last_seq
     run = await ctl_async(env.sock, "events", "--follow", "--since", str(last + 50))
-    assert run.code == ctl.EX_USAGE and run.out == ""
+    assert run.code == problems.EX_USAGE and run.out == ""
     assert run.err.startswith(f"virtmonctl: --since {last + 50} is after the last "
                               f"journaled event ({last})")
     assert run.err.endswith(f"resume with --since {last} or less, or follow without --since\n")
@@ -887,18 +888,44 @@ def test_stale_socket_exits_3(short_tmp: Path) -> None:
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(sock))
     run = run_ctl(sock, "status")
-    assert run.code == ctl.EX_UNAVAILABLE
+    assert run.code == problems.EX_UNREACHABLE
     assert "connection refused" in run.err
 
 
-def test_import_loads_neither_libvirt_nor_aiohttp() -> None:
-    """Importing virtmon.ctl (what the console script does) pulls in no libvirt, aiohttp, anyio."""
-    code = ("import sys, virtmon.ctl; "
-            "print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('libvirt', 'libvirtmod', 'aiohttp', 'anyio', 'structlog')))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=30, check=True)
-    assert proc.stdout.strip() == "[]"
+# Run in a fresh interpreter: what virtmonctl loads, beyond what Python itself had loaded at
+# start-up, is the standard library, the virtmon package (for its version) and virtmon.ctl.
+STANDARD_LIBRARY_ONLY = """
+import importlib, pkgutil, runpy, sys
+before = set(sys.modules)
+{load}
+loaded = set(sys.modules) - before
+foreign = sorted(m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names
+                 and m != "virtmon" and not m.startswith("virtmon.ctl"))
+print(len(loaded), foreign)
+"""
+
+
+@pytest.mark.parametrize("load", [
+    "import virtmon.ctl",
+    # Every module of the package, those a command loads late included.
+    "import virtmon.ctl\n"
+    "for module in pkgutil.iter_modules(virtmon.ctl.__path__, 'virtmon.ctl.'):\n"
+    "    if module.name != 'virtmon.ctl.__main__':\n"
+    "        importlib.import_module(module.name)",
+    # The main module, as `python -m virtmon.ctl` runs it (to the end of `--help`).
+    "sys.argv = ['virtmonctl', 'domains', '--help']\n"
+    "try:\n"
+    "    runpy.run_module('virtmon.ctl', run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    pass",
+], ids=["package", "every-module", "main-module"])
+def test_virtmonctl_imports_only_the_standard_library(load: str) -> None:
+    """virtmonctl's package, each of its modules and its main module load only the standard
+    library and virtmon.ctl: no aiohttp, anyio, libvirt, structlog or other daemon module."""
+    proc = subprocess.run([sys.executable, "-c", STANDARD_LIBRARY_ONLY.format(load=load)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+    count, foreign = proc.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) > 0 and foreign == "[]"
 
 
 def _spawn_follower(sock: Path, *argv: str) -> subprocess.Popen[bytes]:
@@ -947,12 +974,8 @@ async def test_broken_pipe_exits_quietly(env: Env) -> None:
 
 def test_every_command_has_help() -> None:
     """`virtmonctl COMMAND --help` exits 0 with a usage line, for every command in the table."""
-    from virtmon.ctl_alerts import COMMANDS as ALERT_COMMANDS
-    from virtmon.ctl_ops import COMMANDS as OPERATION_COMMANDS
-
-    for argv in ([], *([command.name] for command in (*ctl.COMMANDS, *OPERATION_COMMANDS,
-                                                       *ALERT_COMMANDS))):
+    for argv in ([], *([command.name] for command in cli.COMMANDS)):
         shown = io.StringIO()
-        assert ctl.main([*argv, "--help"], stdout=shown, stderr=io.StringIO(),
-                        environ={}) == ctl.EX_OK, argv
+        assert cli.main([*argv, "--help"], stdout=shown, stderr=io.StringIO(),
+                        environ={}) == problems.EX_OK, argv
         assert shown.getvalue().startswith("usage: virtmonctl"), argv

@@ -20,7 +20,7 @@ from tests.daemon import free_port
 from tests.make_run import make_run, read_until_banner, stop, venv_free_path
 from tests.waiting import wait_until
 from virtmon import __version__
-from virtmon.control.client import ControlClient
+from virtmon.ctl.client import ControlClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

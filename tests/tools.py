@@ -20,6 +20,7 @@ PACKAGES = {
     "systemd-sysusers": "systemd",
     "systemd-tmpfiles": "systemd",
     "setpriv": "util-linux",
+    "saslpasswd2": "sasl2-bin",
 }
 
 

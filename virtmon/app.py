@@ -18,7 +18,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,11 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from virtmon import __version__
+from virtmon.address import split_listen
+from virtmon.admin.client import AdminEvent, AdminHelper
+from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
-from virtmon.collectors import DEFAULT_ENABLED
-from virtmon.collectors.admin import AdminStats
+from virtmon.component import Part
 from virtmon.config import Config
 from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
@@ -48,10 +50,10 @@ from virtmon.exposition.webconfig import (
     basic_auth_middleware,
     load_web_config,
 )
-from virtmon.scheduler import Scheduler
-from virtmon.selfmetrics import self_metrics
+from virtmon.logsetup import RunningLog
+from virtmon.scheduler import Scheduler, enabled_collectors
+from virtmon.selfmetrics import CycleStats, SelfMetrics
 from virtmon.systemd import Notifier, listen_fds, pick_socket
-from virtmon.virt.admin_client import AdminEvent, AdminHelper
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
@@ -94,12 +96,14 @@ def raise_fd_limit() -> int:
     return target
 
 
-def enabled_collectors(config: Config) -> list[str]:
-    """The default collectors, adjusted by ``collect.collectors`` (name = true/false)."""
-    wanted = set(DEFAULT_ENABLED)
-    for name, enabled in config.collectors.items():
-        (wanted.add if enabled else wanted.discard)(name)
-    return sorted(wanted)
+def status_line(status: Mapping[str, Any], config_problem: str | None = None) -> str:
+    """systemd's STATUS= line from a ``/v1/status`` document (and a rejected reload)."""
+    alerts = status["alerts"]
+    return (f"libvirt {status['libvirt']['state']}, {status['domains']} domains, "
+            f"last cycle {status['collection']['last_duration'] * 1000:.0f} ms, "
+            f"events journaled {status['journal']['last_seq']}"
+            + (f", outbox {alerts['outbox']['pending']}" if alerts["receivers"] else "")
+            + (f"; {config_problem}" if config_problem else ""))
 
 
 class ControlSocketInUse(RuntimeError):
@@ -115,12 +119,6 @@ def socket_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
-
-
-def split_listen(listen: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` (an empty host: every address; IPv6 in brackets)."""
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or None), int(port)
 
 
 class ListenAddressInUse(OSError):
@@ -157,52 +155,48 @@ class Daemon:
         self._stop = anyio.Event()
         self.started = anyio.Event()
         self.finished = anyio.Event()
-        state_dir = config.state_dir
+        state_dir = Path(config.state.dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(
-            state_dir / "virtmon.db",
-            max_age=float(config["events.retention_days"]) * 86400.0,
-            max_count=int(config["events.retention_count"]),
-        )
-        self.bus = EventBus(self.journal, ingest_size=int(config["events.queue_size"]))
+        self.journal = Journal(state_dir / "virtmon.db")
+        self.journal.use_retention(config.events)
+        self.bus = EventBus(self.journal, ingest_size=config.events.queue_size)
         self.inventory = Inventory()
         self.inventory_store = InventoryStore(self.journal.path)
         self.caller = LibvirtCaller(
-            capacity=int(config["libvirt.max_concurrent_calls"]),
-            default_deadline=float(config["libvirt.call_timeout"]),
-            max_abandoned=int(config["collect.max_abandoned_calls"]),
+            capacity=config.libvirt.max_concurrent_calls,
+            default_deadline=config.libvirt.call_timeout,
+            max_abandoned=config.collect.max_abandoned_calls,
         )
-        auth_file = config["libvirt.auth_file"]
+        auth_file = config.libvirt.auth_file
         settings = ConnectionSettings(
-            uri=config.uri,
-            readonly=bool(config["libvirt.readonly"]),
-            open_timeout=float(config["libvirt.open_timeout"]),
-            keepalive_interval=int(config["libvirt.keepalive_interval"]),
-            keepalive_count=int(config["libvirt.keepalive_count"]),
+            uri=config.libvirt.uri,
+            readonly=config.libvirt.readonly,
+            open_timeout=config.libvirt.open_timeout,
+            keepalive_interval=config.libvirt.keepalive_interval,
+            keepalive_count=config.libvirt.keepalive_count,
             auth_file=Path(auth_file) if auth_file else None,
         )
         self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
         # One collection connection per call that may still be stuck, plus the one in use.
-        self.pool = ConnectionPool(settings, int(config["collect.max_abandoned_calls"]) + 1)
+        self.pool = ConnectionPool(settings, config.collect.max_abandoned_calls + 1)
         # The cache's reads get a connection of their own, never the events connection: see
         # domain_cache's docstring (a call queued there during a stall crashes libvirt 9.0).
         self.domain_connection = ConnectionPool(settings, 1)
         self.domain_cache = DomainInfoCache(
             self.supervisor, self.domain_connection, self.caller,
-            MetadataLabels(config["collect.metadata_labels"],
-                           config["collect.metadata_namespaces"]),
-            resync_interval=float(config["collect.resync_interval"]),
+            MetadataLabels(config.collect.metadata_labels, config.collect.metadata_namespaces),
+            resync_interval=config.collect.resync_interval,
         )
         self.bus.add_listener(self.domain_cache.on_event)
         self.event_counters = EventCounters()
         self.bus.add_listener(self.event_counters.on_event)
-        self.alerts = AlertService(config, self.journal, present_domains=self._present_domains)
+        self.alerts = AlertService(config.alerts, self.journal, config.metrics.listen,
+                                   present_domains=self._present_domains)
         self.bus.add_listener(self.alerts.on_event)
-        names = enabled_collectors(config)
         self.admin_helper: AdminHelper | None = None
-        if "admin" in names:
+        if "admin" in enabled_collectors(config.collect):
             self.admin_helper = AdminHelper(
-                str(config["libvirt.admin_uri"]), on_event=self._admin_event
+                config.libvirt.admin_uri, on_event=self._admin_event
             )
         self.notifier = Notifier()
         # Sockets passed by systemd (virtmon.socket): served instead of binding our own.
@@ -210,13 +204,17 @@ class Daemon:
         self.control_activated = False
         self._control_bound = False
         self.config_problem: str | None = None  # set while a reload was rejected
+        self.executor = Executor(
+            caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
+            bus=self.bus, allow_write=config.control.allow_write,
+            deadline=config.control.request_timeout, alerts=self.alerts,
+        )
+        cycle_stats = CycleStats()
         self.scheduler = Scheduler(
-            self.supervisor, self.pool, self.caller, names,
-            interval=float(config["collect.interval"]),
-            deadline_ratio=float(config["collect.deadline_ratio"]),
-            extra_families=lambda: self_metrics(
-                self.supervisor, self.bus, self.caller, self.scheduler.stats
-            ) + self.alerts.families() + self.executor.stats.families(),
+            self.supervisor, self.pool, self.caller, config.collect,
+            sources=[SelfMetrics(self.supervisor, self.bus, self.caller, cycle_stats),
+                     self.alerts, self.executor.stats],
+            stats=cycle_stats,
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
             # Counts of domains the inventory no longer has are dropped (deleted domains).
@@ -224,34 +222,47 @@ class Daemon:
                 domain.name for domain in self.inventory.all()
             ),
         )
-        self.scheduler.backing_chain = bool(config["collect.block_backing_chain"])
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
+        self.running_log = RunningLog()
+        # What a reload reconfigures, each with its section; the alerts first: they read files
+        # again and refuse the reload (before anything changed) if one went bad.
+        self.reconfigurable: list[Part[Any]] = [
+            Part(self.alerts, lambda cfg: cfg.alerts),
+            Part(self.running_log, lambda cfg: cfg.log),
+            Part(self.scheduler, lambda cfg: cfg.collect),
+            Part(self.domain_cache, lambda cfg: cfg.collect),
+            Part(self.journal, lambda cfg: cfg.events),
+        ]
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
-        self.control_socket = Path(config["control.socket"])
+        self.control_socket = Path(config.control.socket)
         self.stream_slots = StreamSlots(StreamLimits(
-            queue_size=int(config["events.subscriber_queue_size"]),
-            max_streams=int(config["control.max_streams"]),
-            max_streams_per_caller=int(config["control.max_streams_per_caller"]),
+            queue_size=config.events.subscriber_queue_size,
+            max_streams=config.control.max_streams,
+            max_streams_per_caller=config.control.max_streams_per_caller,
         ))
-        self.executor = Executor(
-            caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
-            bus=self.bus, allow_write=bool(config["control.allow_write"]),
-            deadline=float(config["control.request_timeout"]), alerts=self.alerts,
-        )
 
-    async def _admin_stats(self) -> AdminStats:
+    async def _admin_stats(self, deadline: float) -> AdminStats:
         assert self.admin_helper is not None
-        result = await self.admin_helper.request("snapshot", timeout=self.scheduler.deadline)
+        result = await self.admin_helper.request("snapshot", timeout=deadline)
         return AdminStats.from_helper(result)
 
     def _admin_event(self, event: AdminEvent) -> None:
         """Loss and return of the admin connection (and helper restarts) go into the stream."""
         self.bus.publish(Event(
-            time=time.time(), uri=str(self.config["libvirt.admin_uri"]), kind=ADMIN_KIND,
+            time=time.time(), uri=self.config.libvirt.admin_uri, kind=ADMIN_KIND,
             name=event.kind, detail=str(event.detail.get("reason")) if "reason" in event.detail
             else None, payload=dict(event.detail),
         ))
+
+    def reloaded(self, config: Config) -> None:
+        """A reload applied ``config`` (what runs now): a rejected one is forgotten."""
+        self.config = config
+        self.config_problem = None
+
+    def reload_rejected(self, problem: str) -> None:
+        """A reload was refused: the status line says so until one succeeds."""
+        self.config_problem = problem
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""
@@ -272,43 +283,23 @@ class Daemon:
         return True, "ready"
 
     def status(self) -> dict[str, Any]:
-        """The daemon's state for ``GET /v1/status``."""
-        stats = self.scheduler.stats
+        """The daemon's state for ``GET /v1/status``: each component's own answer."""
+        helper = self.admin_helper
         return {
             "version": __version__,
             "started_at": self.started_at,
-            "libvirt": {
-                "uri": self.config.uri,
-                "state": self.supervisor.state.value,
-                "connected_since": self.supervisor.connected_since,
-                "event_ids": list(self.supervisor.event_ids),
-                "reconnects": dict(self.supervisor.reconnects),
-            },
+            "libvirt": self.supervisor.status(),
             "domains": len(self.inventory),
-            "collection": {
-                "interval": self.scheduler.interval,
-                "cycles": stats.cycles,
-                "last_duration": stats.last_duration,
-                "last_success": stats.last_success,
-                "failures": stats.failures,
-                "samples": self.scheduler.exposition.samples,
-            },
-            "journal": {"last_seq": self.bus.published_seq, "path": str(self.journal.path)},
-            "events": {"received": dict(self.bus.received), "dropped": dict(self.bus.dropped)},
+            "collection": self.scheduler.status(),
+            "journal": self.journal.status(),
+            "events": self.bus.status(),
             "admin_helper": {
-                "enabled": self.admin_helper is not None,
-                "pid": self.admin_helper.pid if self.admin_helper is not None else None,
-                "restarts": self.admin_helper.restarts if self.admin_helper is not None else 0,
+                "enabled": helper is not None,
+                "pid": helper.pid if helper is not None else None,
+                "restarts": helper.restarts if helper is not None else 0,
             },
-            "control": {
-                "allow_write": self.executor.allow_write,
-                "calls": self.executor.stats.calls,
-                "failures": self.executor.stats.failures,
-                "read_connections": self.executor.reads.size,
-                "write_connections": self.executor.writes.size,
-                "streams": self.stream_slots.open,
-            },
-            "alerts": self.alerts.summary(),
+            "control": {**self.executor.status(), "streams": self.stream_slots.open},
+            "alerts": self.alerts.status(),
         }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -346,9 +337,10 @@ class Daemon:
                         if self.demo:
                             from virtmon.demo import run_demo
 
-                            group.start_soon(run_demo, self.config.uri, self.caller)
+                            group.start_soon(run_demo, self.config.libvirt.uri, self.caller)
                         log.info("virtmon.started", metrics=self.metrics_address,
-                                 control_socket=str(self.control_socket), uri=self.config.uri)
+                                 control_socket=str(self.control_socket),
+                                 uri=self.config.libvirt.uri)
                         # Everything alive now (modules, configuration, caches) lives as long as
                         # the daemon: out of the collector's sight, a full collection scans
                         # only what came after. Full collections holding the GIL for ~20 ms at a
@@ -391,7 +383,7 @@ class Daemon:
         """Refuse to start, with the way out, when the metrics address is taken."""
         if pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6)) is not None:
             return  # systemd's socket: nothing of ours to bind
-        listen = str(self.config["metrics.listen"])
+        listen = self.config.metrics.listen
         host, port = split_listen(listen)
         if await anyio.to_thread.run_sync(listen_address_taken, host, port):
             other = f"{listen.rpartition(':')[0]}:{port + 1}"
@@ -402,8 +394,8 @@ class Daemon:
 
     async def _start_listeners(self) -> list[web.AppRunner]:
         loaded = WebConfig()
-        if self.config["metrics.web_config_file"]:
-            loaded = load_web_config(Path(self.config["metrics.web_config_file"]))
+        if self.config.metrics.web_config_file:
+            loaded = load_web_config(Path(self.config.metrics.web_config_file))
         self.web_config = web_config = LiveWebConfig(loaded)
         if loaded.ssl_context is not None:
             log.info("virtmon.metrics.tls", cert_file=loaded.cert_file,
@@ -412,7 +404,7 @@ class Daemon:
         app.middlewares.append(basic_auth_middleware(web_config.users))
         metrics = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await metrics.setup()
-        host, port = split_listen(str(self.config["metrics.listen"]))
+        host, port = split_listen(self.config.metrics.listen)
         passed = pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6))
         site: web.BaseSite
         if passed is not None:
@@ -429,11 +421,11 @@ class Daemon:
         self.metrics_address = f"{scheme}://{host or '0.0.0.0'}:{port}"
         control = web.AppRunner(
             control_app(self.bus, self.inventory, self.status,
-                        max_body=int(self.config["control.max_body"]),
+                        max_body=self.config.control.max_body,
                         executor=self.executor,
-                        roles=RoleMap.from_config(self.config.values["control"]),
-                        max_in_flight=int(self.config["control.max_requests"]),
-                        max_per_caller=int(self.config["control.max_requests_per_caller"]),
+                        roles=RoleMap.from_config(self.config.control),
+                        max_in_flight=self.config.control.max_requests,
+                        max_per_caller=self.config.control.max_requests_per_caller,
                         stream_limits=self.stream_slots.limits,
                         stream_slots=self.stream_slots),
             access_log=None,
@@ -464,8 +456,8 @@ class Daemon:
         return [metrics, control]
 
     def _secure_socket(self, path: Path) -> None:
-        os.chmod(path, int(str(self.config["control.socket_mode"]), 8))
-        group = str(self.config["control.socket_group"])
+        os.chmod(path, int(self.config.control.socket_mode, 8))
+        group = self.config.control.socket_group
         if not group:
             return
         try:
@@ -476,14 +468,8 @@ class Daemon:
                         error="no such group" if isinstance(exc, KeyError) else str(exc))
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=."""
-        stats = self.scheduler.stats
-        return (f"libvirt {self.supervisor.state.value}, {len(self.inventory)} domains, "
-                f"last cycle {stats.last_duration * 1000:.0f} ms, "
-                f"events journaled {self.bus.published_seq}"
-                + (f", outbox {self.alerts.summary()['outbox']['pending']}"
-                   if self.alerts.targets else "")
-                + (f"; {self.config_problem}" if self.config_problem else ""))
+        """One line for systemd's STATUS=, from the status document."""
+        return status_line(self.status(), self.config_problem)
 
     async def _report_to_systemd(self) -> None:
         """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""
@@ -500,13 +486,13 @@ class Daemon:
         """The URI and the names of its domains, once known (alerts of others resolve)."""
         if not self.inventory.populated:
             return None
-        return self.config.uri, frozenset(domain.name for domain in self.inventory.all())
+        return self.config.libvirt.uri, frozenset(domain.name for domain in self.inventory.all())
 
     async def _recall_inventory(self) -> None:
         """Begin from the inventory the journal last described, so that the first listing
         journals what changed while virtmon was not running (and alerts about it resolve)."""
         known = await anyio.to_thread.run_sync(
-            recall, self.inventory_store, self.journal, self.config.uri)
+            recall, self.inventory_store, self.journal, self.config.libvirt.uri)
         if known is None:
             log.info("virtmon.inventory.not_recalled", reason="nothing saved, or the journal "
                      "no longer holds every event since it was saved")
@@ -518,7 +504,8 @@ class Daemon:
         if not self.inventory.populated:  # never listed: keep what was saved before
             return
         domains, seq = self.inventory.all(), self.journal.last_seq
-        await anyio.to_thread.run_sync(self.inventory_store.save, self.config.uri, domains, seq)
+        await anyio.to_thread.run_sync(
+            self.inventory_store.save, self.config.libvirt.uri, domains, seq)
 
     async def _save_inventory_every(self, interval: float) -> None:
         # Bounds what a restart after a kill replays; events since are replayed from the journal.
@@ -543,10 +530,3 @@ class Daemon:
             except Exception:
                 log.exception("virtmon.journal.prune_failed")
             await anyio.sleep(PRUNE_INTERVAL)
-
-
-def collector_names() -> Iterable[str]:
-    """Every collector name (for ``--collector.NAME`` flags)."""
-    from virtmon.collectors import COLLECTORS
-
-    return COLLECTORS.keys()

@@ -11,13 +11,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from virtmon import __version__, config, logsetup
+from virtmon import __version__, config, configfile, logsetup
 
 EX_OK = 0
 EX_SOFTWARE = 70  # an internal error (sysexits.h)
@@ -80,7 +81,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_config(args: argparse.Namespace) -> config.Config:
     """The configuration from the file and the flags, with ``--collector.X`` merged in."""
-    loaded = config.load(args.config, overrides(args))
+    loaded = configfile.load(args.config, overrides(args))
     flags = {
         key.removeprefix("collector_"): value
         for key, value in vars(args).items()
@@ -88,10 +89,8 @@ def load_config(args: argparse.Namespace) -> config.Config:
     }
     if not flags:
         return loaded
-    collect = dict(loaded.values["collect"])
-    collect["collectors"] = {**collect["collectors"], **flags}
-    values = {**loaded.values, "collect": collect}
-    return config.Config(values, loaded.receivers, loaded.source)
+    collectors = {**loaded.collect.collectors, **flags}
+    return replace(loaded, collect=replace(loaded.collect, collectors=collectors))
 
 
 async def serve(
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     if args.command == "check-config":
         try:
-            config.load(args.file)
+            configfile.load(args.file)
         except config.ConfigError as exc:
             for problem in exc.problems:
                 print(f"{args.file}: {problem}", file=sys.stderr)
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return config.EX_CONFIG
     # Off a terminal (journald), the C libraries' own lines become log records too.
     stream = logsetup.route_native_stderr() if not sys.stderr.isatty() else sys.stderr
-    logsetup.configure(str(cfg["log.level"]), str(cfg["log.format"]), stream)
+    logsetup.configure(cfg.log.level, cfg.log.format, stream)
     from virtmon.app import ControlSocketInUse
 
     failures: list[BaseException] = []

@@ -7,20 +7,20 @@ anything starts. The schema below is the one place that knows the keys, their ty
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
 import re
 import ssl
 import stat
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast, get_origin, get_type_hints
 from urllib.parse import urlsplit
-from xml.etree import ElementTree
+
+from virtmon.address import check_listen, host_problem
+from virtmon.admin.protocol import DEFAULT_URI as DEFAULT_ADMIN_URI
 
 EX_CONFIG = 78
 DEFAULT_PORT = 9786
@@ -50,7 +50,6 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # inside (no CR, LF, NUL or other control character, which would split or end the request).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?\Z")
-_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Headers virtmon writes itself (or aiohttp does): one from the configuration would be sent
@@ -134,19 +133,6 @@ def check_uri(value: Any) -> str | None:
     return None
 
 
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither an IP address nor a DNS name (RFC 1123), if it is not."""
-    try:
-        ipaddress.ip_address(host)
-        return None
-    except ValueError:
-        pass
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        return f"{host!r} is neither an IP address nor a host name"
-    return None
-
-
 def http_url_problem(url: str) -> str | None:
     """What is wrong with an http(s) URL: RFC 3986 characters, scheme http or https, a host
     name or IP address, and a port from 1 to 65535 if it has one (a receiver's URL that broke
@@ -169,18 +155,6 @@ def http_url_problem(url: str) -> str | None:
 
 def _optional_http_url(value: Any) -> str | None:
     return http_url_problem(value) if value else None
-
-
-def check_listen(value: Any) -> str | None:
-    """``HOST:PORT`` with a port from 1 to 65535 (an empty host listens on every address)."""
-    host, sep, port = str(value).rpartition(":")
-    # ASCII digits only: str.isdigit() takes "²", which int() refuses, and "٣", which it reads.
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        return f"{value!r} is not HOST:PORT"
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host and (problem := host_problem(host)):
-        return f"{value!r} is not HOST:PORT: {problem}"
-    return None
 
 
 def _path_problem(value: str) -> str | None:
@@ -283,153 +257,320 @@ def _socket_path(value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One configuration key: its type, default and extra check."""
+    """One configuration key as validation and the docs see it: the TOML types it accepts, its
+    default in TOML form (None: required), its extra check, its range and whether a reload
+    (SIGHUP) applies it to the running daemon."""
 
     type: type | tuple[type, ...]
-    default: Any
+    default: object
     check: Check | None = None
     limits: Limits | None = None  # a number's documented range (docs/configuration.md)
+    reload: bool = False
+    unit: str = ""  # what a number counts (docs/configuration.md)
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "libvirt": {
-        "uri": Key(str, "qemu:///system", check_uri),
-        "readonly": Key(bool, True),
-        "open_timeout": Key((int, float), 10.0, limits=Limits(0.01, 3600)),
-        "call_timeout": Key((int, float), 30.0, limits=Limits(0.01, 3600)),
-        "max_concurrent_calls": Key(int, 4, limits=Limits(1, 256)),
-        "keepalive_interval": Key(int, 5, limits=Limits(1, 3600, or_zero=True)),
-        "keepalive_count": Key(int, 3, limits=Limits(1, 100)),
-        "auth_file": Key(str, "", _readable_file),
-        "admin_uri": Key(str, "libvirtd:///system", check_uri),
-    },
-    "collect": {
-        "interval": Key((int, float), 15.0, limits=SECONDS),
-        "deadline_ratio": Key((int, float), 0.8, limits=Limits(0.0001, 1)),
-        "max_abandoned_calls": Key(int, 2, limits=Limits(1, 64)),
-        "resync_interval": Key((int, float), 600.0, limits=LONG_SECONDS),
-        "collectors": Key(dict, {}),
-        # Block stats for every layer of each disk's backing chain (vda, vda[1], ...), not only
-        # the active one: a series per layer, so off by default.
-        "block_backing_chain": Key(bool, False),
-        "metadata_labels": Key(dict, {}),
-        "metadata_namespaces": Key(dict, {}),
-    },
-    "metrics": {
-        "listen": Key(str, f":{DEFAULT_PORT}", check_listen),
-        "web_config_file": Key(str, "", _readable_file),
-    },
-    "control": {
-        "socket": Key(str, "/run/virtmon/virtmon.sock", _socket_path),
-        "allow_write": Key(bool, False),
-        "socket_mode": Key(str, "0660", _octal_mode),
-        "socket_group": Key(str, "virtmon", _socket_group),
-        # Roles by peer credentials (SO_PEERCRED): admin > write > read.
-        "admin_uids": Key(list, [0], _uid_list),
-        "admin_groups": Key(list, [], _group_list),
-        "write_uids": Key(list, [], _uid_list),
-        "write_groups": Key(list, [], _group_list),
-        "read_uids": Key(list, [], _uid_list),
-        "read_groups": Key(list, ["virtmon"], _group_list),
-        "request_timeout": Key((int, float), 30.0, limits=Limits(0.01, 3600)),
-        "max_body": Key(int, 1_048_576, limits=Limits(1, 2**30)),
-        "max_requests": Key(int, 64, limits=Limits(1, 65536)),
-        # Per caller (uid), so one caller cannot take every slot; streams have their own limits.
-        "max_requests_per_caller": Key(int, 16, limits=Limits(1, 65536)),
-        "max_streams": Key(int, 256, limits=Limits(1, 65536)),
-        "max_streams_per_caller": Key(int, 32, limits=Limits(1, 65536)),
-    },
-    "state": {
-        "dir": Key(str, "/var/lib/virtmon", _directory),
-    },
-    "events": {
-        "retention_days": Key((int, float), 7.0, limits=DAYS),
-        "retention_count": Key(int, 1_000_000, limits=Limits(1, 10**12)),
-        "queue_size": Key(int, 10_000, limits=Limits(1, 10**7)),
-        "subscriber_queue_size": Key(int, 1_000, limits=Limits(1, 10**6)),
-    },
-    "log": {
-        "level": Key(str, "info", _one_of(*LOG_LEVELS)),
-        "format": Key(str, "auto", _one_of("auto", "json", "console")),
-    },
-    "alerts": {
-        "receivers": Key(list, []),
-        # Alert rules (virtmon.alerts.ruleconfig validates them; docs/alerts.md).
-        "rules": Key(list, []),
-        "default_rules": Key(bool, True),
-        "default_rules_file": Key(str, "", _readable_file),
-        "resolve_after": Key((int, float), 3600.0, limits=LONG_SECONDS),
-        "external_url": Key(str, "", _optional_http_url),
-        "retention_days": Key((int, float), 7.0, limits=DAYS),
-    },
-}
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """What a section field declares beside its type and default (``field(metadata=...)``)."""
 
-RECEIVER_SCHEMA: dict[str, Key] = {
-    "name": Key(str, None, _receiver_name),
-    "kind": Key(str, None, _one_of(*RECEIVER_KINDS)),
-    "urls": Key(list, None),
-    "timeout": Key((int, float), 10.0, limits=Limits(0.01, 3600)),
-    "headers": Key(dict, {}),
-    "tls_ca_file": Key(str, "", _readable_file),
-    "tls_cert_file": Key(str, "", _readable_file),
-    "tls_key_file": Key(str, "", _readable_file),
-    "hmac_secret_file": Key(str, "", _readable_file),
-    "rate_limit": Key((int, float), 0.0, limits=Limits(0.001, 10_000, or_zero=True)),
-    "batch_size": Key(int, 64, limits=Limits(1, 10_000)),
-    "resend_interval": Key((int, float), 60.0, limits=SECONDS),
-    "max_age": Key((int, float), 86400.0, limits=LONG_SECONDS),
-    "backoff_initial": Key((int, float), 1.0, limits=SECONDS),
-    "backoff_max": Key((int, float), 300.0, limits=SECONDS),
-}
+    check: Check | None = None
+    limits: Limits | None = None
+    reload: bool = False
+    unit: str = ""
+
+
+def setting(check: Check | None = None, limits: Limits | None = None, *, reload: bool = False,
+            unit: str = "") -> dict[str, Setting]:
+    """A field's metadata: ``x: float = field(default=1.0, metadata=setting(limits=...))``."""
+    return {"setting": Setting(check, limits, reload, unit)}
 
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
-    """An alert webhook receiver."""
+    """An alert webhook receiver (``[[alerts.receivers]]``)."""
 
-    name: str
-    kind: str
-    urls: tuple[str, ...]
-    timeout: float = 10.0
-    headers: Mapping[str, str] = field(default_factory=dict)
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    hmac_secret_file: str = ""
-    rate_limit: float = 0.0  # requests per second per URL; 0: unlimited
-    batch_size: int = 64  # alerts per request
-    resend_interval: float = 60.0  # alertmanager: re-send firing alerts this often
-    max_age: float = 86400.0  # seconds an undelivered notification is retried
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
+    name: str = field(metadata=setting(_receiver_name))
+    kind: str = field(metadata=setting(_one_of(*RECEIVER_KINDS)))
+    urls: tuple[str, ...] = field(metadata=setting())
+    timeout: float = field(default=10.0, metadata=setting(limits=Limits(0.01, 3600),
+                                                          unit="seconds"))
+    headers: Mapping[str, str] = field(default_factory=dict, metadata=setting())
+    tls_ca_file: str = field(default="", metadata=setting(_readable_file))
+    tls_cert_file: str = field(default="", metadata=setting(_readable_file))
+    tls_key_file: str = field(default="", metadata=setting(_readable_file))
+    hmac_secret_file: str = field(default="", metadata=setting(_readable_file))
+    rate_limit: float = field(default=0.0, metadata=setting(  # per URL
+        limits=Limits(0.001, 10_000, or_zero=True), unit="requests per second (0: unlimited)"))
+    batch_size: int = field(default=64, metadata=setting(limits=Limits(1, 10_000),
+                                                        unit="alerts per request"))
+    # alertmanager: re-send firing alerts this often
+    resend_interval: float = field(default=60.0, metadata=setting(limits=SECONDS,
+                                                                  unit="seconds"))
+    # an undelivered notification is retried this long
+    max_age: float = field(default=86400.0, metadata=setting(limits=LONG_SECONDS,
+                                                             unit="seconds (366 days)"))
+    backoff_initial: float = field(default=1.0, metadata=setting(limits=SECONDS,
+                                                                 unit="seconds"))
+    backoff_max: float = field(default=300.0, metadata=setting(limits=SECONDS, unit="seconds"))
+
+
+@dataclass(frozen=True, slots=True)
+class LibvirtConfig:
+    """``[libvirt]``: the connection to libvirtd."""
+
+    uri: str = field(default="qemu:///system", metadata=setting(check_uri))
+    readonly: bool = field(default=True, metadata=setting())
+    open_timeout: float = field(default=10.0, metadata=setting(limits=Limits(0.01, 3600),
+                                                               unit="seconds"))
+    call_timeout: float = field(default=30.0, metadata=setting(limits=Limits(0.01, 3600),
+                                                               unit="seconds"))
+    max_concurrent_calls: int = field(default=4, metadata=setting(limits=Limits(1, 256),
+                                                                  unit="threads"))
+    keepalive_interval: int = field(default=5, metadata=setting(
+        limits=Limits(1, 3600, or_zero=True), unit="seconds (0: off)"))
+    keepalive_count: int = field(default=3, metadata=setting(limits=Limits(1, 100),
+                                                             unit="probes"))
+    auth_file: str = field(default="", metadata=setting(_readable_file))
+    admin_uri: str = field(default=DEFAULT_ADMIN_URI, metadata=setting(check_uri))
+
+
+@dataclass(frozen=True, slots=True)
+class CollectConfig:
+    """``[collect]``: the collection cycle."""
+
+    interval: float = field(default=15.0, metadata=setting(limits=SECONDS, reload=True,
+                                                           unit="seconds"))
+    deadline_ratio: float = field(default=0.8, metadata=setting(
+        limits=Limits(0.0001, 1), reload=True, unit="of the interval"))
+    max_abandoned_calls: int = field(default=2, metadata=setting(limits=Limits(1, 64),
+                                                                 unit="calls"))
+    resync_interval: float = field(default=600.0, metadata=setting(
+        limits=LONG_SECONDS, reload=True, unit="seconds (366 days)"))
+    # Collector name -> on/off, as given (the defaults are the collectors' own).
+    collectors: Mapping[str, bool] = field(default_factory=dict, metadata=setting(reload=True))
+    # Block stats for every layer of each disk's backing chain (vda, vda[1], ...), not only
+    # the active one: a series per layer, so off by default.
+    block_backing_chain: bool = field(default=False, metadata=setting(reload=True))
+    metadata_labels: Mapping[str, str] = field(default_factory=dict, metadata=setting())
+    metadata_namespaces: Mapping[str, str] = field(default_factory=dict, metadata=setting())
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: the /metrics listener."""
+
+    listen: str = field(default=f":{DEFAULT_PORT}", metadata=setting(check_listen))
+    web_config_file: str = field(default="", metadata=setting(_readable_file))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """``[control]``: the control socket, its roles (by SO_PEERCRED: admin > write > read) and
+    its limits."""
+
+    socket: str = field(default="/run/virtmon/virtmon.sock", metadata=setting(_socket_path))
+    allow_write: bool = field(default=False, metadata=setting())
+    socket_mode: str = field(default="0660", metadata=setting(_octal_mode))
+    socket_group: str = field(default="virtmon", metadata=setting(_socket_group))
+    admin_uids: tuple[int, ...] = field(default=(0,), metadata=setting(_uid_list))
+    admin_groups: tuple[str | int, ...] = field(default=(), metadata=setting(_group_list))
+    write_uids: tuple[int, ...] = field(default=(), metadata=setting(_uid_list))
+    write_groups: tuple[str | int, ...] = field(default=(), metadata=setting(_group_list))
+    read_uids: tuple[int, ...] = field(default=(), metadata=setting(_uid_list))
+    read_groups: tuple[str | int, ...] = field(default=("virtmon",),
+                                               metadata=setting(_group_list))
+    request_timeout: float = field(default=30.0, metadata=setting(limits=Limits(0.01, 3600),
+                                                                  unit="seconds"))
+    max_body: int = field(default=1_048_576, metadata=setting(limits=Limits(1, 2**30),
+                                                              unit="bytes (1 GiB)"))
+    max_requests: int = field(default=64, metadata=setting(limits=Limits(1, 65536),
+                                                           unit="requests"))
+    # Per caller (uid), so one caller cannot take every slot; streams have their own limits.
+    max_requests_per_caller: int = field(default=16, metadata=setting(
+        limits=Limits(1, 65536), unit="requests"))
+    max_streams: int = field(default=256, metadata=setting(limits=Limits(1, 65536),
+                                                           unit="streams"))
+    max_streams_per_caller: int = field(default=32, metadata=setting(limits=Limits(1, 65536),
+                                                                     unit="streams"))
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: where the journal and the outbox live."""
+
+    dir: str = field(default="/var/lib/virtmon", metadata=setting(_directory))
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """``[events]``: the journal's retention and the queues."""
+
+    retention_days: float = field(default=7.0, metadata=setting(limits=DAYS, reload=True,
+                                                                unit="days"))
+    retention_count: int = field(default=1_000_000, metadata=setting(
+        limits=Limits(1, 10**12), reload=True, unit="events"))
+    queue_size: int = field(default=10_000, metadata=setting(limits=Limits(1, 10**7),
+                                                             unit="events"))
+    subscriber_queue_size: int = field(default=1_000, metadata=setting(
+        limits=Limits(1, 10**6), unit="events"))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``."""
+
+    level: str = field(default="info", metadata=setting(_one_of(*LOG_LEVELS), reload=True))
+    format: str = field(default="auto", metadata=setting(_one_of("auto", "json", "console")))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """``[alerts]``: rules and receivers. The alerts service reads the rule files and the
+    receivers' files again on every reload; receiver URLs whose settings did not change keep
+    delivering undisturbed."""
+
+    receivers: tuple[Receiver, ...] = field(default=(), metadata=setting(reload=True))
+    # Alert rules, as tables (virtmon.alerts.ruleconfig validates them; docs/alerts.md).
+    rules: tuple[Mapping[str, object], ...] = field(default=(), metadata=setting(reload=True))
+    default_rules: bool = field(default=True, metadata=setting(reload=True))
+    default_rules_file: str = field(default="", metadata=setting(_readable_file, reload=True))
+    resolve_after: float = field(default=3600.0, metadata=setting(
+        limits=LONG_SECONDS, reload=True, unit="seconds (366 days)"))
+    external_url: str = field(default="", metadata=setting(_optional_http_url, reload=True))
+    retention_days: float = field(default=7.0, metadata=setting(limits=DAYS, unit="days"))
+
+
+_S = TypeVar("_S")
+Section = (LibvirtConfig | CollectConfig | MetricsConfig | ControlConfig | StateConfig
+           | EventsConfig | LogConfig | AlertsConfig)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The validated configuration, one attribute per ``section.key`` (flattened with '_')."""
+    """The validated configuration: one typed section per TOML table."""
 
-    values: Mapping[str, Mapping[str, Any]]
-    receivers: tuple[Receiver, ...] = ()
+    libvirt: LibvirtConfig = LibvirtConfig()
+    collect: CollectConfig = CollectConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+    state: StateConfig = StateConfig()
+    events: EventsConfig = EventsConfig()
+    log: LogConfig = LogConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source: Path | None = None
 
-    def __getitem__(self, dotted: str) -> Any:
-        section, _, key = dotted.partition(".")
-        return self.values[section][key]
+    def section(self, name: str) -> Section:
+        """The section of a TOML table name (``"collect"``)."""
+        return cast(Section, getattr(self, name))
 
-    @property
-    def uri(self) -> str:
-        """``libvirt.uri``."""
-        return str(self["libvirt.uri"])
+    def keeping(self, running: Config, keys: Iterable[str]) -> Config:
+        """This configuration with ``keys`` (``section.key``, or ``section.key.entry`` of a
+        table) as in ``running``: what a reload leaves for a restart."""
+        by_section: dict[str, list[str]] = {}
+        for key in keys:
+            section, _, name = key.partition(".")
+            by_section.setdefault(section, []).append(name)
+        sections: dict[str, Any] = {
+            section: keeping(self.section(section), running.section(section), names)
+            for section, names in by_section.items()}
+        return replace(self, **sections)
 
-    @property
-    def state_dir(self) -> Path:
-        """``state.dir``."""
-        return Path(self["state.dir"])
+    def document(self) -> dict[str, dict[str, object]]:
+        """Every key in TOML form (``configfile.build(cfg.document())`` validates it again)."""
+        return {name: {key: _toml_form(getattr(self.section(name), key)) for key in keys}
+                for name, keys in SCHEMA.items()}
 
-    @property
-    def collectors(self) -> Mapping[str, bool]:
-        """``collect.collectors``: collector name -> enabled, as given (defaults elsewhere)."""
-        return dict(self["collect.collectors"])
+
+# TOML table name -> its section class, in the file's order.
+def keeping(new: _S, running: _S, names: Iterable[str]) -> _S:
+    """``new`` (a section) with ``names`` (a key, or ``key.entry`` of a table) as in
+    ``running``; an entry ``running`` does not have is left out."""
+    kept: dict[str, Any] = {}  # field values, of the section's various types
+    for dotted in names:
+        name, _, entry = dotted.partition(".")
+        value = getattr(running, name)
+        if entry:
+            table = dict(kept.get(name, getattr(new, name)))
+            table.pop(entry, None)
+            if entry in value:
+                table[entry] = value[entry]
+            value = table
+        kept[name] = value
+    return replace(cast(Any, new), **kept)  # type: ignore[no-any-return]
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: hint for name, hint in get_type_hints(Config).items() if name != "source"}
+
+
+def _toml_types(hint: object) -> type | tuple[type, ...]:
+    """The TOML value types a field of this Python type is written as."""
+    origin = get_origin(hint) or hint
+    if origin is float:
+        return (int, float)  # a TOML integer is a number too
+    if origin is tuple:
+        return list
+    if origin is Mapping:
+        return dict
+    assert origin in (bool, int, str), hint
+    return cast(type, origin)
+
+
+def _toml_form(value: object) -> object:
+    """A value as TOML reads it: tuples as arrays, mappings and receivers as tables."""
+    if isinstance(value, Receiver):
+        return {f.name: _toml_form(getattr(value, f.name)) for f in fields(Receiver)}
+    if isinstance(value, tuple):
+        return [_toml_form(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _toml_form(v) for k, v in value.items()}
+    return value
+
+
+def _python_form(hint: object, value: Any) -> object:
+    """A validated TOML value as its field's type: floats, tuples, read-only copies."""
+    origin = get_origin(hint) or hint
+    if origin is float:
+        return float(value)
+    if origin is tuple:
+        return tuple(value)
+    if origin is Mapping:
+        return dict(value)
+    return value
+
+
+def keys_of(cls: type[Section] | type[Receiver]) -> dict[str, Key]:
+    """The keys a section (or receiver) class declares, in their order."""
+    hints = get_type_hints(cls)
+    keys = {}
+    for f in fields(cls):
+        declared: Setting = f.metadata["setting"]
+        if f.default is not MISSING:
+            default = _toml_form(f.default)
+        elif f.default_factory is not MISSING:
+            default = _toml_form(f.default_factory())
+        else:
+            default = None  # required
+        keys[f.name] = Key(_toml_types(hints[f.name]), default, declared.check, declared.limits,
+                           declared.reload, declared.unit)
+    return keys
+
+
+SCHEMA: dict[str, dict[str, Key]] = {name: keys_of(cls) for name, cls in SECTIONS.items()}
+RECEIVER_SCHEMA: dict[str, Key] = keys_of(Receiver)
+
+
+def reloadable_keys() -> frozenset[str]:
+    """The ``section.key`` names a reload applies without a restart (the rest keep their
+    running value until one)."""
+    return frozenset(f"{section}.{name}" for section, keys in SCHEMA.items()
+                     for name, key in keys.items() if key.reload)
+
+
+def _section_of(cls: type[_S], values: Mapping[str, Any]) -> _S:
+    """A section (or receiver) of validated TOML values (keys not given keep their default)."""
+    hints = get_type_hints(cls)
+    return cls(**{name: _python_form(hints[name], value) for name, value in values.items()})
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -552,39 +693,16 @@ def _receivers(raw: Any, problems: list[str]) -> tuple[Receiver, ...]:
         if "name" in values and values["name"] in earlier:
             problems.append(f"{base}.name: {values['name']!r} is used by another receiver")
         if all(name in values for name in ("name", "kind", "urls")):
-            numbers = {k: float(v) for k, v in values.items()
-                       if k not in ("batch_size",) and isinstance(v, int | float)}
-            receivers.append(Receiver(
-                values["name"], values["kind"], tuple(values["urls"]),
-                **{**numbers, **{k: v for k, v in values.items()
-                                 if k not in ("name", "kind", "urls") and k not in numbers}},
-            ))
+            receivers.append(_section_of(Receiver, values))
     return tuple(receivers)
 
 
-def _metadata_path_problems(collect: Mapping[str, Any]) -> list[str]:
-    """Each metadata label path that ElementTree cannot evaluate (bad syntax, unknown prefix):
-    found here, not by every domain's read failing later."""
-    from virtmon.virt.domain_cache import MetadataLabels  # here: it imports libvirt
-
-    namespaces = {k: v for k, v in collect["metadata_namespaces"].items() if isinstance(v, str)}
-    problems = []
-    for label, path in collect["metadata_labels"].items():
-        if not isinstance(path, str):
-            continue  # reported above
-        try:
-            MetadataLabels({label: path}, namespaces).read(ElementTree.Element("domain"))
-        except Exception as exc:  # ElementPath reports a bad path with several types
-            problems.append(f"collect.metadata_labels.{key_text(label)}: {path!r} is not a path "
-                            f"ElementTree can follow: {exc}")
-    return problems
-
-
-def build(
-    raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: Path | None = None
-) -> Config:
-    """Validate a parsed TOML document plus ``section.key`` overrides; raise ConfigError."""
-    problems: list[str] = []
+def check_document(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None,
+                   problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Every key of a parsed TOML document, and each ``section.key`` override, checked against
+    the schema (type, range, value check; receivers whole): the values, defaults filled in, with
+    each problem appended to ``problems``. What needs the parts that use a key (collector
+    names, label paths, the web config, rules) is checked by virtmon.configfile."""
     values: dict[str, dict[str, Any]] = {
         section: {name: key.default for name, key in keys.items()}
         for section, keys in SCHEMA.items()
@@ -608,13 +726,8 @@ def build(
         section, _, name = dotted.partition(".")
         if _check_value(f"{dotted} (command line)", SCHEMA[section][name], value, problems):
             values[section][name] = value
-    from virtmon.collectors import COLLECTORS  # here: the collectors import libvirt
-
     for name, enabled in values["collect"]["collectors"].items():
-        if name not in COLLECTORS:
-            problems.append(f"collect.collectors.{key_text(name)}: unknown collector "
-                            f"(known: {', '.join(COLLECTORS)})")
-        elif not isinstance(enabled, bool):
+        if not isinstance(enabled, bool):
             problems.append(f"collect.collectors.{key_text(name)}: must be true or false")
     for key in ("metadata_labels", "metadata_namespaces"):
         for name, text in values["collect"][key].items():
@@ -623,32 +736,64 @@ def build(
             elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
                 problems.append(f"collect.{key}.{key_text(name)}: "
                                 "not a valid Prometheus label name")
-    problems.extend(_metadata_path_problems(values["collect"]))
-    web_config = values["metrics"]["web_config_file"]
-    if web_config and not any(p.startswith("metrics.web_config_file") for p in problems):
-        from virtmon.exposition.webconfig import WebConfigError, load_web_config
-
-        try:
-            load_web_config(Path(web_config))
-        except WebConfigError as exc:
-            problems.extend(f"metrics.web_config_file: {p}" for p in exc.problems)
-    receivers = _receivers(values["alerts"]["receivers"], problems)
-    from virtmon.alerts.ruleconfig import load_rules
-
-    load_rules(values["alerts"], problems)  # every rule problem with its key path
-    if problems:
-        raise ConfigError(problems)
-    return Config(values, receivers, source)
+    values["alerts"]["receivers"] = _receivers(values["alerts"]["receivers"], problems)
+    return values
 
 
-def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate a TOML file (None: defaults only); raise ConfigError with every problem."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return build(raw, overrides, path)
+def from_values(values: Mapping[str, Mapping[str, Any]], source: Path | None = None) -> Config:
+    """The typed configuration of values :func:`check_document` found valid."""
+    return Config(
+        libvirt=_section_of(LibvirtConfig, values["libvirt"]),
+        collect=_section_of(CollectConfig, values["collect"]),
+        metrics=_section_of(MetricsConfig, values["metrics"]),
+        control=_section_of(ControlConfig, values["control"]),
+        state=_section_of(StateConfig, values["state"]),
+        events=_section_of(EventsConfig, values["events"]),
+        log=_section_of(LogConfig, values["log"]),
+        alerts=_section_of(AlertsConfig, values["alerts"]),
+        source=source,
+    )
+
+
+# -- the reference in docs/configuration.md ----------------------------------------------------
+
+_TYPE_WORDS = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
+
+
+def _toml_text(value: object) -> str:
+    """A default as written in a TOML file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _reference_row(path: str, key: Key) -> str:
+    kinds = key.type if isinstance(key.type, tuple) else (key.type,)
+    kind = "number" if float in kinds else _TYPE_WORDS[kinds[0]]
+    default = "required" if key.default is None else f"`{_toml_text(key.default)}`"
+    limits = "" if key.limits is None else str(key.limits)
+    reload = "applies" if key.reload else "restart"
+    return f"| `{path}` | {limits} | {key.unit} | {kind} | {default} | {reload} |"
+
+
+def reference() -> str:
+    """The table of every key (range, unit, type, default, what a reload does) that
+    docs/configuration.md holds; a test keeps the two equal (``python -m virtmon.config``)."""
+    rows = [_reference_row(f"{section}.{name}", key)
+            for section, keys in SCHEMA.items() for name, key in keys.items()]
+    # A receiver's keys change with alerts.receivers: as a whole.
+    whole = SCHEMA["alerts"]["receivers"].reload
+    rows += [_reference_row(f"alerts.receivers[].{name}", replace(key, reload=whole))
+             for name, key in RECEIVER_SCHEMA.items()]
+    return "\n".join(["| key | range | unit | type | default | on reload |",
+                      "|---|---|---|---|---|---|", *rows]) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

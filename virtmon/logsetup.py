@@ -16,9 +16,14 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
+
+from virtmon.component import Restart
+
+if TYPE_CHECKING:
+    from virtmon.config import LogConfig
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -51,6 +56,16 @@ def set_level(level: str) -> None:
     """Change the level of every logger at run time (a reload)."""
     _FILTER.level = LEVELS[level]
     logging.getLogger().setLevel(max(LEVELS[level], logging.INFO))
+
+
+class RunningLog:
+    """The log of a running daemon as a component: a reload changes its level; the format is
+    chosen once, at start (a reload leaves ``log.format`` for a restart)."""
+
+    async def reconfigure(self, log: LogConfig) -> Restart:
+        """Take a reloaded ``log.level``."""
+        set_level(log.level)
+        return ()
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:

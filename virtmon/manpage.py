@@ -83,7 +83,7 @@ def _commands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
 def page(tool: str) -> str:
     """The manual page of ``tool`` (``virtmon`` or ``virtmonctl``) in roff."""
     if tool == "virtmonctl":
-        from virtmon.ctl import EXIT_CODES, parser
+        from virtmon.ctl.cli import EXIT_CODES, parser
 
         top = parser({})
         exits = EXIT_CODES.splitlines()[1:]

@@ -2,9 +2,12 @@
 
 An invalid file changes nothing: every problem is logged, and systemd's ``STATUS=`` says the
 daemon runs on the previous configuration until a reload succeeds. A valid file is compared key
-by key with the running one: keys in ``RUNTIME_KEYS`` are applied at once; every other changed
-key (the libvirt URI, the listeners, the control socket, the state directory...) is logged as
-needing a restart and keeps its running value, so ``Daemon.config`` always describes what runs.
+by key with the running one: every changed key whose field is not declared reloadable
+(``config.reloadable_keys``: the libvirt URI, the listeners, the control socket, the state
+directory...) keeps its running value and is logged as needing a restart. Then each component
+of ``Daemon.reconfigurable`` is handed its section and applies it inside itself, or answers what
+waits for a restart (the admin collector turned on or off); ``Daemon.config`` always describes
+what runs. This module sets nothing inside a component.
 Files named by the configuration are read again even when their path did not change: the alert
 rule file, receivers' HMAC secrets, and the web config (certificates and users of /metrics).
 systemd is told ``RELOADING=1`` (with ``MONOTONIC_USEC``) before and ``READY=1`` after.
@@ -13,15 +16,15 @@ systemd is told ``RELOADING=1`` (with ``MONOTONIC_USEC``) before and ``READY=1``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import structlog
 
-from virtmon import logsetup
-from virtmon.config import SCHEMA, Config, ConfigError
+from virtmon.component import Restart
+from virtmon.config import SCHEMA, Config, ConfigError, reloadable_keys
 from virtmon.exposition.webconfig import WebConfig, WebConfigError, load_web_config
 
 if TYPE_CHECKING:
@@ -29,25 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("virtmon.reload").bind(component="reload")
 
-# Keys a reload applies without a restart; each is applied by `_apply` below.
-RUNTIME_KEYS = frozenset({
-    "log.level",
-    "collect.interval",
-    "collect.deadline_ratio",
-    "collect.collectors",
-    "collect.resync_interval",
-    "collect.block_backing_chain",
-    "events.retention_days",
-    "events.retention_count",
-    # The alerts service re-reads its rules (and the default rule file) and secrets on every
-    # reload; receiver URLs whose settings did not change keep delivering undisturbed.
-    "alerts.receivers",
-    "alerts.rules",
-    "alerts.default_rules",
-    "alerts.default_rules_file",
-    "alerts.resolve_after",
-    "alerts.external_url",
-})
+SCHEMA_KEYS = frozenset(f"{section}.{name}" for section, keys in SCHEMA.items() for name in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,57 +45,35 @@ class ReloadPlan:
 
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Every ``section.key`` whose value differs (``alerts.receivers`` compares the receivers)."""
-    changed = [
+    return [
         f"{section}.{name}"
         for section, keys in SCHEMA.items()
         for name in keys
-        if f"{section}.{name}" != "alerts.receivers"
-        and old.values[section][name] != new.values[section][name]
+        if getattr(old.section(section), name) != getattr(new.section(section), name)
     ]
-    if old.receivers != new.receivers:
-        changed.append("alerts.receivers")
-    return changed
 
 
-def plan(old: Config, new: Config, admin_running: bool) -> ReloadPlan:
-    """Split the changed keys into those applied now and those that need a restart.
-
-    Turning the admin collector on or off needs a restart (it starts a supervised child); the
-    other collectors switch at once.
-    """
-    from virtmon.app import enabled_collectors
-
+def plan(old: Config, new: Config) -> ReloadPlan:
+    """Split the changed keys into those a reload applies and those that need a restart, as
+    their fields declare (a component may find more when it applies its section)."""
     applied: list[str] = []
     restart: list[str] = []
+    reloadable = reloadable_keys()
     for key in changed_keys(old, new):
-        (applied if key in RUNTIME_KEYS else restart).append(key)
-    if ("admin" in enabled_collectors(new)) != admin_running:
-        restart.append("collect.collectors.admin")
+        (applied if key in reloadable else restart).append(key)
     return ReloadPlan(tuple(applied), tuple(restart))
 
 
 def effective(old: Config, new: Config, plan_: ReloadPlan) -> Config:
-    """The configuration that runs after the reload: the new one, minus what needs a restart."""
-    values = {section: dict(table) for section, table in new.values.items()}
-    for key in plan_.restart:
-        section, _, name = key.partition(".")
-        if name in values.get(section, {}):
-            values[section][name] = old.values[section][name]
-    if "collect.collectors.admin" in plan_.restart:
-        collectors: dict[str, Any] = dict(values["collect"]["collectors"])
-        old_admin = old.collectors.get("admin")
-        if old_admin is None:
-            collectors.pop("admin", None)
-        else:
-            collectors["admin"] = old_admin
-        values["collect"]["collectors"] = collectors
-    receivers = old.receivers if "alerts.receivers" in plan_.restart else new.receivers
-    return Config(values, receivers, new.source)
+    """The configuration that runs after the reload: the new one, minus what needs a restart
+    (a key, or an entry of a table like ``collect.collectors.admin``)."""
+    return new.keeping(old, (key for key in plan_.restart
+                             if ".".join(key.split(".")[:2]) in SCHEMA_KEYS))
 
 
 def _read_web_config(cfg: Config) -> WebConfig:
     """The web config file read again (certificates, users), so a reload renews them."""
-    path = str(cfg["metrics.web_config_file"])
+    path = cfg.metrics.web_config_file
     if not path:
         return WebConfig()
     try:
@@ -119,29 +82,24 @@ def _read_web_config(cfg: Config) -> WebConfig:
         raise ConfigError([f"metrics.web_config_file: {p}" for p in exc.problems]) from None
 
 
-def _apply(daemon: Daemon, cfg: Config) -> None:
-    """Push the runtime keys of ``cfg`` into the running components."""
-    from virtmon.app import enabled_collectors
-
-    logsetup.set_level(str(cfg["log.level"]))
-    scheduler = daemon.scheduler
-    scheduler.interval = float(cfg["collect.interval"])
-    scheduler.deadline = scheduler.interval * float(cfg["collect.deadline_ratio"])
-    scheduler.use_collectors(enabled_collectors(cfg))
-    scheduler.backing_chain = bool(cfg["collect.block_backing_chain"])
-    daemon.domain_cache.resync_interval = float(cfg["collect.resync_interval"])
-    daemon.journal.max_age = float(cfg["events.retention_days"]) * 86400.0
-    daemon.journal.max_count = int(cfg["events.retention_count"])
+def _renew_web_config(daemon: Daemon, cfg: Config, web: WebConfig) -> Restart:
+    """Serve /metrics with the web config read again; what waits for a restart."""
+    if daemon.web_config is None:
+        return ()
+    restart = daemon.web_config.renew(web)
+    if cfg.metrics.web_config_file and not restart:
+        log.info("virtmon.reload.web_config", users=len(web.users),
+                 tls=web.ssl_context is not None)
+    return restart
 
 
 def _reject(daemon: Daemon, problems: list[str]) -> None:
     """Keep the running configuration: log each problem and say so in the status."""
     for problem in problems:
         log.error("virtmon.reload.invalid", problem=problem)
-    daemon.config_problem = (
+    daemon.reload_rejected(
         f"config reload failed ({len(problems)} problem"
-        f"{'' if len(problems) == 1 else 's'}), running the previous configuration"
-    )
+        f"{'' if len(problems) == 1 else 's'}), running the previous configuration")
     log.error("virtmon.reload.rejected", problems=len(problems))
     daemon.notifier.notify(READY=1, STATUS=daemon.status_line())
 
@@ -150,14 +108,16 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
     """Reload the configuration into a running daemon; None when the new one is invalid."""
     daemon.notifier.reloading("reloading configuration")
     log.info("virtmon.reload.started", source=str(daemon.config.source))
+    restart: list[str] = []
     try:
         new = await anyio.to_thread.run_sync(loader)
-        result = plan(daemon.config, new, daemon.admin_helper is not None)
+        result = plan(daemon.config, new)
         cfg = effective(daemon.config, new, result)
-        # These read files again (one may have gone bad since validation), so they come before
-        # any change: the web config is only read here, the alerts read before they change.
+        # The web config is read before any change (a file may have gone bad since
+        # validation); the first component, the alerts, reads its files before it changes.
         web = await anyio.to_thread.run_sync(_read_web_config, cfg)
-        await daemon.alerts.reconfigure(cfg)
+        for part in daemon.reconfigurable:
+            restart.extend(await part.reconfigure(cfg))
     except (ConfigError, OSError) as exc:
         if isinstance(exc, OSError):
             exc = ConfigError([f"alerts: {exc}"])
@@ -169,22 +129,9 @@ async def reload_daemon(daemon: Daemon, loader: Callable[[], Config]) -> ReloadP
         log.exception("virtmon.reload.crashed")
         _reject(daemon, [f"virtmon failed to read the configuration: {type(exc).__name__}: {exc}"])
         return None
-    _apply(daemon, cfg)
-    if daemon.web_config is not None:
-        if daemon.web_config.can_take(web):
-            before = daemon.web_config.fingerprint
-            daemon.web_config.replace(web)
-            if web.ssl_context is not None:
-                # Said either way: an operator who renewed a certificate sees it taken or not.
-                log.info("virtmon.reload.certificate", cert_file=web.cert_file,
-                         fingerprint=web.fingerprint, changed=web.fingerprint != before)
-            if cfg["metrics.web_config_file"]:
-                log.info("virtmon.reload.web_config", users=len(web.users),
-                         tls=web.ssl_context is not None)
-        else:
-            result = replace(result, restart=(*result.restart, "metrics.web_config_file (TLS)"))
-    daemon.config = cfg
-    daemon.config_problem = None
+    restart.extend(_renew_web_config(daemon, cfg, web))
+    result = ReloadPlan(result.applied, (*result.restart, *restart))
+    daemon.reloaded(effective(daemon.config, new, result))
     try:
         # events.retention_* apply at once: the journal is pruned now, not within the hour.
         await daemon.prune_journal()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
-from virtmon.collectors import build_collectors, stats_flags_for, stats_groups_for
+from virtmon.collectors import DEFAULT_ENABLED, build_collectors, stats_flags_for, stats_groups_for
 from virtmon.collectors.base import FACTS_EVERY, Collector, MetricFamily, run_collectors
 from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
+from virtmon.component import Restart
+from virtmon.config import CollectConfig, keeping
 from virtmon.exposition.cache import Exposition
 from virtmon.selfmetrics import CycleStats
 from virtmon.virt.calls import LibvirtCaller
@@ -30,6 +32,22 @@ from virtmon.virt.stats import HostFacts, disconnected_snapshot, take_snapshot
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
 
 
+class MetricSource(Protocol):
+    """Series published with every cycle's exposition that no collector makes (virtmon's own,
+    the alerts', the control API's): read on the loop, no I/O."""
+
+    def families(self) -> list[MetricFamily]:
+        """This moment's families."""
+        ...
+
+
+def enabled_collectors(collect: CollectConfig) -> list[str]:
+    """The default collectors, adjusted by ``collect.collectors`` (name = true/false)."""
+    wanted = set(DEFAULT_ENABLED)
+    for name, enabled in collect.collectors.items():
+        (wanted.add if enabled else wanted.discard)(name)
+    return sorted(wanted)
+
 
 class Scheduler:
     """Runs collection cycles on a fixed tick and publishes each cycle's exposition."""
@@ -39,21 +57,18 @@ class Scheduler:
         supervisor: ConnectionSupervisor,
         pool: ConnectionPool,
         caller: LibvirtCaller,
-        collector_names: Iterable[str],
-        interval: float,
-        deadline_ratio: float,
-        extra_families: Callable[[], list[MetricFamily]],
+        collect: CollectConfig,
+        sources: Sequence[MetricSource],
+        stats: CycleStats,
         domain_info: Callable[[], Mapping[str, DomainInfo]] = dict,
-        admin: Callable[[], Awaitable[Any]] | None = None,
+        admin: Callable[[float], Awaitable[Any]] | None = None,
         event_counts: Callable[[], Any] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pool = pool
         self.caller = caller
-        self.use_collectors(collector_names)
-        self.interval = interval
-        self.deadline = interval * deadline_ratio
-        self.extra_families = extra_families
+        self._apply(collect)
+        self.sources = sources
         # Called on the loop with each fresh cycle's families (the alert thresholds); no I/O.
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
         self.domain_info = domain_info
@@ -65,11 +80,43 @@ class Scheduler:
         self._facts: HostFacts | None = None
         self._facts_age = 0
         self.event_counts = event_counts
-        self.backing_chain = False  # collect.block_backing_chain: every layer of each disk
-        self.stats = CycleStats()
+        self.stats = stats
         self.exposition = Exposition.render([])
         self.snapshot: StatsSnapshot | None = None
         self._cycle_done = anyio.Condition()
+
+    def _apply(self, collect: CollectConfig) -> None:
+        self.collect = collect
+        self.interval = collect.interval
+        # A cycle's libvirt calls are abandoned after this; the admin helper's answer too.
+        self.deadline = collect.interval * collect.deadline_ratio
+        self.backing_chain = collect.block_backing_chain  # every layer of each disk
+        self.use_collectors(enabled_collectors(collect))
+
+    async def reconfigure(self, collect: CollectConfig) -> Restart:
+        """Take a reloaded ``[collect]`` from the next cycle on. Turning the admin collector on
+        or off waits for a restart (its helper process is started with the daemon): it stays
+        as it runs."""
+        if ("admin" in enabled_collectors(collect)) == (self.admin is not None):
+            self._apply(collect)
+            return ()
+        self._apply(keeping(collect, self.collect, ["collectors.admin"]))
+        return ("collect.collectors.admin",)
+
+    def status(self) -> dict[str, Any]:
+        """The ``collection`` part of the daemon's status."""
+        return {
+            "interval": self.interval,
+            "cycles": self.stats.cycles,
+            "last_duration": self.stats.last_duration,
+            "last_success": self.stats.last_success,
+            "failures": self.stats.failures,
+            "samples": self.exposition.samples,
+        }
+
+    def own_families(self) -> list[MetricFamily]:
+        """Every source's families (published with each cycle, and before the first)."""
+        return [family for source in self.sources for family in source.families()]
 
     def use_collectors(self, names: Iterable[str]) -> None:
         """Collect with these collectors from the next cycle on, asking libvirt for just what
@@ -84,7 +131,7 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition.render(self.extra_families())
+        self.exposition = Exposition.render(self.own_families())
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -137,7 +184,7 @@ class Scheduler:
             self.snapshot = snapshot
         else:
             self.stats.failures += 1
-        families.extend(self.extra_families())
+        families.extend(self.own_families())
         if fresh:
             for listener in self.cycle_listeners:
                 try:
@@ -152,7 +199,7 @@ class Scheduler:
         """The admin helper's statistics, or the error it gave (the collector reports it)."""
         assert self.admin is not None
         try:
-            result[0] = await self.admin()
+            result[0] = await self.admin(self.deadline)
         except Exception as exc:
             result[0] = exc
 

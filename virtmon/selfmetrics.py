@@ -92,3 +92,17 @@ def self_metrics(
                         "Events a full bounded queue had to drop, by sink.", "sink",
                         _with_zeros(bus.dropped, (INGEST_SINK,))),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SelfMetrics:
+    """The virtmon_* families, as one of the scheduler's metric sources."""
+
+    supervisor: ConnectionSupervisor
+    bus: EventBus
+    caller: LibvirtCaller
+    cycle: CycleStats
+
+    def families(self) -> list[MetricFamily]:
+        """This moment's virtmon_* families."""
+        return self_metrics(self.supervisor, self.bus, self.caller, self.cycle)

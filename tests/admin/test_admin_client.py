@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import pytest
 from tests.admin.conftest import BAD_SOCKET_URI, virt_admin
 from tests.lab.close_watcher import close_watcher
 from tests.waiting import wait_until
-from virtmon.virt.admin_client import (
+from virtmon.admin.client import (
     AdminError,
     AdminEvent,
     AdminHelper,
@@ -85,7 +86,7 @@ async def test_unreachable_admin_socket_raises_admin_error() -> None:
 async def test_non_root_helper_gets_permission_error() -> None:
     """A helper without access to the root-only admin socket reports a clear AdminError."""
     command = ["setpriv", "--reuid=virtmon-lab", "--regid=virtmon-lab", "--clear-groups",
-               sys.executable, "-m", "virtmon.admin_helper"]
+               sys.executable, "-m", "virtmon.admin.helper"]
     async with AdminHelper(command=command) as helper:
         with pytest.raises(AdminError) as caught:
             await helper.request("server_list")
@@ -123,8 +124,24 @@ async def test_helper_that_cannot_start_never_raises() -> None:
         await wait_until(lambda: helper.restarts >= 2, timeout=30)
 
 
+def lines_in(path: Path) -> int:
+    """How many requests a fake helper logged."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -> None:
-    """At most max_in_flight requests reach the helper; a timeout on the oldest restarts it."""
+    """At most max_in_flight requests reach the helper; a timeout on the oldest restarts it. The
+    control: with room for three, the third reaches the helper within the same wait."""
+    window = 0.3  # a third request, had one been let through, would be logged within it
+    control_log = tmp_path / "control-requests"
+    control_command = [sys.executable, FAKE_HELPER, str(control_log)]
+    async with AdminHelper(command=control_command, max_in_flight=3) as wider, \
+            anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(functools.partial(wider.request, "server_list", timeout=5.0))
+        await wait_until(lambda: lines_in(control_log) >= 2, timeout=4)
+        await wait_until(lambda: lines_in(control_log) == 3, timeout=window)
+        tg.cancel_scope.cancel()
     log = tmp_path / "requests"
     command = [sys.executable, FAKE_HELPER, str(log)]
     async with AdminHelper(command=command, max_in_flight=2, backoff_initial=0.05) as helper:
@@ -141,12 +158,9 @@ async def test_stuck_helper_is_killed_and_in_flight_is_bounded(tmp_path: Path) -
             for _ in range(5):
                 tg.start_soon(one)
 
-            def requests_logged() -> int:
-                return len(log.read_text().splitlines()) if log.exists() else 0
-
-            await wait_until(lambda: requests_logged() >= 2, timeout=4)
-            await anyio.sleep(0.3)  # a third request, had one been let through, would be here
-            assert requests_logged() == 2
+            await wait_until(lambda: lines_in(log) >= 2, timeout=4)
+            await anyio.sleep(window)
+            assert lines_in(log) == 2
         assert len(outcomes) == 5
         assert any(isinstance(exc, AdminTimeout) for exc in outcomes)
         with events:

@@ -9,8 +9,9 @@ import libvirt
 import pytest
 
 from tests.admin.conftest import virt_admin, virt_admin_table
-from virtmon.collectors.admin import AdminCollector, AdminStats
-from virtmon.virt.admin_client import AdminError, AdminHelper
+from virtmon.admin.client import AdminError, AdminHelper
+from virtmon.admin.stats import AdminStats
+from virtmon.collectors.admin import AdminCollector
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab")]
 

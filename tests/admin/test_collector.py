@@ -9,12 +9,8 @@ from typing import Any
 import pytest
 
 from tests.tools import need
-from virtmon.collectors.admin import (
-    AdminCollectionFailed,
-    AdminCollector,
-    AdminStats,
-    ServerStats,
-)
+from virtmon.admin.stats import AdminStats, ServerStats
+from virtmon.collectors.admin import AdminCollectionFailed, AdminCollector
 from virtmon.collectors.base import MetricFamily, NoData, run_collectors
 from virtmon.exposition.render import render_text
 

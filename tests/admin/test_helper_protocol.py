@@ -13,13 +13,15 @@ import pytest
 
 from tests.admin.conftest import ADMIN_URI, BAD_SOCKET_URI, ROOT
 
-HELPER = ROOT / "virtmon" / "admin_helper.py"
+# The helper's side of the admin package: what runs in the process that must never load
+# libvirt-python (virtmon/admin/__init__.py).
+HELPER_SIDE = ("protocol", "binding", "helper")
 
 
 def talk(lines: list[str], uri: str = ADMIN_URI) -> list[dict[str, Any]]:
     """Feed request lines to a fresh helper and return every line it wrote."""
     done = subprocess.run(
-        [sys.executable, "-m", "virtmon.admin_helper", "--uri", uri],
+        [sys.executable, "-m", "virtmon.admin.helper", "--uri", uri],
         input="".join(line + "\n" for line in lines), capture_output=True, text=True,
         timeout=60, cwd=ROOT,
     )
@@ -27,23 +29,36 @@ def talk(lines: list[str], uri: str = ADMIN_URI) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def test_helper_imports_only_the_standard_library() -> None:
-    """Every import in admin_helper.py is from the standard library (no libvirt, no virtmon)."""
-    tree = ast.parse(HELPER.read_text())
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree)
-               if isinstance(node, ast.Import) for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth of its code."""
+    tree = ast.parse(path.read_text())
+    modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+    modules |= {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert modules - {"__future__"} <= set(sys.stdlib_module_names), modules
+    return modules - {"__future__"}
 
 
-def test_running_the_helper_loads_no_libvirt_module() -> None:
-    """Importing the helper the way `-m` does leaves `libvirt` out of sys.modules."""
-    code = ("import sys, virtmon.admin_helper; "
-            "print(sorted(m for m in sys.modules if 'libvirt' in m))")
+@pytest.mark.parametrize("name", HELPER_SIDE)
+def test_helper_side_imports_only_the_standard_library_and_each_other(name: str) -> None:
+    """protocol, binding and helper import the standard library and one another, nothing else
+    (no libvirt, no anyio, no other virtmon module)."""
+    allowed = {f"virtmon.admin.{other}" for other in HELPER_SIDE}
+    modules = imported_modules(ROOT / "virtmon" / "admin" / f"{name}.py")
+    assert {m for m in modules if m not in allowed
+            and m.split(".")[0] not in sys.stdlib_module_names} == set()
+
+
+def test_running_the_helper_loads_only_the_standard_library() -> None:
+    """Importing the helper the way `-m` does loads, beyond what Python loaded at start-up, the
+    standard library and the helper's side of virtmon.admin only."""
+    code = ("import sys; before = set(sys.modules); import virtmon.admin.helper; "
+            "print(sorted(m for m in set(sys.modules) - before "
+            "if m.split('.')[0] not in sys.stdlib_module_names))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           check=True)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == repr(sorted(
+        ["virtmon", "virtmon.admin", *(f"virtmon.admin.{name}" for name in HELPER_SIDE)]))
 
 
 @pytest.mark.lab

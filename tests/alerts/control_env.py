@@ -18,7 +18,7 @@ from typing import Any
 from tests.alerts.receiver import Recorder
 from tests.conftest import daemon_config, running_daemon
 from virtmon.app import Daemon
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 from virtmon.events.model import Event
 
 URI = "test:///default"

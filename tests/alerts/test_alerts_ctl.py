@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tests.alerts.control_env import Env, alert_daemon, domains_at, receiver
 from tests.alerts.receiver import Recorder, serving
-from virtmon import ctl
+from virtmon.ctl import cli
 
 
 async def ctl_run(env: Env, *argv: str) -> tuple[int, str, str]:
     """One virtmonctl command in a thread: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
-    code = await asyncio.to_thread(ctl.main, ["--socket", env.socket, *argv], stdout=out,
+    code = await asyncio.to_thread(cli.main, ["--socket", env.socket, *argv], stdout=out,
                                    stderr=err, environ={})
     return code, out.getvalue(), err.getvalue()
 

@@ -12,7 +12,7 @@ import pytest
 from tests.alerts.control_env import CRASH_RULE, URI, alert_daemon, domains_at, receiver
 from tests.alerts.receiver import Recorder, serving
 from tests.exposition.test_webconfig import make_certificate
-from virtmon import config
+from virtmon import config, configfile
 from virtmon.reload import reload_daemon
 
 PAUSE_RULE = {"name": "Paused", "severity": "warning", "summary": "{domain} paused",
@@ -22,10 +22,10 @@ PAUSE_RULE = {"name": "Paused", "severity": "warning", "summary": "{domain} paus
 
 def reloaded(running: config.Config, **alerts: Any) -> config.Config:
     """The running configuration with some ``[alerts]`` keys changed, validated as a file is."""
-    values = {section: dict(table) for section, table in running.values.items()}
+    values = running.document()
     values["alerts"].update(alerts)
     values["libvirt"]["uri"] = URI
-    return config.build(values)
+    return configfile.build(values)
 
 
 async def test_a_reload_moves_deliveries_to_the_new_receivers_and_keeps_the_unchanged(
@@ -162,3 +162,26 @@ async def test_a_delivery_task_that_fails_starts_again_and_others_go_on(
         await other.wait_for(lambda: "web-1" in domains_at(other))
         await rec.wait_for(lambda: "web-1" in domains_at(rec))
         assert failures == [rec.url] and not env.daemon.finished.is_set()
+
+
+async def test_a_reload_applies_the_alerts_section_inside_the_service_and_leaves_retention(
+    short_tmp: Path,
+) -> None:
+    """The alerts service takes its reloaded section itself: resolve_after and the external URL
+    apply (the targets' generator URL follows), alerts.retention_days is listed for a restart
+    and keeps its running value in the service and in the daemon's configuration."""
+    rec = Recorder()
+    async with serving(rec), alert_daemon(short_tmp, [receiver("hook", rec.url)]) as env:
+        service = env.daemon.alerts
+        running_retention = service.retention
+        result = await reload_daemon(env.daemon, lambda: reloaded(
+            env.daemon.config, resolve_after=120.0, retention_days=1.0,
+            external_url="http://grafana.example/d/1"))
+        assert result is not None
+        assert result.applied == ("alerts.resolve_after", "alerts.external_url")
+        assert result.restart == ("alerts.retention_days",)
+        assert service.engine.default_resolve_after == 120.0
+        assert [t.generator_url for t in service.targets] == ["http://grafana.example/d/1"]
+        assert service.retention == running_retention
+        assert env.daemon.config.alerts.retention_days == running_retention / 86400.0
+        assert env.daemon.status()["alerts"] == service.status()

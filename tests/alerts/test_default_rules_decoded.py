@@ -8,7 +8,7 @@ publish) into a real bus and journal; the journaled events are what the rules se
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from typing import Any
 
 import anyio
@@ -78,7 +78,7 @@ async def journaled(tmp_path: Any) -> dict[str, Event]:
     journal = Journal(tmp_path / "virtmon.db")
     bus = EventBus(journal)
     supervisor = ConnectionSupervisor(ConnectionSettings(URI), LibvirtCaller(), bus, Inventory())
-    supervisor._loop_thread = threading.get_ident()  # called on the loop, as libvirtaio does
+    supervisor._loop = asyncio.get_running_loop()  # what run() records; no connection here
     cases: list[str] = []
     for rec in [*RECORDINGS, POSTCOPY_FAILED]:
         event_id = _event_id(rec["id"])
@@ -86,6 +86,7 @@ async def journaled(tmp_path: Any) -> dict[str, Event]:
             continue
         supervisor._on_event(None, Domain(), *rec["args"], event_id)
         cases.append(f"{rec['id']}-{rec['case']}")
+    await asyncio.sleep(0)  # the callbacks queued their events on the loop: let them run
     for name in ("lost", "restored"):
         supervisor._publish_connection(name, "eof" if name == "lost" else None)
         cases.append(f"connection:{name}")

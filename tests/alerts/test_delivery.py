@@ -99,15 +99,16 @@ async def test_dead_receiver_then_alive_gets_every_alert_once_with_backoff(
 
 
 async def test_4xx_is_a_dead_letter_kept_and_retryable(store: AlertStore) -> None:
-    """400 dead-letters the row after one request; retry_dead sends it again."""
+    """400 dead-letters the row after one request; retry_dead sends it again. The control: a
+    503 in its place is tried again within the same wait."""
     status = {"code": 400}
+    no_retry_within = 0.5  # ten times the 0.05 s backoff
     async with serving(Recorder(lambda _r: (status["code"], {}, 0.0))) as rec:
         target = Target(receiver(rec.url), rec.url, store, "hv1")
         enqueue(store, [("r", rec.url)], 1)
         async with delivering(target):
             await wait_until(lambda: target.outcomes["dead"] == 1)
-            # Dead means no retry: a retry would come after the 0.05 s backoff, well within.
-            await anyio.sleep(0.5)
+            await anyio.sleep(no_retry_within)  # dead means no retry
             assert len(rec.requests) == 1 and target.outcomes["dead"] == 1
             [dead] = store.rows("dead")
             assert dead.last_error is not None and dead.last_error.startswith("HTTP 400")
@@ -115,7 +116,13 @@ async def test_4xx_is_a_dead_letter_kept_and_retryable(store: AlertStore) -> Non
             assert store.retry_dead(None, time.time()) == (1, 0)
             target.kick()
             await wait_until(lambda: target.outcomes["delivered"] == 1)
-    assert len(rec.requests) == 2 and store.rows("dead") == []
+            assert len(rec.requests) == 2 and store.rows("dead") == []
+            status["code"] = 503
+            [control] = enqueue(store, [("r", rec.url)], 1, resolved=True)
+            target.kick()
+            await wait_until(lambda: control.key in keys(rec.requests))
+            await wait_until(lambda: keys(rec.requests).count(control.key) >= 2,
+                             no_retry_within)
 
 
 async def test_429_honours_retry_after_and_5xx_and_408_are_retried(store: AlertStore) -> None:

@@ -71,9 +71,9 @@ class Rig:
         return outbox(self.path)
 
     async def settle(self) -> None:
-        """Wait until the engine has handled everything journaled."""
+        """Wait until the engine has handled everything journaled (its last_seq moves after the
+        batch is stored and its active alerts are updated)."""
         await wait_until(lambda: self.engine.last_seq == self.journal.last_seq, 10)
-        await anyio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -392,10 +392,10 @@ async def test_a_release_and_a_threshold_resolve_leave_no_firing_unresolved(
         r.engine.wake()
         await wait_until(entered.is_set, 5)
         r.engine.on_families(families(0))  # below the threshold while the release is decided
-        await anyio.sleep(0.3)
+        # The threshold task has evaluated and waits for the commit the release holds.
+        await wait_until(lambda: r.engine._commit_lock.statistics().tasks_waiting == 1, 5)
         gate.set()
-        await wait_until(lambda: not r.engine.active, 5)
-        await anyio.sleep(0.3)
+        await wait_until(lambda: not r.engine.active and len(r.outbox()) >= 4, 5)
         statuses = [row[2] for row in r.outbox()]
         assert statuses == ["firing", "firing", "resolved", "resolved"]
     silences.close()

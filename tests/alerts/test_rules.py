@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from virtmon import config
+from virtmon import config, configfile
 from virtmon.alerts.ruleconfig import load_rules, parse_rule
 from virtmon.alerts.rules import EventRule, Matcher, render, template_problems
 from virtmon.events.model import Event
@@ -100,7 +100,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         ],
     }}
     with pytest.raises(config.ConfigError) as caught:
-        config.build(raw)
+        configfile.build(raw)
     problems = caught.value.problems
     expected = [
         "alerts.rules[0].name:", "alerts.rules[0].severity:", "alerts.rules[0].match.kind:",

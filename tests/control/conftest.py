@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon.app import Daemon
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 
 
 @dataclass(frozen=True)

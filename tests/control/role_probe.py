@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 
 
 def main() -> None:

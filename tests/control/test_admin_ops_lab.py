@@ -12,7 +12,7 @@ import pytest
 from tests.admin.conftest import virt_admin, virt_admin_table
 from tests.conftest import daemon_config, running_daemon
 from tests.lab.close_watcher import close_watcher
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
 

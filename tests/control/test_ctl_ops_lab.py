@@ -18,8 +18,9 @@ from tests.admin.conftest import virt_admin_table
 from tests.conftest import call, daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.test_ctl import Run, ctl_async
-from virtmon import ctl, ctl_format
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl import format as ctl_format
+from virtmon.ctl import problems
+from virtmon.ctl.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
 
@@ -35,7 +36,7 @@ async def sock(short_tmp: Path, lab: str) -> AsyncIterator[Path]:
 async def ok(sock: Path, *argv: str) -> Run:
     """A virtmonctl run that must exit 0."""
     run = await ctl_async(sock, *argv)
-    assert run.code == ctl.EX_OK, (argv, run.err)
+    assert run.code == problems.EX_OK, (argv, run.err)
     return run
 
 
@@ -68,22 +69,22 @@ async def test_failed_operation_exits_1_with_the_libvirt_message(
         sock: Path, lab_domain: str) -> None:
     """Resuming a running domain: exit 1 and libvirt's error on stderr."""
     run = await ctl_async(sock, "resume", lab_domain)
-    assert run.code == ctl.EX_FAILED
+    assert run.code == problems.EX_FAILED
     assert run.err.startswith("virtmonctl: VIR_ERR_OPERATION_INVALID: ")
 
 
 async def test_usage_errors_exit_2(sock: Path) -> None:
     """A KEY=VALUE without '=', an unknown verb, or an unreadable @FILE: exit 2."""
-    assert (await ctl_async(sock, "call", "host.info", "oops")).code == ctl.EX_USAGE
-    assert (await ctl_async(sock, "domain", "fly", "x")).code == ctl.EX_USAGE
+    assert (await ctl_async(sock, "call", "host.info", "oops")).code == problems.EX_USAGE
+    assert (await ctl_async(sock, "domain", "fly", "x")).code == problems.EX_USAGE
     run = await ctl_async(sock, "call", "domain.define", "xml=@/nonexistent/file.xml")
-    assert run.code == ctl.EX_USAGE and "cannot read" in run.err
+    assert run.code == problems.EX_USAGE and "cannot read" in run.err
 
 
 async def test_cannot_connect_exits_3(short_tmp: Path) -> None:
     """No daemon at the socket: exit 3."""
     run = await ctl_async(short_tmp / "nothing.sock", "host")
-    assert run.code == ctl.EX_UNAVAILABLE == 3
+    assert run.code == problems.EX_UNREACHABLE == 3
 
 
 async def test_host_interfaces_operations(sock: Path) -> None:
@@ -117,7 +118,7 @@ async def test_admin_commands(sock: Path) -> None:
     assert "nclients_max" in limits
     logging = json.loads((await ok(sock, "--json", "admin", "logging", "get")).out)
     assert set(logging) == {"filters", "outputs"}
-    assert (await ctl_async(sock, "admin", "clients", "info")).code == ctl.EX_USAGE
+    assert (await ctl_async(sock, "admin", "clients", "info")).code == problems.EX_USAGE
 
 
 async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
@@ -150,7 +151,7 @@ async def test_memory_peek_as_json_as_raw_bytes_and_to_a_file(
     assert out.read_bytes() == direct and "256 bytes written" in run.out
     refused = await ctl_async(sock, "call", "domain.info", f"domain={lab_domain}",
                               "--output", str(out))
-    assert refused.code == ctl.EX_USAGE and "does not return bytes" in refused.err
+    assert refused.code == problems.EX_USAGE and "does not return bytes" in refused.err
 
 
 async def test_define_set_memory_set_vcpus_shutdown_and_undefine_verbs(

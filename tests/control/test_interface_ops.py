@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import daemon_config, running_daemon
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 
 URI = "test:///default"
 IFACE_XML = """<interface type='ethernet' name='{name}'>

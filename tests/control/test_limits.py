@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import daemon_config, running_daemon
 from tests.streamclient import follow
 from virtmon.control import api
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 
 SLOW_BODY = (b"POST /v1/ops/host.info HTTP/1.1\r\nHost: virtmon\r\n"
              b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")

@@ -8,6 +8,7 @@ from typing import Any
 import openapi_spec_validator
 import pytest
 
+from virtmon.config import ControlConfig
 from virtmon.control.executor import privileged
 from virtmon.control.openapi import document
 from virtmon.control.operations import (
@@ -180,8 +181,8 @@ def test_jsonable() -> None:
 
 def test_role_map() -> None:
     """uids and groups map to the highest role; unknown peers have none."""
-    roles = RoleMap.from_config({"admin_uids": [0], "write_uids": [1000], "read_groups": [4242],
-                                 "read_uids": [], "write_groups": [], "admin_groups": []})
+    roles = RoleMap.from_config(ControlConfig(admin_uids=(0,), write_uids=(1000,),
+                                              read_groups=(4242,)))
     assert roles.role(Peer(1, 0, 0)) == "admin"
     assert roles.role(Peer(1, 1000, 1000)) == "write"
     assert roles.role(Peer(1, 4321, 4242)) == "read"
@@ -196,7 +197,7 @@ def test_group_membership_is_looked_up_on_every_request(monkeypatch: pytest.Monk
     members = {"alice": [4321, 4242]}
     monkeypatch.setattr("pwd.getpwuid", lambda uid: type("pw", (), {"pw_name": "alice"})())
     monkeypatch.setattr("os.getgrouplist", lambda name, gid: members[name])
-    roles = RoleMap.from_config({"read_groups": [4242]})
+    roles = RoleMap.from_config(ControlConfig(read_groups=(4242,)))
     peer = Peer(pid=1, uid=4321, gid=4321)
     assert roles.role(peer) == "read"
     members["alice"] = [4321]  # gpasswd -d alice virtmon

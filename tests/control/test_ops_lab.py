@@ -22,9 +22,9 @@ import structlog
 from tests.conftest import call, daemon_config, running_daemon
 from tests.control.conftest import Env
 from tests.control.peers import probe, unused_ids
-from virtmon.control.client import ControlClient, Problem
 from virtmon.control.operations import OPERATIONS
 from virtmon.control.operations.model import jsonable
+from virtmon.ctl.client import ControlClient, Problem
 
 pytestmark = pytest.mark.lab
 

@@ -30,9 +30,9 @@ import pytest
 
 from tests.conftest import call, daemon_config, running_daemon
 from tests.control.peers import probe, unused_ids
-from virtmon.control.client import ControlClient
 from virtmon.control.operations import OPERATIONS
 from virtmon.control.operations.model import ArgumentError, Operation, Param, validate
+from virtmon.ctl.client import ControlClient
 
 pytestmark = pytest.mark.lab
 # The root-only file's content starts with this; a random part follows.

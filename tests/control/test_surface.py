@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.conftest import daemon_config, running_daemon
 from tests.control.peers import probe, unused_ids
-from virtmon.control.client import ControlClient
+from virtmon.ctl.client import ControlClient
 
 ROUTES = ["/v1/status", "/v1/domains", "/v1/domains/test", "/v1/events?since=0&follow=0",
           "/v1/ops", "/v1/openapi.json", "/v1/ops/host.info", "/v1/ops/domain.info?domain=test"]
@@ -42,7 +42,7 @@ async def test_the_metrics_listener_serves_no_control_route(short_tmp: Path) -> 
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
                         control={"allow_write": True})
     async with running_daemon(cfg) as daemon:
-        base = f"http://{daemon.config['metrics.listen']}"
+        base = f"http://{daemon.config.metrics.listen}"
         answers = {}
         for route in ROUTES:
             for method in ("GET", "POST"):

@@ -24,8 +24,9 @@ from tests.prometheus_process import running_prometheus, scraping
 from tests.waiting import exposition_until, wait_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
-from virtmon.control.client import ControlClient
-from virtmon.exposition.cache import OPENMETRICS_TYPE, TEXT_TYPE, Exposition
+from virtmon.ctl.client import ControlClient
+from virtmon.exposition.cache import Exposition
+from virtmon.exposition.render import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
 from virtmon.virt.stats import take_snapshot
 
 TEST_URI = "test:///default"
@@ -229,7 +230,7 @@ async def test_client_certificates_are_required_and_verified(
         status, content_type, body = await get(
             session, url, ssl=client_context(mtls_files, "client")
         )
-        assert (status, content_type) == (200, TEXT_TYPE)
+        assert (status, content_type) == (200, CONTENT_TYPE_TEXT)
         assert "libvirt_up 1" in body
         for refused in (None, "stranger"):
             # TLS 1.3 finishes the client's side of the handshake before the server checks the
@@ -322,11 +323,11 @@ async def test_accept_openmetrics_gives_the_openmetrics_body(
         url = base_url(daemon) + "/metrics"
         headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
         status, content_type, body = await get(session, url, headers=headers)
-        assert (status, content_type) == (200, OPENMETRICS_TYPE)
+        assert (status, content_type) == (200, CONTENT_TYPE_OPENMETRICS)
         assert body.endswith("# EOF\n")
         assert body.encode() == daemon.scheduler.exposition.openmetrics
         status, content_type, text = await get(session, url, headers={"Accept": "text/plain"})
-        assert (status, content_type) == (200, TEXT_TYPE)
+        assert (status, content_type) == (200, CONTENT_TYPE_TEXT)
         assert "# EOF" not in text
         assert "libvirt_up 1" in text
 

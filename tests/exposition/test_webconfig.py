@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon import config as config_module
+from virtmon import configfile
 from virtmon.exposition.webconfig import (
     WebConfigError,
     basic_auth_middleware,
@@ -133,7 +134,7 @@ def test_every_web_config_problem_is_reported_with_its_key(tmp_path: Path) -> No
         "extra: 1\n"
     )
     with pytest.raises(config_module.ConfigError) as caught:
-        config_module.build({"metrics": {"web_config_file": str(path)}})
+        configfile.build({"metrics": {"web_config_file": str(path)}})
     text = "\n".join(caught.value.problems)
     for expected in ("metrics.web_config_file: extra: unknown key",
                      "tls_server_config.bogus: unknown key",

@@ -15,7 +15,7 @@ from tests.conftest import daemon_config, running_daemon
 from tests.integration.prometheus_lab import Prometheus, prometheus
 from tests.lab import lab as lab_module
 from tests.shipped.promql import DASHBOARD, RULES
-from virtmon import config as config_module
+from virtmon import configfile
 from virtmon.app import Daemon
 from virtmon.config import Config
 from virtmon.reload import reload_daemon
@@ -74,7 +74,7 @@ def panel(title: str) -> dict[str, Any]:
 
 async def overrun_every_cycle(daemon: Daemon, cfg: Config, ratio: float) -> None:
     """Reload the daemon with ``collect.deadline_ratio = ratio`` (as an operator would)."""
-    new = config_module.build(cfg.values, {"collect.deadline_ratio": ratio})
+    new = configfile.build(cfg.document(), {"collect.deadline_ratio": ratio})
     assert await reload_daemon(daemon, lambda: new) is not None
 
 

@@ -16,7 +16,7 @@ from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json
 from tests.waiting import exposition_until
 from virtmon import app
-from virtmon.virt.admin_client import AdminHelper
+from virtmon.admin.client import AdminHelper
 
 pytestmark = pytest.mark.lab
 
@@ -49,7 +49,7 @@ async def test_a_helper_without_access_fails_only_the_admin_collector(
     """A helper that may not open the admin socket (a non-root user): the admin collector fails
     with libvirt's permission error in the log and its success metric at 0; all else works."""
     non_root = ["setpriv", "--reuid=virtmon-lab", "--regid=virtmon-lab", "--clear-groups",
-                sys.executable, "-m", "virtmon.admin_helper"]
+                sys.executable, "-m", "virtmon.admin.helper"]
     monkeypatch.setattr(app, "AdminHelper", functools.partial(AdminHelper, command=non_root))
     cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
     with structlog.testing.capture_logs() as logs:

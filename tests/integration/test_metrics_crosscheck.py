@@ -39,7 +39,7 @@ from tests.lab import lab as lab_module
 from tests.waiting import exposition_until, fresh_cycle, wait_until
 from virtmon.app import Daemon
 from virtmon.collectors import COLLECTORS
-from virtmon.control.client import ControlClient, Problem
+from virtmon.ctl.client import ControlClient, Problem
 from virtmon.virt.connection import State
 
 NAMESPACE = "http://example.org/virtmon-crosscheck/1"

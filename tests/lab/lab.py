@@ -93,16 +93,21 @@ def prepare_host() -> None:
         kvm_gid = grp.getgrnam("kvm").gr_gid
         os.chown(kvm, 0, kvm_gid)
         kvm.chmod(0o660)
+    ensure_test_user()
+    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
+    for path in (IMAGE_DIR, IMAGE_DIR.parent):
+        path.chmod(0o755)
+    Path("/var/log/libvirt").mkdir(parents=True, exist_ok=True)
+
+
+def ensure_test_user() -> None:
+    """Create the unprivileged test user (a member of the libvirt group) unless it exists."""
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "-G", TEST_GROUP, TEST_USER], check=True
         )
-    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
-    for path in (IMAGE_DIR, IMAGE_DIR.parent):
-        path.chmod(0o755)
-    Path("/var/log/libvirt").mkdir(parents=True, exist_ok=True)
 
 
 def start_virtlogd() -> None:

@@ -176,7 +176,7 @@ def test_notify_and_watchdog_variables_are_not_inherited_by_the_admin_helper(
                 assert b"NOTIFY_SOCKET" not in names
                 assert not {b"WATCHDOG_USEC", b"WATCHDOG_PID"} & names
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-                assert b"admin_helper" in cmdline
+                assert b"virtmon.admin.helper" in cmdline
             # The daemon itself was started with it (and removed it from its own environment).
             assert "NOTIFY_SOCKET" in daemon.env
             stop(daemon)

@@ -136,7 +136,8 @@ async def test_capacity_limits_concurrent_calls() -> None:
 async def test_call_waiting_for_capacity_that_times_out_is_not_abandoned(
     gate: threading.Event,
 ) -> None:
-    """A call whose deadline passes while it waits for a slot never runs and is not counted."""
+    """A call whose deadline passes while it waits for a slot never runs and is not counted;
+    the control, a call still waiting when the slot frees, runs within the same wait."""
     caller = LibvirtCaller(capacity=1, default_deadline=10, max_abandoned=4)
     ran = threading.Event()
     holding = threading.Event()
@@ -150,9 +151,13 @@ async def test_call_waiting_for_capacity_that_times_out_is_not_abandoned(
     with pytest.raises(CallTimeout):
         await caller.call_with_deadline(0.1, ran.set)
     assert caller.abandoned_total == 0
+    control = threading.Event()
+    waiting = asyncio.ensure_future(caller.call_with_deadline(30, control.set))
     gate.set()
     assert await holder is True
-    await asyncio.sleep(0.05)
+    await wait_until(control.is_set, 0.5)
+    await waiting
+    await asyncio.sleep(0.5)
     assert not ran.is_set()
 
 

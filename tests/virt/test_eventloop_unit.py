@@ -403,6 +403,9 @@ async def test_coalesced_update_applies_the_latest_value(
     await asyncio.wait_for(impl.drain(), 5)
     await asyncio.sleep(0.05)
     assert calls == []
+    # The control: the byte is there, and the same watch set READABLE gets it.
+    in_thread(lambda: impl.update_handle(watch, READABLE))
+    await wait_until(lambda: bool(calls), 5)
     assert impl.remove_handle(watch) == 0
 
 
@@ -428,6 +431,12 @@ async def test_update_queued_before_a_remove_is_never_applied(
     await asyncio.sleep(0.05)
     assert calls == []
     assert impl._updates == {} and impl._applied == {}
+    # The control: a new READABLE watch on the same socket gets the byte.
+    control = in_thread(lambda: impl.add_handle(a.fileno(), READABLE,
+                                                lambda *x: calls.append(2), OPAQUE))
+    await wait_until(lambda: bool(calls), 5)
+    assert calls[0] == 2
+    assert impl.remove_handle(control) == 0
 
 
 async def test_timer_updates_coalesce_and_the_timer_fires(impl: ThreadSafeEventImpl) -> None:

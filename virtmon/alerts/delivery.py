@@ -7,8 +7,9 @@ outcome before it sends more:
 
 - 2xx: delivered.
 - 429: retried after ``Retry-After`` (seconds or an HTTP date), else after the backoff.
-- 408, 5xx, connection errors and timeouts: retried with exponential backoff and full jitter
-  (``backoff_initial`` x 2^(attempts-1), at most ``backoff_max``, times a random 0.5..1).
+- 408, 5xx, connection errors and timeouts: retried with exponential backoff and jitter
+  (``backoff_initial`` x 2^(attempts-1), at most ``backoff_max``, times a random 0.5..1:
+  virtmon.backoff).
 - any other status (3xx, 4xx): a dead letter, kept in the outbox and retryable.
 - a row older than ``max_age`` is given up (expired), counted.
 
@@ -36,6 +37,7 @@ import structlog
 from virtmon.alerts import formats
 from virtmon.alerts.model import Alert, Notification
 from virtmon.alerts.store import AlertStore, OutboxRow
+from virtmon.backoff import backoff
 from virtmon.config import Receiver, receiver_ssl_context
 
 log = structlog.get_logger("virtmon.alerts.delivery").bind(component="webhooks")
@@ -245,12 +247,9 @@ class Target:
             return None, None, f"{type(exc).__name__}: {exc}"[:500]
 
     def backoff(self, attempts: int) -> float:
-        """Seconds before attempt ``attempts + 1``: exponential, capped, full jitter."""
-        # The exponent is capped: 2.0 ** 1024 overflows, and a receiver down for long (or a
-        # small backoff_max) reaches a thousand attempts; 2 ** 64 is past any backoff_max.
-        doublings = min(max(0, attempts - 1), 64)
-        base = min(self.receiver.backoff_max, self.receiver.backoff_initial * 2.0 ** doublings)
-        return float(base * self.rng.uniform(0.5, 1.0))
+        """Seconds before attempt ``attempts + 1``, by the receiver's backoff settings."""
+        return backoff(attempts, self.receiver.backoff_initial, self.receiver.backoff_max,
+                       self.rng)
 
     async def send(self, session: aiohttp.ClientSession, rows: Sequence[OutboxRow]) -> str:
         """Send rows in one request and record the outcome; returns it."""
@@ -324,10 +323,3 @@ class Target:
                 break
         self.last_resend = ResendRound(self.clock(), time.monotonic() - started, len(notes),
                                        requests, complete)
-
-
-async def run_targets(targets: Sequence[Target]) -> None:
-    """Run every target in its own task until cancelled."""
-    async with anyio.create_task_group() as group:
-        for target in targets:
-            group.start_soon(target.run)

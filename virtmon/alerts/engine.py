@@ -30,7 +30,7 @@ from virtmon.alerts.rules import (
     render,
 )
 from virtmon.alerts.silences import Silences
-from virtmon.alerts.store import AlertStore, Target
+from virtmon.alerts.store import AlertStore, Destination
 from virtmon.collectors.base import MetricFamily
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
@@ -39,7 +39,6 @@ log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
 
 PAGE = 500
 FAMILY_QUEUE = 4
-TICK = 1.0
 GONE_SWEEP = 30.0  # seconds between looks for alerts whose domain no longer exists
 # Transitions logged at info per rule and minute; beyond, they are counted and summed up once a
 # minute (a flapping alert logged each change: 8 lines a second under domain churn).
@@ -107,7 +106,7 @@ class AlertEngine:
     """Evaluates event and threshold rules and stores every transition with its deliveries."""
 
     def __init__(self, rules: Sequence[Rule], store: AlertStore, journal: Journal,
-                 targets: Sequence[Target], host: str, default_resolve_after: float = 3600.0,
+                 targets: Sequence[Destination], host: str, default_resolve_after: float = 3600.0,
                  on_enqueued: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time,
                  silences: Silences | None = None,

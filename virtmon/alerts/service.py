@@ -21,6 +21,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.address import split_listen
 from virtmon.alerts.delivery import ReceiverFiles, Target
 from virtmon.alerts.engine import AlertEngine, PresentDomains
 from virtmon.alerts.metrics import alert_families
@@ -29,7 +30,8 @@ from virtmon.alerts.rules import Rule
 from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore
 from virtmon.collectors.base import MetricFamily
-from virtmon.config import Config, ConfigError
+from virtmon.component import Restart
+from virtmon.config import AlertsConfig, ConfigError
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
 
@@ -42,24 +44,24 @@ GONE_RETENTION = 3600.0
 TARGET_RESTART = 5.0  # seconds before a failed delivery task starts again
 
 
-def generator_url(config: Config, host: str) -> str:
-    """``alerts.external_url``, else this host's metrics endpoint."""
-    configured = str(config["alerts.external_url"])
-    if configured:
-        return configured
-    _listen_host, _, port = str(config["metrics.listen"]).rpartition(":")
+def generator_url(alerts: AlertsConfig, listen: str, host: str) -> str:
+    """``alerts.external_url``, else this host's metrics endpoint (``metrics.listen``)."""
+    if alerts.external_url:
+        return alerts.external_url
+    _listen_host, port = split_listen(listen)
     return f"http://{host}:{port}/metrics"
 
 
-def read_setup(config: Config) -> tuple[list[Rule], dict[str, ReceiverFiles]]:
+def read_setup(alerts: AlertsConfig) -> tuple[list[Rule], dict[str, ReceiverFiles]]:
     """The rules (the default rule file is read) and each receiver's files (blocking).
 
     build() validated them already; a file changed since is still an error, with its key.
     """
     problems: list[str] = []
-    rules = load_rules(config.values["alerts"], problems)
+    rules = load_rules({"rules": list(alerts.rules), "default_rules": alerts.default_rules,
+                        "default_rules_file": alerts.default_rules_file}, problems)
     files: dict[str, ReceiverFiles] = {}
-    for index, receiver in enumerate(config.receivers):
+    for index, receiver in enumerate(alerts.receivers):
         try:
             files[receiver.name] = ReceiverFiles.read(receiver)
         except (OSError, ssl.SSLError) as exc:
@@ -72,31 +74,32 @@ def read_setup(config: Config) -> tuple[list[Rule], dict[str, ReceiverFiles]]:
 class AlertService:
     """Rules, alert state, the outbox and webhook delivery, as one component."""
 
-    def __init__(self, config: Config, journal: Journal, host: str | None = None,
-                 clock: Callable[[], float] = time.time,
+    def __init__(self, alerts: AlertsConfig, journal: Journal, metrics_listen: str,
+                 host: str | None = None, clock: Callable[[], float] = time.time,
                  present_domains: PresentDomains = lambda: None) -> None:
-        rules, files = read_setup(config)
+        rules, files = read_setup(alerts)
         self.host = host or socket.gethostname()
+        self.metrics_listen = metrics_listen  # the generator URL's port, without external_url
         self.clock = clock
-        self.retention = float(config["alerts.retention_days"]) * 86400.0
+        self.retention = alerts.retention_days * 86400.0
         self.store = AlertStore(journal.path)
         self.silences = Silences(journal.path)
-        self.targets = self._targets(config, files, [])
+        self.targets = self._targets(alerts, files, [])
         self.present_domains = present_domains
         self.engine = AlertEngine(
             rules, self.store, journal, [(t.receiver.name, t.url) for t in self.targets],
-            self.host, default_resolve_after=float(config["alerts.resolve_after"]),
+            self.host, default_resolve_after=alerts.resolve_after,
             on_enqueued=self.kick, clock=clock, silences=self.silences,
             present_domains=present_domains)
         self._group: anyio.abc.TaskGroup | None = None
         self._scopes: dict[Target, anyio.CancelScope] = {}  # running targets' task scopes
 
-    def _targets(self, config: Config, files: Mapping[str, ReceiverFiles],
+    def _targets(self, alerts: AlertsConfig, files: Mapping[str, ReceiverFiles],
                  running: Sequence[Target]) -> list[Target]:
         """One target per receiver URL: a running one where nothing about it changed."""
-        url = generator_url(config, self.host)
+        url = generator_url(alerts, self.metrics_listen, self.host)
         targets = []
-        for receiver in config.receivers:
+        for receiver in alerts.receivers:
             read = files[receiver.name]
             for target_url in receiver.urls:
                 same = next((t for t in running
@@ -106,17 +109,18 @@ class AlertService:
                     notified=self.silences.notified, files=read))
         return targets
 
-    async def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded configuration's rules and receivers.
+    async def reconfigure(self, alerts: AlertsConfig) -> Restart:
+        """Apply a reloaded ``[alerts]``: its rules and receivers (``retention_days`` waits for
+        a restart). A file that cannot be read raises ConfigError before anything changes.
 
         Rules are swapped at once, and alerts of removed rules resolve. Each receiver URL whose
         settings are unchanged keeps its running target; the others are stopped and started
         anew. Rows queued for a URL that is no longer configured stay in the outbox (listed by
         ``alerts.outbox``) and are delivered if it comes back.
         """
-        rules, files = await anyio.to_thread.run_sync(read_setup, config)
-        self.engine.use_rules(rules, float(config["alerts.resolve_after"]))
-        targets = self._targets(config, files, self.targets)
+        rules, files = await anyio.to_thread.run_sync(read_setup, alerts)
+        self.engine.use_rules(rules, alerts.resolve_after)
+        targets = self._targets(alerts, files, self.targets)
         stopped = [t for t in self.targets if t not in targets]
         for target in stopped:
             scope = self._scopes.pop(target, None)
@@ -130,9 +134,11 @@ class AlertService:
                 self._group.start_soon(self._run_target, target)
         log.info("virtmon.alerts.reconfigured", rules=len(rules), targets=len(targets),
                  started=len(started), stopped=len(stopped))
+        return ()
 
-    def summary(self) -> dict[str, Any]:
-        """Active alerts and the outbox, as the delivery tasks last counted it (for status)."""
+    def status(self) -> dict[str, Any]:
+        """The ``alerts`` part of the daemon's status: active alerts and the outbox, as the
+        delivery tasks last counted it."""
         oldest = [t.oldest for t in self.targets if t.oldest is not None]
         return {
             "active": len(self.engine.active),

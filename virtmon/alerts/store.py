@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (receiver, url, state, id);
 """
 
-Target = tuple[str, str]  # (receiver name, url)
+# Where a notification goes: (receiver name, url); a delivery.Target sends to one.
+Destination = tuple[str, str]
 # Finished rows kept whatever their age (resolved alerts; delivered, expired, superseded outbox
 # rows): under domain churn the age limit alone let them grow without bound.
 KEEP_FINISHED = 10_000
@@ -138,7 +139,7 @@ class AlertStore:
         return int(rows[0][0]) if rows else None
 
     def apply(self, alerts: Sequence[Alert], notifications: Sequence[Notification],
-              targets: Sequence[Target], now: float, last_seq: int | None = None) -> int:
+              targets: Sequence[Destination], now: float, last_seq: int | None = None) -> int:
         """Store alert states and enqueue each notification for every target, atomically.
 
         Returns the number of outbox rows added (a notification already queued is not).

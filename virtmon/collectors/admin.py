@@ -1,7 +1,7 @@
 """libvirt daemon health from the admin API: thread pools, client limits and clients per server.
 
 The scheduler asks the admin helper for its ``snapshot`` op once per cycle, turns the reply into
-an `AdminStats` with `AdminStats.from_helper` and stores it on the snapshot's ``admin`` field:
+an `AdminStats` (virtmon.admin.stats) and stores it on the snapshot's ``admin`` field:
 None when admin collection is off (no data), an exception when the helper could not answer
 (a failure of this collector). Sample::
 
@@ -22,18 +22,12 @@ None when admin collection is off (no data), an exception when the helper could 
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
+from virtmon.admin.protocol import TRANSPORTS
+from virtmon.admin.stats import AdminStats
 from virtmon.collectors.base import MetricFamily, NoData, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 
-__all__ = ["TRANSPORTS", "AdminCollectionFailed", "AdminCollector", "AdminStats", "ServerStats"]
-
-# virClientTransport names; each is exported for every server, 0 when no client uses it.
-TRANSPORTS: tuple[str, ...] = ("unix", "tcp", "tls")
+__all__ = ["AdminCollectionFailed", "AdminCollector"]
 
 # (metric name, what it is, typed parameter name)
 _THREADPOOL = (
@@ -52,63 +46,6 @@ _CLIENT_LIMITS = (
     ("libvirt_daemon_clients_unauthenticated_max",
      "Upper limit of clients waiting for authentication", "nclients_unauth_max"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStats:
-    """One daemon server (``libvirtd``, ``admin``, ...) as the admin API reported it.
-
-    `threadpool` and `client_limits` are the typed parameters by their libvirt names
-    (``minWorkers``, ``nclients_max``, ...). Clients whose info lacked the ``readonly`` flag
-    count in neither `readonly_clients` nor `readwrite_clients`.
-    """
-
-    name: str
-    threadpool: Mapping[str, int] = field(default_factory=dict)
-    client_limits: Mapping[str, int] = field(default_factory=dict)
-    clients_by_transport: Mapping[str, int] = field(default_factory=dict)
-    readonly_clients: int = 0
-    readwrite_clients: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AdminStats:
-    """Everything the admin collector needs, for every server of the daemon."""
-
-    servers: tuple[ServerStats, ...]
-
-    @classmethod
-    def from_helper(cls, result: Mapping[str, Any]) -> AdminStats:
-        """Build from the admin helper's ``snapshot`` reply (``{"servers": {name: {...}}}``)."""
-        servers = []
-        for name, server in sorted(result.get("servers", {}).items()):
-            transports: Counter[str] = Counter()
-            readonly = readwrite = 0
-            for client in server.get("clients", ()):
-                transports[str(client.get("transport"))] += 1
-                flag = client.get("info", {}).get("readonly")
-                if flag is True:
-                    readonly += 1
-                elif flag is False:
-                    readwrite += 1
-            servers.append(
-                ServerStats(
-                    name=name,
-                    threadpool=_numbers(server.get("threadpool", {})),
-                    client_limits=_numbers(server.get("client_limits", {})),
-                    clients_by_transport=dict(transports),
-                    readonly_clients=readonly,
-                    readwrite_clients=readwrite,
-                )
-            )
-        return cls(tuple(servers))
-
-
-def _numbers(params: Mapping[str, Any]) -> dict[str, int]:
-    return {
-        key: value for key, value in params.items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
 
 
 class AdminCollectionFailed(Exception):
@@ -159,6 +96,7 @@ class AdminCollector:
         )
         for server in admin.servers:
             counts = server.clients_by_transport
+            # Each transport is exported for every server, 0 when no client uses it.
             for transport in (*TRANSPORTS, *sorted(set(counts) - set(TRANSPORTS))):
                 by_transport.add((server.name, transport), counts.get(transport, 0))
             by_access.add((server.name, "readonly"), server.readonly_clients)

@@ -30,7 +30,8 @@ from typing import Any
 
 from virtmon.collectors.base import MetricFamily, help_text
 from virtmon.collectors.snapshot import DomainInfo, StatsSnapshot
-from virtmon.collectors.state import STATE_NAMES, is_inactive
+from virtmon.collectors.state import is_inactive
+from virtmon.virt.states import STATE_NAMES
 
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -19,21 +19,7 @@ from typing import Any
 
 from virtmon.collectors.base import MetricFamily, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
-
-# virDomainState codes, in enum order.
-STATE_NAMES: tuple[str, ...] = (
-    "nostate",
-    "running",
-    "blocked",
-    "paused",
-    "shutdown",
-    "shutoff",
-    "crashed",
-    "pmsuspended",
-)
-# States in which the domain has a hypervisor process (running, blocked, paused, shutting down,
-# suspended to memory): only then are its statistics the domain's own.
-ACTIVE_STATES = frozenset((1, 2, 3, 4, 7))
+from virtmon.virt.states import ACTIVE_STATES, STATE_NAMES
 
 
 def is_inactive(stats: Mapping[str, Any]) -> bool:
@@ -54,8 +40,8 @@ class StateCollector:
             "libvirt_domain_info_state",
             "gauge",
             help_text(
-                "Domain state as a virDomainState code (0 nostate, 1 running, 2 blocked, "
-                "3 paused, 4 shutdown, 5 shutoff, 6 crashed, 7 pmsuspended)",
+                "Domain state as a virDomainState code ("
+                + ", ".join(f"{code} {name}" for code, name in enumerate(STATE_NAMES)) + ")",
                 "state.state",
             ),
             ("domain",),

@@ -28,18 +28,18 @@ import anyio.to_thread
 import libvirt
 import structlog
 
+from virtmon.admin.client import (
+    HELPER_TIMEOUT,
+    HELPER_UNAVAILABLE,
+    AdminError,
+    AdminHelper,
+)
 from virtmon.collectors.base import MetricFamily
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
 from virtmon.control.roles import Peer, allows
 from virtmon.events.bus import EventBus
 from virtmon.events.model import AUDIT_KIND, Event
-from virtmon.virt.admin_client import (
-    HELPER_TIMEOUT,
-    HELPER_UNAVAILABLE,
-    AdminError,
-    AdminHelper,
-)
 from virtmon.virt.calls import CallTimeout, LibvirtCaller, TooManyAbandoned
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.handle import ConnectionBusy, ConnectionClosed, ConnectionSettings
@@ -177,6 +177,16 @@ class Executor:
         self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
         self.stats = ControlStats()
+
+    def status(self) -> dict[str, Any]:
+        """The ``control`` part of the daemon's status (the streams are the server's)."""
+        return {
+            "allow_write": self.allow_write,
+            "calls": self.stats.calls,
+            "failures": self.stats.failures,
+            "read_connections": self.reads.size,
+            "write_connections": self.writes.size,
+        }
 
     def privileged(self, op: Operation, role: str) -> bool:
         """Whether a call by ``role`` runs with more than a read-only libvirt connection."""

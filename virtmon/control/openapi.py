@@ -12,6 +12,7 @@ from typing import Any
 from virtmon import __version__
 from virtmon.control.events_stream import HEARTBEAT_INTERVAL, PARAMETERS, WRITE_TIMEOUT
 from virtmon.control.operations.model import Operation
+from virtmon.control.problems import PROBLEM_TYPE
 from virtmon.events.catalog import SPECS_BY_CONSTANT
 from virtmon.events.model import VIRTMON_KINDS
 
@@ -47,7 +48,6 @@ RESULT = {
     "properties": {"operation": {"type": "string"}, "result": {}},
 }
 JSON = "application/json"
-PROBLEM_TYPE = "application/problem+json"
 
 
 def _problems(errors: Mapping[str, str]) -> dict[str, Any]:

@@ -16,7 +16,10 @@ import socket
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from virtmon.config import ControlConfig
 
 ORDER = {"none": 0, "read": 1, "write": 2, "admin": 3}
 
@@ -81,13 +84,14 @@ class RoleMap:
     gids: Mapping[str, frozenset[int]]
 
     @classmethod
-    def from_config(cls, control: Mapping[str, Any]) -> RoleMap:
-        """From the ``[control]`` table (group names that do not exist match nobody)."""
-        uids = {role: frozenset(int(u) for u in control.get(f"{role}_uids", ()))
-                for role in ("read", "write", "admin")}
-        gids = {role: frozenset(_gids(control.get(f"{role}_groups", ())))
-                for role in ("read", "write", "admin")}
-        return cls(uids, gids)
+    def from_config(cls, control: ControlConfig) -> RoleMap:
+        """From the ``[control]`` section (group names that do not exist match nobody)."""
+        uids = {"read": control.read_uids, "write": control.write_uids,
+                "admin": control.admin_uids}
+        groups = {"read": control.read_groups, "write": control.write_groups,
+                  "admin": control.admin_groups}
+        return cls({role: frozenset(ids) for role, ids in uids.items()},
+                   {role: frozenset(_gids(names)) for role, names in groups.items()})
 
     def role(self, peer: Peer) -> str:
         """The highest role the peer has: admin, write, read or none."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -74,6 +75,10 @@ class EventBus:
         # The journal's own worker thread: other thread users cannot delay event journaling.
         self._journal_limiter = anyio.CapacityLimiter(1)
         self._listeners: list[Callable[[Event], None]] = []
+
+    def status(self) -> dict[str, Any]:
+        """The ``events`` part of the daemon's status: received and dropped, by kind and sink."""
+        return {"received": dict(self.received), "dropped": dict(self.dropped)}
 
     def publish(self, event: Event) -> bool:
         """Queue an event for the journal without blocking; False (and counted) when full."""

@@ -15,9 +15,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from virtmon.component import Restart
 from virtmon.events.database import open_database, write_transaction
 from virtmon.events.model import Event
+
+if TYPE_CHECKING:
+    from virtmon.config import EventsConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -79,6 +84,20 @@ class Journal:
     def last_seq(self) -> int:
         """The sequence number of the last event written (0 if none ever was)."""
         return self._last_seq
+
+    def use_retention(self, events: EventsConfig) -> None:
+        """Keep what ``[events]`` says, from the next :meth:`prune` on."""
+        self.max_age = events.retention_days * 86400.0
+        self.max_count = events.retention_count
+
+    async def reconfigure(self, events: EventsConfig) -> Restart:
+        """Take a reloaded ``[events]``: its retention (the queue sizes wait for a restart)."""
+        self.use_retention(events)
+        return ()
+
+    def status(self) -> dict[str, Any]:
+        """The ``journal`` part of the daemon's status."""
+        return {"last_seq": self.last_seq, "path": str(self.path)}
 
     def append(self, events: Sequence[Event]) -> list[Event]:
         """Number the events, write them in one transaction, and return them numbered."""

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from virtmon.collectors.base import MetricFamily
-from virtmon.exposition.render import render_openmetrics, render_text
-
-TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+from virtmon.exposition.render import (
+    CONTENT_TYPE_OPENMETRICS,
+    CONTENT_TYPE_TEXT,
+    render_openmetrics,
+    render_text,
+)
 
 
 def accepts(header: str, token: str) -> bool:
@@ -65,6 +67,6 @@ class Exposition:
         wants_gzip = accepts(accept_encoding, "gzip")
         if wants_openmetrics:
             return (self.openmetrics_gzip if wants_gzip else self.openmetrics,
-                    OPENMETRICS_TYPE, "gzip" if wants_gzip else None)
-        return (self.text_gzip if wants_gzip else self.text, TEXT_TYPE,
+                    CONTENT_TYPE_OPENMETRICS, "gzip" if wants_gzip else None)
+        return (self.text_gzip if wants_gzip else self.text, CONTENT_TYPE_TEXT,
                 "gzip" if wants_gzip else None)

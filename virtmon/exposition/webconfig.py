@@ -28,9 +28,14 @@ from typing import Any
 
 import anyio.to_thread
 import bcrypt
+import structlog
 import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from virtmon.component import Restart
+
+log = structlog.get_logger("virtmon.exposition.webconfig").bind(component="metrics")
 
 MAX_REMEMBERED = 1024
 
@@ -208,6 +213,19 @@ class LiveWebConfig:
             return new is None and bound is None
         return (new.verify_mode == bound.verify_mode
                 and new.minimum_version == bound.minimum_version)
+
+    def renew(self, loaded: WebConfig) -> Restart:
+        """Serve with a web config a reload read again, if it applies without a restart (see
+        :meth:`can_take`); else keep the running one and answer that it waits for one."""
+        if not self.can_take(loaded):
+            return ("metrics.web_config_file (TLS)",)
+        before = self.fingerprint
+        self.replace(loaded)
+        if loaded.ssl_context is not None:
+            # Said either way: an operator who renewed a certificate sees it taken or not.
+            log.info("virtmon.reload.certificate", cert_file=loaded.cert_file,
+                     fingerprint=loaded.fingerprint, changed=loaded.fingerprint != before)
+        return ()
 
     def replace(self, loaded: WebConfig) -> None:
         """Serve with ``loaded`` from the next request and handshake (on the loop)."""

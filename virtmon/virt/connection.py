@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import random
 import threading
 import time
 from collections import Counter
@@ -23,10 +22,12 @@ import libvirt
 import structlog
 from anyio.abc import TaskStatus
 
+from virtmon.backoff import backoff
 from virtmon.events import catalog
 from virtmon.events.bus import EventBus
 from virtmon.events.model import CONNECTION_KIND, Event
 from virtmon.virt.calls import LibvirtCaller
+from virtmon.virt.eventloop import call_on_loop
 from virtmon.virt.handle import ConnectionSettings, SharedConnection, open_connection
 from virtmon.virt.inventory import DomainState, Inventory, Transition
 
@@ -76,7 +77,6 @@ class ConnectionSupervisor:
         self._lost_reason = "error"
         self._connected = anyio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._log = log.bind(component="connection", uri=settings.uri)
 
     # -- public -----------------------------------------------------------------------------
@@ -93,8 +93,7 @@ class ConnectionSupervisor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, and reconnect forever; ``started`` after the first attempt has finished."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        delay = self.settings.backoff_initial
+        failures = 0  # in a row: each waits longer (virtmon.backoff)
         first = True
         try:
             while True:
@@ -104,7 +103,7 @@ class ConnectionSupervisor:
                 except Exception as exc:
                     self._log.warning("virtmon.connection.open_failed", error=str(exc))
                 else:
-                    delay = self.settings.backoff_initial
+                    failures = 0
                     if first:
                         task_status.started()
                         first = False
@@ -114,11 +113,11 @@ class ConnectionSupervisor:
                     task_status.started()
                     first = False
                 self._set_state(State.BACKOFF)
-                # Full jitter: hosts that lost the same libvirtd do not come back in step.
-                pause = random.uniform(delay / 2, delay)
+                failures += 1
+                pause = backoff(failures, self.settings.backoff_initial,
+                                self.settings.backoff_max)
                 self._log.info("virtmon.connection.backoff", seconds=round(pause, 3))
                 await anyio.sleep(pause)
-                delay = min(delay * 2, self.settings.backoff_max)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._teardown()
@@ -178,6 +177,16 @@ class ConnectionSupervisor:
         for transition in not_held(transitions, [event for event, _ in self._held or ()]):
             self._publish_transition(transition)
         self._release_held()
+
+    def status(self) -> dict[str, Any]:
+        """The ``libvirt`` part of the daemon's status."""
+        return {
+            "uri": self.settings.uri,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "event_ids": list(self.event_ids),
+            "reconnects": dict(self.reconnects),
+        }
 
     def _release_held(self) -> None:
         held, self._held = self._held, None
@@ -260,11 +269,9 @@ class ConnectionSupervisor:
         self.bus.publish(event)
 
     def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run on the loop thread: at once if we are on it, else marshalled there."""
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(fn, *args)
+        """Run on the loop thread, after what is queued there (dropped once the loop is gone)."""
+        if self._loop is not None:
+            call_on_loop(self._loop, fn, *args)
 
     # -- publishing ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import libvirt
@@ -27,13 +27,17 @@ import structlog
 from anyio.abc import TaskStatus
 
 from virtmon.collectors.snapshot import DomainInfo
+from virtmon.component import Restart
 from virtmon.events.model import Event
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
 
-# Not .bind(): that makes a logger at import, and the configuration loader imports this module
-# before logging is configured (its records would ignore log.level and log.format).
+if TYPE_CHECKING:
+    from virtmon.config import CollectConfig
+
+# Not .bind(): that makes a logger when the module is imported, which the configuration's check
+# does before logging is configured (its records would ignore log.level and log.format).
 log = structlog.get_logger("virtmon.virt.domain_cache", component="domain_cache")
 
 # Domains read per call in a full resync (three calls each: XML, autostart, persistence).
@@ -130,6 +134,12 @@ class DomainInfoCache:
         self._undefined: set[str] = set()
         self._wake = anyio.Event()
         self._resync_due = True
+
+    async def reconfigure(self, collect: CollectConfig) -> Restart:
+        """Take a reloaded ``collect.resync_interval`` (from the next wait on); the metadata
+        labels are read at start."""
+        self.resync_interval = collect.resync_interval
+        return ()
 
     def snapshot(self) -> Mapping[str, DomainInfo]:
         """The cached facts (the cycle copies this; no libvirt call)."""

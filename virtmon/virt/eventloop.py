@@ -13,8 +13,7 @@ implementation on the loop thread:
 - a removed id is marked dead at once, so it is never dispatched again, even if libvirtaio still
   has it until the removal runs on the loop;
 - every change to libvirtaio's state is marshalled onto the loop in call order (one FIFO for
-  every thread: ``call_soon_threadsafe`` from other threads, plain ``call_soon`` from the loop
-  thread, which append to the same queue), so an update never overtakes the add it refers to;
+  every thread: :func:`call_on_loop`), so an update never overtakes the add it refers to;
 - updates are coalesced per id: while one is queued for an id, a later update only replaces the
   value it will apply (the latest wins), and a value equal to the one libvirtaio already has is
   not applied again. Each libvirt RPC from a worker thread turns the connection's watch off and
@@ -40,6 +39,25 @@ log = structlog.get_logger("virtmon.virt.eventloop")
 _running_loop = asyncio._get_running_loop
 
 _registered: ThreadSafeEventImpl | None = None
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
+    """Append ``fn(*args)`` to the loop's FIFO from any thread; False if the loop is closed.
+
+    The one way onto the loop thread for libvirt's callbacks and hooks. From the loop thread
+    itself (libvirtaio dispatches there) a plain ``call_soon``: the same queue in the same order,
+    but no self-pipe write and wake-up; from any other thread ``call_soon_threadsafe``. Never
+    run at once, even on the loop: a call must not overtake those queued before it.
+    """
+    try:
+        if _running_loop() is loop:
+            loop.call_soon(fn, *args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        # The loop is closed: the process is exiting and nothing will dispatch again.
+        return False
+    return True
 
 
 class ThreadSafeEventImpl:
@@ -151,10 +169,6 @@ class ThreadSafeEventImpl:
             self._live.add(ident)
             return ident
 
-    def _is_live(self, ident: int) -> bool:
-        with self._lock:
-            return ident in self._live
-
     def _kill(self, ident: int) -> bool:
         with self._lock:
             if ident not in self._live:
@@ -185,20 +199,8 @@ class ThreadSafeEventImpl:
                 self._queued -= 1
 
     def _post(self, fn: Callable[..., None], args: tuple[Any, ...]) -> bool:
-        """Append ``fn(*args)`` to the loop's FIFO; False if the loop is closed.
-
-        From the loop thread (libvirt's own callbacks update its timers and watches there) a
-        plain ``call_soon``: same queue, same order, but no self-pipe write and wake-up.
-        """
-        try:
-            if _running_loop() is self._loop:
-                self._loop.call_soon(self._run, fn, args)
-            else:
-                self._loop.call_soon_threadsafe(self._run, fn, args)
-        except RuntimeError:
-            # The loop is closed: the process is exiting and nothing will dispatch again.
-            return False
-        return True
+        """Append ``fn(*args)`` to the loop's FIFO; False if the loop is closed."""
+        return call_on_loop(self._loop, self._run, fn, args)
 
     def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:

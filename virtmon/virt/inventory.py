@@ -11,18 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-# virDomainState codes and names (libvirt-domain: enum virDomainState).
-STATE_NAMES = {
-    0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
-    5: "shutoff", 6: "crashed", 7: "pmsuspended",
-}
-ACTIVE_STATES = {1, 2, 3, 4, 7}
-SHUTOFF = 5
+from virtmon.virt.states import (
+    ACTIVE_STATES,
+    CRASHED,
+    PAUSED,
+    PMSUSPENDED,
+    RUNNING,
+    SHUTDOWN,
+    SHUTOFF,
+    STATE_NAMES,
+)
 
 # Lifecycle event name -> the state a domain is in afterwards (None: unchanged).
 STATE_AFTER_EVENT = {
-    "started": 1, "resumed": 1, "suspended": 3, "stopped": 5, "shutdown": None,
-    "crashed": 6, "pmsuspended": 7, "defined": None, "undefined": None,
+    "started": RUNNING, "resumed": RUNNING, "suspended": PAUSED, "stopped": SHUTOFF,
+    "shutdown": None, "crashed": CRASHED, "pmsuspended": PMSUSPENDED, "defined": None,
+    "undefined": None,
 }
 
 
@@ -45,7 +49,8 @@ class DomainState:
     @property
     def state_name(self) -> str:
         """The state's name ("running", "shutoff", ...)."""
-        return STATE_NAMES.get(self.state, f"unknown_{self.state}")
+        known = 0 <= self.state < len(STATE_NAMES)
+        return STATE_NAMES[self.state] if known else f"unknown_{self.state}"
 
     def to_dict(self) -> dict[str, object]:
         """JSON form for the control API."""
@@ -173,8 +178,9 @@ def diff(old: dict[str, DomainState], new: dict[str, DomainState]) -> Iterable[T
 
 def _entered(old_state: int, new_state: int) -> str:
     """The lifecycle event name for a change of state."""
-    if new_state == 1:
-        return "resumed" if old_state == 3 else "started"
+    if new_state == RUNNING:
+        return "resumed" if old_state == PAUSED else "started"
     return {
-        3: "suspended", 5: "stopped", 6: "crashed", 7: "pmsuspended", 4: "shutdown",
+        PAUSED: "suspended", SHUTOFF: "stopped", CRASHED: "crashed", PMSUSPENDED: "pmsuspended",
+        SHUTDOWN: "shutdown",
     }.get(new_state, "started" if new_state in ACTIVE_STATES else "stopped")

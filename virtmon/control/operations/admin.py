@@ -1,6 +1,6 @@
 """Daemon administration (libvirt-admin), through the admin helper child process.
 
-These bodies only shape the helper's request: the helper (virtmon.admin_helper) makes the calls,
+These bodies only shape the helper's request: the helper (virtmon.admin.helper) makes the calls,
 since libvirt-admin cannot share this process with libvirt-python. Reading what the metrics
 show anyway needs ``read``; another client's identity (uid, pid, SELinux label, x509 name)
 needs ``write``; changing the daemon needs ``admin``.

@@ -13,6 +13,8 @@ from typing import Any
 
 import libvirt
 
+from virtmon.virt.states import STATE_NAMES
+
 
 @cache
 def _constants(prefix: str) -> tuple[tuple[str, int], ...]:
@@ -45,15 +47,9 @@ AFFECT_VCPU = merged(AFFECT, flags("VIR_DOMAIN_VCPU_", only=("maximum", "guest",
 AFFECT_MEM = merged(AFFECT, flags("VIR_DOMAIN_MEM_", only=("maximum",)))
 DEVICE_MODIFY = merged(AFFECT, flags("VIR_DOMAIN_DEVICE_MODIFY_", only=("force",)))
 
-STATES = flags("VIR_DOMAIN_", only=(
-    "nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"))
+STATES = flags("VIR_DOMAIN_", only=STATE_NAMES)
 # The reason enum that goes with each state.
-REASON_PREFIX = {
-    "nostate": "VIR_DOMAIN_NOSTATE_", "running": "VIR_DOMAIN_RUNNING_",
-    "blocked": "VIR_DOMAIN_BLOCKED_", "paused": "VIR_DOMAIN_PAUSED_",
-    "shutdown": "VIR_DOMAIN_SHUTDOWN_", "shutoff": "VIR_DOMAIN_SHUTOFF_",
-    "crashed": "VIR_DOMAIN_CRASHED_", "pmsuspended": "VIR_DOMAIN_PMSUSPENDED_",
-}
+REASON_PREFIX = {name: f"VIR_DOMAIN_{name.upper()}_" for name in STATE_NAMES}
 SHUTDOWN_REASONS = ("unknown", "user")
 
 

@@ -1,7 +1,7 @@
 """The daemon's side of the admin helper: supervise the child, send requests, relay its events.
 
 libvirt-python has no admin binding and libvirt-admin.so cannot share a process with it, so the
-admin API lives in a child process (`virtmon.admin_helper`) that speaks JSON lines. `AdminHelper`
+admin API lives in a child process (`virtmon.admin.helper`) that speaks JSON lines. `AdminHelper`
 starts it, restarts it with exponential backoff whenever it dies, and never lets its death raise
 into the daemon: a request made while it is down fails at once with `AdminHelperUnavailable`.
 Everything here is non-blocking anyio I/O on pipes; no libvirt call runs in this process.
@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -33,6 +32,9 @@ from anyio.abc import Process, TaskGroup, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from virtmon.admin.protocol import DEFAULT_URI, HELPER_READY, MAX_LINE, encode
+from virtmon.backoff import backoff
+
 __all__ = [
     "DEFAULT_URI",
     "HELPER_TIMEOUT",
@@ -44,13 +46,11 @@ __all__ = [
     "AdminTimeout",
 ]
 
-log = structlog.get_logger("virtmon.virt.admin_client")
+log = structlog.get_logger("virtmon.admin.client")
 
-DEFAULT_URI = "libvirtd:///system"
 # Codes for failures of the helper itself; libvirt's own error codes are all >= 0.
 HELPER_UNAVAILABLE = -1
 HELPER_TIMEOUT = -2
-MAX_LINE = 64 * 1024 * 1024
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -99,7 +99,7 @@ class _Pending:
 
 
 class AdminHelper:
-    """Supervises one `virtmon.admin_helper` child and multiplexes requests over its pipes.
+    """Supervises one `virtmon.admin.helper` child and multiplexes requests over its pipes.
 
     Use ``async with AdminHelper(...) as helper`` or ``await task_group.start(helper.run)``.
 
@@ -122,7 +122,7 @@ class AdminHelper:
         on_event: Callable[[AdminEvent], None] | None = None,
     ) -> None:
         self.uri = uri
-        self._command = list(command or [sys.executable, "-m", "virtmon.admin_helper"])
+        self._command = list(command or [sys.executable, "-m", "virtmon.admin.helper"])
         self._slots = anyio.Semaphore(max_in_flight)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -169,7 +169,7 @@ class AdminHelper:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep a helper running until cancelled; `started` once the first attempt is over."""
-        delay = self._backoff_initial
+        failures = 0  # in a row: each waits longer (virtmon.backoff)
         self._task_status = task_status
         try:
             while True:
@@ -184,11 +184,11 @@ class AdminHelper:
                 self._changed()
                 self._report_started()
                 if time.monotonic() - started_at >= self._stable_after:
-                    delay = self._backoff_initial
-                pause = delay * random.uniform(0.8, 1.2)
+                    failures = 0
+                failures += 1
+                pause = backoff(failures, self._backoff_initial, self._backoff_max)
                 log.info("virtmon.admin.helper.backoff", seconds=round(pause, 3))
                 await anyio.sleep(pause)
-                delay = min(delay * 2, self._backoff_max)
                 self.restarts += 1
         finally:
             self._stopped = True
@@ -220,7 +220,7 @@ class AdminHelper:
             stdout = BufferedByteReceiveStream(process.stdout)
             with anyio.fail_after(self._start_timeout):
                 hello = json.loads(await stdout.receive_until(b"\n", MAX_LINE))
-            if hello.get("event") != "helper_ready":
+            if hello.get("event") != HELPER_READY:
                 raise RuntimeError(f"admin helper did not start: {hello}")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._log_stderr, process)
@@ -332,7 +332,7 @@ class AdminHelper:
             raise AdminHelperUnavailable(self._last_failure)
         request_id = next(self._ids)
         pending = _Pending()
-        line = json.dumps({"id": request_id, "op": op, "args": dict(args or {})}).encode() + b"\n"
+        line = encode({"id": request_id, "op": op, "args": dict(args or {})})
         sent_to: Process | None = None
         try:
             with anyio.fail_after(timeout):

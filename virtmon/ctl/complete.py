@@ -5,7 +5,6 @@ Candidates come from the command table (commands, their options and sub-commands
 operation names, argument names, flag names and domain names, from the daemon. What the daemon
 said is cached for a few seconds per socket (``$XDG_CACHE_HOME/virtmonctl``), so a burst of
 <Tab>s asks once; a daemon that cannot be reached gives no candidates, never an error.
-Standard library only, like the rest of virtmonctl.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from virtmon.control.client import ControlClient, Problem, Unreachable
+from virtmon.ctl.client import ControlClient, Problem, Unreachable
+from virtmon.ctl.command import Command, Context
+from virtmon.ctl.domains import DOMAIN_FIRST, VERBS
+from virtmon.ctl.problems import EX_OK
 
 CACHE_SECONDS = 10.0
-# Commands whose first word is a domain (lifecycle verbs and the set-* commands).
-DOMAIN_FIRST = ("start", "stop", "shutdown", "destroy", "suspend", "resume", "reboot", "reset",
-                "undefine", "set-memory", "set-vcpus")
 
 BASH = """# bash completion for virtmonctl (virtmonctl completion bash)
 _virtmonctl() {
@@ -148,8 +147,6 @@ def candidates(top: argparse.ArgumentParser, words: Sequence[str],
         return _operation_words(cache, positional, current)
     if command == "domain":
         if not positional:
-            from virtmon.ctl_ops import VERBS
-
             return _starting([*VERBS, *cache.domains()], current)
         return _starting(cache.domains(), current) if len(positional) == 1 else []
     if command in DOMAIN_FIRST and not positional:
@@ -194,3 +191,20 @@ def script(shell: str) -> str:
     """The completion script for ``shell``."""
     return BASH if shell == "bash" else ZSH
 
+
+def args_completion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=("bash", "zsh"),
+                        help="e.g. virtmonctl completion bash > "
+                             "/etc/bash_completion.d/virtmonctl")
+
+
+def cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
+    """``completion bash|zsh``: the shell's completion script."""
+    ctx.out.write(script(args.shell))
+    return EX_OK
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("completion", "the completion script for bash or zsh", cmd_completion,
+            args_completion),
+)

@@ -1,8 +1,7 @@
 """``virtmonctl alerts ...``: alerts, the outbox, dead letters, silences and test alerts.
 
-One row for :data:`virtmon.ctl.COMMANDS` (added by :func:`virtmon.ctl.parser`) whose actions
-each run one ``alerts.*`` operation; tables for people, the operation's result with ``--json``.
-Standard library only, like the rest of virtmonctl.
+One command whose actions each run one ``alerts.*`` operation; tables for people, the
+operation's result with ``--json``.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from virtmon.ctl import EX_OK, Command, Context, UsageError
-from virtmon.ctl_format import ago, human_seconds, iso_time, scalar, table
+from virtmon.ctl.command import Command, Context, call
+from virtmon.ctl.format import ago, human_seconds, iso_time, scalar
+from virtmon.ctl.problems import EX_OK, UsageError
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]
 
@@ -41,9 +41,8 @@ def _rows(ctx: Context, columns: Sequence[Column], items: Sequence[Mapping[str, 
     if not items:
         ctx.line(empty)
         return
-    for text in table([name for name, _ in columns],
-                      [[cell(item) for _, cell in columns] for item in items], ctx.colour):
-        ctx.line(text)
+    ctx.table([name for name, _ in columns],
+              [[cell(item) for _, cell in columns] for item in items])
 
 
 ALERT_COLUMNS: tuple[Column, ...] = (
@@ -75,8 +74,6 @@ SILENCE_COLUMNS: tuple[Column, ...] = (
 
 
 def _call(ctx: Context, operation: str, **arguments: Any) -> Any:
-    from virtmon.ctl_ops import call
-
     result = call(ctx, operation, {k: v for k, v in arguments.items() if v is not None})
     if ctx.json:
         ctx.document(result)

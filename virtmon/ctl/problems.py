@@ -8,12 +8,13 @@ The exit codes are a contract (``virtmonctl --help``, README, docs/control-api.m
   missing object, a limit, the daemon's own fault);
 - 2: the caller's mistake: the command line, an unknown operation or argument, a value of the
   wrong type, a repeated key, an unknown flag name, an event filter the daemon refused;
-- 3: virtmon cannot be reached (no socket, refused, permission denied, the daemon went away).
+- 3: virtmon cannot be reached (no socket, refused, permission denied, the daemon went away);
+- 130: interrupted (Ctrl-C).
 
 The daemon says which is which: a problem that carries ``libvirt_code`` is libvirt's answer (1);
 a 400, 405, 406 or 413 without one is about the request itself (2); a 404 without one is an
 unknown operation only where the caller can tell (:func:`call_problem`), else a missing object
-(1). Standard library only, like the rest of virtmonctl.
+(1).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from virtmon.control.client import Problem
-from virtmon.ctl_help import placeholder
+from virtmon.ctl.client import Problem
+from virtmon.ctl.help import placeholder
 
 EX_OK = 0
 EX_FAILED = 1
 EX_USAGE = 2
-EX_UNAVAILABLE = 3
+EX_UNREACHABLE = 3  # not sysexits' EX_UNAVAILABLE (69), which the daemon's check-config uses
+EX_INTERRUPTED = 130  # 128 + SIGINT
 
 # Statuses that refuse the request as it was written, whatever it asked for.
 REQUEST_STATUSES = frozenset({400, 405, 406, 413})

@@ -5,8 +5,7 @@ prints them as they are. For people a value is shown by what its key says it is:
 KiB/MiB/GiB, ``*_kib`` and ``memory`` likewise, ``*_ns``/``*_ms`` and durations with a unit,
 ``*_mib``,
 times (``*_at``, ``*_since``, ``time``) as ISO 8601 with how long ago; ``-`` for none and for the
-id ``-1`` of an inactive domain (as virsh shows it). Lists of objects are tables. Standard
-library only, like the rest of virtmonctl.
+id ``-1`` of an inactive domain (as virsh shows it). Lists of objects are tables.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from virtmon.ctl_terminal import paint
+from virtmon.ctl.terminal import paint
 
 TIME_SUFFIXES = ("_at", "_since", "last_success", "time")
 BYTE_SUFFIXES = ("_bytes", "bytes")

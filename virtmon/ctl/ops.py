@@ -1,104 +1,19 @@
-"""``virtmonctl`` commands that run operations: ``call``, lifecycle verbs, ``host``,
-``interfaces``, ``operations`` and ``admin ...``.
-
-Each is a row for :data:`virtmon.ctl.COMMANDS` (added by :func:`virtmon.ctl.parser`); like the rest
-of virtmonctl it uses the standard library only.
-"""
+"""``virtmonctl`` commands that run operations by name or about the host: ``call``,
+``operations``, ``host``, ``interfaces`` and ``admin ...``."""
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from virtmon.control.client import Problem, Unreachable
-from virtmon.ctl import EX_OK, Command, Context, UsageError, show
-from virtmon.ctl_format import scalar, table
-from virtmon.ctl_help import operation_help
-from virtmon.ctl_problems import CtlError, call_problem, suggestion, then
-
-# Lifecycle verbs: the command word -> the operation.
-VERBS = {
-    "start": "domain.start", "stop": "domain.shutdown", "shutdown": "domain.shutdown",
-    "destroy": "domain.destroy", "suspend": "domain.suspend", "resume": "domain.resume",
-    "reboot": "domain.reboot", "reset": "domain.reset", "undefine": "domain.undefine",
-}
-
-
-def value_of(text: str) -> Any:
-    """A ``KEY=VALUE`` value: ``@FILE`` is the file's text, JSON if it parses, else the text."""
-    if text.startswith("@"):
-        return read_text(text[1:])
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def read_text(path: str) -> str:
-    """A file's text ('-': standard input); a file that cannot be read is a usage error."""
-    import sys
-
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
-
-
-def assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` words as arguments; ``a.b=1`` sets ``{"a": {"b": 1}}`` (typed params).
-
-    A key given twice is refused rather than the last one winning silently (``domain=a
-    domain=b`` would act on b: too easy to get wrong for a write)."""
-    out: dict[str, Any] = {}
-    seen: dict[str, str] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected KEY=VALUE, got {item!r}")
-        if key in seen:
-            raise UsageError(f"{key} given twice ({seen[key]!r} and {item!r}): give it once"
-                             + ("; several flags go in one, flags=a,b" if key == "flags" else ""))
-        seen[key] = item
-        head, dot, sub = key.partition(".")
-        if dot:
-            out.setdefault(head, {})[sub] = value_of(text)
-        else:
-            out[key] = value_of(text)
-    return out
-
-
-def explained(ctx: Context, operation: str, problem: Problem) -> CtlError:
-    """A problem answered to ``operation`` in the command line's words (exit 1 or 2)."""
-    if problem.status not in (400, 403, 404):
-        return call_problem(problem, operation, None)  # nothing the operation table explains
-    try:
-        ops = ctx.client.get("/v1/ops")["operations"]
-    except (Problem, Unreachable, KeyError, TypeError):  # it only adds hints to the answer
-        ops = None
-    return call_problem(problem, operation, ops)
-
-
-def call(ctx: Context, operation: str, arguments: Mapping[str, Any]) -> Any:
-    """Run an operation; its result, or :class:`CtlError` in the command line's words."""
-    try:
-        return ctx.client.call(operation, **arguments)
-    except Problem as exc:
-        raise explained(ctx, operation, exc) from None
-
-
-def run(ctx: Context, operation: str, arguments: Mapping[str, Any], done: str = "done") -> int:
-    """Run an operation and show its result."""
-    show(ctx, call(ctx, operation, arguments), done)
-    return EX_OK
-
+from virtmon.ctl.client import Problem, Unreachable
+from virtmon.ctl.command import Command, Context, assignments, call, explained, run
+from virtmon.ctl.format import scalar
+from virtmon.ctl.help import operation_help
+from virtmon.ctl.problems import EX_OK, UsageError, suggestion, then
 
 # -- call -----------------------------------------------------------------------------------------
 
@@ -210,87 +125,8 @@ def cmd_operations(ctx: Context, args: argparse.Namespace) -> int:
     rows = [[o["name"], o["role"], " ".join(p["name"] + ("" if p["required"] else "?")
                                             for p in o["params"]), o["summary"]]
             for o in ops]
-    for text in table(["OPERATION", "ROLE", "ARGUMENTS", "SUMMARY"], rows):
-        ctx.line(text)
+    ctx.table(["OPERATION", "ROLE", "ARGUMENTS", "SUMMARY"], rows)
     return EX_OK
-
-
-# -- domain verbs ---------------------------------------------------------------------------------
-
-def args_verb(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("domain", metavar="NAME|UUID|ID")
-    parser.add_argument("rest", nargs="*", metavar="KEY=VALUE", help="e.g. flags=paused")
-
-
-def verb_command(verb: str) -> Command:
-    """``VERB NAME [KEY=VALUE ...]`` for one lifecycle verb."""
-
-    def run_verb(ctx: Context, args: argparse.Namespace) -> int:
-        return run(ctx, VERBS[verb], {"domain": args.domain, **assignments(args.rest)},
-                   f"{args.domain}: {verb} done")
-
-    return Command(verb, f"{VERBS[verb].split('.')[1]} a domain", run_verb, args_verb)
-
-
-def args_define(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="domain XML ('-' reads stdin)")
-
-
-def cmd_define(ctx: Context, args: argparse.Namespace) -> int:
-    """``define FILE``: define a domain from its XML."""
-    return run(ctx, "domain.define", {"xml": read_text(args.file)})
-
-
-# Size units as virsh takes them: binary for K/M/G/T and KiB..., decimal for KB/MB/GB/TB.
-SIZE_UNITS = {"": 1024, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
-              "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
-              "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def size_kib(text: str) -> int:
-    """A memory size as KiB: a bare number is KiB (as virsh setmem), else with a unit (512M,
-    1G, 1GiB, 2GB), rounded up to a whole KiB."""
-    found = SIZE_RE.match(text)
-    unit = found.group(2).lower() if found else ""
-    if found is None or unit not in SIZE_UNITS:
-        raise argparse.ArgumentTypeError(
-            f"not a size: {text!r} (KiB, or with a unit: 512M, 1G, 1GiB, 2GB)")
-    return math.ceil(float(found.group(1)) * SIZE_UNITS[unit] / 1024)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
-    return int(text)
-
-
-def args_set_number(unit: str) -> Any:
-    def add(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("domain", metavar="NAME|UUID|ID")
-        parser.add_argument("value", type=size_kib if unit == "SIZE" else _count, metavar=unit,
-                            help="KiB, or with a unit: 512M, 1G, 1GiB, 2GB" if unit == "SIZE"
-                            else None)
-        parser.add_argument("--live", action="store_true", help="the running domain")
-        parser.add_argument("--config", action="store_true", help="the persistent definition")
-        parser.add_argument("--maximum", action="store_true", help="the maximum, not current")
-    return add
-
-
-def _affect(args: argparse.Namespace) -> list[str]:
-    return [f for f in ("live", "config", "maximum") if getattr(args, f)]
-
-
-def cmd_set_memory(ctx: Context, args: argparse.Namespace) -> int:
-    """``set-memory NAME SIZE`` (KiB, or with a unit)."""
-    return run(ctx, "domain.set_memory", {"domain": args.domain, "memory_kib": args.value,
-                                          "flags": _affect(args)})
-
-
-def cmd_set_vcpus(ctx: Context, args: argparse.Namespace) -> int:
-    """``set-vcpus NAME COUNT``."""
-    return run(ctx, "domain.set_vcpus", {"domain": args.domain, "count": args.value,
-                                         "flags": _affect(args)})
 
 
 # -- host and interfaces --------------------------------------------------------------------------
@@ -315,8 +151,7 @@ def cmd_interfaces(ctx: Context, _args: argparse.Namespace) -> int:
         ctx.document(result)
         return EX_OK
     rows = [[i["name"], i["mac"] or "-", scalar("", i["active"])] for i in result["interfaces"]]
-    for text in table(["NAME", "MAC", "ACTIVE"], sorted(rows)):
-        ctx.line(text)
+    ctx.table(["NAME", "MAC", "ACTIVE"], sorted(rows))
     return EX_OK
 
 
@@ -384,7 +219,7 @@ def _logging(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "get":
         result = {"filters": call(ctx, "admin.logging_filters_get", {}),
                   "outputs": call(ctx, "admin.logging_outputs_get", {})}
-        show(ctx, result)
+        ctx.show(result)
         return EX_OK
     values = assignments(args.rest)
     unknown = set(values) - {"filters", "outputs"}
@@ -392,7 +227,7 @@ def _logging(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("logging set takes filters=... and/or outputs=...")
     for key, text in values.items():
         call(ctx, f"admin.logging_{key}_set", {key: str(text)})
-    show(ctx, None)
+    ctx.show(None)
     return EX_OK
 
 
@@ -407,11 +242,6 @@ COMMANDS: tuple[Command, ...] = (
             add_help=False),
     Command("operations", "every operation with its role and arguments; with OPERATION, its "
             "help", cmd_operations, args_operations),
-    *(verb_command(verb) for verb in VERBS),
-    Command("define", "define a domain from an XML file", cmd_define, args_define),
-    Command("set-memory", "set a domain's memory: KiB, or with a unit (512M, 1G)",
-            cmd_set_memory, args_set_number("SIZE")),
-    Command("set-vcpus", "set a domain's vCPU count", cmd_set_vcpus, args_set_number("COUNT")),
     Command("host", "facts about the host (info by default)", cmd_host, args_host),
     Command("interfaces", "host network interfaces", cmd_interfaces),
     Command("admin", "the libvirt daemon: servers, threadpool, clients, limits, logging, "

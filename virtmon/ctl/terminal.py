@@ -5,8 +5,7 @@ Colour honours ``NO_COLOR`` (https://no-color.org: present and not empty turns i
 ``TERM=dumb``. The pager is ``$VIRTMONCTL_PAGER``, else ``$PAGER``, else ``less``, with
 ``LESS=FRSXMK`` unless ``LESS`` is set (F: output that fits the screen is printed and the pager
 exits, R: colours pass, S: long lines are cut, not wrapped, X: the screen is not cleared, K:
-Ctrl-C quits); an empty value or ``cat`` means no pager, and so does ``--no-pager``. Standard
-library only, like the rest of virtmonctl.
+Ctrl-C quits); an empty value or ``cat`` means no pager, and so does ``--no-pager``.
 """
 
 from __future__ import annotations
