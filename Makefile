@@ -1,5 +1,6 @@
 # virtmon — every target does its own set-up and is safe to run again.
-# `make run`  : the daemon in the foreground on libvirt's in-process test driver, with demo activity.
+# `make run`  : the daemon in the foreground on libvirt's in-process test driver, with demo activity
+#               (LISTEN=HOST:PORT for another metrics address, ALLOW_WRITE=1 to allow writes).
 # `make test` : system packages, virtual environment, the lab (real libvirtd + KVM domains), the whole
 #               suite (ruff, mypy, pytest), and the lab torn down again, also when tests fail.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
@@ -14,22 +15,29 @@ RUNDIR := $(CURDIR)/run
 # What building libvirt-python and running on the test driver need.
 RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # What the lab and the end-to-end tests add: a real libvirtd with QEMU/KVM, Prometheus (and
-# promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles), and
-# Cyrus SASL's saslpasswd2 and mechanisms for the private libvirtd that requires SASL.
+# promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles),
+# Cyrus SASL's saslpasswd2 and mechanisms for the private libvirtd that requires SASL, zsh
+# (virtmonctl's zsh completion is tested in it) and man with groff (the manual pages are rendered).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
-                libsasl2-modules-db
+                libsasl2-modules-db zsh man-db
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
 .PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
-        venv clean
+        venv clean install-extras
 
+# The test driver's domains live in the process and begin afresh every run: so does the state
+# (a journal and alerts of the last run's domains would be about domains that no longer exist).
 run: run-packages venv
-	@mkdir -p $(RUNDIR)/state
+	@if $(BIN)/virtmonctl --socket $(RUNDIR)/virtmon.sock status >/dev/null 2>&1; then \
+	    echo "make run: a virtmon already runs on $(RUNDIR)/virtmon.sock: stop it first, or" \
+	         "give this one a RUNDIR=DIR and LISTEN=HOST:PORT of its own" >&2; exit 1; fi
+	@rm -rf $(RUNDIR)/state && mkdir -p $(RUNDIR)/state
 	$(BIN)/virtmon run --uri test:///default --demo --listen $(LISTEN) --no-collector.admin \
-	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state
+	    --control-socket $(RUNDIR)/virtmon.sock --state-dir $(RUNDIR)/state$(if \
+	    $(filter 1 yes true,$(ALLOW_WRITE)), --control.allow-write)
 
 test: lab-packages venv
 	$(MAKE) lab-up
@@ -57,6 +65,18 @@ fuzz: run-packages venv
 bench: lab-packages bench-packages venv
 	$(MAKE) lab-up
 	status=0; $(BIN)/python -m bench || status=$$?; $(MAKE) lab-down; exit $$status
+
+# virtmonctl's shell completion and both manual pages, written by the tools of .venv, where
+# bash-completion, zsh and man look (PREFIX=/usr/local; DESTDIR for a staging directory).
+PREFIX ?= /usr/local
+SHARE   = $(DESTDIR)$(PREFIX)/share
+install-extras: venv
+	install -d $(SHARE)/bash-completion/completions $(SHARE)/zsh/site-functions \
+	    $(SHARE)/man/man1 $(SHARE)/man/man8
+	$(BIN)/virtmonctl completion bash > $(SHARE)/bash-completion/completions/virtmonctl
+	$(BIN)/virtmonctl completion zsh > $(SHARE)/zsh/site-functions/_virtmonctl
+	$(BIN)/python -m virtmon.manpage virtmonctl > $(SHARE)/man/man1/virtmonctl.1
+	$(BIN)/python -m virtmon.manpage virtmon > $(SHARE)/man/man8/virtmon.8
 
 # Install the missing Debian packages; ask no mirror when all are there. Recommends are not
 # needed (and without a running systemd the install starts nothing).

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,6 +163,23 @@ def test_no_collector_flags_keep_the_file_values(tmp_path: Path) -> None:
     path.write_text("[collect]\ncollectors = { vm = true }\n")
     cfg = cli.load_config(cli.parser().parse_args(["run", "--config", str(path)]))
     assert cfg.collect.collectors == {"vm": True}
+
+
+def test_allow_write_flag_and_the_demos_socket_without_a_group(tmp_path: Path) -> None:
+    """--control.allow-write / --no-control.allow-write override the file's control.allow_write;
+    --demo gives the socket no group, which otherwise stays the file's (or the default)."""
+    path = tmp_path / "c.toml"
+    path.write_text('[control]\nallow_write = true\nsocket_group = "ops"\n')
+
+    def loaded(*argv: str) -> Any:
+        return cli.load_config(cli.parser().parse_args(["run", "--config", str(path), *argv]))
+
+    assert loaded()["control.allow_write"] is True
+    assert loaded("--no-control.allow-write")["control.allow_write"] is False
+    assert cli.load_config(cli.parser().parse_args(
+        ["run", "--control.allow-write"]))["control.allow_write"] is True
+    assert loaded()["control.socket_group"] == "ops"
+    assert loaded("--demo")["control.socket_group"] == ""
 
 
 def test_every_collector_has_a_flag_pair() -> None:

@@ -220,8 +220,9 @@ async def test_a_refused_write_exits_1_and_says_how_to_allow_writes(env: Env) ->
     assert run.code == problems.EX_FAILED
     assert run.err == (
         "virtmonctl: domain.suspend changes state, and this daemon does not allow writes: set "
-        "control.allow_write = true in its configuration and restart it (callers also need the "
-        "write role: control.write_uids or control.write_groups; root has it)\n")
+        "control.allow_write = true in its configuration and restart it (make run "
+        "ALLOW_WRITE=1 for the demo; callers also need the write role: control.write_uids or "
+        "control.write_groups; root has it)\n")
 
 
 async def test_one_operations_help_from_the_daemons_table(env: Env) -> None:

@@ -17,10 +17,25 @@ import libvirt
 
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
+from tests.make_run import make_run, read_until_banner, stop, venv_free_path
 from tests.waiting import wait_until
+from virtmon import __version__
 from virtmon.ctl.client import ControlClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def first_steps() -> list[tuple[str, str]]:
+    """The code blocks of the README's first steps, in order: (language, text)."""
+    text = README.read_text()
+    section = text[text.index("## First steps with `make run`"):text.index("## On a real host")]
+    return re.findall(r"^```(\w+)\n(.*?)^```$", section, re.M | re.S)
+
+
+def shell(line: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One README line run by bash in the checkout (blocking)."""
+    return subprocess.run(["bash", "-c", line], cwd=README.parent, env=environ, text=True,
+                          capture_output=True, timeout=60)
 
 
 def curl_examples() -> list[list[str]]:
@@ -109,3 +124,52 @@ def test_make_run_serves_metrics_within_15_s_and_demo_events(short_tmp: Path) ->
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
+
+
+def test_readme_first_steps_from_make_run_to_a_live_stream_and_a_write(short_tmp: Path) -> None:
+    """The README's first steps, copied as a newcomer would (its port and run directory made
+    the test's): make run prints the banner shown, the export and follow lines give the newest
+    five events and then live ones in the format shown, a write is refused naming
+    ALLOW_WRITE=1, and after `make run ALLOW_WRITE=1` the write lines print what is shown."""
+    banner, follow, example, restart, writes, written = [text for _, text in first_steps()]
+    assert restart == "make run ALLOW_WRITE=1\n"
+    port = free_port()
+    process = make_run(short_tmp, port)
+    try:
+        shown = read_until_banner(process)
+        expected = (banner.replace("/root/virtmon/run", str(short_tmp))
+                    .replace("0.1.0", __version__).replace("127.0.0.1:9786", f"127.0.0.1:{port}"))
+        assert shown[-len(expected.splitlines()):] == expected.splitlines()
+        environ = {**os.environ, "PATH": venv_free_path()}
+        export, follow_line = follow.splitlines()
+        assert export == "export VIRTMON_SOCKET=$PWD/run/virtmon.sock"
+        environ["VIRTMON_SOCKET"] = str(short_tmp / "virtmon.sock")
+        event_line = re.compile(r"\d+ \S+\+00:00 \S+ \w+ \S+/\S+")
+        assert all(event_line.fullmatch(line) for line in example.splitlines()), example
+        follower = subprocess.Popen(
+            ["bash", "-c", f"exec {follow_line}"], cwd=README.parent, env=environ, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert follower.stdout is not None
+            lines = [follower.stdout.readline().rstrip("\n") for _ in range(7)]  # 5, then live
+        finally:
+            follower.send_signal(signal.SIGINT)
+            _, err = follower.communicate(timeout=30)
+        assert all(event_line.fullmatch(line) for line in lines), lines
+        assert (follower.returncode, err) == (130, "")
+        refused = shell(writes.splitlines()[0], environ)
+        assert refused.returncode == 1 and "make run ALLOW_WRITE=1" in refused.stderr
+    finally:
+        stop(process)
+    process = make_run(short_tmp, port, "ALLOW_WRITE=1")
+    try:
+        read_until_banner(process)
+        outputs = [shell(line, environ) for line in writes.splitlines()]
+        assert [(r.returncode, r.stderr) for r in outputs] == [(0, "")] * len(outputs)
+        assert "".join(r.stdout for r in outputs) == written
+        recent = shell(".venv/bin/virtmonctl events -n 4 --domain test", environ)
+        assert {line.split(" ", 3)[3] for line in recent.stdout.splitlines()} == {
+            "audit domain.suspend/ok", "lifecycle suspended/paused",
+            "audit domain.resume/ok", "lifecycle resumed/unpaused"}, recent.stdout
+    finally:
+        stop(process)

@@ -1,14 +1,16 @@
 """The composition root: builds every component from the configuration and runs them.
 
-The lifecycle reads like a script: register libvirt's event implementation, open the journal,
-start the bus, make the first connection attempt, open the listeners, run the first collection
-cycle, then serve until asked to stop; on stop, close the listeners, let the bus journal what it
-holds, close libvirt and keep the loop running until the event implementation has drained.
+The lifecycle reads like a script: check that the metrics address is free, register libvirt's
+event implementation, open the journal, start the bus, make the first connection attempt, open
+the listeners, read the domains' facts, run the first collection cycle, then serve until asked to
+stop; on stop, close the listeners, let the bus journal what it holds, close libvirt and keep the
+loop running until the event implementation has drained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import grp
 import os
@@ -122,6 +124,30 @@ def socket_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+class ListenAddressInUse(OSError):
+    """Something else listens on the metrics address."""
+
+
+def listen_address_taken(host: str | None, port: int) -> bool:
+    """True when ``host:port`` cannot be bound because something else listens there.
+
+    Bound and let go at once, with the options the listener binds with (SO_REUSEADDR, IPv6
+    sockets for IPv6 only), on every address the listener would bind.
+    """
+    for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
 
 
 class Daemon:
@@ -288,6 +314,7 @@ class Daemon:
         """
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # the daemon owns its process
         raise_fd_limit()
+        await self._check_listen_address()  # before libvirt is contacted: a clash says so at once
         impl = register_event_impl()
         runners: list[web.AppRunner] = []
         try:
@@ -307,9 +334,10 @@ class Daemon:
                         runners = await self._start_listeners()
                         if self.admin_helper is not None:
                             await group.start(self.admin_helper.run)
+                        # The first cycle at once, with the domains' facts already read.
+                        await group.start(self.domain_cache.run, self.scheduler.deadline)
                         await group.start(self.scheduler.run)
                         group.start_soon(self._prune_journal)
-                        group.start_soon(self.domain_cache.run)
                         group.start_soon(self._report_to_systemd)
                         if self.demo:
                             from virtmon.demo import run_demo
@@ -355,6 +383,19 @@ class Daemon:
         log.info("virtmon.stopping", started=self.started.is_set())
         self.notifier.notify(STOPPING=1)
         scope.cancel()
+
+    async def _check_listen_address(self) -> None:
+        """Refuse to start, with the way out, when the metrics address is taken."""
+        if pick_socket(self.activated, "metrics", (socket.AF_INET, socket.AF_INET6)) is not None:
+            return  # systemd's socket: nothing of ours to bind
+        listen = self.config.metrics.listen
+        host, port = split_listen(listen)
+        if await anyio.to_thread.run_sync(listen_address_taken, host, port):
+            other = f"{listen.rpartition(':')[0]}:{port + 1}"
+            way_out = (f"make run LISTEN={other} (virtmon run --listen {other})" if self.demo
+                       else f"--listen HOST:PORT or metrics.listen, e.g. {other}")
+            raise ListenAddressInUse(f"the metrics address {listen} is in use (another "
+                                     f"virtmon?); choose another with {way_out}")
 
     async def _start_listeners(self) -> list[web.AppRunner]:
         loaded = WebConfig()

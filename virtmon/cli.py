@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -41,12 +42,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--collect.block-backing-chain", dest="block_backing_chain", default=None,
                      action=argparse.BooleanOptionalAction,
                      help="block stats for every backing-chain layer (collect.block_backing_chain)")
+    run.add_argument("--control.allow-write", dest="allow_write", default=None,
+                     action=argparse.BooleanOptionalAction,
+                     help="allow operations that change state (control.allow_write)")
     run.add_argument("--web.config.file", dest="web_config_file",
                      help="TLS and basic auth for /metrics (metrics.web_config_file)")
     run.add_argument("--log-format", choices=("json", "console", "auto"))
     run.add_argument("--log-level", choices=config.LOG_LEVELS)
     run.add_argument("--demo", action="store_true",
-                     help="change domains now and then (for the test driver: make run)")
+                     help="change domains now and then (for the test driver: make run); the "
+                          "control socket is then its owner's alone (no control.socket_group)")
     for name in COLLECTORS:
         run.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
                          action=argparse.BooleanOptionalAction, help=f"the {name} collector")
@@ -63,6 +68,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "metrics.listen": args.listen,
         "metrics.web_config_file": args.web_config_file,
         "control.socket": args.control_socket,
+        "control.allow_write": args.allow_write,
+        # A demo is no installation: no virtmon group to give the socket to, nothing to warn of.
+        "control.socket_group": "" if args.demo else None,
         "state.dir": args.state_dir,
         "collect.interval": args.collect_interval,
         "collect.block_backing_chain": args.block_backing_chain,
@@ -118,6 +126,9 @@ async def serve(
             await daemon.started.wait()
             print(f"virtmon {__version__}: metrics at {daemon.metrics_address}/metrics, "
                   f"control socket at {daemon.control_socket}", file=sys.stderr, flush=True)
+            if demo or sys.stderr.isatty():  # someone watching: what to type next
+                print(first_steps(daemon.control_socket, demo, daemon.executor.allow_write),
+                      file=sys.stderr, flush=True)
 
         group.start_soon(signals)
         group.start_soon(announce)
@@ -125,6 +136,24 @@ async def serve(
         group.start_soon(daemon.run)
         await daemon.finished.wait()
         group.cancel_scope.cancel()  # stop listening for signals
+
+
+def first_steps(control_socket: Path, demo: bool, allow_write: bool) -> str:
+    """The lines printed under the start-up logs: how to reach this daemon from another shell."""
+    ctl = "virtmonctl"
+    beside = Path(sys.argv[0]).absolute().parent / "virtmonctl"  # this installation's
+    on_path = shutil.which("virtmonctl")
+    if beside.exists() and (on_path is None or Path(on_path).resolve() != beside.resolve()):
+        ctl = os.path.relpath(beside) if beside.is_relative_to(Path.cwd()) else str(beside)
+    lines = ["In another shell:",
+             f"  export VIRTMON_SOCKET={control_socket.absolute()}",
+             f"  {ctl} events -n 5 --follow"]
+    if demo and allow_write:
+        lines.append(f"Writes are on, e.g.: {ctl} suspend test")
+    elif demo:
+        lines.append("Writes are off: make run ALLOW_WRITE=1 turns them on.")
+    lines.append("Ctrl-C stops virtmon.")
+    return "\n".join(lines)
 
 
 def leaves(errors: list[BaseException]) -> list[BaseException]:

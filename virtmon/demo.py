@@ -62,9 +62,10 @@ async def run_demo(uri: str, caller: LibvirtCaller, period: float = 2.0, seed: i
             serial += 1
             try:
                 did = await caller.call(step, conn, rng, serial)
-                log.info("virtmon.demo.step", did=did)
+                # Debug: at info they bury the first steps; `virtmonctl events` shows them.
+                log.debug("virtmon.demo.step", did=did)
             except libvirt.libvirtError as exc:
-                log.info("virtmon.demo.step_failed", error=exc.get_error_message())
+                log.debug("virtmon.demo.step_failed", error=exc.get_error_message())
             await anyio.sleep(period)
     finally:
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):

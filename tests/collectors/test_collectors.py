@@ -188,6 +188,20 @@ def test_incomplete_marks_domain_skipped_by_nowait() -> None:
     assert set(_values(only_state, "libvirt_domain_stats_incomplete").values()) == {0}
 
 
+def test_a_driver_other_than_qemu_is_judged_by_state_alone() -> None:
+    """On a hypervisor whose driver never fills some groups (libvirt's test driver fills state
+    alone) a running domain without them is not incomplete; without state it still is."""
+    snapshot = make_snapshot(load_records(EDGE))
+    on_test_driver = dataclasses.replace(
+        snapshot, libvirt=dataclasses.replace(snapshot.libvirt, hypervisor="TEST"))
+    families = DomainInfoCollector().collect(on_test_driver)
+    assert set(_values(families, "libvirt_domain_stats_incomplete").values()) == {0}
+    stateless = DomainRecord("nostate", "00000000-0000-0000-0000-0000000000aa", {})
+    families = DomainInfoCollector().collect(
+        dataclasses.replace(on_test_driver, domains=(stateless,)))
+    assert _values(families, "libvirt_domain_stats_incomplete") == {("nostate",): 1}
+
+
 def test_an_inactive_domains_cpu_time_is_not_exported() -> None:
     """libvirt 9.0 gives a shut-off or crashed domain libvirtd's own CPU time in cpu_total: no
     CPU series for it, while a running domain with the same keys has them."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import libvirt
 import pytest
 
+from tests.waiting import wait_until
 from virtmon.events.model import Event
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
@@ -123,3 +126,32 @@ async def test_the_cache_makes_no_call_on_the_events_connection(short_tmp: Any) 
             await asyncio.to_thread(dom.undefine)
             await asyncio.to_thread(test.close)
     assert calls == []
+
+
+class StuckConnection(SharedConnection):
+    """The test driver's connection, where every call hangs until ``release`` is set: a hung
+    libvirtd as the cache sees it (the shared lab's libvirtd is not for stopping)."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.release = threading.Event()
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """Wait for ``release``, then call (blocking)."""
+        self.release.wait(60)
+        return super().run(fn, *args)
+
+
+async def test_the_first_read_holds_start_up_only_as_long_as_allowed(conn: Any) -> None:
+    """With libvirt hanging, `run(first_read_within=S)` reports started after about S seconds
+    (the first cycle goes ahead without the facts), and fills the cache once calls return."""
+    stuck = StuckConnection(conn)
+    cache = DomainInfoCache(Supervisor(stuck), stuck, LibvirtCaller(),  # type: ignore[arg-type]
+                            MetadataLabels({}, {}), resync_interval=600)
+    async with anyio.create_task_group() as group:
+        with anyio.fail_after(30):
+            await group.start(cache.run, 0.2)
+        assert cache.info == {}
+        stuck.release.set()
+        await wait_until(lambda: any(i.name == "test" for i in cache.info.values()), 30, 0.05)
+        group.cancel_scope.cancel()

@@ -64,6 +64,19 @@ def missing_groups(stats: Mapping[str, Any], requested: frozenset[str]) -> list[
     return missing
 
 
+def groups_to_check(snapshot: StatsSnapshot) -> frozenset[str]:
+    """The requested groups whose absence means a domain was skipped, for this hypervisor.
+
+    Which groups a running domain always fills is known for QEMU; another driver may never fill
+    some (libvirt's test driver fills `state` alone), which says nothing about a skipped domain,
+    so there only a missing `state` counts.
+    """
+    hypervisor = snapshot.libvirt.hypervisor if snapshot.libvirt is not None else None
+    if hypervisor is None or hypervisor == "QEMU":
+        return snapshot.requested_groups
+    return snapshot.requested_groups & {"state"}
+
+
 def _block_complete(stats: Mapping[str, Any]) -> bool:
     """Every disk's frontend entry (the first one of each name) has its I/O counters.
 
@@ -140,7 +153,8 @@ FAMILIES: tuple[FamilySpec, ...] = (
                   "NOWAIT skipped a domain held in a job), else 0",
                   "virConnectGetAllDomainStats record"),
         labels=("domain",), unit="1 or 0",
-        source="a record lacking a requested group (NOWAIT skipped a domain held in a job)"),
+        source="a record lacking a requested group (NOWAIT skipped a domain held in a job); "
+               "on drivers other than QEMU only a missing `state` counts"),
 )
 _FAMILY = by_name(FAMILIES)
 
@@ -189,7 +203,7 @@ class DomainInfoCollector:
     def _domain_families(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         info = _FAMILY["libvirt_domain_info"].new()
         incomplete = _FAMILY["libvirt_domain_stats_incomplete"].new()
-        requested = snapshot.requested_groups
+        requested = groups_to_check(snapshot)
         cached = snapshot.domain_info
         with_metadata: list[tuple[str, DomainInfo]] = []
         for record in snapshot.domains:

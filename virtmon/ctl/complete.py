@@ -32,10 +32,25 @@ _virtmonctl() {
 }
 complete -F _virtmonctl virtmonctl
 """
+# zsh's own: bash's script through bashcompinit fails in zsh (its ${a[@]:1:n} is no zsh), and
+# the file is both autoloaded from $fpath (the first <Tab> runs it: it must complete then too)
+# and sourced after compinit.
 ZSH = """#compdef virtmonctl
-# zsh completion for virtmonctl (virtmonctl completion zsh): bash's, through bashcompinit
-autoload -U +X bashcompinit && bashcompinit
-""" + BASH
+# zsh completion for virtmonctl (virtmonctl completion zsh)
+_virtmonctl() {
+    local -a offered keys others
+    offered=(${(f)"$(virtmonctl __complete "${(@)words[2,CURRENT]}" 2>/dev/null)"})
+    keys=(${(M)offered:#*=})
+    others=(${offered:#*=})
+    (( $#keys )) && compadd -S '' -a keys
+    (( $#others )) && compadd -a others
+}
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+    _virtmonctl "$@"
+else
+    compdef _virtmonctl virtmonctl
+fi
+"""
 
 
 class Cache:

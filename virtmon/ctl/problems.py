@@ -104,8 +104,9 @@ def write_refusal(problem: Problem, operation: str,
                 if row is not None and row.get("role") == "read" and row.get("write_when")
                 else f"{operation} changes state")
         return (f"{what}, and this daemon does not allow writes: set control.allow_write = "
-                "true in its configuration and restart it (callers also need the write role: "
-                "control.write_uids or control.write_groups; root has it)")
+                "true in its configuration and restart it (make run ALLOW_WRITE=1 for the demo; "
+                "callers also need the write role: control.write_uids or control.write_groups; "
+                "root has it)")
     return text_of(problem)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import libvirt
 import structlog
+from anyio.abc import TaskStatus
 
 from virtmon.collectors.snapshot import DomainInfo
 from virtmon.component import Restart
@@ -35,7 +36,9 @@ from virtmon.virt.pool import ConnectionPool
 if TYPE_CHECKING:
     from virtmon.config import CollectConfig
 
-log = structlog.get_logger("virtmon.virt.domain_cache").bind(component="domain_cache")
+# Not .bind(): that makes a logger when the module is imported, which the configuration's check
+# does before logging is configured (its records would ignore log.level and log.format).
+log = structlog.get_logger("virtmon.virt.domain_cache", component="domain_cache")
 
 # Domains read per call in a full resync (three calls each: XML, autostart, persistence).
 RESYNC_CHUNK = 100
@@ -169,25 +172,41 @@ class DomainInfoCache:
             return
         self._wake.set()
 
-    async def run(self) -> None:
-        """Refresh what events marked, and resync everything every ``resync_interval``."""
+    async def run(self, first_read_within: float | None = None, *,
+                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Refresh what events marked, and resync everything every ``resync_interval``.
+
+        ``started`` after the first read of every domain (tried only if connected), so that the
+        first collection cycle has the facts instead of empty labels until the next one; or
+        after ``first_read_within`` seconds, if given (a hung libvirtd does not hold start-up:
+        the read is abandoned and tried again).
+        """
+        if self.supervisor.connected:
+            with anyio.move_on_after(first_read_within):
+                await self._try_refresh()
+        task_status.started()
         while True:
             if not self.supervisor.connected:
                 self._resync_due = True
                 await self.supervisor.wait_connected()
                 continue
-            if self._resync_due or self._dirty:
-                try:
-                    await self._refresh(self.connection)
-                except Exception as exc:
-                    log.warning("virtmon.domain_cache.refresh_failed", error=str(exc))
-                    await anyio.sleep(1)
-                    continue
+            if (self._resync_due or self._dirty) and not await self._try_refresh():
+                await anyio.sleep(1)
+                continue
             with anyio.move_on_after(self.resync_interval) as waited:
                 await self._wake.wait()
             self._wake = anyio.Event()
             if waited.cancelled_caught:
                 self._resync_due = True
+
+    async def _try_refresh(self) -> bool:
+        """:meth:`_refresh`; a failure is logged (what is marked stays marked)."""
+        try:
+            await self._refresh(self.connection)
+        except Exception as exc:
+            log.warning("virtmon.domain_cache.refresh_failed", error=str(exc))
+            return False
+        return True
 
     async def _read_all(self, conn: Any) -> dict[str, DomainInfo]:
         """Every domain, read in chunks: each chunk is one call on the shared connection, so
