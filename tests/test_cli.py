@@ -12,13 +12,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import virtmon
 from tests.daemon import free_port
 from virtmon import cli, config
+from virtmon.config import ControlConfig
 
 VIRTMON = Path(sys.executable).parent / "virtmon"
 
@@ -171,15 +171,16 @@ def test_allow_write_flag_and_the_demos_socket_without_a_group(tmp_path: Path) -
     path = tmp_path / "c.toml"
     path.write_text('[control]\nallow_write = true\nsocket_group = "ops"\n')
 
-    def loaded(*argv: str) -> Any:
-        return cli.load_config(cli.parser().parse_args(["run", "--config", str(path), *argv]))
+    def loaded(*argv: str) -> ControlConfig:
+        return cli.load_config(
+            cli.parser().parse_args(["run", "--config", str(path), *argv])).control
 
-    assert loaded()["control.allow_write"] is True
-    assert loaded("--no-control.allow-write")["control.allow_write"] is False
+    assert loaded().allow_write is True
+    assert loaded("--no-control.allow-write").allow_write is False
     assert cli.load_config(cli.parser().parse_args(
-        ["run", "--control.allow-write"]))["control.allow_write"] is True
-    assert loaded()["control.socket_group"] == "ops"
-    assert loaded("--demo")["control.socket_group"] == ""
+        ["run", "--control.allow-write"])).control.allow_write is True
+    assert loaded().socket_group == "ops"
+    assert loaded("--demo").socket_group == ""
 
 
 def test_every_collector_has_a_flag_pair() -> None:
