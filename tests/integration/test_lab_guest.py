@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from tests.conftest import call, daemon_config, running_daemon
 from tests.integration.test_lab_event_catalog import of, open_within
 from tests.lab import guest
 from tests.lab import lab as lab_module
-from tests.streamclient import Event, StreamFollower, follow, get_json
+from tests.streamclient import Event, StreamFollower, follow, get_json, lifecycle
 from tests.waiting import exposition_until, wait_until
 from virtmon.app import Daemon
 
@@ -115,3 +116,151 @@ async def test_the_guest_boots_with_its_modules_and_its_agent_connects(
         assert code == 0
         assert set(guest.MODULES) <= set(modules.split())
         await assert_end_to_end(daemon, connected)
+
+
+async def test_agent_stopped_and_started_in_the_guest(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """qemu-ga stopped in the guest: agent_lifecycle disconnected/channel, GuestAgentDisconnected
+    pending; started again: connected/channel, and the alert resolves."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(guest.guest_exec, dom, "agent-ctl restart 5")
+        gone = await stream.wait_for(flag("agent_lifecycle", "disconnected", "channel"),
+                                     EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, gone, rule="GuestAgentDisconnected")
+        assert [a.state for a in daemon.alerts.store.alerts(
+            rule="GuestAgentDisconnected", domain=name)] == ["pending"]
+        back = await stream.wait_for(
+            lambda e: flag("agent_lifecycle", "connected", "channel")(e)
+            and e["seq"] > gone["seq"], EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, back)
+        await wait_until(lambda: [a.state for a in daemon.alerts.store.alerts(
+            rule="GuestAgentDisconnected", domain=name)] == ["resolved"], EVENT_TIMEOUT, 0.2)
+
+
+async def powered_off(daemon: Daemon, stream: StreamFollower, name: str) -> None:
+    """The guest's own power-off, end to end: shutdown/guest (libvirt's "finished after guest
+    request"), then stopped/shutdown."""
+    finished = await stream.wait_for(lifecycle(name, "shutdown", "guest"), EVENT_TIMEOUT)
+    stopped = await stream.wait_for(lifecycle(name, "stopped", "shutdown"), EVENT_TIMEOUT)
+    assert finished["seq"] < stopped["seq"]
+    await assert_end_to_end(daemon, finished, counter=(
+        "libvirt_domain_events_total", {"event": "shutdown", "detail": "guest"}))
+    await assert_end_to_end(daemon, stopped, counter=(
+        "libvirt_domain_events_total", {"event": "stopped", "detail": "shutdown"}))
+    assert not daemon.alerts.store.alerts(rule="DomainCrashed", domain=name)
+
+
+async def test_acpi_power_button_powers_the_guest_off(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """shutdown with the ACPI power button flag: the guest's acpid powers it off."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        await powered_off(daemon, stream, name)
+
+
+async def test_poweroff_inside_the_guest(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """poweroff run in the guest: shutdown/guest, then stopped/shutdown."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(guest.spawn, dom, "poweroff")
+        await powered_off(daemon, stream, name)
+
+
+async def test_reboot_inside_the_guest(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """reboot run in the guest: a reboot event, counted per domain; the guest comes back."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(guest.spawn, dom, "reboot")
+        reboot = await stream.wait_for(of("reboot"), EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, reboot, counter=("libvirt_domain_reboots_total", {}))
+        await stream.wait_for(lambda e: of("agent_lifecycle", "connected")(e)
+                              and e["seq"] > reboot["seq"], BOOT_TIMEOUT)
+
+
+@pytest.mark.parametrize(("action", "state"), [("pause", libvirt.VIR_DOMAIN_PAUSED),
+                                               ("none", libvirt.VIR_DOMAIN_RUNNING)])
+async def test_a_starved_watchdog_fires(
+    lab_conn: Any, name: str, short_tmp: Path, action: str, state: int
+) -> None:
+    """The i6300esb armed in the guest, then starved: a watchdog event with the domain's
+    action, counted, DomainWatchdogFired raised; the domain is left as the action says."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name, watchdog_action=action)
+        code, output = await call(guest.guest_exec, dom,
+                                  "watchdog-ctl start 2 && sleep 1 && watchdog-ctl starve")
+        assert code == 0, output
+        fired = await stream.wait_for(of("watchdog", action), EVENT_TIMEOUT)
+        assert fired["payload"]["action"] == action
+        await assert_end_to_end(daemon, fired, rule="DomainWatchdogFired", counter=(
+            "libvirt_domain_watchdog_events_total", {"action": action}))
+        assert (await call(dom.state))[0] == state
+
+
+async def test_a_kernel_panic_is_reported_by_pvpanic(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """echo c > /proc/sysrq-trigger: pvpanic makes it crashed/panicked, DomainCrashed fires,
+    and the domain stays (on_crash preserve) for inspection."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(guest.spawn, dom, "echo c > /proc/sysrq-trigger")
+        panicked = await stream.wait_for(lifecycle(name, "crashed", "panicked"), EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, panicked, rule="DomainCrashed", counter=(
+            "libvirt_domain_events_total", {"event": "crashed", "detail": "panicked"}))
+        assert await call(dom.state) == [libvirt.VIR_DOMAIN_CRASHED,
+                                         libvirt.VIR_DOMAIN_CRASHED_PANICKED]
+
+
+async def test_the_balloon_driver_follows_a_memory_change(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """setMemory on a running guest: the balloon driver gives the memory back and
+    balloon_change reports the new size in KiB."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name, memory_mib=192)
+        await call(dom.setMemoryFlags, 150 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        changed = await stream.wait_for(of("balloon_change", actual_kib=150 * 1024),
+                                        EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, changed)
+
+
+async def test_the_guest_setting_its_hardware_clock(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """hwclock -w an hour ahead: rtc_change with the guest clock's offset from the host."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        code, output = await call(guest.guest_exec, dom,
+                                  "date -s @$(( $(date +%s) + 3600 )) >/dev/null && hwclock -w")
+        assert code == 0, output
+        changed = await stream.wait_for(of("rtc_change"), EVENT_TIMEOUT)
+        assert 3590 <= changed["payload"]["utc_offset"] <= 3610
+        await assert_end_to_end(daemon, changed)
+
+
+async def test_suspend_to_ram_and_wakeup(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """guest-suspend-ram through the agent: pmsuspend and pmsuspended/memory;
+    virDomainPMWakeup: pmwakeup and started/wakeup."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        # The agent suspends the guest before it answers: the call ends with the channel.
+        with contextlib.suppress(libvirt.libvirtError):
+            await call(guest.agent_command, dom, "guest-suspend-ram")
+        suspended = await stream.wait_for(of("pmsuspend"), EVENT_TIMEOUT)
+        await stream.wait_for(lifecycle(name, "pmsuspended", "memory"), EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, suspended)
+        assert (await call(dom.state))[0] == libvirt.VIR_DOMAIN_PMSUSPENDED
+        await call(dom.pMWakeup, 0)
+        woken = await stream.wait_for(of("pmwakeup"), EVENT_TIMEOUT)
+        await stream.wait_for(lifecycle(name, "started", "wakeup"), EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, woken)
