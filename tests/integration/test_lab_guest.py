@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -264,3 +265,81 @@ async def test_suspend_to_ram_and_wakeup(
         woken = await stream.wait_for(of("pmwakeup"), EVENT_TIMEOUT)
         await stream.wait_for(lifecycle(name, "started", "wakeup"), EVENT_TIMEOUT)
         await assert_end_to_end(daemon, woken)
+
+
+def present(*paths: str, gone: bool = False) -> str:
+    """A guest script waiting (bounded, 30 s) until every path exists (or, ``gone``, none)."""
+    test = " && ".join(f"{'! ' if gone else ''}[ -e {path} ]" for path in paths)
+    return (f"for i in $(seq 300); do if {test}; then exit 0; fi; sleep 0.1; done; "
+            f"ls /sys/block /sys/class/net; exit 1")
+
+
+async def test_a_disk_and_a_nic_the_guest_releases(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """A disk and a NIC hot-plugged (device_added), seen by the guest, then detached: the
+    guest's ACPI hot-plug driver releases them and device_removed names each."""
+    disk_path = lab_module.IMAGE_DIR / f"{name}.vdb.qcow2"
+    await call(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2", str(disk_path), "16M"])
+    disk = f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='{disk_path}'/><target dev='vdb' bus='virtio'/><alias name='ua-vdb'/></disk>"""
+    nic = f"""<interface type='ethernet'><target dev='vg{uuid.uuid4().hex[:10]}' managed='yes'/>
+      <model type='virtio'/><alias name='ua-nic1'/></interface>"""
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        for xml, alias in ((disk, "ua-vdb"), (nic, "ua-nic1")):
+            await call(dom.attachDeviceFlags, xml, live)
+            added = await stream.wait_for(of("device_added", dev_alias=alias), EVENT_TIMEOUT)
+            await assert_end_to_end(daemon, added)
+        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vda",
+                                                             "/sys/class/net/eth0"))
+        assert code == 0, seen
+        for xml, alias in ((disk, "ua-vdb"), (nic, "ua-nic1")):
+            await call(dom.detachDeviceFlags, xml, live)
+            removed = await stream.wait_for(of("device_removed", dev_alias=alias),
+                                            EVENT_TIMEOUT)
+            await assert_end_to_end(daemon, removed)
+        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vda",
+                                                             "/sys/class/net/eth0", gone=True))
+        assert code == 0, seen
+
+
+async def test_a_dimm_the_guest_cannot_offline(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """A DIMM hot-plugged and onlined, kernel objects allocated in it (the only ZONE_NORMAL
+    memory, so the kernel's first choice), then unplugged: the guest cannot offline it and
+    rejects the unplug; device_removal_failed names it."""
+    dimm = """<memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target>
+      <alias name='ua-dimm0'/></memory>"""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name, virtio_mem_mib=128)
+        await call(dom.attachDeviceFlags, dimm, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        await stream.wait_for(of("device_added"), EVENT_TIMEOUT)
+        code, output = await call(guest.guest_exec, dom,
+                                  "mkdir /tmp/pin && cd /tmp/pin && seq 3000 | xargs mkdir")
+        assert code == 0, output
+        with pytest.raises(libvirt.libvirtError, match="rejected by the guest"):
+            await call(dom.detachDeviceFlags, dimm, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        failed = await stream.wait_for(of("device_removal_failed", dev_alias="ua-dimm0"),
+                                       EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, failed)
+
+
+async def test_a_virtio_mem_device_resized(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """virtio-mem asked for 128 MiB: the guest plugs it, memory_device_size_change reports the
+    new size, and the guest's MemTotal grew by it."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name, virtio_mem_mib=256)
+        before = await call(guest.guest_exec, dom, "grep MemTotal /proc/meminfo")
+        await call(guest.resize_virtio_mem, dom, 128)
+        changed = await stream.wait_for(of("memory_device_size_change",
+                                           alias=guest.VIRTIO_MEM_ALIAS, size_kib=128 * 1024),
+                                        EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, changed)
+        after = await call(guest.guest_exec, dom, "grep MemTotal /proc/meminfo")
+        grown_kib = int(after[1].split()[1]) - int(before[1].split()[1])
+        assert grown_kib == 128 * 1024

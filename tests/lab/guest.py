@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu  # type: ignore[import-untyped]
@@ -374,19 +375,40 @@ def ensure_image(log: Callable[[str], None] | None = None) -> GuestImage:
 # The guest's kernel command line: the serial console, quiet (every console line costs time on
 # the emulated UART), no reboot after a panic (pvpanic reports it and the domain stays
 # inspectable), hot-plugged memory onlined at once (virtio-mem).
+VIRTIO_MEM_ALIAS = "ua-virtiomem"
+DIMM_ROOM_MIB = 256
 CMDLINE = "console=ttyS0 quiet panic=0 memhp_default_state=online"
 
 
 def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str,
-               memory_mib: int = 192, watchdog_action: str = "pause") -> str:
+               memory_mib: int = 192, watchdog_action: str = "pause",
+               virtio_mem_mib: int = 0) -> str:
     """A domain booting the guest directly: serial console (logged beside the QEMU log), the
     agent channel, a balloon with a 2 s statistics period, pvpanic, an i6300esb watchdog, ACPI
-    (power button, PCI hot-unplug) and suspend to RAM/disk enabled."""
+    (power button, PCI hot-unplug) and suspend to RAM/disk enabled; with ``virtio_mem_mib``, a
+    virtio-mem device of that size (none of it plugged at start: it needs a NUMA cell and a
+    maximum memory)."""
+    numa = max_memory = virtio_mem = ""
+    if virtio_mem_mib:
+        # Room beyond it for one hot-plugged DIMM.
+        max_memory = (f"<maxMemory slots='2' unit='MiB'>"
+                      f"{memory_mib + virtio_mem_mib + DIMM_ROOM_MIB}</maxMemory>")
+        numa = (f"<cpu><numa><cell id='0' cpus='0' memory='{memory_mib}' unit='MiB'/></numa>"
+                "</cpu>")
+        virtio_mem = f"""<memory model='virtio-mem'>
+      <target>
+        <size unit='MiB'>{virtio_mem_mib}</size><node>0</node>
+        <block unit='MiB'>2</block><requested unit='MiB'>0</requested>
+      </target>
+      <alias name='{VIRTIO_MEM_ALIAS}'/>
+    </memory>"""
     return f"""<domain type='{kind}'>
   <name>{name}</name>
   <description>{mark}</description>
+  {max_memory}
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
+  {numa}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{image.kernel}</kernel>
@@ -405,6 +427,7 @@ def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str,
     <memballoon model='virtio'><stats period='2'/></memballoon>
     <watchdog model='i6300esb' action='{watchdog_action}'/>
     <panic model='isa'/>
+    {virtio_mem}
   </devices>
 </domain>"""
 
@@ -473,3 +496,21 @@ def spawn(dom: Any, script: str) -> None:
     what takes the agent down with it (poweroff, reboot, a panic, an agent restart)."""
     detached = f"(sleep 1; {script}) </dev/null >/dev/null 2>&1 &"
     agent_command(dom, "guest-exec", {"path": "/bin/sh", "arg": ["-c", detached]})
+
+
+def resize_virtio_mem(dom: Any, requested_mib: int) -> None:
+    """Ask the guest's virtio-mem device for ``requested_mib`` plugged. libvirt 9.0 finds the
+    device to update by its live definition (target, address), not by its alias alone."""
+    device = ElementTree.fromstring(dom.XMLDesc(0)).find("./devices/memory[@model='virtio-mem']")
+    if device is None:
+        raise RuntimeError("the domain has no virtio-mem device")
+    target = device.find("target")
+    assert target is not None
+    for current in target.findall("current"):
+        target.remove(current)
+    requested = target.find("requested")
+    assert requested is not None
+    requested.attrib["unit"] = "MiB"
+    requested.text = str(requested_mib)
+    dom.updateDeviceFlags(ElementTree.tostring(device, encoding="unicode"),
+                          libvirt.VIR_DOMAIN_AFFECT_LIVE)
