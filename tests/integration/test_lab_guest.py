@@ -268,10 +268,11 @@ async def test_suspend_to_ram_and_wakeup(
 
 
 def present(*paths: str, gone: bool = False) -> str:
-    """A guest script waiting (bounded, 30 s) until every path exists (or, ``gone``, none)."""
+    """A guest command waiting (bounded, 30 s) until every path exists (or, ``gone``, none);
+    it fails, listing the disks and NICs, when they do not."""
     test = " && ".join(f"{'! ' if gone else ''}[ -e {path} ]" for path in paths)
-    return (f"for i in $(seq 300); do if {test}; then exit 0; fi; sleep 0.1; done; "
-            f"ls /sys/block /sys/class/net; exit 1")
+    return (f"(for i in $(seq 300); do if {test}; then exit 0; fi; sleep 0.1; done; "
+            f"ls /sys/block /sys/class/net; exit 1)")
 
 
 async def test_a_disk_and_a_nic_the_guest_releases(
@@ -343,3 +344,28 @@ async def test_a_virtio_mem_device_resized(
         after = await call(guest.guest_exec, dom, "grep MemTotal /proc/meminfo")
         grown_kib = int(after[1].split()[1]) - int(before[1].split()[1])
         assert grown_kib == 128 * 1024
+
+
+async def test_suspend_to_disk(
+    lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """guest-suspend-disk with a swap disk hot-plugged: the guest hibernates into ACPI S4,
+    pmsuspend_disk and pmsuspended/disk, then it stops (shutdown)."""
+    swap_path = lab_module.IMAGE_DIR / f"{name}.swap.qcow2"
+    await call(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2", str(swap_path),
+                                "256M"])
+    swap = f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='{swap_path}'/><target dev='vdb' bus='virtio'/></disk>"""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        await call(dom.attachDeviceFlags, swap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        code, output = await call(guest.guest_exec, dom, present("/dev/vda")
+                                  + " && mkswap /dev/vda && swapon /dev/vda")
+        assert code == 0, output
+        # The agent hibernates the guest before it answers: the call ends with the channel.
+        with contextlib.suppress(libvirt.libvirtError):
+            await call(guest.agent_command, dom, "guest-suspend-disk")
+        suspended = await stream.wait_for(of("pmsuspend_disk"), EVENT_TIMEOUT)
+        await stream.wait_for(lifecycle(name, "pmsuspended", "disk"), EVENT_TIMEOUT)
+        await stream.wait_for(lifecycle(name, "stopped", "shutdown"), EVENT_TIMEOUT)
+        await assert_end_to_end(daemon, suspended)
