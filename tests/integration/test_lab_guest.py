@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -369,3 +370,70 @@ async def test_suspend_to_disk(
         await stream.wait_for(lifecycle(name, "pmsuspended", "disk"), EVENT_TIMEOUT)
         await stream.wait_for(lifecycle(name, "stopped", "shutdown"), EVENT_TIMEOUT)
         await assert_end_to_end(daemon, suspended)
+
+
+# libvirt_domain_memory_stats_* series from the guest's balloon driver, and what the guest's
+# own files say for each (meminfo in KiB, vmstat in pages or counts): name, source, key(s), scale
+# to bytes.
+GUEST_MEMORY: tuple[tuple[str, str, tuple[str, ...], int], ...] = (
+    ("available_bytes", "meminfo", ("MemTotal",), 1024),
+    ("unused_bytes", "meminfo", ("MemFree",), 1024),
+    ("usable_bytes", "meminfo", ("MemAvailable",), 1024),
+    # The driver's page-cache figure: every file page (meminfo splits them).
+    ("disk_caches_bytes", "meminfo", ("Cached", "Buffers", "SwapCached"), 1024),
+    ("swap_in_bytes_total", "vmstat", ("pswpin",), 4096),
+    ("swap_out_bytes_total", "vmstat", ("pswpout",), 4096),
+    ("major_fault_total", "vmstat", ("pgmajfault",), 1),
+    ("minor_fault_total", "vmstat", ("pgfault",), 1),
+)
+# How far a gauge may move between the driver's sample and the guest's reads (the guest idles);
+# MemTotal moves only when memory is plugged or ballooned, so it must match to the byte.
+GAUGE_SLACK = 8 * 2**20
+EXACT = {"available_bytes"}
+
+
+async def guest_memory(dom: Any) -> dict[str, float]:
+    """The guest's own figures for :data:`GUEST_MEMORY`, in bytes or counts."""
+    code, text = await call(guest.guest_exec, dom, "cat /proc/meminfo; echo; cat /proc/vmstat")
+    assert code == 0, text
+    meminfo_text, _, vmstat_text = text.partition("\n\n")
+    files = {
+        "meminfo": {k: int(v.split()[0]) for k, _, v in
+                    (line.partition(":") for line in meminfo_text.splitlines())},
+        "vmstat": {k: int(v) for k, v in (line.split() for line in vmstat_text.splitlines())},
+    }
+    return {metric: sum(files[source][key] for key in keys) * scale
+            for metric, source, keys, scale in GUEST_MEMORY}
+
+
+async def test_balloon_memory_statistics_match_the_guest(
+    lab_conn: Any, lab_domain: str, name: str, short_tmp: Path
+) -> None:
+    """The exported libvirt_domain_memory_stats_* of a guest lie between two readings of its
+    own /proc/meminfo and /proc/vmstat (counters) or near them (gauges), in bytes; a domain
+    whose balloon has no guest driver exports none of the guest's series, not zeros."""
+    async with watching(short_tmp, name) as (daemon, stream):
+        dom = await booted(lab_conn, stream, name)
+        before = await guest_memory(dom)
+        read_at = time.time()
+
+        def fresh(text: str) -> bool:
+            """The exposition carries a driver sample taken after the first reading."""
+            return sample(text, "libvirt_domain_memory_stats_last_update_timestamp_seconds",
+                          domain=name) > read_at
+
+        text = await exposition_until(daemon.scheduler, fresh, EVENT_TIMEOUT)
+        after = await guest_memory(dom)
+        for metric, _source, _keys, _scale in GUEST_MEMORY:
+            series = f"libvirt_domain_memory_stats_{metric}"
+            assert f"{series}{{domain=\"{name}\"}}" in text, f"{series} missing"
+            exported = sample(text, series, domain=name)
+            low, high = sorted((before[metric], after[metric]))
+            slack = 0 if metric.endswith("_total") or metric in EXACT else GAUGE_SLACK
+            assert low - slack <= exported <= high + slack, (
+                metric, before[metric], exported, after[metric])
+        assert abs(sample(text, "libvirt_domain_memory_stats_last_update_timestamp_seconds",
+                          domain=name) - time.time()) < EVENT_TIMEOUT
+        # The no-OS domain has the same balloon and statistics period but no driver.
+        for metric, _source, _keys, _scale in GUEST_MEMORY:
+            assert f"libvirt_domain_memory_stats_{metric}{{domain=\"{lab_domain}\"}}" not in text
