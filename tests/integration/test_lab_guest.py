@@ -11,6 +11,7 @@ and raising the default alert rule that matches it, if any.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import subprocess
 import time
@@ -29,6 +30,7 @@ from tests.lab import lab as lab_module
 from tests.streamclient import Event, StreamFollower, follow, get_json, lifecycle
 from tests.waiting import exposition_until, wait_until
 from virtmon.app import Daemon
+from virtmon.virt.connection import State
 
 pytestmark = pytest.mark.lab
 
@@ -437,3 +439,45 @@ async def test_balloon_memory_statistics_match_the_guest(
         # The no-OS domain has the same balloon and statistics period but no driver.
         for metric, _source, _keys, _scale in GUEST_MEMORY:
             assert f"libvirt_domain_memory_stats_{metric}{{domain=\"{lab_domain}\"}}" not in text
+
+
+async def test_reconnect_with_a_live_guest(
+    lab_conn: Any, lab_domain: str, name: str, short_tmp: Path
+) -> None:
+    """virtmon's connections cut (virt-admin client-disconnect) and virtmon backing off while
+    another client undefines a lab domain: after the reconnect the journal holds the synthetic
+    events that reconcile it, every event id is registered again, and a balloon change the
+    guest makes afterwards arrives."""
+    from tests.integration.test_lab_events import my_readonly_client_ids
+
+    def slow_reconnect(daemon: Daemon) -> None:
+        """A first backoff of 5-10 s: the undefine happens while virtmon is away."""
+        daemon.supervisor.settings = dataclasses.replace(
+            daemon.supervisor.settings, backoff_initial=10.0)
+
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
+    async with running_daemon(cfg, prepare=slow_reconnect) as daemon, \
+            follow(daemon.control_socket) as stream:
+        dom = await booted(lab_conn, stream, name)
+        registered = set(daemon.supervisor.event_ids)
+        assert len(registered) >= 27
+        clients = await call(my_readonly_client_ids)
+        assert clients, "virtmon's connections are not among libvirtd's clients"
+        for client in clients:
+            await call(subprocess.run, ["virt-admin", "client-disconnect", "libvirtd", client])
+        lost = await stream.wait_for(lambda e: (e["kind"], e["name"]) == ("connection", "lost"))
+        await call(lab_module.remove_domain, lab_conn, lab_domain)
+        assert daemon.supervisor.state is not State.CONNECTED  # still backing off
+        restored = await stream.wait_for(
+            lambda e: (e["kind"], e["name"]) == ("connection", "restored"), EVENT_TIMEOUT)
+        reconciled = await stream.wait_for(
+            lambda e: e["domain"] == lab_domain and e["synthetic"], EVENT_TIMEOUT)
+        assert lost["seq"] < reconciled["seq"]
+        journaled = await call(daemon.journal.read_since, restored["seq"] - 1, 1000)
+        assert reconciled in [event.to_dict() for event in journaled]
+        assert set(daemon.supervisor.event_ids) == registered
+        await call(dom.setMemoryFlags, 160 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        changed = await stream.wait_for(
+            lambda e: of("balloon_change", actual_kib=160 * 1024)(e) and e["domain"] == name,
+            EVENT_TIMEOUT)
+        assert changed["seq"] > restored["seq"]
