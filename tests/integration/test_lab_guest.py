@@ -24,7 +24,7 @@ import libvirt
 import pytest
 
 from tests.conftest import call, daemon_config, running_daemon
-from tests.integration.test_lab_event_catalog import of, open_within
+from tests.integration.test_lab_event_catalog import of, unique_domain
 from tests.lab import guest
 from tests.lab import lab as lab_module
 from tests.streamclient import Event, StreamFollower, follow, get_json, lifecycle
@@ -42,15 +42,8 @@ EVENT_TIMEOUT = 60.0
 @pytest.fixture
 async def name(lab: str) -> AsyncIterator[str]:
     """A unique guest domain name for one test; the domain is always removed after."""
-    domain = f"t-guest-{uuid.uuid4().hex[:8]}"
-    try:
+    async with unique_domain(lab, "t-guest") as domain:
         yield domain
-    finally:
-        conn = await call(open_within, lab, 30.0)
-        try:
-            await call(lab_module.remove_domain, conn, domain)
-        finally:
-            await call(conn.close)
 
 
 @contextlib.asynccontextmanager
@@ -143,37 +136,27 @@ async def test_agent_stopped_and_started_in_the_guest(
             rule="GuestAgentDisconnected", domain=name)] == ["resolved"], EVENT_TIMEOUT, 0.2)
 
 
-async def powered_off(daemon: Daemon, stream: StreamFollower, name: str) -> None:
-    """The guest's own power-off, end to end: shutdown/guest (libvirt's "finished after guest
-    request"), then stopped/shutdown."""
-    finished = await stream.wait_for(lifecycle(name, "shutdown", "guest"), EVENT_TIMEOUT)
-    stopped = await stream.wait_for(lifecycle(name, "stopped", "shutdown"), EVENT_TIMEOUT)
-    assert finished["seq"] < stopped["seq"]
-    await assert_end_to_end(daemon, finished, counter=(
-        "libvirt_domain_events_total", {"event": "shutdown", "detail": "guest"}))
-    await assert_end_to_end(daemon, stopped, counter=(
-        "libvirt_domain_events_total", {"event": "stopped", "detail": "shutdown"}))
-    assert not daemon.alerts.store.alerts(rule="DomainCrashed", domain=name)
-
-
-async def test_acpi_power_button_powers_the_guest_off(
-    lab_conn: Any, name: str, short_tmp: Path
+@pytest.mark.parametrize("how", ["acpi_power_button", "poweroff_in_the_guest"])
+async def test_the_guest_powers_itself_off(
+    lab_conn: Any, name: str, short_tmp: Path, how: str
 ) -> None:
-    """shutdown with the ACPI power button flag: the guest's acpid powers it off."""
+    """The ACPI power button (shutdown with its flag; acpid in the guest) or poweroff run in
+    the guest: shutdown/guest (libvirt's "finished after guest request"), then
+    stopped/shutdown, and no crash alert."""
     async with watching(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
-        await call(dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-        await powered_off(daemon, stream, name)
-
-
-async def test_poweroff_inside_the_guest(
-    lab_conn: Any, name: str, short_tmp: Path
-) -> None:
-    """poweroff run in the guest: shutdown/guest, then stopped/shutdown."""
-    async with watching(short_tmp, name) as (daemon, stream):
-        dom = await booted(lab_conn, stream, name)
-        await call(guest.spawn, dom, "poweroff")
-        await powered_off(daemon, stream, name)
+        if how == "acpi_power_button":
+            await call(dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        else:
+            await call(guest.spawn, dom, "poweroff")
+        finished = await stream.wait_for(lifecycle(name, "shutdown", "guest"), EVENT_TIMEOUT)
+        stopped = await stream.wait_for(lifecycle(name, "stopped", "shutdown"), EVENT_TIMEOUT)
+        assert finished["seq"] < stopped["seq"]
+        await assert_end_to_end(daemon, finished, counter=(
+            "libvirt_domain_events_total", {"event": "shutdown", "detail": "guest"}))
+        await assert_end_to_end(daemon, stopped, counter=(
+            "libvirt_domain_events_total", {"event": "stopped", "detail": "shutdown"}))
+        assert not daemon.alerts.store.alerts(rule="DomainCrashed", domain=name)
 
 
 async def test_reboot_inside_the_guest(
