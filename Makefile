@@ -17,10 +17,12 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # What the lab and the end-to-end tests add: a real libvirtd with QEMU/KVM, Prometheus (and
 # promtool), systemd's tools (systemd-analyze, systemd-socket-activate, sysusers, tmpfiles),
 # Cyrus SASL's saslpasswd2 and mechanisms for the private libvirtd that requires SASL, zsh
-# (virtmonctl's zsh completion is tested in it) and man with groff (the manual pages are rendered).
+# (virtmonctl's zsh completion is tested in it), man with groff (the manual pages are rendered),
+# and what the lab's guest is built from (tests/lab/guest.py: its kernel .deb is downloaded, not
+# installed).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
-                libsasl2-modules-db zsh man-db
+                libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1

@@ -34,7 +34,15 @@ MIB = 1024 * 1024
 @pytest.fixture
 async def name(lab: str) -> AsyncIterator[str]:
     """A unique domain name for one test; the domain and its files are always removed after."""
-    domain = f"t-cat-{uuid.uuid4().hex[:8]}"
+    async with unique_domain(lab, "t-cat") as domain:
+        yield domain
+
+
+@contextlib.asynccontextmanager
+async def unique_domain(lab: str, prefix: str) -> AsyncIterator[str]:
+    """A unique domain name with a prefix for the body; the domain and its files are removed
+    after, whatever happened."""
+    domain = f"{prefix}-{uuid.uuid4().hex[:8]}"
     try:
         yield domain
     finally:

@@ -24,6 +24,8 @@ from typing import Any
 
 import libvirt
 
+from tests.lab import guest
+
 HERE = Path(__file__).resolve().parent
 URI = "qemu:///system"
 ADMIN_URI = "libvirtd:///system"
@@ -284,8 +286,10 @@ class LabStatus:
 
 
 def up(domains: int = BASE_DOMAINS) -> None:
-    """Bring the lab up: host preparation, virtlogd, libvirtd and the base domains, running."""
+    """Bring the lab up: host preparation, the guest image (built when missing), virtlogd,
+    libvirtd and the base domains, running."""
     prepare_host()
+    guest.ensure_image(_log)
     start_virtlogd()
     start_libvirtd()
     conn = libvirt.open(URI)
