@@ -3,9 +3,9 @@
 A scrape never touches libvirt. Each of the four bodies (Prometheus text or OpenMetrics, each
 plain or gzip) is rendered on the first request for it after a cycle and served as bytes to every
 later one until the next cycle: a cycle nobody scrapes renders nothing, and scrape cost does not
-grow with the number of scrapers. The first request of a form renders in a worker thread (a
-few ms per 1,000 domains, too long for the loop); requests for that form arriving meanwhile wait
-for the same render rather than starting their own.
+grow with the number of scrapers. The first request of a form renders it in a worker thread
+(~20 ms per 1,000 domains for OpenMetrics with gzip: too long for the loop); requests for that
+form arriving meanwhile wait for the same render rather than starting their own.
 """
 
 from __future__ import annotations
