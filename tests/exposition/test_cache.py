@@ -147,3 +147,22 @@ async def test_both_formats_carry_the_same_series_and_values(
     assert any(name == "process_cpu_seconds_total" for name, _ in text_series)
     assert any(name.startswith("libvirt_domain_") for name, _ in text_series)
     assert om_series == text_series
+
+
+async def test_head_answers_with_the_headers_of_get_and_no_body(
+    short_tmp: Path, session: aiohttp.ClientSession
+) -> None:
+    """HEAD /metrics gets GET's status, content type, encoding and length, without a body."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI}, collect=SLOW)
+    async with running_daemon(cfg) as daemon:
+        url = daemon.metrics_address + "/metrics"
+        for accept, encoding in REQUESTS:
+            headers = {"Accept": accept, "Accept-Encoding": encoding}
+            async with session.head(url, headers=headers) as head:
+                assert head.status == 200
+                assert await head.read() == b""
+            async with session.get(url, headers=headers) as get:
+                body = await get.read()
+            for name in ("Content-Type", "Content-Encoding", "Vary"):
+                assert head.headers.get(name) == get.headers.get(name), name
+            assert head.headers["Content-Length"] == str(len(body))
