@@ -533,9 +533,10 @@ cycle (OpenMetrics with gzip, what Prometheus asks for), "before" cycles rendere
 Targets missed, and why:
 
 - **CPU per sample ≤ 1.5 µs, cycle ÷ bare ≤ 3 at 1,000.** What remains of a cycle is the
-  collectors turning libvirt's records into families: ~23 ms of the 23 ms at 1,000 domains
-  (cProfile: `MetricFamily.add` 121,000 calls, `state` and `balloon` collectors, and the label
-  width check of `run_collectors`, one generator step per sample). Rendering one form costs
+  collectors turning libvirt's records into families: most of the 23 ms at 1,000 domains
+  (cProfile of the collectors alone, 10 runs: `MetricFamily.add` 121,000 calls per run, then
+  the `state` and `balloon` collectors; the label width check of `run_collectors` is ~1 ms).
+  Rendering one form costs
   ~1.8-2.3 µs per sample under this load (0.6 in quiet runs). Reaching 1.5 µs end to end needs
   the collectors to build samples with less Python per sample (columns per family rather than a
   tuple per sample, the width checked per family), not more caching.
