@@ -44,7 +44,6 @@ from virtmon.events.journal import Journal
 from virtmon.events.model import ADMIN_KIND, Event
 from virtmon.exposition.http import metrics_app
 from virtmon.exposition.process import process_registry
-from virtmon.exposition.tlssite import TLSSite
 from virtmon.exposition.webconfig import (
     LiveWebConfig,
     WebConfig,
@@ -416,6 +415,8 @@ class Daemon:
             host, port = passed.getsockname()[:2]
         if web_config.ssl_context is not None:
             # Its own handshakes, so that a refused one is logged (asyncio's are silent).
+            from virtmon.exposition.tlssite import TLSSite  # here: only with TLS configured
+
             site = TLSSite(metrics, web_config.ssl_context, host=host, port=port, sock=passed)
         elif passed is not None:
             site = web.SockSite(metrics, passed)

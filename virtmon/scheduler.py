@@ -1,4 +1,4 @@
-"""The collection cycle: every ``interval`` seconds, one snapshot, pure collectors, render once.
+"""The collection cycle: every ``interval`` seconds, one snapshot, pure collectors, publish.
 
 The cycle's libvirt calls run in one worker thread with a deadline (default 80 % of the interval).
 A call that overruns is abandoned (counted; the number still blocked is bounded by the caller) and
@@ -105,7 +105,7 @@ class Scheduler:
         # Rendered by prometheus_client into each exposition (the process_* series).
         self.client_metrics = client_metrics
         self.stats = stats
-        self.exposition = Exposition.render([])
+        self.exposition = Exposition([])
         self.snapshot: StatsSnapshot | None = None
         self._cycle_done = anyio.Condition()
 
@@ -155,7 +155,7 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition.render(self.own_families(), self.client_metrics)
+        self.exposition = Exposition(self.own_families(), self.client_metrics)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -186,7 +186,7 @@ class Scheduler:
             self._cycle_done.notify_all()
 
     async def _cycle(self) -> None:
-        """Snapshot, collectors, render, publish."""
+        """Snapshot, collectors, publish."""
         started = time.monotonic()
         (snapshot, fresh), admin = await together(self._snapshot, self._admin_answer)
         events = self.event_counts() if self.event_counts is not None else None
@@ -209,8 +209,8 @@ class Scheduler:
                     listener(families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        self.exposition = await anyio.to_thread.run_sync(
-            Exposition.render, families, self.client_metrics)
+        # Rendered by the first scrape that asks for each form (none if nobody scrapes).
+        self.exposition = Exposition(families, self.client_metrics)
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 

@@ -26,7 +26,7 @@ from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.ctl.client import ControlClient
-from virtmon.exposition.cache import Exposition
+from virtmon.exposition.cache import negotiate
 from virtmon.exposition.render import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
 from virtmon.virt.stats import SnapshotRequest, take_snapshot
 
@@ -369,9 +369,9 @@ async def test_accept_encoding_gzip_gives_the_same_text_compressed(
 def test_choose_honours_quality_values(accept: str, encoding: str,
                                        expected: tuple[str, str | None]) -> None:
     """A format or encoding offered with q=0 (or a q that is not a number) is not chosen."""
-    exposition = Exposition.render([])
-    _body, content_type, chosen = exposition.choose(accept, encoding)
-    assert ("openmetrics" if "openmetrics" in content_type else "text", chosen) == expected
+    variant = negotiate(accept, encoding)
+    assert ("openmetrics" if variant.openmetrics else "text",
+            variant.content_encoding) == expected
 
 
 async def test_event_counters_start_at_zero_for_every_kind(

@@ -73,7 +73,7 @@ def test_the_helpers_series_agree_with_what_the_kernel_says_of_it(
     """Each process_* family has the daemon's series and the helper's, labelled, with the
     helper's values as /proc/PID/status, its fd directory and prlimit give them."""
     pid, started_after, started_before = helper
-    exposition = Exposition.render([_own_family()], process_registry(lambda: pid))
+    exposition = Exposition([_own_family()], process_registry(lambda: pid))
     series, types = _series(parse_text(exposition.text.decode()))
     assert set(types) >= PROCESS_FAMILIES
     for name in ("process_virtual_memory_bytes", "process_resident_memory_bytes",
@@ -95,7 +95,7 @@ def test_the_helpers_series_agree_with_what_the_kernel_says_of_it(
 
 def test_without_a_helper_only_the_daemons_series(helper: tuple[int, float, float]) -> None:
     """No helper pid: the process_* families carry the daemon's series alone."""
-    exposition = Exposition.render([_own_family()], process_registry())
+    exposition = Exposition([_own_family()], process_registry())
     series, _ = _series(parse_text(exposition.text.decode()))
     process = {key for key in series if key[0].startswith("process_")}
     assert process and all(labels == () for _, labels in process)
@@ -108,7 +108,7 @@ def test_both_formats_carry_each_family_once_with_the_same_values(
     # A pid that changes at every reading (the helper's, then this process's): the two formats
     # agree only if the process series are read once for both.
     pids = itertools.cycle((helper[0], os.getpid()))
-    exposition = Exposition.render([_own_family()], process_registry(lambda: next(pids)))
+    exposition = Exposition([_own_family()], process_registry(lambda: next(pids)))
     text, openmetrics = exposition.text.decode(), exposition.openmetrics.decode()
     for name in PROCESS_FAMILIES:  # text names a counter by its sample name
         text_name = name + "_total" if name == "process_cpu_seconds" else name
@@ -138,10 +138,11 @@ def test_a_failing_process_reading_costs_only_the_process_series() -> None:
         raise RuntimeError("no pid")
 
     with capture_logs() as logs:
-        exposition = Exposition.render([_own_family()], process_registry(broken))
-    assert b'virtmon_build_info{version="0"} 1' in exposition.text
-    assert b"process_" not in exposition.text + exposition.openmetrics
-    assert exposition.openmetrics.endswith(b"# EOF\n")
+        exposition = Exposition([_own_family()], process_registry(broken))
+        text, openmetrics = exposition.text, exposition.openmetrics  # rendered when asked for
+    assert b'virtmon_build_info{version="0"} 1' in text
+    assert b"process_" not in text + openmetrics
+    assert openmetrics.endswith(b"# EOF\n")
     assert any(log["event"] == "virtmon.exposition.process_metrics_failed" for log in logs)
 
 
@@ -152,8 +153,8 @@ def test_a_family_named_like_a_process_series_is_dropped_not_doubled(name: str) 
     clash = MetricFamily(name, "gauge", "Ours.")
     clash.add((), 7)
     with capture_logs() as logs:
-        exposition = Exposition.render([_own_family(), clash], process_registry())
-    assert b"Ours." not in exposition.text + exposition.openmetrics
+        exposition = Exposition([_own_family(), clash], process_registry())
+        assert b"Ours." not in exposition.text + exposition.openmetrics
     assert any(log["event"] == "virtmon.exposition.family_clash" for log in logs)
     result = subprocess.run([need("promtool"), "check", "metrics"], input=exposition.text,
                             capture_output=True, timeout=60, check=False)

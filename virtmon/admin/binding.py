@@ -11,7 +11,6 @@ writing typed parameters.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +99,9 @@ class Library:
     function's signature declared; loading raises OSError when a library is missing."""
 
     def __init__(self) -> None:
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # By its soname: ctypes.util.find_library would run ldconfig in a subprocess and load
+        # subprocess, tempfile and shutil for it (~1.5 MiB of the helper's memory).
+        self.libc = ctypes.CDLL("libc.so.6", use_errno=True)
         self.libc.free.argtypes = [_P]
         self.libc.free.restype = None
         self.virt = ctypes.CDLL("libvirt.so.0")

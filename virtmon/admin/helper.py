@@ -13,7 +13,6 @@ thread and only writes an event line. End of stdin ends the helper.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -365,20 +364,42 @@ def handle_line(admin: Admin, line: bytes) -> dict[str, Any]:
                 "error": {"code": ERR_INTERNAL_ERROR, "domain": FROM_NONE, "message": message}}
 
 
+USAGE = f"usage: python -m virtmon.admin.helper [--uri URI]  (default URI: {DEFAULT_URI})\n"
+
+
+def parse_uri(argv: list[str]) -> str:
+    """The admin URI of ``--uri URI`` or ``--uri=URI`` (else the default); usage on stderr and
+    exit 2 for anything else, exit 0 for ``--help``. By hand: argparse (and the gettext and
+    locale it loads) would be half a MiB of the helper's memory for one option."""
+    uri = DEFAULT_URI
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            sys.exit(0)
+        if arg == "--uri" and rest:
+            uri = rest.pop(0)
+        elif arg.startswith("--uri="):
+            uri = arg.removeprefix("--uri=")
+        else:
+            sys.stderr.write(f"{USAGE}error: unexpected argument {arg!r}\n")
+            sys.exit(2)
+    return uri
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve requests from stdin until it closes."""
-    parser = argparse.ArgumentParser(prog="python -m virtmon.admin.helper")
-    parser.add_argument("--uri", default=DEFAULT_URI, help="admin URI (default: %(default)s)")
-    options = parser.parse_args(argv)
+    uri = parse_uri(sys.argv[1:] if argv is None else argv)
     writer = Writer(sys.stdout.buffer)
     try:
-        admin = Admin(options.uri, writer)
+        admin = Admin(uri, writer)
         version = admin.start()
     except (OSError, AttributeError, HelperError) as exc:
         writer.send({"event": HELPER_FAILED, "message": str(exc)})
         return 1
     writer.send({"event": HELPER_READY, "pid": os.getpid(), "version": version,
-                 "uri": options.uri})
+                 "uri": uri})
     for line in sys.stdin.buffer:
         if line.strip():
             writer.send(handle_line(admin, line))

@@ -1,16 +1,23 @@
-"""The exposition cache: rendered once per collection cycle, served as bytes by every scrape.
+"""The exposition cache: one cycle's families, each form rendered when first asked for.
 
-A scrape never touches libvirt and never renders: it picks one of four prepared bodies (Prometheus
-text or OpenMetrics, each plain or gzip) by ``Accept`` and ``Accept-Encoding``. Scrape cost does
-not grow with the number of scrapers.
+A scrape never touches libvirt. Each of the four bodies (Prometheus text or OpenMetrics, each
+plain or gzip) is rendered on the first request for it after a cycle and served as bytes to every
+later one until the next cycle: a cycle nobody scrapes renders nothing, and scrape cost does not
+grow with the number of scrapers. The first request of a form renders it in a worker thread
+(~20 ms per 1,000 domains for OpenMetrics with gzip: too long for the loop); requests for that
+form arriving meanwhile wait for the same render rather than starting their own.
 """
 
 from __future__ import annotations
 
 import gzip
+import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
+import anyio
+import anyio.to_thread
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -41,6 +48,29 @@ def accepts(header: str, token: str) -> bool:
     return False
 
 
+class Variant(NamedTuple):
+    """One form of the exposition: its format and whether it is gzip-compressed."""
+
+    openmetrics: bool
+    gzipped: bool
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type header of this form."""
+        return CONTENT_TYPE_OPENMETRICS if self.openmetrics else CONTENT_TYPE_TEXT
+
+    @property
+    def content_encoding(self) -> str | None:
+        """The Content-Encoding header of this form (None: identity)."""
+        return "gzip" if self.gzipped else None
+
+
+def negotiate(accept: str, accept_encoding: str) -> Variant:
+    """The form a request's ``Accept`` and ``Accept-Encoding`` headers ask for."""
+    return Variant(openmetrics=accepts(accept, "application/openmetrics-text"),
+                   gzipped=accepts(accept_encoding, "gzip"))
+
+
 class _Collected(Collector):
     """Metrics already collected, handed out as they are."""
 
@@ -51,50 +81,92 @@ class _Collected(Collector):
         return self._metrics
 
 
-def _collected_once(client: CollectorRegistry) -> CollectorRegistry:
-    """A registry of ``client``'s metrics as they are now: both formats show the same values."""
-    once = CollectorRegistry(auto_describe=False)
-    once.register(_Collected(client.collect()))
-    return once
-
-
-@dataclass(frozen=True, slots=True)
 class Exposition:
-    """One cycle's rendered output in every form a scraper may ask for."""
+    """One cycle's families, rendered per form on demand and cached for the cycle.
 
-    text: bytes
-    text_gzip: bytes
-    openmetrics: bytes
-    openmetrics_gzip: bytes
-    samples: int
+    ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
+    prometheus_client after the families. It is collected once, by the first render, so that
+    every form of one cycle shows the same values. ``samples`` counts the families' samples only.
+    """
 
-    @classmethod
-    def render(cls, families: Sequence[MetricFamily],
-               client: CollectorRegistry | None = None) -> Exposition:
-        """Render and compress (CPU work: call it in a worker thread for large outputs).
+    def __init__(self, families: Sequence[MetricFamily],
+                 client: CollectorRegistry | None = None) -> None:
+        self.families = families
+        self.samples = sum(len(family.samples) for family in families)
+        # Bodies made per form (a second one would be wasted work): for tests and benchmarks.
+        self.renders: Counter[Variant] = Counter()
+        self._client = client
+        self._client_once: CollectorRegistry | None = None
+        self._bodies: dict[Variant, bytes] = {}
+        # One render of each form at a time, across worker threads (a gzip body is made from
+        # its plain one, so both of a format share a lock).
+        self._format_locks = {False: threading.RLock(), True: threading.RLock()}
+        self._lock = threading.Lock()  # the collected client and the counts
+        # Forms being rendered for a request, on the loop: later requests wait for them.
+        self._rendering: dict[Variant, anyio.Event] = {}
 
-        ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
-        prometheus_client after the families; ``samples`` counts the families' only.
-        """
-        if client is not None:
-            client = _collected_once(client)
-        text = render_text(families, client)
-        openmetrics = render_openmetrics(families, client)
-        return cls(
-            text=text,
-            # Level 1: several times faster than the default and nearly as small for this text.
-            text_gzip=gzip.compress(text, compresslevel=1, mtime=0),
-            openmetrics=openmetrics,
-            openmetrics_gzip=gzip.compress(openmetrics, compresslevel=1, mtime=0),
-            samples=sum(len(f.samples) for f in families),
-        )
+    def cached(self, variant: Variant) -> bytes | None:
+        """The body of ``variant`` if it has been rendered (no work)."""
+        return self._bodies.get(variant)
 
-    def choose(self, accept: str, accept_encoding: str) -> tuple[bytes, str, str | None]:
-        """(body, content type, content encoding) for a request's headers."""
-        wants_openmetrics = accepts(accept, "application/openmetrics-text")
-        wants_gzip = accepts(accept_encoding, "gzip")
-        if wants_openmetrics:
-            return (self.openmetrics_gzip if wants_gzip else self.openmetrics,
-                    CONTENT_TYPE_OPENMETRICS, "gzip" if wants_gzip else None)
-        return (self.text_gzip if wants_gzip else self.text, CONTENT_TYPE_TEXT,
-                "gzip" if wants_gzip else None)
+    def body(self, variant: Variant) -> bytes:
+        """The body of ``variant``, rendered now unless done already (CPU work, any thread)."""
+        body = self._bodies.get(variant)
+        if body is not None:
+            return body
+        with self._format_locks[variant.openmetrics]:
+            body = self._bodies.get(variant)
+            if body is None:
+                if variant.gzipped:
+                    plain = self.body(variant._replace(gzipped=False))
+                    # Level 1: several times faster than the default and nearly as small here.
+                    body = gzip.compress(plain, compresslevel=1, mtime=0)
+                else:
+                    body = self._render(variant.openmetrics)
+                with self._lock:
+                    self.renders[variant] += 1
+                self._bodies[variant] = body
+        return body
+
+    async def serve(self, variant: Variant) -> bytes:
+        """The body of ``variant`` for a request on the loop: cached bytes, else rendered in a
+        worker thread, one render shared by the requests that ask for it meanwhile."""
+        while (body := self._bodies.get(variant)) is None:
+            pending = self._rendering.get(variant)
+            if pending is not None:
+                await pending.wait()  # the render failed if no body follows: try once more
+                continue
+            done = self._rendering[variant] = anyio.Event()
+            try:
+                return await anyio.to_thread.run_sync(self.body, variant)
+            finally:
+                del self._rendering[variant]
+                done.set()
+        return body
+
+    @property
+    def text(self) -> bytes:
+        """Prometheus text format 0.0.4, plain."""
+        return self.body(Variant(openmetrics=False, gzipped=False))
+
+    @property
+    def openmetrics(self) -> bytes:
+        """OpenMetrics 1.0, plain."""
+        return self.body(Variant(openmetrics=True, gzipped=False))
+
+    def _render(self, openmetrics: bool) -> bytes:
+        client = self._collected_client()
+        if openmetrics:
+            return render_openmetrics(self.families, client)
+        return render_text(self.families, client)
+
+    def _collected_client(self) -> CollectorRegistry | None:
+        """``client``'s metrics as the first render found them: both formats show the same."""
+        if self._client is None:
+            return None
+        with self._lock:
+            if self._client_once is None:
+                once = CollectorRegistry(auto_describe=False)
+                once.register(_Collected(self._client.collect()))
+                self._client_once = once
+            return self._client_once

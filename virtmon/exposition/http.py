@@ -1,6 +1,7 @@
 """The Prometheus endpoint: /metrics from the cache, /healthz, /readyz and a landing page.
 
-No handler here calls libvirt or renders: /metrics returns the bytes the last cycle prepared.
+No handler here calls libvirt: /metrics serves the last cycle's families, each form rendered
+once per cycle off the loop (see :mod:`virtmon.exposition.cache`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from virtmon import __version__
-from virtmon.exposition.cache import Exposition
+from virtmon.exposition.cache import Exposition, negotiate
 
 LANDING = """<!doctype html><html><head><title>virtmon</title></head><body>
 <h1>virtmon {version}</h1><p>libvirt monitoring daemon.</p>
@@ -27,13 +28,13 @@ def metrics_app(
     """The aiohttp application; ``exposition`` returns the current cache entry."""
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type, encoding = exposition().choose(
-            request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
-        )
+        variant = negotiate(request.headers.get("Accept", ""),
+                            request.headers.get("Accept-Encoding", ""))
+        body = await exposition().serve(variant)
         # The body depends on both headers: a cache in between must not mix the variants.
-        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if encoding:
-            headers["Content-Encoding"] = encoding
+        headers = {"Content-Type": variant.content_type, "Vary": "Accept, Accept-Encoding"}
+        if variant.content_encoding:
+            headers["Content-Encoding"] = variant.content_encoding
         return web.Response(body=body, headers=headers)
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@
 prometheus_client's process collector reads them from ``/proc`` (CPU seconds, resident and
 virtual memory, open and maximum file descriptors, start time), as every exporter has them: the
 daemon's unlabelled, the admin helper's in the same families with ``process="admin_helper"``.
-They are rendered by prometheus_client into each cycle's cached exposition, after the families
+They are rendered by prometheus_client into each cycle's exposition, after the families
 of the fast renderer (see :mod:`virtmon.exposition.render`).
 """
 

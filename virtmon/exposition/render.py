@@ -1,7 +1,7 @@
 """Render metric families to Prometheus text format 0.0.4 and to OpenMetrics 1.0.
 
-Rendering happens once per collection cycle, so it is written for speed: each family's header
-and name prefix are built once, each distinct label-value tuple is escaped once per render (a
+Rendering happens once per form and collection cycle, so it is written for speed: each family's
+header and name prefix are built once, each distinct label-value tuple is escaped once per render (a
 domain's ``{domain="web-01"}`` is shared by every family with the same label names), floats
 are formatted without the general-purpose machinery, and the output is joined once.
 

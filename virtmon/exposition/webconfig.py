@@ -13,6 +13,9 @@ basic_auth_users:
 bcrypt is deliberately slow (tens of ms per check at cost 10): it runs in a worker thread, and a
 verified (user, password) pair is remembered by its SHA-256 digest (at most ``MAX_REMEMBERED``),
 so a scraper pays the bcrypt cost once, not per scrape.
+
+YAML and bcrypt are imported when a web config file is read and when a password is checked:
+a daemon without a web config file loads neither.
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-import bcrypt
 import structlog
-import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -147,6 +148,8 @@ def _tls(raw: Any, base: Path, problems: list[str]) -> tuple[ssl.SSLContext, str
 
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate a web config file; raise WebConfigError with every problem."""
+    import yaml  # here: only a daemon with a web config file needs it
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
@@ -244,6 +247,8 @@ _DUMMY_LOCK = threading.Lock()
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # here: only a daemon with users checks passwords
+
     # Go's bcrypt writes $2y$; the Python library checks the identical $2b$ variant.
     return bool(bcrypt.checkpw(password, hashed.replace(b"$2y$", b"$2b$", 1)))
 
@@ -256,6 +261,8 @@ def _cost(users: Mapping[str, bytes]) -> int:
 
 def dummy_hash(cost: int) -> bytes:
     """A bcrypt hash of ``cost`` that no password of any user is checked against."""
+    import bcrypt  # here: only a daemon with users makes one
+
     with _DUMMY_LOCK:
         if cost not in _DUMMY_HASHES:
             _DUMMY_HASHES[cost] = bcrypt.hashpw(b"virtmon: no such user",
