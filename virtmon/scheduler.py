@@ -209,8 +209,12 @@ class Scheduler:
                     listener(families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        # Rendered by the first scrape that asks for each form (none if nobody scrapes).
-        self.exposition = Exposition(families, self.client_metrics)
+        exposition = Exposition(families, self.client_metrics)
+        # The forms asked for during the last cycle are rendered before the new one is
+        # published (scrapes meanwhile get the last one), so steady scrapers never wait for a
+        # render; other forms render on their first request, none if nobody scrapes.
+        await anyio.to_thread.run_sync(exposition.render_ahead, self.exposition.asked)
+        self.exposition = exposition
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 

@@ -1,5 +1,5 @@
-"""The exposition cache: each form rendered on its first request after a cycle, once, and
-nothing rendered for a cycle nobody scrapes."""
+"""The exposition cache: each form rendered once a cycle, ahead for the forms the last cycle
+was asked for, else on its first request, and nothing rendered after a cycle nobody scraped."""
 
 from __future__ import annotations
 
@@ -124,6 +124,28 @@ async def test_a_new_cycle_is_rendered_afresh(
 
     assert last_success(after) > last_success(before)
     assert (first.renders, second.renders) == ({REQUESTS["text/plain", "identity"]: 1},) * 2
+
+
+async def test_the_forms_asked_for_are_rendered_ahead_for_the_next_cycle(
+    short_tmp: Path, session: aiohttp.ClientSession
+) -> None:
+    """A form scraped during one cycle is ready when the next is published (its scrapers do
+    not wait for a render); forms nobody asked for are not rendered; a cycle after one nobody
+    scraped renders nothing."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI},
+                        collect={"interval": 0.3, **NO_ADMIN})
+    openmetrics_gzip = REQUESTS["application/openmetrics-text", "gzip"]
+    async with running_daemon(cfg) as daemon:
+        url = daemon.metrics_address + "/metrics"
+        await scrape(session, url, "application/openmetrics-text", "gzip")
+        await next_cycle(daemon.scheduler)
+        ahead = daemon.scheduler.exposition
+        assert ahead.cached(openmetrics_gzip) is not None  # before any scrape of this cycle
+        await next_cycle(daemon.scheduler)
+        unscraped = daemon.scheduler.exposition
+    # The gzip body is made from its plain one; no text form was asked for or made.
+    assert set(ahead.renders) == {openmetrics_gzip, openmetrics_gzip._replace(gzipped=False)}
+    assert not unscraped.renders
 
 
 async def test_both_formats_carry_the_same_series_and_values(

@@ -1,11 +1,13 @@
 """The exposition cache: one cycle's families, each form rendered when first asked for.
 
 A scrape never touches libvirt. Each of the four bodies (Prometheus text or OpenMetrics, each
-plain or gzip) is rendered on the first request for it after a cycle and served as bytes to every
-later one until the next cycle: a cycle nobody scrapes renders nothing, and scrape cost does not
-grow with the number of scrapers. The first request of a form renders it in a worker thread
-(~20 ms per 1,000 domains for OpenMetrics with gzip: too long for the loop); requests for that
-form arriving meanwhile wait for the same render rather than starting their own.
+plain or gzip) is rendered once per cycle and served as bytes to every request until the next
+cycle, so scrape cost does not grow with the number of scrapers. The forms scrapers asked for in
+one cycle are rendered ahead for the next (:meth:`Exposition.render_ahead`, by the scheduler,
+before it publishes): steady scrapers never wait for a render. A form asked for the first time
+renders on that request, in a worker thread (~20 ms per 1,000 domains for OpenMetrics with gzip:
+too long for the loop); requests for it arriving meanwhile wait for the same render. A cycle
+after one nobody scraped renders nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class Exposition:
         self.samples = sum(len(family.samples) for family in families)
         # Bodies made per form (a second one would be wasted work): for tests and benchmarks.
         self.renders: Counter[Variant] = Counter()
+        # The forms requests asked for: the next cycle renders them ahead.
+        self.asked: set[Variant] = set()
         self._client = client
         self._client_once: CollectorRegistry | None = None
         self._bodies: dict[Variant, bytes] = {}
@@ -131,6 +135,7 @@ class Exposition:
     async def serve(self, variant: Variant) -> bytes:
         """The body of ``variant`` for a request on the loop: cached bytes, else rendered in a
         worker thread, one render shared by the requests that ask for it meanwhile."""
+        self.asked.add(variant)
         while (body := self._bodies.get(variant)) is None:
             pending = self._rendering.get(variant)
             if pending is not None:
@@ -143,6 +148,12 @@ class Exposition:
                 del self._rendering[variant]
                 done.set()
         return body
+
+    def render_ahead(self, variants: Iterable[Variant]) -> None:
+        """Render these forms now (CPU work, in a worker thread): the ones the previous cycle
+        was asked for, so that its scrapers find them ready."""
+        for variant in variants:
+            self.body(variant)
 
     @property
     def text(self) -> bytes:
