@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -464,3 +465,59 @@ async def test_reconnect_with_a_live_guest(
             lambda e: of("balloon_change", actual_kib=160 * 1024)(e) and e["domain"] == name,
             EVENT_TIMEOUT)
         assert changed["seq"] > restored["seq"]
+
+
+def powered_down(name: str) -> bool:
+    """Whether the guest's kernel said it powers down, on its serial console (virtlogd writes
+    the log: it runs on while libvirtd is stopped)."""
+    log = Path(f"/var/log/libvirt/qemu/{name}-serial.log")
+    return log.exists() and "reboot: Power down" in log.read_text(errors="replace")
+
+
+@pytest.mark.kills_libvirtd
+async def test_the_guest_powers_off_while_libvirtd_is_stopped(
+    lab: str, lab_conn: Any, name: str, short_tmp: Path
+) -> None:
+    """libvirtd stopped (SIGTERM) while the guest powers itself off, started again before
+    virtmon is back: the reconnect journals a synthetic stopped event for the guest, registers
+    every event id again, and the guest started again gives a real started event."""
+
+    def slow_reconnect(daemon: Daemon) -> None:
+        """A first backoff of 15-30 s: libvirtd settles the guest before virtmon is back."""
+        daemon.supervisor.settings = dataclasses.replace(
+            daemon.supervisor.settings, backoff_initial=30.0)
+
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
+    async with running_daemon(cfg, prepare=slow_reconnect) as daemon, \
+            follow(daemon.control_socket) as stream:
+        dom = await booted(lab_conn, stream, name)
+        registered = set(daemon.supervisor.event_ids)
+        await call(guest.spawn, dom, "poweroff")
+        try:
+            lab_module.stop_libvirtd(signal.SIGTERM)
+            lost = await stream.wait_for(
+                lambda e: (e["kind"], e["name"]) == ("connection", "lost"), EVENT_TIMEOUT)
+            await wait_until(lambda: powered_down(name), timeout=EVENT_TIMEOUT, poll=0.5)
+        finally:
+            await call(lab_module.start_libvirtd)
+        # libvirtd, started again, finds the guest's QEMU told of the power-off and ends it.
+        conn = await call(libvirt.open, lab)  # the test's own died with libvirtd
+        try:
+            again = await call(conn.lookupByName, name)
+            await wait_until(lambda: again.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF,
+                             timeout=EVENT_TIMEOUT)
+            assert daemon.supervisor.state is not State.CONNECTED  # still backing off
+            restored = await stream.wait_for(
+                lambda e: (e["kind"], e["name"]) == ("connection", "restored"),
+                2 * EVENT_TIMEOUT)
+            stopped = await stream.wait_for(lifecycle(name, "stopped"), EVENT_TIMEOUT)
+            assert stopped["synthetic"] is True
+            assert lost["seq"] < restored["seq"] < stopped["seq"]
+            assert daemon.inventory.find(name).state_name == "shutoff"
+            assert set(daemon.supervisor.event_ids) == registered
+            # The events connection works again: a real event of the guest arrives.
+            await call(again.create)
+            started = await stream.wait_for(lifecycle(name, "started"), EVENT_TIMEOUT)
+            assert started["synthetic"] is False
+        finally:
+            await call(conn.close)
