@@ -124,6 +124,24 @@ def test_service_essentials() -> None:
     assert values["RestartPreventExitStatus"] == [str(config.EX_CONFIG)]
 
 
+def test_non_root_drop_in_gives_no_libvirt_group() -> None:
+    """non-root.conf has no SupplementaryGroups=: group libvirt would open libvirt's rw socket."""
+    keys = re.findall(r"^(\w+)=", (UNITS / "non-root.conf").read_text(), flags=re.M)
+    assert "SupplementaryGroups" not in keys
+    assert keys.count("User") == keys.count("Group") == 1
+
+
+def test_exec_directory_modes_are_the_tmpfiles_ones() -> None:
+    """Each *DirectoryMode= is tmpfiles' mode for that directory (else a warning, or a chmod)."""
+    text = (UNITS / "virtmon.service").read_text()
+    modes = dict(re.findall(r"^(\w+)DirectoryMode=(\d+)$", text, flags=re.M))
+    tmpfiles = {path: mode for kind, path, mode, *_ in (
+        line.split() for line in (UNITS / "virtmon.tmpfiles.conf").read_text().splitlines()
+        if line.startswith("d "))}
+    assert modes == {"State": tmpfiles["/var/lib/virtmon"], "Runtime": tmpfiles["/run/virtmon"],
+                     "Configuration": tmpfiles["/etc/virtmon"]}
+
+
 def test_exec_start_and_socket_match_the_cli_and_the_config_defaults() -> None:
     """ExecStart lines parse with virtmon's own parser; ListenStream is control.socket's default."""
     for name in ("virtmon.service", "non-root.conf"):
