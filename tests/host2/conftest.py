@@ -8,20 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.host2.machine import LAB, Booted, remove_tree, second_host
+from tests.host2.machine import (
+    LAB,
+    Booted,
+    exclusive,
+    remove_tree,
+    second_host,
+    sweep_stale_runs,
+)
 
 
 @pytest.fixture(scope="session")
 def host2() -> Iterator[Booted]:
     """virtmon installed as docs/install.md says, enabled, and the container booted."""
-    LAB.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=LAB))
-    try:
-        with second_host(workdir) as host:
-            print(f"\nsecond host booted in {host.boot_seconds:.1f} s")
-            # An operator in group virtmon, and a user who is not.
-            host.run("useradd --no-create-home --groups virtmon member"
-                     " && useradd --no-create-home outsider")
-            yield host
-    finally:
-        remove_tree(workdir)
+    with exclusive():
+        sweep_stale_runs()
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=LAB))
+        try:
+            with second_host(workdir) as host:
+                print(f"\nsecond host booted in {host.boot_seconds:.1f} s")
+                # An operator in group virtmon, and a user who is not.
+                host.run("useradd --no-create-home --groups virtmon member"
+                         " && useradd --no-create-home outsider")
+                yield host
+        finally:
+            remove_tree(workdir)

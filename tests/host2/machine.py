@@ -12,6 +12,7 @@ or mounts is ended when it is left, also on failure.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -258,6 +259,41 @@ def second_host(workdir: Path) -> Iterator[Booted]:
             yield host
     finally:
         remove_tree(root)
+
+
+def _nspawns_on(root: Path) -> list[int]:
+    """Processes of systemd-nspawn running a container on root (left by a killed run)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"systemd-nspawn") and str(root).encode() in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
+def sweep_stale_runs() -> None:
+    """Power off and remove what runs killed before their clean-up left (call under `exclusive`)."""
+    for workdir in LAB.glob("run-*"):
+        for pid in _nspawns_on(workdir / "rootfs"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _nspawns_on(workdir / "rootfs") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _nspawns_on(workdir / "rootfs"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        remove_tree(workdir)
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One run at a time on this machine: the image, its copies and the machine name are shared."""
+    LAB.mkdir(parents=True, exist_ok=True)
+    with (LAB / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def main() -> None:
