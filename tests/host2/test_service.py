@@ -105,6 +105,30 @@ def test_socket_keeps_group_virtmon_as_the_non_root_drop_in_comes_and_goes(host2
     assert ownership(host2, "/var/lib/virtmon/virtmon.db").startswith("root:virtmon:")
 
 
+def test_the_daemons_own_socket_keeps_group_virtmon_without_virtmon_socket(host2: Booted) -> None:
+    """Without virtmon.socket virtmon binds the socket and gives it control.socket_group itself:
+    group virtmon as root, as user virtmon (non-root drop-in), and as root again."""
+    host2.run("systemctl disable --now virtmon.socket")
+    try:
+        restart(host2)
+        assert host2.run("systemctl is-active virtmon.socket", check=False).stdout.strip() \
+            == "inactive"
+        assert ownership(host2, SOCKET) == "root:virtmon:660"
+        assert_socket_serves_group_virtmon(host2)
+        host2.run(f"install -D -m 0644 /usr/src/virtmon/systemd/non-root.conf {DROP_IN}")
+        restart(host2)
+        assert ownership(host2, SOCKET) == "virtmon:virtmon:660"
+        assert_socket_serves_group_virtmon(host2)
+        host2.run(f"rm {DROP_IN}")
+        restart(host2)
+        assert ownership(host2, SOCKET) == "root:virtmon:660"
+        assert_socket_serves_group_virtmon(host2)
+    finally:
+        host2.run(f"rm -f {DROP_IN} && systemctl daemon-reload"
+                  " && systemctl stop virtmon.service && systemctl enable --now virtmon.socket"
+                  " && systemctl start virtmon.service")
+
+
 def test_the_journal_has_no_exec_directory_mode_warning(host2: Booted) -> None:
     """Not one start of this boot logged "already exists but the mode is different"."""
     journal = host2.run("journalctl --boot --no-pager -o cat").stdout
