@@ -112,6 +112,11 @@ def build_image() -> Path:
     return image
 
 
+def build_seconds(image: Path) -> float:
+    """How long debootstrap took to build the image."""
+    return float(json.loads((image / "virtmon-image.json").read_text())["build_seconds"])
+
+
 def checkout_files() -> list[str]:
     """The checkout's files as git sees them (tracked and new, not ignored): no venv, no caches."""
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -244,9 +249,8 @@ def booted(root: Path, log: Path) -> Iterator[Booted]:
 
 
 @contextlib.contextmanager
-def second_host(workdir: Path) -> Iterator[Booted]:
+def second_host(workdir: Path, image: Path) -> Iterator[Booted]:
     """A booted copy of the image with virtmon installed and enabled; all removed afterwards."""
-    image = build_image()
     root = workdir / "rootfs"
     try:
         subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(root)], check=True)
