@@ -155,6 +155,43 @@ def test_failing_collector_does_not_break_others() -> None:
     assert b'virtmon_collector_success{collector="boom"} 0' in render_text(families)
 
 
+def test_a_sample_of_the_wrong_label_width_fails_only_its_collector() -> None:
+    """A family holding a sample with more label values than label names costs its collector
+    (success 0, its families dropped), and the others still export."""
+
+    class Wide:
+        name = "wide"
+
+        def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
+            right = MetricFamily("t_right", "gauge", "Test.", ("domain",))
+            right.add(("web-01",), 1)
+            wrong = MetricFamily("t_wrong", "gauge", "Test.", ("domain",))
+            wrong.add(("web-01",), 1)
+            wrong.add(("web-01", "extra"), 2)
+            return [right, wrong]
+
+    snapshot = make_snapshot(load_records(KVM))
+    with capture_logs():
+        families, outcomes = run_collectors([Wide(), *build_collectors(["state"])], snapshot)
+    assert [o.success for o in outcomes] == [False, True]
+    assert "t_wrong" in (outcomes[0].error or "")
+    assert not {"t_right", "t_wrong"} & {family.name for family in families}
+    assert ("web-01",) in _values(families, "libvirt_domain_info_state")
+
+
+def test_state_is_one_hot_and_an_unknown_code_marks_no_state() -> None:
+    """`libvirt_domain_state` is 1 for the current state only, and all 0 for a code libvirt
+    may add later."""
+    families, _ = run_collectors(build_collectors(["state"]), _snapshot(
+        DomainRecord("paused", "u1", {"state.state": 3}),
+        DomainRecord("future", "u2", {"state.state": 42})))
+    onehot = _values(families, "libvirt_domain_state")
+    assert {state for (domain, state), value in onehot.items() if domain == "paused" and value} \
+        == {"paused"}
+    assert len([key for key in onehot if key[0] == "paused"]) == 8
+    assert [value for (domain, _), value in onehot.items() if domain == "future"] == [0] * 8
+
+
 def test_missing_input_is_no_data_logged_at_debug() -> None:
     """No node statistics: success 0, outcome no_data, logged at debug and not as an error."""
     snapshot = make_snapshot(load_records(KVM), with_host=False)
