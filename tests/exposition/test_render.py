@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from structlog.testing import capture_logs
 
 from virtmon.exposition.family import MetricFamily
-from virtmon.exposition.render import format_value, render_openmetrics, render_text
+from virtmon.exposition.render import LabelStrings, format_value, render_openmetrics, render_text
 
 # Label values as libvirt can hand them over: any valid Unicode (no lone surrogates).
 label_values = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -215,3 +215,26 @@ def test_same_samples_as_prometheus_client() -> None:
     ours = render_text(families).decode()
     theirs = generate_latest(registry).decode()
     assert samples(ours) == samples(theirs)
+
+
+def test_carried_label_strings_change_no_byte_and_keep_only_the_last_render() -> None:
+    """Renders that carry label strings reuse the last one's, give the bytes a fresh render
+    gives, in both formats, and drop the strings of series that vanished."""
+    def state(*domains: str) -> MetricFamily:
+        family = MetricFamily("t_state", "gauge", "Test.", ("domain", "state"))
+        for domain in domains:
+            family.add((domain, "running"), 1)
+            family.add((domain, "paused"), 0)
+        return family
+
+    carried = LabelStrings()
+    built = []
+    for families in ([state("a", "b"), _family((("a",), 1))],
+                     [state("b", 'c"q'), _family((("b",), 2))],
+                     [state("b")]):
+        assert render_text(families, carried=carried) == render_text(families)
+        assert render_openmetrics(families, carried=carried) == render_openmetrics(families)
+        built.append(carried.last[("domain", "state")][("b", "paused")])
+    assert built[0] is built[1] is built[2]  # built once, then carried
+    assert carried.last == {("domain", "state"): {("b", "running"): '{domain="b",state="running"}',
+                                                  ("b", "paused"): '{domain="b",state="paused"}'}}

@@ -28,6 +28,7 @@ from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
+    LabelStrings,
     render_openmetrics,
     render_text,
 )
@@ -89,11 +90,14 @@ class Exposition:
     ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
     prometheus_client after the families. It is collected once, by the first render, so that
     every form of one cycle shows the same values. ``samples`` counts the families' samples only.
+    ``labels``: label strings carried from one cycle's renders to the next (the scheduler's).
     """
 
     def __init__(self, families: Sequence[MetricFamily],
-                 client: CollectorRegistry | None = None) -> None:
+                 client: CollectorRegistry | None = None,
+                 labels: LabelStrings | None = None) -> None:
         self.families = families
+        self._labels = labels
         self.samples = sum(len(family.samples) for family in families)
         # Bodies made per form (a second one would be wasted work): for tests and benchmarks.
         self.renders: Counter[Variant] = Counter()
@@ -168,8 +172,8 @@ class Exposition:
     def _render(self, openmetrics: bool) -> bytes:
         client = self._collected_client()
         if openmetrics:
-            return render_openmetrics(self.families, client)
-        return render_text(self.families, client)
+            return render_openmetrics(self.families, client, self._labels)
+        return render_text(self.families, client, self._labels)
 
     def _collected_client(self) -> CollectorRegistry | None:
         """``client``'s metrics as the first render found them: both formats show the same."""

@@ -2,8 +2,9 @@
 
 Rendering happens once per form and collection cycle, so it is written for speed: each family's
 header and name prefix are built once, each distinct label-value tuple is escaped once per render (a
-domain's ``{domain="web-01"}`` is shared by every family with the same label names), floats
-are formatted without the general-purpose machinery, and the output is joined once.
+domain's ``{domain="web-01"}`` is shared by every family with the same label names) and, given a
+`LabelStrings`, not again by the next render, floats are formatted without the general-purpose
+machinery, and the output is joined once.
 
 Guarantees: no duplicate series (the first sample of a series wins), no two families with the
 same name (same type: merged; different type: the later one dropped), no two OpenMetrics
@@ -27,6 +28,7 @@ from virtmon.exposition.family import LabelValues, MetricFamily
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "LabelStrings",
     "escape_help_openmetrics",
     "escape_help_text",
     "escape_label_value",
@@ -88,6 +90,21 @@ def _label_string(names: tuple[str, ...], values: LabelValues) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+class LabelStrings:
+    """Rendered ``{...}`` label strings carried from one render to the next.
+
+    A host's series change little between cycles, and building a label string is most of a
+    render's work (every series of ``libvirt_domain_state`` has a label tuple of its own), so a
+    render looks up the strings the previous one built first. Only what the last render used is
+    kept: a vanished domain's strings go with the render after it. Both formats escape label
+    values alike, so text and OpenMetrics renders share them.
+    """
+
+    def __init__(self) -> None:
+        # label names -> (label values -> rendered "{...}"), as the last render left it.
+        self.last: dict[tuple[str, ...], dict[LabelValues, str]] = {}
+
+
 def _plan(families: Iterable[MetricFamily],
           taken: Iterable[str] = ()) -> list[list[MetricFamily]]:
     """Group families by name in first-seen order; drop clashes (type, OpenMetrics name, a name
@@ -123,12 +140,13 @@ def _client_names(client: CollectorRegistry | None) -> set[str]:
 
 
 def _render(families: Iterable[MetricFamily], openmetrics: bool,
-            taken: Iterable[str] = ()) -> str:
+            taken: Iterable[str] = (), carried: LabelStrings | None = None) -> str:
     """The families in one format; OpenMetrics without its closing ``# EOF``."""
     out: list[str] = []
     append = out.append
-    # label names -> (label values -> rendered "{...}"), valid for this render only.
+    # label names -> (label values -> rendered "{...}"): what this render used.
     label_cache: dict[tuple[str, ...], dict[LabelValues, str]] = {}
+    previous = carried.last if carried is not None else {}
     duplicates = 0
     for group in _plan(families, taken):
         first = group[0]
@@ -153,13 +171,17 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool,
         else:
             cache = {(): ""}
         get = cache.get
+        get_previous = previous.get(names, {}).get
         seen: set[str] = set()
         seen_add = seen.add
         for family in group:
             for values, value in family.samples:
                 labels = get(values)
                 if labels is None:
-                    labels = cache[values] = _label_string(names, values)
+                    labels = get_previous(values)
+                    if labels is None:
+                        labels = _label_string(names, values)
+                    cache[values] = labels
                 if labels in seen:
                     duplicates += 1
                     continue
@@ -173,22 +195,27 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool,
                     append(f"{name}{labels} {format_value(value)}\n")
     if duplicates:
         _log.warning("virtmon.exposition.duplicate_series", dropped=duplicates)
+    if carried is not None:
+        carried.last = label_cache
     return "".join(out)
 
 
 def render_text(families: Iterable[MetricFamily],
-                client: CollectorRegistry | None = None) -> bytes:
+                client: CollectorRegistry | None = None,
+                carried: LabelStrings | None = None) -> bytes:
     """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`), then ``client``'s
-    families as prometheus_client renders them."""
-    body = _render(families, False, _client_names(client)).encode("utf-8", "replace")
+    families as prometheus_client renders them; ``carried``: label strings from the last render,
+    updated by this one."""
+    body = _render(families, False, _client_names(client), carried).encode("utf-8", "replace")
     return body + generate_latest(client) if client is not None else body
 
 
 def render_openmetrics(families: Iterable[MetricFamily],
-                       client: CollectorRegistry | None = None) -> bytes:
+                       client: CollectorRegistry | None = None,
+                       carried: LabelStrings | None = None) -> bytes:
     """OpenMetrics 1.0 text, UTF-8 (`CONTENT_TYPE_OPENMETRICS`), then ``client``'s families as
-    prometheus_client renders them, ending in `# EOF`."""
-    body = _render(families, True, _client_names(client)).encode("utf-8", "replace")
+    prometheus_client renders them, ending in `# EOF`; ``carried`` as for `render_text`."""
+    body = _render(families, True, _client_names(client), carried).encode("utf-8", "replace")
     if client is None:
         return body + b"# EOF\n"
     tail: bytes = generate_openmetrics(client)  # type: ignore[no-untyped-call]  # untyped upstream
