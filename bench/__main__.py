@@ -605,18 +605,18 @@ family built in C instead of a generator step per sample (a few tenths of a mill
 the ~5 ms the collectors take, by the fastest of 60 runs on one snapshot).
 
 Where a cycle's CPU goes now at 1,000 test domains (thread CPU per part, median of 25 cycles,
-each followed by one scrape; parts timed by wrapping them): the bulk call and the records
-6-8 ms (the bare call's own CPU is 3-4 ms; the rest is `dom.name()` and `dom.UUIDString()`
-per domain through libvirt-python's wrappers), node statistics 1.4-2 ms (one call per host
-CPU and cell: 16 CPUs and 2 cells on the test driver), the collectors 6.6-8.4 ms (the `state`
-collector ~2.1 ms of it for its 10 samples per domain; collectors of groups the test driver
-does not fill ~1.7 ms in all), the render ~11 ms, and ~8 ms not broken down (the loop,
-thread hand-offs, the garbage collector). At 12,154 samples, 1.5 µs per sample is 18 ms for
-all of it: Python that touches each sample twice (a tuple in a collector, a line in the
-render) does not fit.
-What would: a render that carries whole sample lines and rewrites only the values, or one in
-compiled code, and collectors that build a family's samples as columns; the domain names and
-UUIDs could come from the domain cache instead of two calls per domain.
+each followed by one scrape; parts timed by wrapping them): the bulk call and the records 6-8
+ms (the bare call's own CPU is 3-4 ms; the rest is `dom.name()` and `dom.UUIDString()` per
+domain through libvirt-python's wrappers), node statistics 1.4-2 ms (one call per host CPU and
+cell: 16 CPUs and 2 cells on the test driver), the collectors 6.6-8.4 ms (the `state` collector
+~2.1 ms of it for its 10 samples per domain; collectors of groups the test driver does not fill
+~1.7 ms in all), the render ~11 ms, and 7-8 ms elsewhere: the garbage collector ~3 ms of it
+(about 32 collections a cycle, timed by `gc.callbacks`), the rest the loop and thread
+hand-offs. At 12,154 samples, 1.5 µs per sample is 18 ms for all of it: Python that touches
+each sample twice (a tuple in a collector, a line in the render) does not fit. What would: a
+render that carries whole sample lines and rewrites only the values, or one in compiled code,
+and collectors that build a family's samples as columns; the domain names and UUIDs could come
+from the domain cache instead of two calls per domain.
 """
 
 # `make fuzz` (tests/test_config_fuzz.py), not a benchmark: its last long run, kept here since
