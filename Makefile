@@ -3,8 +3,9 @@
 #               (LISTEN=HOST:PORT for another metrics address, ALLOW_WRITE=1 to allow writes).
 # `make test` : system packages, virtual environment, the lab (real libvirtd + KVM domains), the whole
 #               suite (ruff, mypy, pytest), and the lab torn down again, also when tests fail.
-# `make test-host2`: a booted Debian 12 container (systemd as PID 1) with virtmon installed as
-#               docs/install.md says, and the suite of tests/host2 run against it from outside.
+# `make test-host2`: a booted Debian 12 container (systemd as PID 1) with virtmon's Debian package
+#               installed by apt, and the suite of tests/host2 run against it from outside.
+# `make deb`  : virtmon_VERSION_amd64.deb from the checkout (packaging/deb), checked by lintian.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
 #               driver: no lab) through check-config, run and SIGHUP reloads.
 
@@ -25,14 +26,17 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
                 libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent
-# What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it.
-HOST2_PACKAGES := debootstrap systemd-container util-linux
+# What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it;
+# the Debian package installed in it is built with RUN_PACKAGES.
+HOST2_PACKAGES := $(RUN_PACKAGES) debootstrap systemd-container util-linux
+# What `make deb` adds: lintian checks the package (dpkg-deb builds it, and is always there).
+DEB_PACKAGES := $(RUN_PACKAGES) lintian
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
 .PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
-        venv clean install-extras test-host2 host2-packages
+        venv clean install-extras test-host2 host2-packages deb deb-packages
 
 # The test driver's domains live in the process and begin afresh every run: so does the state
 # (a journal and alerts of the last run's domains would be about domains that no longer exist).
@@ -53,6 +57,12 @@ test: lab-packages venv
 # boots a fresh copy of it and removes it again, also when tests fail.
 test-host2: host2-packages venv
 	$(BIN)/pytest -p no:cacheprovider tests/host2
+
+# The daemon's virtual environment is built here, libvirt-python against this host's libvirt
+# (docs/install.md says why); lintian's remaining warnings are explained there too.
+deb: deb-packages
+	packaging/deb/build . .
+	lintian --info virtmon_*_amd64.deb
 
 lab-up: lab-packages venv
 	$(BIN)/python -m tests.lab.lab up
@@ -109,6 +119,9 @@ lab-packages:
 bench-packages:
 	$(call apt_ensure,$(BENCH_PACKAGES))
 
+deb-packages:
+	$(call apt_ensure,$(DEB_PACKAGES))
+
 host2-packages:
 	$(call apt_ensure,$(HOST2_PACKAGES))
 
@@ -121,4 +134,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(RUNDIR) build *.egg-info
+	rm -rf $(VENV) $(RUNDIR) build *.egg-info virtmon_*_amd64.deb

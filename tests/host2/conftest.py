@@ -1,4 +1,7 @@
-"""The second host: one booted Debian 12 container for the whole run, removed afterwards."""
+"""The second host: one booted Debian 12 container for the whole run, removed afterwards.
+
+The files run in name order on it: the package (test_package), the service (test_service),
+and last removing and purging the package (test_uninstall)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def host2() -> Iterator[Booted]:
-    """virtmon installed as docs/install.md says, enabled, and the container booted."""
+    """virtmon installed from its Debian package with apt, and the container booted again."""
     with exclusive():
         sweep_stale_runs()
         image = build_image()

@@ -2,9 +2,9 @@
 
 The root file system is built once with debootstrap from Debian's registry and kept under the lab
 directory, keyed by what goes into it (suite, packages and their candidate versions, debootstrap's
-own version): a new package version builds a new image. Each boot runs on a fresh copy of it, in
-which virtmon is installed as docs/install.md says, from the checkout. Everything a boot starts
-or mounts is ended when it is left, also on failure.
+own version): a new package version builds a new image. Each run boots a fresh copy of it, in
+which virtmon's Debian package, built from the checkout, is installed with `apt install` as an
+operator would. Everything a boot starts or mounts is ended when it is left, also on failure.
 
 `python -m tests.host2.machine build` builds (or finds) the image and prints its directory.
 """
@@ -16,25 +16,23 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 LAB = Path("/var/lib/virtmon-lab/host2")
 IMAGES = LAB / "images"
-# Built wheels (libvirt-python above all) survive from one install to the next.
-PIP_CACHE = LAB / "pip-cache"
 SUITE = "bookworm"
-INSTALL_DOC = CHECKOUT / "docs/install.md"
-# systemd as PID 1 (and TLS for pip); the rest is what docs/install.md's apt-get line installs.
+# systemd as PID 1, and no more: the package's own dependencies come with `apt install`.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
+# Where the operator put the downloaded package.
+PACKAGE_DIR = "/root"
 MACHINE = "virtmon-host2"
 # No system bus outside: nothing to register with, and no scope unit to make.
 NSPAWN = ("systemd-nspawn", "--register=no", "--keep-unit", "--quiet")
@@ -117,57 +115,27 @@ def build_seconds(image: Path) -> float:
     return float(json.loads((image / "virtmon-image.json").read_text())["build_seconds"])
 
 
-def checkout_files() -> list[str]:
-    """The checkout's files as git sees them (tracked and new, not ignored): no venv, no caches."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=CHECKOUT, capture_output=True, check=True).stdout
-    return [name for name in out.decode().split("\0") if name and (CHECKOUT / name).exists()]
-
-
-def copy_checkout(target: Path) -> None:
-    """The checkout as an operator's clone would have it, at target."""
-    target.mkdir(parents=True)
-    for name in checkout_files():
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(CHECKOUT / name, destination)
-
-
-def install_steps() -> list[str]:
-    """The shell lines of docs/install.md's sections 1 and 2, as an operator types them.
-
-    The wheel line takes its own comment's checkout form.
-    """
-    text = INSTALL_DOC.read_text(encoding="utf-8")
-    body = text.split("## 1. The package", 1)[1].split("## 3.", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", body, flags=re.S)
-    lines = [line for block in (blocks[0], blocks[-1]) for line in block.splitlines()]
-    steps = []
-    for line in lines:
-        command, _, comment = line.partition("#")
-        alternative = re.fullmatch(r"\s*from a checkout: (.+)", comment)
-        steps.append(alternative.group(1) if alternative else command.strip())
-    return [step for step in steps if step]
-
-
 def packages() -> tuple[str, ...]:
-    """What the image holds: systemd, and the packages of the doc's apt-get line."""
-    apt = next(step for step in install_steps() if step.startswith("apt-get install "))
-    return (*BASE_PACKAGES, *apt.split()[2:])
+    """What the image holds."""
+    return BASE_PACKAGES
 
 
-def install_virtmon(root: Path) -> None:
-    """Install virtmon into the (not yet booted) root file system, with the host's network."""
-    copy_checkout(root / "usr/src/virtmon")
-    PIP_CACHE.mkdir(parents=True, exist_ok=True)
-    before_boot = [step for step in install_steps() if not step.startswith("systemctl ")]
-    script = "set -eux\ncd /usr/src/virtmon\n" + "\n".join(before_boot)
-    # pip trusts the host's certificate authorities (the system store, not pip's own bundle), so
-    # that PyPI is reached wherever the host reaches it.
-    subprocess.run([*NSPAWN, "-D", str(root), "--pipe", f"--bind={PIP_CACHE}:/root/.cache/pip",
-                    "--bind-ro=/etc/ssl/certs",
-                    "--setenv=PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-                    "/bin/sh", "-c", script], check=True, stdin=subprocess.DEVNULL, timeout=900)
+def build_package(outdir: Path) -> Path:
+    """virtmon's Debian package, built from the checkout as `make deb` builds it, in outdir."""
+    subprocess.run([str(CHECKOUT / "packaging/deb/build"), str(CHECKOUT), str(outdir)],
+                   check=True, stdout=subprocess.DEVNULL, timeout=900)
+    (package,) = outdir.glob("virtmon_*_amd64.deb")
+    return package
+
+
+def fetch_dependencies(root: Path, package: Path) -> None:
+    """Put the package where an operator would, and download what it depends on into apt's
+    cache, with the host's network: the booted container has none (only its loopback)."""
+    shutil.copy2(package, root / PACKAGE_DIR.lstrip("/") / package.name)
+    script = (f"set -eu\ncd {PACKAGE_DIR}\nexport DEBIAN_FRONTEND=noninteractive\n"
+              f"apt-get update -qq\napt-get install -qq --download-only ./{package.name}")
+    subprocess.run([*NSPAWN, "-D", str(root), "--pipe", "/bin/sh", "-c", script], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=900)
 
 
 @dataclass
@@ -178,6 +146,10 @@ class Booted:
     nspawn: subprocess.Popen[bytes]
     leader: int
     boot_seconds: float
+    # The package's file name, in PACKAGE_DIR, and the state of the virtmon units right after
+    # `apt install` started them (`systemctl show`'s properties), from the first boot.
+    package: str = ""
+    after_install: dict[str, str] = field(default_factory=dict)
 
     def run(self, command: str, *, check: bool = True, timeout: float = 120,
             ) -> subprocess.CompletedProcess[str]:
@@ -248,18 +220,39 @@ def booted(root: Path, log: Path) -> Iterator[Booted]:
         unmount_all(root)
 
 
+# What the tests read of the units right after `apt install`.
+INSTALL_PROPERTIES = ("ActiveState", "SubState", "StatusText", "UnitFileState")
+
+
+def apt_install(host: Booted, package: str) -> dict[str, str]:
+    """`apt install ./virtmon_*.deb` as an operator types it; the service's state afterwards."""
+    host.run(f"cd {PACKAGE_DIR} && DEBIAN_FRONTEND=noninteractive apt install -y ./{package}",
+             timeout=600)
+    state = {}
+    for unit in ("virtmon.service", "virtmon.socket"):
+        out = host.run(f"systemctl show {' '.join('-p ' + p for p in INSTALL_PROPERTIES)} {unit}")
+        state.update({f"{unit}:{key}": value for key, value in
+                      (line.split("=", 1) for line in out.stdout.splitlines())})
+    return state
+
+
 @contextlib.contextmanager
 def second_host(workdir: Path, image: Path) -> Iterator[Booted]:
-    """A booted copy of the image with virtmon installed and enabled; all removed afterwards."""
+    """A booted copy of the image with virtmon's package installed; all removed afterwards.
+
+    The package is installed in a first boot (its postinst enables and starts the units); the
+    second boot starts virtmon as every boot of the host will.
+    """
     root = workdir / "rootfs"
     try:
         subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(root)], check=True)
-        install_virtmon(root)
-        # The doc's systemctl steps need a running systemd: they run in a first boot, and the
-        # second starts virtmon as every boot of the host will.
+        package = build_package(workdir)
+        fetch_dependencies(root, package)
         with booted(root, workdir / "install-console.log") as host:
-            host.run(" && ".join(step for step in install_steps() if step.startswith("systemctl ")))
+            after_install = apt_install(host, package.name)
         with booted(root, workdir / "console.log") as host:
+            host.package = package.name
+            host.after_install = after_install
             yield host
     finally:
         remove_tree(root)

@@ -14,6 +14,7 @@ from tests.host2.machine import Booted
 from tests.systemd.test_units import assert_documented_scores
 
 SOCKET = "/run/virtmon/virtmon.sock"
+EXAMPLES = "/usr/share/doc/virtmon/examples"
 DROP_IN = "/etc/systemd/system/virtmon.service.d/non-root.conf"
 SHIPPED = Path(__file__).resolve().parents[2] / "systemd"
 # Callers that are neither root nor virtmon: one in group virtmon, one not (made by the fixture).
@@ -91,7 +92,7 @@ def test_group_virtmon_uses_the_control_socket_after_a_restart(host2: Booted) ->
 
 def test_socket_keeps_group_virtmon_as_the_non_root_drop_in_comes_and_goes(host2: Booted) -> None:
     """With non-root.conf virtmon runs as user virtmon; removed, as root; the group stays."""
-    host2.run(f"install -D -m 0644 /usr/src/virtmon/systemd/non-root.conf {DROP_IN}")
+    host2.run(f"install -D -m 0644 {EXAMPLES}/non-root.conf {DROP_IN}")
     restart(host2)
     assert process_user(host2) == "virtmon"
     assert_socket_serves_group_virtmon(host2)
@@ -115,7 +116,7 @@ def test_the_daemons_own_socket_keeps_group_virtmon_without_virtmon_socket(host2
             == "inactive"
         assert ownership(host2, SOCKET) == "root:virtmon:660"
         assert_socket_serves_group_virtmon(host2)
-        host2.run(f"install -D -m 0644 /usr/src/virtmon/systemd/non-root.conf {DROP_IN}")
+        host2.run(f"install -D -m 0644 {EXAMPLES}/non-root.conf {DROP_IN}")
         restart(host2)
         assert ownership(host2, SOCKET) == "virtmon:virtmon:660"
         assert_socket_serves_group_virtmon(host2)
@@ -148,7 +149,7 @@ def test_the_documented_security_scores_are_what_systemd_says(host2: Booted) -> 
     """The booted systemd's own exposure levels, as root and non-root, are the docs' figures
     (the same as the unit-file test's offline ones)."""
     as_root = live_score(host2)
-    host2.run(f"install -D -m 0644 /usr/src/virtmon/systemd/non-root.conf {DROP_IN}"
+    host2.run(f"install -D -m 0644 {EXAMPLES}/non-root.conf {DROP_IN}"
               " && systemctl daemon-reload")
     try:
         non_root = live_score(host2)
