@@ -20,13 +20,24 @@ def venv_free_path() -> str:
                            if p and Path(p).resolve() != venv_bin)
 
 
+# What an outer make (`make test` runs the suite) hands its children: a make started with them
+# prints "Entering directory" lines and takes the outer one's flags, as no newcomer's shell does.
+OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+
+
+def newcomer_env() -> dict[str, str]:
+    """The environment of a newcomer's shell: no virtual environment on $PATH, no outer make."""
+    env = {key: value for key, value in os.environ.items() if key not in OUTER_MAKE}
+    return {**env, "PATH": venv_free_path()}
+
+
 def make_run(rundir: Path, port: int, *variables: str) -> subprocess.Popen[str]:
-    """`make -s run` with its own port and run directory, from a shell without the venv."""
+    """`make -s run` with its own port and run directory, from a newcomer's shell."""
     return subprocess.Popen(
         ["make", "-s", "run", f"LISTEN=127.0.0.1:{port}", f"RUNDIR={rundir}", *variables],
         cwd=ROOT, start_new_session=True, text=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PATH": venv_free_path()})
+        env=newcomer_env())
 
 
 def read_until_banner(process: subprocess.Popen[str], timeout: float = 120.0) -> list[str]:

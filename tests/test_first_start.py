@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
-from tests.make_run import make_run, read_until_banner, stop, venv_free_path
+from tests.make_run import make_run, newcomer_env, read_until_banner, stop
 from tests.terminal import Terminal
 from tests.waiting import wait_until
 
@@ -139,7 +139,7 @@ def test_on_a_terminal_virtmon_run_prints_the_first_steps_and_stops_on_ctrl_c(
     terminal = Terminal(
         [virtmon, "run", "--uri", URI, "--listen", f"127.0.0.1:{free_port()}",
          "--control-socket", str(short_tmp / "c.sock"), "--state-dir", str(short_tmp / "state"),
-         "--no-collector.admin"], {**os.environ, "PATH": venv_free_path()}, columns=160)
+         "--no-collector.admin"], newcomer_env(), columns=160)
     try:
         shown = terminal.read_until(lambda shown: b"Ctrl-C stops virtmon." in shown, 60)
         lines = shown.decode().replace("\r\n", "\n").splitlines()

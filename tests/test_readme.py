@@ -17,7 +17,7 @@ import libvirt
 
 from tests.conftest import daemon_config, running_daemon
 from tests.daemon import free_port
-from tests.make_run import make_run, read_until_banner, stop, venv_free_path
+from tests.make_run import make_run, newcomer_env, read_until_banner, stop
 from tests.waiting import wait_until
 from virtmon import __version__
 from virtmon.ctl.client import ControlClient
@@ -140,7 +140,7 @@ def test_readme_first_steps_from_make_run_to_a_live_stream_and_a_write(short_tmp
         expected = (banner.replace("/root/virtmon/run", str(short_tmp))
                     .replace("0.1.0", __version__).replace("127.0.0.1:9786", f"127.0.0.1:{port}"))
         assert shown[-len(expected.splitlines()):] == expected.splitlines()
-        environ = {**os.environ, "PATH": venv_free_path()}
+        environ = newcomer_env()
         export, follow_line = follow.splitlines()
         assert export == "export VIRTMON_SOCKET=$PWD/run/virtmon.sock"
         environ["VIRTMON_SOCKET"] = str(short_tmp / "virtmon.sock")

@@ -925,9 +925,12 @@ CHECKS: dict[str, Check] = {
     # The daemon's and the admin helper's processes.
     "process_cpu_seconds_total": Check("counter", "counter",
                                        _processes(lambda p: p.cpu_seconds)),
+    # Between the two readings a process serves requests (the helper one each cycle), freeing
+    # and taking back memory: its RSS dips and returns (seen: 312 KiB under load). 2 MiB more
+    # than the kernel's counting slack still tells a unit off by 1,024 on ~30 MiB.
     "process_resident_memory_bytes": Check("gauge", "wander",
                                            _processes(lambda p: p.rss_kib * BYTES_PER_KIB),
-                                           tolerance=rss_approximation()),
+                                           tolerance=rss_approximation() + 2 * BYTES_PER_MIB),
     # A worker thread started meanwhile reserves a stack and a malloc arena (8 + 64 MiB).
     "process_virtual_memory_bytes": Check("gauge", "wander",
                                           _processes(lambda p: p.vsize_kib * BYTES_PER_KIB),
