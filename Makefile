@@ -25,7 +25,7 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 # installed).
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
-                libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent
+                libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent e2fsprogs
 # What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it;
 # the Debian package installed in it is built with RUN_PACKAGES.
 HOST2_PACKAGES := $(RUN_PACKAGES) debootstrap systemd-container util-linux

@@ -280,16 +280,16 @@ async def test_a_disk_and_a_nic_the_guest_releases(
             await call(dom.attachDeviceFlags, xml, live)
             added = await stream.wait_for(of("device_added", dev_alias=alias), EVENT_TIMEOUT)
             await assert_end_to_end(daemon, added)
-        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vda",
-                                                             "/sys/class/net/eth0"))
+        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vdb",
+                                                             "/sys/class/net/eth1"))
         assert code == 0, seen
         for xml, alias in ((disk, "ua-vdb"), (nic, "ua-nic1")):
             await call(dom.detachDeviceFlags, xml, live)
             removed = await stream.wait_for(of("device_removed", dev_alias=alias),
                                             EVENT_TIMEOUT)
             await assert_end_to_end(daemon, removed)
-        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vda",
-                                                             "/sys/class/net/eth0", gone=True))
+        code, seen = await call(guest.guest_exec, dom, present("/sys/block/vdb",
+                                                             "/sys/class/net/eth1", gone=True))
         assert code == 0, seen
 
 
@@ -346,8 +346,8 @@ async def test_suspend_to_disk(
     async with watching(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
         await call(dom.attachDeviceFlags, swap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        code, output = await call(guest.guest_exec, dom, present("/dev/vda")
-                                  + " && mkswap /dev/vda && swapon /dev/vda")
+        code, output = await call(guest.guest_exec, dom, present("/dev/vdb")
+                                  + " && mkswap /dev/vdb && swapon /dev/vdb")
         assert code == 0, output
         # The agent hibernates the guest before it answers: the call ends with the channel.
         with contextlib.suppress(libvirt.libvirtError):

@@ -8,8 +8,11 @@ modules for the devices the guest uses in dependency order (read from each modul
 ``.modinfo``: the package ships no ``modules.dep``), and the scripts in :data:`FILES`.
 
 The guest, once booted, runs qemu-ga on the ``org.qemu.guest_agent.0`` port, a root shell on
-ttyS0, busybox acpid (the ACPI power button powers it off) and, on request (``watchdog-ctl``),
-busybox's watchdog daemon on the i6300esb. A test drives it through the agent (``guest-exec``).
+ttyS0 (the domain's console), an echo of every byte on the :data:`ECHO_CHANNEL` port, busybox
+acpid (the ACPI power button powers it off) and, on request (``watchdog-ctl``), busybox's watchdog
+daemon on the i6300esb. It mounts its data disk (ext4, made on the host) at :data:`DATA_MOUNT`
+and gives its virtio NIC a static address, so the agent has a file system and an address to
+report. A test drives it through the agent (``guest-exec``).
 
 The result is cached under :data:`GUEST_DIR`, in a directory named by a digest of the package
 versions and of this file, so a new kernel or a changed script builds a new image.
@@ -37,7 +40,10 @@ from xml.etree import ElementTree
 import libvirt
 import libvirt_qemu  # type: ignore[import-untyped]
 
-GUEST_DIR = Path("/var/lib/virtmon-lab/guest")
+LAB_DIR = Path("/var/lib/virtmon-lab")
+GUEST_DIR = LAB_DIR / "guest"
+# The lab's disk images; a domain's files there are named after it (removed with it).
+IMAGE_DIR = LAB_DIR / "images"
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # The Debian packages whose files go into the initramfs (the Makefile's LAB_PACKAGES installs them).
 GUEST_PACKAGES = ("busybox-static", "qemu-guest-agent")
@@ -46,9 +52,18 @@ QEMU_GA = "/usr/sbin/qemu-ga"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 BUSYBOX = "/bin/busybox"
 # The kernel modules the guest loads (their dependencies come along): the virtio transport and
-# devices, the watchdog, the ACPI power button and pvpanic (ISA, found through ACPI by -mmio).
+# devices, the watchdog, the ACPI power button, pvpanic (ISA, found through ACPI by -mmio) and
+# ext4 for the data disk (which asks the crypto API for crc32c by name: no module names it).
 MODULES = ("virtio_pci", "virtio_console", "virtio_balloon", "virtio_blk", "virtio_net",
-           "virtio_mem", "i6300esb", "button", "evdev", "pvpanic_mmio")
+           "virtio_mem", "i6300esb", "button", "evdev", "pvpanic_mmio", "crc32c_generic", "ext4")
+# The guest's data disk: a raw ext4 image beside the lab's disks, mounted in the guest.
+DATA_MOUNT = "/data"
+DATA_DISK_MIB = 32
+# The guest's NIC (user-mode networking, QEMU's own address plan) and its static address.
+NIC = "eth0"
+NIC_ADDRESS = "10.0.2.15/24"
+# A virtio port the guest echoes back byte for byte.
+ECHO_CHANNEL = "org.virtmon.echo.0"
 
 INITTAB = """\
 ::sysinit:/etc/rc
@@ -57,9 +72,9 @@ ttyS0::respawn:/bin/sh -l
 ::shutdown:/bin/sync
 """
 
-RC = """\
+RC = f"""\
 #!/bin/sh
-# The guest's start: file systems, kernel modules, the agent, the power button.
+# The guest's start: file systems, modules, network, data disk, agent, echo port, power button.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -69,8 +84,40 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 hostname guest
 while read -r module; do insmod "/lib/modules/$module.ko"; done < /etc/modules
+ip link set lo up
+ip link set {NIC} up && ip addr add {NIC_ADDRESS} dev {NIC}
+mkdir -p {DATA_MOUNT}
+# The data disk is the only virtio disk at boot; one hot-plugged later is a test's own.
+[ -b /dev/vda ] && mount -t ext4 /dev/vda {DATA_MOUNT}
 /bin/agent-ctl start
+/bin/echo-port {ECHO_CHANNEL}
 acpid -c /etc/acpi -l /run/acpid.log
+"""
+
+VIRTIO_PORT = """\
+#!/bin/sh
+# virtio-port NAME: the device node of the named virtio port, once it exists (devtmpfs creates
+# the node shortly after the port shows in sysfs).
+tries=0
+while :; do
+    for dir in /sys/class/virtio-ports/*; do
+        if [ "$(cat "$dir/name" 2>/dev/null)" = "$1" ] && [ -c "/dev/${dir##*/}" ]; then
+            echo "/dev/${dir##*/}"
+            exit 0
+        fi
+    done
+    tries=$((tries + 1))
+    [ $tries -gt 100 ] && { echo "virtio-port: no port $1" >&2; exit 1; }
+    sleep 0.1
+done
+"""
+
+ECHO_PORT = """\
+#!/bin/sh
+# echo-port NAME: send back every byte that arrives on a virtio port, detached. A port opens
+# once at a time, so one descriptor reads and writes; cat ends when the host side closes.
+dev=$(virtio-port "$1") || exit 1
+setsid sh -c "while :; do cat <>$dev >&0; sleep 0.2; done" </dev/null >/dev/null 2>&1 &
 """
 
 AGENT_CTL = """\
@@ -78,24 +125,9 @@ AGENT_CTL = """\
 # agent-ctl start|stop|restart SECONDS: qemu-ga on the org.qemu.guest_agent.0 virtio port.
 # restart runs detached (it is usually asked for through the agent itself): it stops the agent,
 # waits SECONDS and starts it again.
-port() {
-    for dir in /sys/class/virtio-ports/*; do
-        if [ "$(cat "$dir/name" 2>/dev/null)" = org.qemu.guest_agent.0 ]; then
-            echo "/dev/${dir##*/}"
-            return 0
-        fi
-    done
-    return 1
-}
 case "$1" in
 start)
-    # devtmpfs creates the node shortly after the port shows in sysfs.
-    tries=0
-    until dev=$(port) && [ -c "$dev" ]; do
-        tries=$((tries + 1))
-        [ $tries -gt 100 ] && { echo "agent-ctl: no agent port" >&2; exit 1; }
-        sleep 0.1
-    done
+    dev=$(virtio-port org.qemu.guest_agent.0) || exit 1
     exec qemu-ga -d -m virtio-serial -p "$dev" -f /run/qemu-ga.pid -t /run
     ;;
 stop)
@@ -132,13 +164,15 @@ FILES: tuple[tuple[str, int, str], ...] = (
     ("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n"),
     ("etc/group", 0o644, "root:x:0:\n"),
     ("etc/profile", 0o644, "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\nexport PS1='guest# '\n"),
+    ("bin/virtio-port", 0o755, VIRTIO_PORT),
+    ("bin/echo-port", 0o755, ECHO_PORT),
     ("bin/agent-ctl", 0o755, AGENT_CTL),
     ("bin/watchdog-ctl", 0o755, WATCHDOG_CTL),
     # busybox acpid runs CONFDIR/PWRF/00000080 when the power button's key event arrives.
     ("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON),
 )
 DIRECTORIES = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run",
-               "tmp", "root", "lib", "lib64", "lib/modules", "var", "mnt")
+               "tmp", "root", "lib", "lib64", "lib/modules", "var", "mnt", DATA_MOUNT.lstrip("/"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +320,12 @@ def fetch_kernel(scratch: Path) -> Path:
     tree.mkdir()
     unpack = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", str(tree), "--wildcards", "./boot/vmlinuz-*",
-                    "./lib/modules/*/kernel/drivers/*", "./lib/modules/*/kernel/net/*"],
+                    "./lib/modules/*/kernel/drivers/*", "./lib/modules/*/kernel/net/*",
+                    "./lib/modules/*/kernel/fs/*", "./lib/modules/*/kernel/lib/*",
+                    "./lib/modules/*/kernel/crypto/*"],
                    stdin=unpack.stdout, check=True)
+    assert unpack.stdout is not None
+    unpack.stdout.close()
     if unpack.wait() != 0:
         raise RuntimeError(f"dpkg-deb could not unpack {deb}")
     return tree
@@ -380,12 +418,13 @@ DIMM_ROOM_MIB = 256
 CMDLINE = "console=ttyS0 quiet panic=0 memhp_default_state=online"
 
 
-def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str,
+def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str, data_disk: Path,
                memory_mib: int = 192, watchdog_action: str = "pause",
                virtio_mem_mib: int = 0) -> str:
     """A domain booting the guest directly: serial console (logged beside the QEMU log), the
-    agent channel, a balloon with a 2 s statistics period, pvpanic, an i6300esb watchdog, ACPI
-    (power button, PCI hot-unplug) and suspend to RAM/disk enabled; with ``virtio_mem_mib``, a
+    agent and echo channels, the data disk, a virtio NIC on user-mode networking, a balloon
+    with a 2 s statistics period, pvpanic, an i6300esb watchdog, ACPI (power button, PCI
+    hot-unplug) and suspend to RAM/disk enabled; with ``virtio_mem_mib``, a
     virtio-mem device of that size (none of it plugged at start: it needs a NUMA cell and a
     maximum memory)."""
     numa = max_memory = virtio_mem = ""
@@ -424,6 +463,13 @@ def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str,
     <serial type='pty'><log file='/var/log/libvirt/qemu/{name}-serial.log'/></serial>
     <console type='pty'/>
     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <channel type='unix'><target type='virtio' name='{ECHO_CHANNEL}'/></channel>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{data_disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='user'><model type='virtio'/></interface>
     <memballoon model='virtio'><stats period='2'/></memballoon>
     <watchdog model='i6300esb' action='{watchdog_action}'/>
     <panic model='isa'/>
@@ -467,11 +513,21 @@ def guest_exec(dom: Any, script: str, timeout: float = 60.0) -> tuple[int, str]:
         time.sleep(0.2)
 
 
+def make_data_disk(path: Path) -> None:
+    """A fresh raw disk with an empty ext4 file system."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as disk:
+        disk.truncate(DATA_DISK_MIB << 20)
+    _run("mkfs.ext4", "-q", "-F", "-L", "data", str(path))
+
+
 def create(conn: Any, name: str, *, mark: str, start: bool = True, **options: Any) -> Any:
-    """Define (and start) a guest domain on the cached image (built first when missing);
-    ``options`` go to :func:`domain_xml`."""
+    """Define (and start) a guest domain on the cached image (built first when missing) with a
+    fresh data disk; ``options`` go to :func:`domain_xml`."""
+    data_disk = IMAGE_DIR / f"{name}.data.raw"
+    make_data_disk(data_disk)
     xml = domain_xml(name, ensure_image(), virt_type(conn.getCapabilities()), mark=mark,
-                     **options)
+                     data_disk=data_disk, **options)
     dom = conn.defineXML(xml)
     if start:
         dom.create()

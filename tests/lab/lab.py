@@ -35,7 +35,7 @@ REAPER_PIDFILE = Path("/run/virtmon-lab-reaper.pid")
 LIBVIRTD_LOG = Path("/var/log/libvirt/virtmon-lab-stdio.log")
 # Where libvirtd.conf's log_outputs sends libvirtd's own log.
 LIBVIRTD_FILE_LOG = Path("/var/log/libvirt/virtmon-lab-libvirtd.log")
-IMAGE_DIR = Path("/var/lib/virtmon-lab/images")
+IMAGE_DIR = guest.IMAGE_DIR
 TEST_USER = "virtmon-lab"
 TEST_GROUP = "libvirt"
 # Every lab domain carries this description, so tear-down finds exactly the lab's domains.
