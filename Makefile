@@ -3,7 +3,8 @@
 #               (LISTEN=HOST:PORT for another metrics address, ALLOW_WRITE=1 to allow writes).
 # `make test` : system packages, virtual environment, the lab (real libvirtd + KVM domains), the whole
 #               suite (ruff, mypy, pytest), and the lab torn down again, also when tests fail.
-# `make test-host2`: a booted Debian 12 container (systemd as PID 1) with virtmon's Debian package
+# `make test-host2`: a booted Debian 12 container (systemd as PID 1, libvirt 11.3 and QEMU 10 from
+#               bookworm-backports) with virtmon's Debian package, built against that libvirt,
 #               installed by apt, and the suite of tests/host2 run against it from outside.
 # `make deb`  : virtmon_VERSION_amd64.deb from the checkout (packaging/deb), checked by lintian.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
@@ -26,9 +27,11 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
                 libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent e2fsprogs
-# What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it;
-# the Debian package installed in it is built with RUN_PACKAGES.
-HOST2_PACKAGES := $(RUN_PACKAGES) debootstrap systemd-container util-linux
+# What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it
+# (the Debian package installed in it is built inside, in a builder image); the lab's guest, which
+# boots in it, is made from busybox-static, qemu-guest-agent and e2fsprogs; curl scrapes it.
+HOST2_PACKAGES := $(RUN_PACKAGES) debootstrap systemd-container util-linux busybox-static \
+                  qemu-guest-agent e2fsprogs curl
 # What `make deb` adds: lintian checks the package (dpkg-deb builds it, and is always there).
 DEB_PACKAGES := $(RUN_PACKAGES) lintian
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
@@ -53,8 +56,9 @@ test: lab-packages venv
 	$(MAKE) lab-up
 	status=0; $(MAKE) lint pytest || status=$$?; $(MAKE) lab-down; exit $$status
 
-# The image is built once per package versions (under /var/lib/virtmon-lab/host2); every run
-# boots a fresh copy of it and removes it again, also when tests fail.
+# The images (the host and its builder) are built once per package versions and recipe (under
+# /var/lib/virtmon-lab/host2, older ones removed); every run boots a fresh copy of the host and
+# removes it again, also when tests fail.
 test-host2: host2-packages venv
 	$(BIN)/pytest -p no:cacheprovider tests/host2
 

@@ -1,7 +1,8 @@
-"""The second host: one booted Debian 12 container for the whole run, removed afterwards.
+"""The second host: one booted Debian 12 container (libvirt 11.3, QEMU 10) for the whole run,
+removed afterwards.
 
-The files run in name order on it: the package (test_package), the service (test_service),
-and last removing and purging the package (test_uninstall)."""
+The files run in name order on it: libvirt 11 (test_libvirt11), the package (test_package), the
+service (test_service), and last removing and purging the package (test_uninstall)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 from tests.host2.machine import (
     LAB,
     Booted,
+    build_builder,
     build_image,
     build_seconds,
     exclusive,
+    prune_images,
     remove_tree,
     second_host,
     sweep_stale_runs,
@@ -38,10 +41,13 @@ def host2() -> Iterator[Booted]:
     with exclusive():
         sweep_stale_runs()
         image = build_image()
-        TIMINGS.append(f"second host: image {image.name}, built in {build_seconds(image):.0f} s")
+        builder = build_builder(image)
+        prune_images({image, builder})
+        TIMINGS.append(f"second host: image {image.name}, built in {build_seconds(image):.0f} s;"
+                       f" builder in {build_seconds(builder):.0f} s")
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=LAB))
         try:
-            with second_host(workdir, image) as host:
+            with second_host(workdir, image, builder) as host:
                 TIMINGS.append(f"second host: booted in {host.boot_seconds:.1f} s (boot of "
                                "systemd and its units, virtmon's READY=1 included)")
                 # An operator in group virtmon, and a user who is not.

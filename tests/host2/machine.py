@@ -1,12 +1,16 @@
-"""A second host: a Debian 12 container booted by `systemd-nspawn -b`, with systemd as its PID 1.
+"""A second host: a Debian 12 container booted by `systemd-nspawn -b`, with systemd as its PID 1,
+running libvirt 11.3 and QEMU 10.0 from Debian's bookworm-backports (the lab host runs 9.0/7.2).
 
 The root file system is built once with debootstrap from Debian's registry and kept under the lab
 directory, keyed by what goes into it (suite, packages and their candidate versions, debootstrap's
-own version): a new package version builds a new image. Each run boots a fresh copy of it, in
-which virtmon's Debian package, built from the checkout, is installed with `apt install` as an
-operator would. Everything a boot starts or mounts is ended when it is left, also on failure.
+own version): a new package version builds a new image. A second image, the builder, adds what
+building virtmon's Debian package takes; the package is built in it, so that libvirt-python is
+compiled against the libvirt it will run with (the binding knows that libvirt's event ids and
+constants), exactly as `make deb` on the target would. Each run boots a fresh copy of the first
+image, in which that package is installed with `apt install` as an operator would. Everything a
+boot starts or mounts is ended when it is left, also on failure.
 
-`python -m tests.host2.machine build` builds (or finds) the image and prints its directory.
+`python -m tests.host2.machine build` builds (or finds) both images and prints their directories.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +33,24 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 LAB = Path("/var/lib/virtmon-lab/host2")
 IMAGES = LAB / "images"
 SUITE = "bookworm"
+BACKPORTS = f"{SUITE}-backports"
+MIRROR = "http://deb.debian.org/debian"
+# The suites apt sees, the host's view of them kept apart from the host's own lists.
+SOURCES = (f"deb {MIRROR} {SUITE} main\n"
+           f"deb {MIRROR} {SUITE}-updates main\n"
+           f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
+           f"deb {MIRROR} {BACKPORTS} main\n")
+APT_VIEW = LAB / "apt"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # systemd as PID 1, and no more: the package's own dependencies come with `apt install`.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
+# From bookworm-backports: libvirt 11.3 (the QEMU driver is its own package since 10.x, only
+# recommended) and QEMU 10.0.
+VIRT_PACKAGES = ("libvirt-daemon-system", "libvirt-daemon-driver-qemu", "libvirt-clients",
+                 "qemu-system-x86", "qemu-utils")
+# What the builder adds: libvirt's headers and API description (from backports, matching the
+# daemon), a compiler and Python's headers for libvirt-python and strip.
+BUILD_PACKAGES = ("libvirt-dev", "python3-venv", "python3-dev", "gcc", "pkg-config", "binutils")
 # Where the operator put the downloaded package.
 PACKAGE_DIR = "/root"
 MACHINE = "virtmon-host2"
@@ -38,11 +58,29 @@ MACHINE = "virtmon-host2"
 NSPAWN = ("systemd-nspawn", "--register=no", "--keep-unit", "--quiet")
 
 
-def candidate_versions() -> dict[str, str]:
-    """The version apt would install of each package (and of debootstrap), from the host's lists."""
-    names = (*packages(), "debootstrap")
-    out = subprocess.run(["apt-cache", "policy", *names], capture_output=True, text=True,
-                         check=True).stdout
+def apt_view() -> list[str]:
+    """apt options for a view of the container's suites (backports included) beside the host's
+    own configuration, its lists refreshed at most once an hour."""
+    lists = APT_VIEW / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    sources = APT_VIEW / "sources.list"
+    sources.write_text(SOURCES)
+    options = [f"-oDir::Etc::SourceList={sources}", f"-oDir::Etc::SourceParts={APT_VIEW}/none",
+               f"-oDir::State::Lists={lists}"]
+    stamp = APT_VIEW / "updated"
+    if not stamp.exists() or time.time() - stamp.stat().st_mtime > 3600:
+        subprocess.run(["apt-get", *options, "update", "-qq"], check=True,
+                       stdout=subprocess.DEVNULL)
+        stamp.touch()
+    return options
+
+
+def _candidates(names: tuple[str, ...], release: str | None = None) -> dict[str, str]:
+    """The version apt would install of each package, from the container's suites (``release``
+    preferred when given)."""
+    target = ["-t", release] if release else []
+    out = subprocess.run(["apt-cache", *apt_view(), *target, "policy", *names],
+                         capture_output=True, text=True, check=True).stdout
     versions: dict[str, str] = {}
     package = ""
     for line in out.splitlines():
@@ -52,13 +90,22 @@ def candidate_versions() -> dict[str, str]:
             versions[package] = line.split(":", 1)[1].strip()
     missing = set(names) - versions.keys()
     if missing:
-        raise RuntimeError(f"apt knows no candidate for {sorted(missing)}: run apt-get update")
+        raise RuntimeError(f"apt knows no candidate for {sorted(missing)}")
     return versions
 
 
+def candidate_versions() -> dict[str, str]:
+    """What goes into the images: the base from the suite (and debootstrap's own version), the
+    virtualisation and build packages from backports."""
+    return {**_candidates((*BASE_PACKAGES, "debootstrap")),
+            **_candidates((*VIRT_PACKAGES, *BUILD_PACKAGES), BACKPORTS)}
+
+
 def image_key(versions: dict[str, str]) -> str:
-    """The image's name: a digest of the suite and every version that goes into it."""
-    text = json.dumps({"suite": SUITE, "versions": versions}, sort_keys=True)
+    """The image's name: a digest of the suite, every version that goes into it and this
+    recipe."""
+    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    text = json.dumps({"suite": SUITE, "versions": versions, "recipe": recipe}, sort_keys=True)
     return f"{SUITE}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -84,22 +131,26 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def build_image() -> Path:
-    """The cached root file system for the current package versions, built if missing."""
-    versions = candidate_versions()
-    image = IMAGES / image_key(versions)
-    if (image / "etc/os-release").exists():
+def apt_install_in(root: Path, packages: tuple[str, ...], release: str | None = None) -> None:
+    """Install packages into a root file system that is not booted (no service starts), with the
+    host's network."""
+    target = f"-t {release}" if release else ""
+    script = ("set -eu\nexport DEBIAN_FRONTEND=noninteractive\napt-get update -qq\n"
+              f"apt-get install -qq --no-install-recommends {target} {' '.join(packages)}")
+    subprocess.run([*NSPAWN, "-D", str(root), "--pipe", "/bin/sh", "-c", script], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=1800)
+
+
+def _cached(image: Path, make: Callable[[Path], None], versions: dict[str, str]) -> Path:
+    """An image made by ``make`` into a staging directory, renamed into place when complete."""
+    if (image / "virtmon-image.json").exists():
         return image
     staging = image.with_name(image.name + ".building")
     remove_tree(staging)
     IMAGES.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages())}",
-                        SUITE, str(staging)], check=True, stdout=subprocess.DEVNULL)
-        (staging / "etc/hostname").write_text(f"{MACHINE}\n")
-        # Each boot gets its own machine id (systemd makes one when the file is empty).
-        (staging / "etc/machine-id").write_text("")
+        make(staging)
     except BaseException:
         remove_tree(staging)
         raise
@@ -110,20 +161,67 @@ def build_image() -> Path:
     return image
 
 
+def _make_host(staging: Path) -> None:
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                    SUITE, str(staging), MIRROR], check=True, stdout=subprocess.DEVNULL)
+    (staging / "etc/apt/sources.list").write_text(SOURCES)
+    apt_install_in(staging, VIRT_PACKAGES, BACKPORTS)
+    # The host's cgroup v1 hierarchies are read-only inside the container: libvirt starts QEMU
+    # without a cgroup of its own (on a real host it makes one per domain).
+    with (staging / "etc/libvirt/qemu.conf").open("a") as conf:
+        conf.write("\ncgroup_controllers = [ ]\n")
+    (staging / "etc/hostname").write_text(f"{MACHINE}\n")
+    # Each boot gets its own machine id (systemd makes one when the file is empty).
+    (staging / "etc/machine-id").write_text("")
+
+
+def build_image() -> Path:
+    """The cached root file system of the second host for the current package versions, built
+    if missing."""
+    versions = candidate_versions()
+    return _cached(IMAGES / image_key(versions), _make_host, versions)
+
+
+def build_builder(image: Path) -> Path:
+    """The cached builder: a copy of the host's image with the build packages added."""
+    versions = candidate_versions()
+
+    def make(staging: Path) -> None:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(staging)], check=True)
+        (staging / "virtmon-image.json").unlink()
+        apt_install_in(staging, BUILD_PACKAGES, BACKPORTS)
+
+    return _cached(image.with_name(image.name + "-builder"), make, versions)
+
+
 def build_seconds(image: Path) -> float:
     """How long debootstrap took to build the image."""
     return float(json.loads((image / "virtmon-image.json").read_text())["build_seconds"])
 
 
-def packages() -> tuple[str, ...]:
-    """What the image holds."""
-    return BASE_PACKAGES
+def prune_images(keep: set[Path]) -> None:
+    """Remove the images of other package versions or recipes (each is up to a gigabyte)."""
+    for image in IMAGES.iterdir():
+        if image not in keep:
+            remove_tree(image)
 
 
-def build_package(outdir: Path) -> Path:
-    """virtmon's Debian package, built from the checkout as `make deb` builds it, in outdir."""
-    subprocess.run([str(CHECKOUT / "packaging/deb/build"), str(CHECKOUT), str(outdir)],
-                   check=True, stdout=subprocess.DEVNULL, timeout=900)
+def build_package(builder: Path, outdir: Path) -> Path:
+    """virtmon's Debian package, built from the checkout as `make deb` builds it, inside the
+    builder (whose root and view of the checkout are overlays: the build changes neither), into
+    outdir."""
+    git = ["git", "-C", str(CHECKOUT), "log", "-1"]
+    commit = subprocess.run([*git, "--format=%h"], capture_output=True, text=True).stdout.strip()
+    date = subprocess.run([*git, "--format=%aD"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([*NSPAWN, "-D", str(builder), "--volatile=overlay",
+                    f"--overlay={CHECKOUT}::/src", f"--bind={outdir}:/out",
+                    f"--setenv=VIRTMON_COMMIT={commit or 'unknown'}",
+                    f"--setenv=VIRTMON_COMMIT_DATE={date}",
+                    # pip trusts what the host trusts (its vendored list knows no local CA).
+                    f"--bind-ro={HOST_CA_BUNDLE}:/run/host-ca.crt",
+                    "--setenv=PIP_CERT=/run/host-ca.crt", "--pipe",
+                    "/src/packaging/deb/build", "/src", "/out"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=1800)
     (package,) = outdir.glob("virtmon_*_amd64.deb")
     return package
 
@@ -237,7 +335,7 @@ def apt_install(host: Booted, package: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def second_host(workdir: Path, image: Path) -> Iterator[Booted]:
+def second_host(workdir: Path, image: Path, builder: Path) -> Iterator[Booted]:
     """A booted copy of the image with virtmon's package installed; all removed afterwards.
 
     The package is installed in a first boot (its postinst enables and starts the units); the
@@ -246,7 +344,7 @@ def second_host(workdir: Path, image: Path) -> Iterator[Booted]:
     root = workdir / "rootfs"
     try:
         subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(root)], check=True)
-        package = build_package(workdir)
+        package = build_package(builder, workdir)
         fetch_dependencies(root, package)
         with booted(root, workdir / "install-console.log") as host:
             after_install = apt_install(host, package.name)
@@ -298,7 +396,11 @@ def main() -> None:
         sys.exit("usage: python -m tests.host2.machine build")
     if os.geteuid() != 0:
         sys.exit("building the image needs root (debootstrap)")
-    print(build_image())
+    image = build_image()
+    builder = build_builder(image)
+    prune_images({image, builder})
+    print(image)
+    print(builder)
 
 
 if __name__ == "__main__":

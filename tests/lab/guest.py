@@ -62,6 +62,8 @@ DATA_DISK_MIB = 32
 # The guest's NIC (user-mode networking, QEMU's own address plan) and its static address.
 NIC = "eth0"
 NIC_ADDRESS = "10.0.2.15/24"
+# The NIC's device XML: user-mode networking, nothing to set up on the host.
+USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
 # A virtio port the guest echoes back byte for byte.
 ECHO_CHANNEL = "org.virtmon.echo.0"
 
@@ -420,13 +422,13 @@ CMDLINE = "console=ttyS0 quiet panic=0 memhp_default_state=online"
 
 def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str, data_disk: Path,
                memory_mib: int = 192, watchdog_action: str = "pause",
-               virtio_mem_mib: int = 0) -> str:
+               virtio_mem_mib: int = 0, nic: str = USER_NIC) -> str:
     """A domain booting the guest directly: serial console (logged beside the QEMU log), the
     agent and echo channels, the data disk, a virtio NIC on user-mode networking, a balloon
     with a 2 s statistics period, pvpanic, an i6300esb watchdog, ACPI (power button, PCI
-    hot-unplug) and suspend to RAM/disk enabled; with ``virtio_mem_mib``, a
-    virtio-mem device of that size (none of it plugged at start: it needs a NUMA cell and a
-    maximum memory)."""
+    hot-unplug) and suspend to RAM/disk enabled; ``nic`` replaces the NIC's XML; with
+    ``virtio_mem_mib``, a virtio-mem device of that size (none of it plugged at start: it needs a
+    NUMA cell and a maximum memory)."""
     numa = max_memory = virtio_mem = ""
     if virtio_mem_mib:
         # Room beyond it for one hot-plugged DIMM.
@@ -469,7 +471,7 @@ def domain_xml(name: str, image: GuestImage, kind: str, *, mark: str, data_disk:
       <source file='{data_disk}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='user'><model type='virtio'/></interface>
+    {nic}
     <memballoon model='virtio'><stats period='2'/></memballoon>
     <watchdog model='i6300esb' action='{watchdog_action}'/>
     <panic model='isa'/>
