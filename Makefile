@@ -27,11 +27,10 @@ RUN_PACKAGES := libvirt-dev libvirt0 pkg-config gcc python3-dev python3-venv
 LAB_PACKAGES := $(RUN_PACKAGES) libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
                 prometheus systemd prometheus-alertmanager sasl2-bin libsasl2-modules \
                 libsasl2-modules-db zsh man-db busybox-static qemu-guest-agent e2fsprogs
-# What `make test-host2` adds: debootstrap builds the container's root file system, nspawn boots it
-# (the Debian package installed in it is built inside, in a builder image); the lab's guest, which
-# boots in it, is made from busybox-static, qemu-guest-agent and e2fsprogs; curl scrapes it.
-HOST2_PACKAGES := $(RUN_PACKAGES) debootstrap systemd-container util-linux busybox-static \
-                  qemu-guest-agent e2fsprogs curl
+# What `make test-host2` adds to the lab's: debootstrap builds the container's root file system,
+# nspawn boots it (the Debian package installed in it is built inside, in a builder image), ip
+# links it to the host (guests migrate between the lab and it), curl scrapes it.
+HOST2_PACKAGES := debootstrap systemd-container util-linux iproute2 curl
 # What `make deb` adds: lintian checks the package (dpkg-deb builds it, and is always there).
 DEB_PACKAGES := $(RUN_PACKAGES) lintian
 # What only `make bench` adds: the peers measured side by side with virtmon (bench/bench_peers.py);
@@ -59,8 +58,11 @@ test: lab-packages venv
 # The images (the host and its builder) are built once per package versions and recipe (under
 # /var/lib/virtmon-lab/host2, older ones removed); every run boots a fresh copy of the host and
 # removes it again, also when tests fail.
-test-host2: host2-packages venv
-	$(BIN)/pytest -p no:cacheprovider tests/host2
+# The lab comes up too: its guests migrate to the second host and back.
+test-host2: lab-packages host2-packages venv
+	$(MAKE) lab-up
+	status=0; $(BIN)/pytest -p no:cacheprovider tests/host2 || status=$$?; $(MAKE) lab-down; \
+	exit $$status
 
 # The daemon's virtual environment is built here, libvirt-python against this host's libvirt
 # (docs/install.md says why); lintian's remaining warnings are explained there too.

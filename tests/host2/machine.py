@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,12 @@ BUILD_PACKAGES = ("libvirt-dev", "python3-venv", "python3-dev", "gcc", "pkg-conf
 # Where the operator put the downloaded package.
 PACKAGE_DIR = "/root"
 MACHINE = "virtmon-host2"
+# A link between the host and the container (a veth pair, link-local addresses), over which the
+# container's libvirtd listens on TCP without authentication (nothing else reaches that network)
+# and QEMU migrates guests both ways.
+LINK_HOST_SIDE, LINK_CONTAINER_SIDE = "vmhost2", "vmlink"
+HOST_ADDRESS, PEER_ADDRESS = "169.254.213.1", "169.254.213.2"
+PEER_URI = f"qemu+tcp://{PEER_ADDRESS}/system"
 # No system bus outside: nothing to register with, and no scope unit to make.
 NSPAWN = ("systemd-nspawn", "--register=no", "--keep-unit", "--quiet")
 
@@ -170,6 +177,12 @@ def _make_host(staging: Path) -> None:
     # without a cgroup of its own (on a real host it makes one per domain).
     with (staging / "etc/libvirt/qemu.conf").open("a") as conf:
         conf.write("\ncgroup_controllers = [ ]\n")
+    # Its own host UUID (libvirt would read the host's SMBIOS one: a migration between the two
+    # would be refused as one to the same host), and TCP on the link.
+    with (staging / "etc/libvirt/libvirtd.conf").open("a") as conf:
+        conf.write(f'\nhost_uuid = "{uuid.uuid4()}"\nauth_tcp = "none"\n')
+    subprocess.run(["systemctl", f"--root={staging}", "enable", "--quiet", "libvirtd-tcp.socket"],
+                   check=True)
     (staging / "etc/hostname").write_text(f"{MACHINE}\n")
     # Each boot gets its own machine id (systemd makes one when the file is empty).
     (staging / "etc/machine-id").write_text("")
@@ -290,6 +303,23 @@ def _wait_until_up(nspawn: subprocess.Popen[bytes], deadline: float) -> int:
     raise TimeoutError("the container did not finish booting")
 
 
+def _link(leader: int) -> None:
+    """The veth pair between the host and the container, addressed on both sides (it goes away
+    with the container's network namespace)."""
+    subprocess.run(["ip", "link", "del", LINK_HOST_SIDE], check=False, stderr=subprocess.DEVNULL)
+    for command in (
+        ["ip", "link", "add", LINK_HOST_SIDE, "type", "veth", "peer", "name",
+         LINK_CONTAINER_SIDE, "netns", str(leader)],
+        ["ip", "addr", "add", f"{HOST_ADDRESS}/30", "dev", LINK_HOST_SIDE],
+        ["ip", "link", "set", LINK_HOST_SIDE, "up"],
+        ["nsenter", f"--target={leader}", "--net", "--", "ip", "addr", "add",
+         f"{PEER_ADDRESS}/30", "dev", LINK_CONTAINER_SIDE],
+        ["nsenter", f"--target={leader}", "--net", "--", "ip", "link", "set",
+         LINK_CONTAINER_SIDE, "up"],
+    ):
+        subprocess.run(command, check=True)
+
+
 def _power_off(nspawn: subprocess.Popen[bytes]) -> None:
     """SIGTERM asks the container's systemd to shut down; SIGKILL if it does not in time."""
     if nspawn.poll() is None:
@@ -303,7 +333,8 @@ def _power_off(nspawn: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def booted(root: Path, log: Path) -> Iterator[Booted]:
-    """Boot root with systemd as PID 1 (no network but its own loopback, /dev/kvm bound in)."""
+    """Boot root with systemd as PID 1 (no network but its own loopback and the link to the
+    host, /dev/kvm bound in)."""
     started = time.monotonic()
     with log.open("wb") as console:
         nspawn = subprocess.Popen(
@@ -312,6 +343,7 @@ def booted(root: Path, log: Path) -> Iterator[Booted]:
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
     try:
         leader = _wait_until_up(nspawn, started + 120)
+        _link(leader)
         yield Booted(root, nspawn, leader, time.monotonic() - started)
     finally:
         _power_off(nspawn)
