@@ -4,7 +4,8 @@ A lab guest with a file written on its data disk migrates to the second host thr
 virtmon's control API (`domain.migrate_to_uri`, peer-to-peer, the disk copied over NBD), and
 back with libvirt's own `virDomainMigrate3` (the container's libvirtd drives it, the lab's is
 the destination). Each virtmon sees its side: on the lab the domain stops (migrated) and leaves
-the exposition; on the second host it starts (migrated) and is scraped there.
+the exposition, and journals QEMU's passes (migration_iteration) and the job's end with its
+figures (job_completed); on the second host it starts (migrated) and is scraped there.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from tests.conftest import call, daemon_config, running_daemon
 from tests.host2.machine import HOST_ADDRESS, PEER_ADDRESS, PEER_URI, Booted
 from tests.host2.test_libvirt11 import scrape_from_outside, wait_for
-from tests.integration.test_lab_event_catalog import unique_domain
+from tests.integration.test_lab_event_catalog import of, unique_domain
 from tests.lab import guest
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, lifecycle
@@ -79,9 +80,9 @@ async def test_a_guest_migrates_to_libvirt_11_and_back(
     host2: Booted, lab_conn: Any, name: str, short_tmp: Path
 ) -> None:
     """Through virtmon's control API the lab guest migrates live (disk copied) to the 11.3 host:
-    the lab's virtmon streams stopped/migrated and drops the domain from its exposition, the
-    second host's journals started/migrated and scrapes it running with its disk's content;
-    libvirt's Migrate3 brings it back, running, content intact."""
+    the lab's virtmon journals its passes, stopped/migrated and job_completed and drops the
+    domain from its exposition; the second host's journals started/migrated and scrapes it
+    running with its disk's content; libvirt's Migrate3 brings it back, running, intact."""
     dom = await call(lambda: guest.create(lab_conn, name, mark=lab_module.LAB_MARK))
     await call(guest.wait_agent, dom, TIMEOUT)
     code, out = await call(guest.guest_exec, dom, f"echo {MARKER} > /data/marker && sync")
@@ -99,8 +100,22 @@ async def test_a_guest_migrates_to_libvirt_11_and_back(
             params={"migrate_uri": f"tcp://{PEER_ADDRESS}", "listen_address": PEER_ADDRESS},
             flags=flags)
         await stream.wait_for(lifecycle(name, "stopped", "migrated"), TIMEOUT)
+        completed = await stream.wait_for(of("job_completed"), TIMEOUT)
+        journal = [e.to_dict() for e in await call(daemon.journal.read_since, 0, 10_000)
+                   if e.domain == name]
         await exposition_until(daemon.scheduler,
                                lambda text: f'domain="{name}"' not in text, TIMEOUT)
+    # The job's end, with QEMU's figures: everything sent, nothing remaining.
+    assert completed["detail"] == "migration_out", completed
+    figures = completed["payload"]["params"]
+    assert figures["memory_total"] > 0 and figures["memory_remaining"] == 0, figures
+    assert figures["data_processed"] > 0 and figures["data_remaining"] == 0, figures
+    # QEMU's passes over the guest's memory, each journaled before the domain stopped there.
+    kinds = [(e["kind"], e["detail"]) for e in journal]
+    iterations = [e["payload"]["iteration"] for e in journal if e["kind"] == "migration_iteration"]
+    assert iterations and iterations == sorted(iterations), kinds
+    assert kinds.index(("migration_iteration", None)) < kinds.index(("lifecycle", "migrated")), \
+        kinds
 
     def journaled_on_peer() -> list[dict[str, Any]]:
         out = host2.run(f"virtmonctl events --json --kind lifecycle --domain {name}").stdout
