@@ -36,7 +36,8 @@ LAB_ADDRESSES: dict[str, Any] = {
     "eth0": {"addrs": [{"addr": "10.0.2.15", "prefix": 24, "type": 0}],
              "hwaddr": "52:54:00:cf:7d:da"},
 }
-# libvirt 11's load group and a full OS group (os-release present), as the API documents them;
+# libvirt 11's load group (keys as its header defines them: VIR_DOMAIN_GUEST_INFO_LOAD_1M is
+# "load.1m"; the lab's libvirt 9.0 cannot record one) and a full OS group (os-release present);
 # a file system the agent gives no sizes for (a pseudo file system), and one listed twice.
 RICH_INFO: dict[str, Any] = {
     "load.1m": 0.25, "load.5m": 0.5, "load.15m": 1.75,

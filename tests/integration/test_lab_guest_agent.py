@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.integration.test_lab_guest import BOOT_TIMEOUT, sample
 from tests.lab import guest
 from tests.lab import lab as lab_module
 from tests.streamclient import StreamFollower, follow
+from tests.tools import need
 from tests.waiting import exposition_until, wait_until
 from virtmon.app import Daemon
 
@@ -116,7 +118,8 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
 ) -> None:
     """Used bytes of /data lie between two df readings in the guest and move by what a file
     written there takes; the addresses are what ip lists, an added one appears; the OS info
-    carries the guest's kernel and hostname; the lab's agentless domains are never polled."""
+    carries the guest's kernel and hostname; the lab's agentless domains are never polled;
+    promtool finds nothing to say about the exposition."""
     async with unique_domain(lab, "t-ga") as name, polling(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
         for _ in range(2):  # before and after a file is written
@@ -149,6 +152,10 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
         assert abs(sample(text, "libvirt_domain_guest_clock_offset_seconds", domain=name)) < 5
 
         assert sample(text, "virtmon_guest_agent_probes_total", domain=name, outcome="ok") >= 3
+        linted = await call(lambda: subprocess.run([need("promtool"), "check", "metrics"],
+                                                   input=text.encode(), capture_output=True,
+                                                   timeout=60, check=False))
+        assert (linted.returncode, linted.stdout, linted.stderr) == (0, b"", b"")
         for other in NO_AGENT_DOMAINS:
             assert not series(text, "virtmon_guest_agent_probes_total", other), other
             assert not series(text, "libvirt_domain_guest_agent_up", other), other
