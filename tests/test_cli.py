@@ -18,7 +18,7 @@ import pytest
 import virtmon
 from tests.daemon import free_port
 from virtmon import cli, config
-from virtmon.config import ControlConfig
+from virtmon.config import CollectConfig, ControlConfig
 
 VIRTMON = Path(sys.executable).parent / "virtmon"
 
@@ -181,6 +181,23 @@ def test_allow_write_flag_and_the_demos_socket_without_a_group(tmp_path: Path) -
         ["run", "--control.allow-write"])).control.allow_write is True
     assert loaded().socket_group == "ops"
     assert loaded("--demo").socket_group == ""
+
+
+def test_guest_agent_flag_overrides_the_file(tmp_path: Path) -> None:
+    """--collector.guest-agent / --no-collector.guest-agent override collect.guest_agent (not a
+    collectors entry: the poller is no cycle collector); without it the file's value stands."""
+    path = tmp_path / "c.toml"
+    path.write_text("[collect]\nguest_agent = true\n")
+
+    def loaded(*argv: str) -> CollectConfig:
+        return cli.load_config(
+            cli.parser().parse_args(["run", "--config", str(path), *argv])).collect
+
+    assert loaded().guest_agent is True
+    assert loaded("--no-collector.guest-agent").guest_agent is False
+    assert cli.load_config(cli.parser().parse_args(
+        ["run", "--collector.guest-agent"])).collect.guest_agent is True
+    assert loaded("--collector.guest-agent").collectors == {}
 
 
 def test_every_collector_has_a_flag_pair() -> None:
