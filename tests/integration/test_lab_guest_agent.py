@@ -9,6 +9,7 @@ while the collection cycle and another guest's polls go on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import subprocess
@@ -94,6 +95,14 @@ async def polled_after(daemon: Daemon, domain: str, moment: float) -> str:
     return await exposition_until(daemon.scheduler, lambda text: sample(
         text, "libvirt_domain_guest_agent_last_success_timestamp_seconds",
         domain=domain) > moment, WAIT)
+
+
+async def channel_disconnected(dom: Any) -> None:
+    """Wait (bounded) until libvirt's live XML shows the agent's channel disconnected."""
+    deadline = time.monotonic() + WAIT
+    while "name='org.qemu.guest_agent.0' state='disconnected'" not in await call(dom.XMLDesc, 0):
+        assert time.monotonic() < deadline, "the agent channel stayed connected"
+        await asyncio.sleep(0.2)
 
 
 async def guest_addresses(dom: Any) -> set[tuple[str, str, str, str]]:
@@ -217,8 +226,7 @@ async def test_an_agent_that_is_not_connected_is_never_asked(
         dom = await call(lambda: guest.create(lab_conn, name, mark=lab_module.LAB_MARK))
         await call(guest.wait_agent, dom, BOOT_TIMEOUT)
         await call(guest.spawn, dom, "agent-ctl restart 30")
-        await wait_until(lambda: "name='org.qemu.guest_agent.0' state='disconnected'"
-                         in dom.XMLDesc(0), WAIT, 0.2)
+        await channel_disconnected(dom)
         async with polling(short_tmp, name) as (daemon, stream):
             poller = daemon.guest_agent
             assert poller is not None

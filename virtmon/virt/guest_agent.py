@@ -245,10 +245,9 @@ class GuestAgentPoller:
             try:
                 reading = await self.caller.call_with_deadline(
                     self.timeout, self.pool.run, self._tracked, uuid)
-            except CallTimeout:
-                outcome, reading = "timeout", None
             except Exception as exc:
-                outcome, reading = "error", None
+                outcome = "timeout" if isinstance(exc, CallTimeout) else "error"
+                reading = None
                 if agent.up:
                     log.info("virtmon.guest_agent.down", domain=name, error=str(exc))
             else:
