@@ -122,6 +122,8 @@ def run_all(quick: bool) -> dict[str, Any]:
         # One attempt only: each run stops libvirtd (SIGSTOP) for 10 s once per tool.
         ("peers", "bench.bench_peers", ["--domains", "10", "--idle", str(15 * scale)], 900, 1),
         ("guest", "bench.bench_guest", ["--boots", "3" if quick else "5"], 600, 2),
+        ("guest_agent", "bench.bench_guest_agent", ["--cycles", "20" if quick else "40"],
+         600, 2),
     ]
     results: dict[str, Any] = {}
     for name, module, args, timeout, attempts in plan:
@@ -219,6 +221,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add(area, "define → agent connected, median / max",
             f"{booted['boot_median_s']:.1f} / {booted['boot_max_s']:.1f} s", "≤ 15 s",
             lambda: booted["boot_max_s"] <= 15)
+    if (polled := ok("guest_agent")) is not None:
+        area = "guest-agent poller (cycle every 1 s)"
+        for phase, text in (("healthy", "agent answering"), ("hung", "agent SIGSTOPped")):
+            run = polled[phase]
+            add(area, f"cycle wall time median / p90 / max, {text}",
+                f"{run['cycle_median_ms']:.0f} / {run['cycle_p90_ms']:.0f} / "
+                f"{run['cycle_max_ms']:.0f} ms")
+            add(area, f"gap between published cycles median / max, {text}",
+                f"{run['gap_median_ms']:.0f} / {run['gap_max_ms']:.0f} ms")
     if (peers := ok("peers")) is not None:
         from bench.bench_peers import TOOLS, figures
 
@@ -450,6 +461,15 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   tests/lab/guest.py, booted directly (the uncompressed kernel through QEMU's PVH entry: no
   decompression in the guest) until libvirt reports the agent connected. Under TCG where the
   host's KVM is not hardware-assisted; the kernel's own boot is most of it.
+- **Guest-agent poller** (`bench.bench_guest_agent`): one daemon, one lab guest, cycles every
+  1 s and agent polls every 1 s with a 2 s deadline; the same number of cycles measured while
+  the agent answers, then while qemu-ga is stopped (SIGSTOP) in the guest. libvirt 9.0 keeps
+  the stopped agent's `virDomainGetGuestInfo` blocked until the agent continues (39 s in a
+  probe), so the poll is abandoned once and the domain is skipped until that call returns: one
+  abandoned call per hang. The cycle never waits for the poller (own caller, own connections),
+  so the two phases differ by no more than two runs of one phase do. Cycles that overran their
+  0.8 s deadline (a max of ~805 ms) appeared in either phase in different runs: other suites
+  creating and destroying domains on the shared lab, not the agent.
 - **Admin API** (`bench.bench_admin`): the floor is the same `snapshot` made in one process
   through the helper's own ctypes binding; the helper adds a pipe round trip and JSON both ways,
   a fraction of a millisecond, which the ratio shows large only because libvirtd answers the

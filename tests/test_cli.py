@@ -18,7 +18,7 @@ import pytest
 import virtmon
 from tests.daemon import free_port
 from virtmon import cli, config
-from virtmon.config import ControlConfig
+from virtmon.config import Config
 
 VIRTMON = Path(sys.executable).parent / "virtmon"
 
@@ -165,22 +165,33 @@ def test_no_collector_flags_keep_the_file_values(tmp_path: Path) -> None:
     assert cfg.collect.collectors == {"vm": True}
 
 
+def run_config(*argv: str, file: Path | None = None) -> Config:
+    """The configuration ``virtmon run`` would use with these flags (and ``file``)."""
+    config_args = ["--config", str(file)] if file is not None else []
+    return cli.load_config(cli.parser().parse_args(["run", *config_args, *argv]))
+
+
 def test_allow_write_flag_and_the_demos_socket_without_a_group(tmp_path: Path) -> None:
     """--control.allow-write / --no-control.allow-write override the file's control.allow_write;
     --demo gives the socket no group, which otherwise stays the file's (or the default)."""
     path = tmp_path / "c.toml"
     path.write_text('[control]\nallow_write = true\nsocket_group = "ops"\n')
+    assert run_config(file=path).control.allow_write is True
+    assert run_config("--no-control.allow-write", file=path).control.allow_write is False
+    assert run_config("--control.allow-write").control.allow_write is True
+    assert run_config(file=path).control.socket_group == "ops"
+    assert run_config("--demo", file=path).control.socket_group == ""
 
-    def loaded(*argv: str) -> ControlConfig:
-        return cli.load_config(
-            cli.parser().parse_args(["run", "--config", str(path), *argv])).control
 
-    assert loaded().allow_write is True
-    assert loaded("--no-control.allow-write").allow_write is False
-    assert cli.load_config(cli.parser().parse_args(
-        ["run", "--control.allow-write"])).control.allow_write is True
-    assert loaded().socket_group == "ops"
-    assert loaded("--demo").socket_group == ""
+def test_guest_agent_flag_overrides_the_file(tmp_path: Path) -> None:
+    """--collector.guest-agent / --no-collector.guest-agent override collect.guest_agent (not a
+    collectors entry: the poller is no cycle collector); without it the file's value stands."""
+    path = tmp_path / "c.toml"
+    path.write_text("[collect]\nguest_agent = true\n")
+    assert run_config(file=path).collect.guest_agent is True
+    assert run_config("--no-collector.guest-agent", file=path).collect.guest_agent is False
+    assert run_config("--collector.guest-agent").collect.guest_agent is True
+    assert run_config("--collector.guest-agent").collect.collectors == {}
 
 
 def test_every_collector_has_a_flag_pair() -> None:

@@ -116,11 +116,14 @@ async def test_retention_applies_at_start_and_at_once_on_reload(short_tmp: Path)
 async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: Path) -> None:
     """A reload that changes every reloadable key applies each one (nothing waits for a
     restart), and each shows in the component that owns it: scheduler, domain cache, journal,
-    log and alerts. A key declared reloadable that no component applies fails here."""
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"})
+    log, alerts and the guest-agent poller. A key declared reloadable that no component
+    applies fails here."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
+                        collect={"guest_agent": True})
     changes: dict[str, dict[str, Any]] = {
         "collect": {"interval": 0.5, "deadline_ratio": 0.5, "collectors": {"vm": True},
-                    "resync_interval": 42.0, "block_backing_chain": True},
+                    "resync_interval": 42.0, "block_backing_chain": True,
+                    "guest_agent_interval": 7.0, "guest_agent_timeout": 3.0},
         "events": {"retention_days": 2.0, "retention_count": 1234},
         "log": {"level": "warning"},
         "alerts": {"rules": [{"name": "Mine", "match": {"kind": "lifecycle"}}],
@@ -140,6 +143,8 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
             assert (scheduler.interval, scheduler.deadline) == (0.5, 0.25)
             assert "vm" in {c.name for c in scheduler.collectors} and scheduler.backing_chain
             assert daemon.domain_cache.resync_interval == 42.0
+            assert daemon.guest_agent is not None
+            assert (daemon.guest_agent.interval, daemon.guest_agent.timeout) == (7.0, 3.0)
             assert (daemon.journal.max_age, daemon.journal.max_count) == (2 * 86400.0, 1234)
             assert logging.getLogger().level == logging.WARNING
             alerts = daemon.alerts

@@ -58,6 +58,7 @@ from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels
 from virtmon.virt.eventloop import register_event_impl
+from virtmon.virt.guest_agent import GuestAgentPoller
 from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.inventory import Inventory
 from virtmon.virt.inventory_store import InventoryStore, recall
@@ -213,11 +214,17 @@ class Daemon:
             bus=self.bus, allow_write=config.control.allow_write,
             deadline=config.control.request_timeout, alerts=self.alerts,
         )
+        # Its last results join each cycle's exposition; its calls never share the cycle's.
+        self.guest_agent: GuestAgentPoller | None = None
+        if config.collect.guest_agent:
+            self.guest_agent = GuestAgentPoller(self.supervisor, settings, config.collect)
+            self.bus.add_listener(self.guest_agent.on_event)
         cycle_stats = CycleStats()
         self.scheduler = Scheduler(
             self.supervisor, self.pool, self.caller, config.collect,
             sources=[SelfMetrics(self.supervisor, self.bus, self.caller, cycle_stats),
-                     self.alerts, self.executor.stats],
+                     self.alerts, self.executor.stats,
+                     *([self.guest_agent] if self.guest_agent is not None else [])],
             stats=cycle_stats,
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
@@ -238,6 +245,8 @@ class Daemon:
             Part(self.domain_cache, lambda cfg: cfg.collect),
             Part(self.journal, lambda cfg: cfg.events),
         ]
+        if self.guest_agent is not None:
+            self.reconfigurable.append(Part(self.guest_agent, lambda cfg: cfg.collect))
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
         self.control_socket = Path(config.control.socket)
@@ -336,6 +345,8 @@ class Daemon:
                         # The first cycle at once, with the domains' facts already read.
                         await group.start(self.domain_cache.run, self.scheduler.deadline)
                         await group.start(self.scheduler.run)
+                        if self.guest_agent is not None:
+                            await group.start(self.guest_agent.run)
                         group.start_soon(self._prune_journal)
                         group.start_soon(self._report_to_systemd)
                         if self.demo:
@@ -365,6 +376,8 @@ class Daemon:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_DEADLINE):
                 await anyio.to_thread.run_sync(self.pool.reset)
                 await anyio.to_thread.run_sync(self.domain_connection.reset)
+                if self.guest_agent is not None:
+                    await anyio.to_thread.run_sync(self.guest_agent.close)
                 await anyio.to_thread.run_sync(self.executor.close)
                 await impl.drain()
             self.journal.close()

@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--collect.block-backing-chain", dest="block_backing_chain", default=None,
                      action=argparse.BooleanOptionalAction,
                      help="block stats for every backing-chain layer (collect.block_backing_chain)")
+    run.add_argument("--collector.guest-agent", dest="guest_agent", default=None,
+                     action=argparse.BooleanOptionalAction,
+                     help="poll the guests' agents (collect.guest_agent)")
     run.add_argument("--control.allow-write", dest="allow_write", default=None,
                      action=argparse.BooleanOptionalAction,
                      help="allow operations that change state (control.allow_write)")
@@ -74,6 +77,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "state.dir": args.state_dir,
         "collect.interval": args.collect_interval,
         "collect.block_backing_chain": args.block_backing_chain,
+        "collect.guest_agent": args.guest_agent,
         "log.format": args.log_format,
         "log.level": args.log_level,
     }

@@ -353,6 +353,16 @@ class CollectConfig:
     block_backing_chain: bool = field(default=False, metadata=setting(reload=True))
     metadata_labels: Mapping[str, str] = field(default_factory=dict, metadata=setting())
     metadata_namespaces: Mapping[str, str] = field(default_factory=dict, metadata=setting())
+    # The guest-agent poller (virtmon/virt/guest_agent.py): what the guests' agents say, on its
+    # own interval; agent calls need a read-write libvirt connection, so it is opt-in.
+    guest_agent: bool = field(default=False, metadata=setting())
+    guest_agent_interval: float = field(default=60.0, metadata=setting(
+        limits=SECONDS, reload=True, unit="seconds"))
+    # Each domain's poll (three agent calls) is abandoned after this.
+    guest_agent_timeout: float = field(default=10.0, metadata=setting(
+        limits=Limits(0.01, 3600), reload=True, unit="seconds"))
+    guest_agent_concurrency: int = field(default=4, metadata=setting(limits=Limits(1, 64),
+                                                                     unit="polls"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from virtmon.alerts.metrics import FAMILIES as ALERT_FAMILIES
 from virtmon.collectors import COLLECTORS, DEFAULT_ENABLED
 from virtmon.collectors.base import FACTS_EVERY, OUTCOME_FAMILIES
+from virtmon.collectors.guest_agent import FAMILIES as GUEST_AGENT_FAMILIES
 from virtmon.control.executor import REQUESTS_FAMILY
 from virtmon.exposition.family import FamilySpec
 from virtmon.exposition.process import FAMILIES as PROCESS_FAMILIES
@@ -100,6 +101,12 @@ def reference() -> str:
         if name in NOTES:
             out += ["", NOTES[name]]
         out += ["", *table(collector.families)]
+    out += ["", "## guest agent (opt-in)", "",
+            "What each guest's agent says (`collect.guest_agent = true` or "
+            "`--collector.guest-agent`): polled every `collect.guest_agent_interval` seconds, "
+            "apart from the collection cycle, and only for domains whose agent channel is "
+            "connected. The guest's series are absent while its agent does not answer.", "",
+            *table(GUEST_AGENT_FAMILIES)]
     out += ["", "## virtmon itself", "",
             "The collection, the libvirt connection, the event bus, alerts, webhooks and the "
             "control API.", "",

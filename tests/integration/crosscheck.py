@@ -943,6 +943,22 @@ CHECKS: dict[str, Check] = {
     "virtmon_webhook_attempts_total": Check("counter", "steady", nothing),
     "virtmon_webhook_queue_depth": Check("gauge", "steady", nothing),
     "virtmon_webhook_oldest_pending_age_seconds": Check("gauge", "steady", nothing),
+    # The cross-check's daemon leaves the guest-agent poller off (it is opt-in; its own lab
+    # test is tests/integration/test_lab_guest_agent.py): none of these may exist.
+    "libvirt_domain_guest_agent_up": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_agent_last_success_timestamp_seconds": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_filesystem_size_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_filesystem_used_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_os_info": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_timezone_offset_seconds": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_users": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_load_average": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_interface_address_info": Check("gauge", "steady", nothing),
+    "libvirt_domain_guest_clock_offset_seconds": Check("gauge", "steady", nothing),
+    "virtmon_guest_agent_probes_total": Check("counter", "steady", nothing),
+    "virtmon_guest_agent_calls_abandoned_total": Check("counter", "steady", nothing),
+    "virtmon_guest_agent_calls_abandoned_outstanding": Check("gauge", "steady", nothing),
+    "virtmon_guest_agent_poll_duration_seconds": Check("gauge", "steady", nothing),
 }
 
 # Family names made from libvirt's hypervisor statistic names (see hypervisor_checks).
