@@ -127,7 +127,8 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
 ) -> None:
     """Used bytes of /data lie between two df readings in the guest and move by what a file
     written there takes; the addresses are what ip lists, an added one appears; the OS info
-    carries the guest's kernel and hostname; the lab's agentless domains are never polled;
+    carries the guest's OS release, kernel and hostname; the lab's agentless domains are never
+    polled;
     promtool finds nothing to say about the exposition."""
     async with unique_domain(lab, "t-ga") as name, polling(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
@@ -158,6 +159,8 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
         assert os_info["kernel_release"] == (await in_guest(dom, "uname -r")).strip()
         assert os_info["hostname"] == (await in_guest(dom, "hostname")).strip()
         assert os_info["timezone"] == "UTC"
+        assert (os_info["os_id"], os_info["os_name"], os_info["os_version_id"]) == \
+            ("virtmon-lab", "virtmon lab guest", "1")
         assert abs(sample(text, "libvirt_domain_guest_clock_offset_seconds", domain=name)) < 5
 
         assert sample(text, "virtmon_guest_agent_probes_total", domain=name, outcome="ok") >= 3

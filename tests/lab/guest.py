@@ -154,6 +154,13 @@ starve) kill -9 "$(pidof watchdog)" ;;
 esac
 """
 
+OS_RELEASE = """\
+ID=virtmon-lab
+NAME="virtmon lab guest"
+VERSION_ID=1
+PRETTY_NAME="virtmon lab guest 1"
+"""
+
 POWER_BUTTON = """\
 #!/bin/sh
 poweroff
@@ -163,6 +170,8 @@ poweroff
 FILES: tuple[tuple[str, int, str], ...] = (
     ("etc/inittab", 0o644, INITTAB),
     ("etc/rc", 0o755, RC),
+    # What qemu-ga reports as the guest's OS (guest-get-osinfo reads it).
+    ("etc/os-release", 0o644, OS_RELEASE),
     ("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n"),
     ("etc/group", 0o644, "root:x:0:\n"),
     ("etc/profile", 0o644, "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\nexport PS1='guest# '\n"),
