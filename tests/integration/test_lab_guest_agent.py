@@ -128,8 +128,7 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
     """Used bytes of /data lie between two df readings in the guest and move by what a file
     written there takes; the addresses are what ip lists, an added one appears; the OS info
     carries the guest's OS release, kernel and hostname; the lab's agentless domains are never
-    polled;
-    promtool finds nothing to say about the exposition."""
+    polled; promtool finds nothing to say about the exposition."""
     async with unique_domain(lab, "t-ga") as name, polling(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
         for _ in range(2):  # before and after a file is written
