@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -331,15 +332,30 @@ def _power_off(nspawn: subprocess.Popen[bytes]) -> None:
             nspawn.wait(timeout=30)
 
 
+def private_kvm_node(directory: Path) -> Path:
+    """A device node of the container's own for the host's KVM device, to bind as its /dev/kvm.
+
+    Bound as it is, the host's /dev/kvm would be the container's: its boot gives /dev/kvm the
+    group and mode of its own kvm group (systemd-tmpfiles' static-nodes rules), whose number is
+    not the host's, and the host's QEMU loses KVM ("Permission denied"). A second node for the
+    same device takes those changes instead."""
+    node = directory / "kvm"
+    node.unlink(missing_ok=True)
+    os.mknod(node, stat.S_IFCHR | 0o600, os.stat("/dev/kvm").st_rdev)
+    node.chmod(0o666)
+    return node
+
+
 @contextlib.contextmanager
 def booted(root: Path, log: Path) -> Iterator[Booted]:
     """Boot root with systemd as PID 1 (no network but its own loopback and the link to the
-    host, /dev/kvm bound in)."""
+    host, the KVM device bound in through a node of its own)."""
     started = time.monotonic()
     with log.open("wb") as console:
         nspawn = subprocess.Popen(
             [*NSPAWN, "-D", str(root), f"--machine={MACHINE}", "--private-network",
-             "--bind=/dev/kvm", "--console=passive", "--boot"],
+             f"--bind={private_kvm_node(root.parent)}:/dev/kvm", "--console=passive",
+             "--boot"],
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
     try:
         leader = _wait_until_up(nspawn, started + 120)

@@ -7,9 +7,12 @@ is the lab's (tests/lab/guest.py), its kernel and initramfs copied into the cont
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import re
 import shlex
+import stat
 import subprocess
 import time
 import uuid
@@ -186,3 +189,14 @@ def test_every_stats_key_of_libvirt_11_is_one_virtmon_knows(
     new = returned - known
     assert new <= NEW_STATS_KEYS.keys(), f"keys libvirt 11.3 returns that virtmon never saw: " \
         f"{sorted(new - NEW_STATS_KEYS.keys())}"
+
+
+def test_the_container_keeps_its_hands_off_the_hosts_kvm_device(host2: Booted) -> None:
+    """The container's boot gives its /dev/kvm its own kvm group (a number the host does not
+    share); the host's /dev/kvm keeps the host's group and mode, so the host's QEMU keeps KVM."""
+    host_node = os.stat("/dev/kvm")
+    assert (host_node.st_gid, stat.S_IMODE(host_node.st_mode)) == (grp.getgrnam("kvm").gr_gid,
+                                                                   0o660)
+    inside = host2.run("stat -c '%g %t:%T' /dev/kvm").stdout.split()
+    assert inside[1] == f"{os.major(host_node.st_rdev):x}:{os.minor(host_node.st_rdev):x}"
+    assert int(inside[0]) == int(host2.run("getent group kvm | cut -d: -f3").stdout)
