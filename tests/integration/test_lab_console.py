@@ -210,13 +210,17 @@ async def test_a_client_that_goes_away_leaves_no_stream_behind(env: Env, lab_con
 
 async def test_the_domain_stopping_ends_the_stream_with_a_message(env: Env,
                                                                   lab_conn: Any) -> None:
-    """Destroying the domain closes the console's stream with code 4000 and 'stopped'."""
+    """Destroying the domain closes the console's stream with code 4000 and 'stopped'; the
+    console of the domain, now inactive, is then a conflict (409)."""
     async with env.session() as session, session.ws_connect(env.url()) as ws:
         await shell_marker(ws)
         await call(env.dom.destroy)
         message = await closed(ws)
         assert ws.close_code == 4000
         assert message.extra == f"domain {env.domain} stopped"
+        async with session.get(env.url(), headers=UPGRADE) as again:
+            assert again.status == 409, await again.text()
+            assert "not running" in (await again.json())["detail"]
 
 
 async def test_refusals_are_problem_documents(env: Env, lab_conn: Any) -> None:
@@ -242,21 +246,6 @@ async def test_refusals_are_problem_documents(env: Env, lab_conn: Any) -> None:
     await wait_until(lambda: bool(audit(env, None)), 10, 0.1)
     refused = [r for r in audit(env, None) if r["uid"] == env.reader]
     assert refused and refused[0]["status"] == 403 and not refused[0]["ok"]
-
-
-async def test_an_inactive_domain_is_a_conflict(short_tmp: Path, lab: str,
-                                                lab_domain: str, lab_conn: Any) -> None:
-    """The console of a domain that is not running: 409, a problem document."""
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={"allow_write": True})
-    dom = await call(lab_conn.lookupByName, lab_domain)
-    if await call(dom.isActive):
-        await call(dom.destroy)
-    async with running_daemon(cfg) as daemon, aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(daemon.control_socket))) as session, \
-            session.get(f"http://virtmon/v1/domains/{lab_domain}/console",
-                        headers=UPGRADE) as answer:
-        assert answer.status == 409, await answer.text()
-        assert "not running" in (await answer.json())["detail"]
 
 
 def rss_bytes() -> int:
@@ -297,7 +286,8 @@ async def test_a_client_that_reads_nothing_is_cut_off_and_memory_stays_bounded(
     # The client reads nothing, so the close frame cannot reach it: the audit says why.
     await wait_until(lambda: bool(audit(env, "close")), TIMEOUT, 0.1)
     closed = audit(env, "close")[0]["result"]
-    assert closed["code"] == 4003 and "too slow" in closed["reason"], closed
+    # Cut off because the buffer filled, not after the write timeout (30 s of growth).
+    assert closed["code"] == 4003 and "output waiting for it" in closed["reason"], closed
     assert peak - before < 64 << 20, f"{(peak - before) >> 20} MiB more for {sent >> 20} MiB"
 
 

@@ -55,6 +55,8 @@ BUFFER_LIMIT = 1 << 20
 # A message from the client is at most this long (aiohttp closes with 1009 beyond).
 MAX_MESSAGE = 64 * 1024
 WRITE_TIMEOUT = 30.0
+# How long after the stream's end the domain may take to be shut off in libvirt's eyes.
+STOP_GRACE = 5.0
 # Consoles and channels open at once (each holds a libvirt connection).
 MAX_BRIDGES = 64
 # Console calls abandoned at their deadline and still blocked, before no new one starts.
@@ -100,15 +102,19 @@ class Bridge:
     libvirt_ended: str | None = None  # libvirt's EOF or error, before we know why
     takeover_by: int | None = None  # the uid of a client asking to take over (force)
     callback_on: bool = True
+    stop: Callable[[], None] | None = None  # cancels the bridge's tasks
     to_guest: int = 0
     from_guest: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def end(self, ending: Ending) -> None:
-        """The first reason wins."""
+        """The first reason wins; whatever the bridge still waits for is cancelled (a write to a
+        client that reads nothing, a read of one that sends nothing)."""
         if self.ending is None:
             self.ending = ending
         self.readable.set()
+        if self.stop is not None:
+            self.stop()
 
     def on_event(self, _stream: Any, _events: int, _opaque: Any) -> None:
         """libvirt's stream callback, on the loop thread: take what libvirt's client queued."""
@@ -329,21 +335,14 @@ class Consoles:
                       bridge: Bridge) -> None:
         try:
             await ws.prepare(request)
-        except (ConnectionResetError, OSError):
+        except OSError:  # ConnectionError included
             bridge.end(Ending(CLIENT_CLOSED, "the client went away before the upgrade"))
             return
         try:
             async with anyio.create_task_group() as group:
-                async def guest_to_client() -> None:
-                    await self._to_client(ws, bridge)
-                    group.cancel_scope.cancel()
-
-                async def client_to_guest() -> None:
-                    await self._to_guest(ws, bridge)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(guest_to_client)
-                group.start_soon(client_to_guest)
+                bridge.stop = group.cancel_scope.cancel
+                group.start_soon(self._to_client, ws, bridge)
+                group.start_soon(self._to_guest, ws, bridge)
         except BaseException:
             # aiohttp cancels the handler of a client that went away, and the daemon's stop
             # cancels every handler: the transport tells which.
@@ -355,6 +354,8 @@ class Consoles:
             with anyio.CancelScope(shield=True):
                 await self._say_goodbye(request, ws, bridge)
             raise
+        finally:
+            bridge.stop = None
         await self._say_goodbye(request, ws, bridge)
 
     async def _to_client(self, ws: web.WebSocketResponse, bridge: Bridge) -> None:
@@ -367,7 +368,7 @@ class Consoles:
                 with anyio.move_on_after(WRITE_TIMEOUT) as scope:
                     try:
                         await ws.send_bytes(data)
-                    except ConnectionResetError:
+                    except ConnectionError:
                         bridge.end(Ending(CLIENT_CLOSED, "the client went away"))
                 if scope.cancelled_caught:
                     bridge.end(Ending(TOO_SLOW, f"client too slow: took nothing of a write "
@@ -410,10 +411,11 @@ class Consoles:
         if bridge.takeover_by is not None:
             return Ending(TAKEN_OVER, f"taken over by another client (uid {bridge.takeover_by})")
         try:
-            active = await self._blocking(_is_active, bridge.opened.conn, bridge.opened.uuid)
+            stopped = await self._blocking(_stops_within, bridge.opened.conn,
+                                           bridge.opened.uuid, STOP_GRACE)
         except Failure:
-            active = False
-        if not active:
+            stopped = True
+        if stopped:
             return Ending(DOMAIN_STOPPED, f"domain {bridge.opened.name} stopped")
         return Ending(STREAM_ENDED, _short(f"libvirt ended the {bridge.device} "
                                            f"({bridge.libvirt_ended}); another client may "
@@ -460,13 +462,21 @@ def _send_all(stream: Any, data: bytes) -> None:
         view = view[sent:]
 
 
-def _is_active(conn: Any, uuid: str) -> bool:
-    try:
-        return bool(conn.lookupByUUIDString(uuid).isActive())
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False  # a transient domain is gone once it stops
-        raise
+def _stops_within(conn: Any, uuid: str, seconds: float) -> bool:
+    """Worker thread: whether the domain is, or within ``seconds`` becomes, inactive. The
+    console's end comes as QEMU goes, a moment before libvirt marks the domain shut off."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if not conn.lookupByUUIDString(uuid).isActive():
+                return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return True  # a transient domain is gone once it stops
+            raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _close_quietly(conn: Any, stream: Any | None) -> None:

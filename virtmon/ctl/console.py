@@ -179,6 +179,8 @@ def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
             ctx.err.write("\n")
         else:
             closed = piped(ws, stdin, stdout, args.wait)
+    except BrokenPipeError:
+        raise  # our stdout's reader went away: virtmonctl ends quietly
     except (OSError, ProtocolError) as exc:
         raise Unreachable(ctx.client.path, f"the stream broke: {exc}") from None
     finally:
