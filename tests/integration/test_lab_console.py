@@ -197,7 +197,8 @@ async def test_a_second_client_is_refused_and_force_takes_over(env: Env) -> None
 
 async def test_a_client_that_goes_away_leaves_no_stream_behind(env: Env, lab_conn: Any) -> None:
     """A client that drops its connection mid-stream: libvirt then lets a non-forced open of
-    the console succeed (no stream of the daemon's holds it), and the close is audited."""
+    the console succeed (no stream of the daemon's holds it), and the close is audited; a
+    console another program holds is a 409 through the API."""
     ws = await asyncio.to_thread(WebSocket.connect, str(env.sock),
                                  f"/v1/domains/{env.domain}/console", TIMEOUT)
     await asyncio.to_thread(ws.send, b"echo still-here\n")
@@ -206,6 +207,16 @@ async def test_a_client_that_goes_away_leaves_no_stream_behind(env: Env, lab_con
     ws.sock.close()  # no close frame: the connection just goes
     await wait_until(lambda: bool(audit(env, "close")), TIMEOUT, 0.1)
     await call(open_directly, lab_conn, env.domain)
+    # The other way round: another program's stream holds the console, the API says 409.
+    dom = await call(lab_conn.lookupByName, env.domain)
+    held = await call(lab_conn.newStream, 0)
+    await call(dom.openConsole, None, held, libvirt.VIR_DOMAIN_CONSOLE_SAFE)
+    try:
+        async with env.session() as session, session.get(env.url(), headers=UPGRADE) as taken:
+            assert taken.status == 409, await taken.text()
+            assert "force=true" in (await taken.json())["detail"]
+    finally:
+        await call(held.abort)
 
 
 async def test_the_domain_stopping_ends_the_stream_with_a_message(env: Env,
