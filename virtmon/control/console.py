@@ -253,17 +253,15 @@ class Consoles:
                           f"(uid {holder.peer.uid}); force=true takes it over", uuid=uuid)
         if holder is not None:
             holder.takeover_by = peer.uid
-        placeholder: list[Bridge] = []
+        # Made here, on the loop (its Event belongs to it); the worker fills in the stream.
+        bridge = Bridge(Opened(conn, None, uuid, name), device, peer)
         try:
-            stream = await self._blocking(self._open_stream, conn, uuid, channel,
-                                          args["force"], peer, placeholder)
+            await self._blocking(self._open_stream, bridge, channel, args["force"])
         except Failure:
             if holder is not None:
                 holder.takeover_by = None
-            await self._blocking(_close_quietly, conn, None)
+            await self._blocking(_close_quietly, conn, bridge.opened.stream)
             raise
-        bridge = placeholder[0]
-        bridge.opened.stream = stream
         if holder is not None:
             holder.end(Ending(TAKEN_OVER, f"taken over by another client (uid {peer.uid})"))
         self.bridges[key] = bridge
@@ -288,10 +286,11 @@ class Consoles:
             raise
         return conn, uuid, name
 
-    def _open_stream(self, conn: Any, uuid: str, channel: str | None, force: bool,
-                     peer: Peer, out: list[Bridge]) -> Any:
+    @staticmethod
+    def _open_stream(bridge: Bridge, channel: str | None, force: bool) -> None:
         """Worker thread: open the stream and register its callback (which runs on the loop)."""
-        dom = conn.lookupByUUIDString(uuid)
+        conn = bridge.opened.conn
+        dom = conn.lookupByUUIDString(bridge.opened.uuid)
         stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         try:
             if channel is None:
@@ -300,9 +299,7 @@ class Consoles:
             else:
                 flags = libvirt.VIR_DOMAIN_CHANNEL_FORCE if force else 0
                 dom.openChannel(channel, stream, flags)
-            bridge = Bridge(Opened(conn, stream, uuid, dom.name()),
-                            "console" if channel is None else f"channel {channel}", peer)
-            out.append(bridge)
+            bridge.opened.stream = stream
             stream.eventAddCallback(
                 libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
                 | libvirt.VIR_STREAM_EVENT_HANGUP, bridge.on_event, None)
@@ -310,7 +307,6 @@ class Consoles:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
             raise
-        return stream
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` in a worker thread within the control deadline; libvirt errors as Failures."""
