@@ -34,7 +34,7 @@ from tests.lab import lab as lab_module
 from tests.terminal import Terminal
 from tests.waiting import wait_until
 from virtmon.app import Daemon
-from virtmon.ctl.websocket import WebSocket
+from virtmon.ctl.websocket import Closed, WebSocket
 
 pytestmark = pytest.mark.lab
 
@@ -327,3 +327,31 @@ async def test_virtmonctl_console_in_a_terminal(env: Env, short_tmp: Path) -> No
     assert b"exit=0" in terminal.shown
     assert "speed" in before.read_text()
     assert after.read_text() == before.read_text()
+
+
+def _receive_close(ws: WebSocket) -> object:
+    """The stream's data until its close (blocking); the close."""
+    ws.sock.settimeout(TIMEOUT)
+    while True:
+        message = ws.receive()
+        if not isinstance(message, bytes):
+            return message
+
+
+async def test_the_daemon_stopping_closes_the_stream_and_frees_the_console(
+        short_tmp: Path, lab: str, lab_conn: Any) -> None:
+    """A daemon that stops with a console open: the client gets 1001 and a reason, and
+    libvirt lets a non-forced open of the console succeed after."""
+    async with unique_domain(lab, "t-console") as name:
+        await call(lambda: guest.create(lab_conn, name, mark=lab_module.LAB_MARK))
+        cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
+                            control={"allow_write": True, "request_timeout": 20.0})
+        async with running_daemon(cfg) as daemon:
+            ws = await asyncio.to_thread(WebSocket.connect, str(daemon.control_socket),
+                                         f"/v1/domains/{name}/console", TIMEOUT)
+        try:
+            closed = await asyncio.to_thread(_receive_close, ws)
+        finally:
+            ws.sock.close()
+        assert closed == Closed(1001, "the daemon is stopping")
+        await call(open_directly, lab_conn, name)

@@ -59,6 +59,8 @@ WRITE_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 # Consoles and channels open at once (each holds a libvirt connection).
 MAX_BRIDGES = 64
+# How long a stopping daemon waits for its streams to close.
+SHUTDOWN_WAIT = 5.0
 # Console calls abandoned at their deadline and still blocked, before no new one starts.
 MAX_ABANDONED = 4
 
@@ -167,6 +169,8 @@ class Consoles:
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self.bridges: dict[tuple[str, str], Bridge] = {}
+        self.serving = 0  # handlers with a stream, until their libvirt side is closed
+        self._idle: anyio.Event | None = None  # set when serving drops to 0 (at shutdown)
         # Calls of their own: every console's connection is its own too, so calls stuck on the
         # collection's or the operations' connections (which the shared caller counts against
         # its limit) say nothing about whether a console can be opened or closed.
@@ -179,9 +183,21 @@ class Consoles:
         return len(self.bridges)
 
     def add_routes(self, app: web.Application) -> None:
-        """The two GET routes."""
+        """The two GET routes, and their end when the server shuts down."""
         app.router.add_get(CONSOLE_ROUTE, self.console)
         app.router.add_get(CHANNEL_ROUTE, self.channel)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        """Before aiohttp closes the connections: every stream ends with 1001 and its reason,
+        and its libvirt connection is closed (bounded: a client that never answers the close
+        is cut off after 2 s)."""
+        for bridge in list(self.bridges.values()):
+            bridge.end(Ending(DAEMON_STOPPING, "the daemon is stopping"))
+        if self.serving:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(SHUTDOWN_WAIT):
+                await self._idle.wait()
 
     async def console(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/domains/{domain}/console``."""
@@ -223,11 +239,17 @@ class Consoles:
             return problem(exc.status, exc.title, exc.detail, **exc.extra)
         self.executor.audit(op, args, peer, {**who, "ok": True, "result": {
             "uuid": bridge.opened.uuid, "device": bridge.device, "event": "open"}})
+        self.serving += 1
         try:
             await self._bridge(request, ws, bridge)
         finally:
             with anyio.CancelScope(shield=True):
+                # libvirt's side first: nothing that waits on the client comes before it.
                 await self._close(op, args, bridge, who)
+                await self._say_goodbye(request, ws, bridge)
+            self.serving -= 1
+            if not self.serving and self._idle is not None:
+                self._idle.set()
         return ws
 
     async def _open(self, op: Operation, args: dict[str, Any], peer: Peer,
@@ -347,12 +369,9 @@ class Consoles:
                 bridge.end(Ending(CLIENT_CLOSED, "the client went away"))
             else:
                 bridge.end(Ending(DAEMON_STOPPING, "the daemon is stopping"))
-            with anyio.CancelScope(shield=True):
-                await self._say_goodbye(request, ws, bridge)
             raise
         finally:
             bridge.stop = None
-        await self._say_goodbye(request, ws, bridge)
 
     async def _to_client(self, ws: web.WebSocketResponse, bridge: Bridge) -> None:
         while True:
@@ -420,7 +439,7 @@ class Consoles:
     async def _say_goodbye(self, request: web.Request, ws: web.WebSocketResponse,
                            bridge: Bridge) -> None:
         ending = bridge.ending or Ending(CLIENT_CLOSED, "closed")
-        if ws.closed:
+        if not ws.prepared or ws.closed:
             return
         with anyio.move_on_after(2.0) as scope:
             with contextlib.suppress(ConnectionError, OSError):
