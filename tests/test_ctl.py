@@ -522,6 +522,7 @@ async def test_bash_completes_commands_operations_arguments_flags_and_domains(
     assert await asyncio.to_thread(offers, "call", "domain.xml", "domain=test",
                                    "flags=inactive,s") == ["flags=inactive,secure"]
     assert await asyncio.to_thread(offers, "suspend", "te") == ["test"]
+    assert await asyncio.to_thread(offers, "console", "te") == ["test"]
     assert "test" in await asyncio.to_thread(offers, "events", "--domain", "")
     absent = await asyncio.to_thread(bash_completes, short_tmp / "absent.sock",
                                      short_tmp / "cache2", "call", "dom")

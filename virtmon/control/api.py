@@ -46,13 +46,26 @@ def role_of(request: web.Request) -> str:
     return str(request.get(ROLE_KEY, "none"))
 
 
+def is_stream(path: str) -> bool:
+    """Whether a path is a stream that stays open for as long as its client wants: the event
+    stream, a console or a channel."""
+    if path == EVENTS_PATH:
+        return True
+    parts = path.split("/")
+    # /v1/domains/{domain}/console, /v1/domains/{domain}/channels/{name}
+    return parts[1:3] == ["v1", "domains"] and (
+        (len(parts) == 5 and parts[4] == "console")
+        or (len(parts) == 6 and parts[4] == "channels"))
+
+
 def gate_middleware(roles: RoleMap, max_in_flight: int, max_per_caller: int | None = None,
-                    streams: frozenset[str] = frozenset({EVENTS_PATH})) -> Any:
+                    streams: Callable[[str], bool] = is_stream) -> Any:
     """Every request needs at least ``read``; at most ``max_in_flight`` are served at once, at
     most ``max_per_caller`` of them for one uid (so one caller cannot take every slot).
 
-    Streams (``streams``: the event stream) are not counted here: a follower is open for hours,
-    and the stream keeps limits of its own (``control.max_streams*``).
+    Streams (``streams``: the event stream, consoles and channels) are not counted here: they
+    are open for hours, and keep limits of their own (``control.max_streams*`` for the event
+    stream; one client per console or channel, and a daemon-wide bound, for the others).
     """
     in_flight: Counter[int] = Counter()
     own_uid = os.geteuid()
@@ -68,7 +81,7 @@ def gate_middleware(roles: RoleMap, max_in_flight: int, max_per_caller: int | No
         if not allows(role, "read"):
             return problem(403, "Forbidden", f"uid {peer.uid} has no role on this socket "
                            "(control.read_groups/read_uids grant one)", role=role)
-        if request.path in streams:
+        if streams(request.path):
             return await handler(request)
         if in_flight[peer.uid] >= per_caller:
             return problem(429, "Too Many Requests",

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the control API, generated from the operation table.
 
 Each operation is ``POST /v1/ops/{name}`` with a JSON object of arguments; a read is also
-``GET /v1/ops/{name}`` with the arguments in the query string. Errors are problem documents.
+``GET /v1/ops/{name}`` with the arguments in the query string; the console and channels are
+WebSocket routes of their own. Errors are problem documents.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from virtmon import __version__
 from virtmon.control.events_stream import HEARTBEAT_INTERVAL, PARAMETERS, WRITE_TIMEOUT
 from virtmon.control.operations.model import Operation
+from virtmon.control.operations.streams import STREAMED
 from virtmon.control.problems import PROBLEM_TYPE
 from virtmon.events.catalog import SPECS_BY_CONSTANT
 from virtmon.events.model import VIRTMON_KINDS
@@ -217,6 +219,46 @@ STREAM_DESCRIPTION = (
     "control.max_streams and control.max_streams_per_caller. See docs/control-api.md.")
 
 
+CONSOLE_ERRORS = {
+    "400": "a bad argument (force), named in key",
+    "403": "the caller lacks the write role, or control.allow_write is off",
+    "404": "no such domain, or it has no console or no channel of that name",
+    "409": "the domain is not running, or another client has the stream (force=true takes it)",
+    "426": "not a WebSocket opening request",
+    "503": "libvirt is not connected, or the most consoles and channels are open",
+    "504": "opening the stream overran control.request_timeout",
+}
+CONSOLE_DESCRIPTION = (
+    "A WebSocket (RFC 6455): binary messages carry the bytes both ways. The stream ends with a "
+    "close frame: 1000 the client closed, 1001 the daemon stops, 4000 the domain stopped, 4001 "
+    "another client took it over, 4002 libvirt ended it, 4003 the client was too slow, 4004 the "
+    "guest took no input. One client at a time. See docs/control-api.md and docs/adr/0005.")
+
+
+def stream_paths() -> dict[str, Any]:
+    """The console and channel routes (WebSockets), from their operation rows."""
+    paths: dict[str, Any] = {}
+    for name, (row, route) in STREAMED.items():
+        parameters = [{"name": "domain", "in": "path", "required": True,
+                       "schema": {"type": "string"}, "description": "name, UUID or id"}]
+        if "{name}" in route:
+            parameters.append({"name": "name", "in": "path", "required": True,
+                               "schema": {"type": "string"},
+                               "description": "the channel's target name"})
+        parameters.append({"name": "force", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["true", "false"]},
+                           "description": "take the stream over from the client that has it"})
+        paths[route] = {"get": {
+            "summary": row.summary[0].upper() + row.summary[1:],
+            "description": CONSOLE_DESCRIPTION, "operationId": name,
+            "parameters": parameters,
+            "responses": {"101": {"description": "switching to the WebSocket"},
+                          **_problems(CONSOLE_ERRORS)},
+            "x-virtmon-role": row.role, "x-virtmon-functions": list(row.functions),
+        }}
+    return paths
+
+
 def _kinds() -> list[str]:
     return sorted({spec.kind for spec in SPECS_BY_CONSTANT.values()} | set(VIRTMON_KINDS))
 
@@ -285,6 +327,7 @@ def document(ops: Mapping[str, Operation]) -> dict[str, Any]:
                             "operationId": "operations",
                             "responses": _responses({"type": "object"})}},
         **operation_paths(ops),
+        **(stream_paths() if ops else {}),
     }
     return {
         "openapi": "3.1.0",

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from virtmon.control.api import EVENTS_PATH, add_operation_routes, gate_middleware
+from virtmon.control.console import Consoles
 from virtmon.control.events_stream import StreamLimits, StreamSlots, events_handler
 from virtmon.control.executor import Executor, Failure
 from virtmon.control.openapi import document
@@ -34,6 +35,7 @@ def control_app(
     max_per_caller: int | None = None,
     stream_limits: StreamLimits | None = None,
     stream_slots: StreamSlots | None = None,
+    consoles: Consoles | None = None,
 ) -> web.Application:
     """The aiohttp application served on the control socket.
 
@@ -42,6 +44,7 @@ def control_app(
     stream over TCP) only the status, inventory and event routes exist, ungated.
     ``stream_limits`` bound the event streams (their queue size is ``subscriber_queue_size``
     unless the limits say otherwise); ``stream_slots`` counts the open ones (for the status).
+    With an executor, consoles and channels are served too (``consoles`` keeps the open ones).
     """
     limits = stream_limits or StreamLimits(queue_size=subscriber_queue_size)
     openapi_doc = document(OPERATIONS if executor is not None else {})
@@ -87,6 +90,7 @@ def control_app(
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     if executor is not None:
         add_operation_routes(app, executor, OPERATIONS)
+        (consoles or Consoles(executor)).add_routes(app)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/domains", list_domains)
     app.router.add_get("/v1/domains/{domain}", get_domain)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from virtmon import __version__
-from virtmon.ctl import alerts, complete, daemon, domains, events, ops
+from virtmon.ctl import alerts, complete, console, daemon, domains, events, ops
 from virtmon.ctl.client import ControlClient, Problem, Unreachable
 from virtmon.ctl.command import Command, Context
 from virtmon.ctl.problems import (
@@ -50,8 +50,9 @@ EXIT_CODES = """exit codes:
   130  interrupted (Ctrl-C)"""
 
 # Every command, in the order --help lists them.
-COMMANDS: tuple[Command, ...] = (*daemon.COMMANDS, *domains.COMMANDS, *events.COMMANDS,
-                                 *ops.COMMANDS, *alerts.COMMANDS, *complete.COMMANDS)
+COMMANDS: tuple[Command, ...] = (*daemon.COMMANDS, *domains.COMMANDS, *console.COMMANDS,
+                                 *events.COMMANDS, *ops.COMMANDS, *alerts.COMMANDS,
+                                 *complete.COMMANDS)
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 
 def pageable(args: argparse.Namespace) -> bool:
     """Whether a command's output may go through a pager: all but a followed stream."""
-    return not (args.command == "events" and args.follow)
+    return not (args.command == "events" and args.follow) and args.command != "console"
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:

@@ -149,7 +149,7 @@ def candidates(top: argparse.ArgumentParser, words: Sequence[str],
         if not positional:
             return _starting([*VERBS, *cache.domains()], current)
         return _starting(cache.domains(), current) if len(positional) == 1 else []
-    if command in DOMAIN_FIRST and not positional:
+    if command in (*DOMAIN_FIRST, "console") and not positional:
         return _starting(cache.domains(), current)
     if command == "host" and not positional:
         names = [str(o["name"]).removeprefix("host.").replace("_", "-")

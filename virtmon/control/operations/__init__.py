@@ -24,6 +24,7 @@ from virtmon.control.operations import (
     interface,
 )
 from virtmon.control.operations.model import Operation
+from virtmon.control.operations.streams import STREAMED
 
 __all__ = ["EXCLUDED", "OPERATIONS", "REASONS", "coverage_table", "function_map",
            "libvirt_api_functions"]
@@ -54,8 +55,9 @@ REASONS = {
                 "results are copied into JSON and nothing crosses the socket by reference",
     "callback": "callback and event registration: the daemon registers for every event "
                 "itself; subscribe to GET /v1/events instead",
-    "fd": "raw file-descriptor or stream passing (consoles, channels, graphics, files handed "
-          "to a domain): a JSON-over-HTTP request cannot carry a descriptor",
+    "fd": "file-descriptor passing (graphics sockets, files handed to a domain): the "
+          "descriptor itself would have to cross the control socket (SCM_RIGHTS), which HTTP "
+          "cannot carry; there is no libvirt stream to bridge",
     "connection": "opening, closing and tuning connections: the daemon owns its connections "
                   "(the monitoring one, the write one, the helper's admin one)",
     "handle": "needs a second libvirt connection handle (the destination of a managed "
@@ -83,7 +85,7 @@ EXCLUDED: dict[str, str] = {
         "virEventRegisterImpl virEventRegisterDefaultImpl virSetErrorFunc"
     )),
     **_each("fd", (
-        "virDomainOpenConsole virDomainOpenChannel virDomainOpenGraphics "
+        "virDomainOpenGraphics "
         "virDomainOpenGraphicsFD virDomainCreateWithFiles virDomainCreateXMLWithFiles "
         "virDomainFDAssociate"
     )),
@@ -105,10 +107,14 @@ def _is_callback_type(function: str) -> bool:
     return function.startswith("virConnectDomainEvent") and function.endswith("Callback")
 
 
+def _role(name: str) -> str:
+    return (OPERATIONS[name] if name in OPERATIONS else STREAMED[name][0]).role
+
+
 def function_map() -> dict[str, list[str]]:
-    """C function -> the operations that cover it."""
+    """C function -> the operations that cover it (the streamed ones too: console, channel)."""
     out: dict[str, list[str]] = {}
-    for operation in OPERATIONS.values():
+    for operation in (*OPERATIONS.values(), *(row for row, _route in STREAMED.values())):
         for function in operation.functions:
             out.setdefault(function, []).append(operation.name)
     return out
@@ -121,8 +127,8 @@ def coverage_table(functions: Iterable[str]) -> list[str]:
     for function in sorted(set(functions)):
         if function in mapped:
             ops = mapped[function]
-            roles = sorted({OPERATIONS[o].role for o in ops})
-            rows.append(f"| `{function}` | {', '.join(f'`{o}`' for o in ops)} | "
+            roles = sorted({_role(o) for o in ops})
+            rows.append(f"| `{function}` | {', '.join(_shown(o) for o in ops)} | "
                         f"{', '.join(roles)} |")
         elif function in EXCLUDED or _is_callback_type(function):
             reason = EXCLUDED.get(function, "callback_type")
@@ -130,6 +136,13 @@ def coverage_table(functions: Iterable[str]) -> list[str]:
         else:
             rows.append(f"| `{function}` | **not covered** | - |")
     return rows
+
+
+def _shown(name: str) -> str:
+    """An operation as the coverage table names it: a streamed one with its route."""
+    if name in STREAMED:
+        return f"`{name}` (`GET {STREAMED[name][1]}`, WebSocket)"
+    return f"`{name}`"
 
 
 def libvirt_api_functions(api_dir: Path = API_DIR) -> set[str]:
