@@ -116,13 +116,16 @@ async def test_retention_applies_at_start_and_at_once_on_reload(short_tmp: Path)
 async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: Path) -> None:
     """A reload that changes every reloadable key applies each one (nothing waits for a
     restart), and each shows in the component that owns it: scheduler, domain cache, journal,
-    log and alerts. A key declared reloadable that no component applies fails here."""
+    log, alerts and the control API's executor. A key declared reloadable that no component
+    applies fails here."""
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"})
     changes: dict[str, dict[str, Any]] = {
         "collect": {"interval": 0.5, "deadline_ratio": 0.5, "collectors": {"vm": True},
                     "resync_interval": 42.0, "block_backing_chain": True},
         "events": {"retention_days": 2.0, "retention_count": 1234},
         "log": {"level": "warning"},
+        "control": {"migration_destinations": {"peer": "qemu+tcp://peer.example/system"},
+                    "migration_timeout": 60.0},
         "alerts": {"rules": [{"name": "Mine", "match": {"kind": "lifecycle"}}],
                    "default_rules": False, "resolve_after": 99.0,
                    "external_url": "http://grafana.example/",
@@ -142,6 +145,9 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
             assert daemon.domain_cache.resync_interval == 42.0
             assert (daemon.journal.max_age, daemon.journal.max_count) == (2 * 86400.0, 1234)
             assert logging.getLogger().level == logging.WARNING
+            executor = daemon.executor
+            assert executor.migration_destinations == {"peer": "qemu+tcp://peer.example/system"}
+            assert executor.migration_timeout == 60.0
             alerts = daemon.alerts
             assert [r.name for r in alerts.engine.event_rules] == ["Mine"]
             assert alerts.engine.default_resolve_after == 99.0

@@ -212,6 +212,8 @@ class Daemon:
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=config.control.allow_write,
             deadline=config.control.request_timeout, alerts=self.alerts,
+            migration_destinations=config.control.migration_destinations,
+            migration_timeout=config.control.migration_timeout,
         )
         cycle_stats = CycleStats()
         self.scheduler = Scheduler(
@@ -237,6 +239,7 @@ class Daemon:
             Part(self.scheduler, lambda cfg: cfg.collect),
             Part(self.domain_cache, lambda cfg: cfg.collect),
             Part(self.journal, lambda cfg: cfg.events),
+            Part(self.executor, lambda cfg: cfg.control),
         ]
         self.metrics_address = ""
         self.web_config: LiveWebConfig | None = None  # once the metrics listener is up
