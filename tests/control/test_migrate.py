@@ -20,10 +20,9 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.conftest import call, daemon_config, running_daemon
-from tests.control.conftest import Env
+from tests.conftest import call
+from tests.control.conftest import Env, daemon_env
 from tests.control.peers import probe, unused_ids
-from virtmon.ctl.client import ControlClient
 from virtmon.events.model import AUDIT_KIND
 
 pytestmark = pytest.mark.lab
@@ -34,12 +33,10 @@ def destinations(short_tmp: Path, lab: str) -> dict[str, str]:
     return {"gone": f"qemu+unix:///system?socket={short_tmp}/absent.sock", "home": lab}
 
 
-async def _env(short_tmp: Path, lab: str, **control: Any) -> AsyncIterator[Env]:
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab}, control={
-        "migration_destinations": destinations(short_tmp, lab), **control})
-    async with running_daemon(cfg) as daemon:
-        sock = short_tmp / "control.sock"
-        yield Env(daemon, sock, ControlClient(str(sock), timeout=60))
+def _env(short_tmp: Path, lab: str, **control: Any) -> AsyncIterator[Env]:
+    """A daemon on the lab with the two destinations."""
+    return daemon_env(short_tmp, lab, migration_destinations=destinations(short_tmp, lab),
+                      **control)
 
 
 @pytest.fixture
