@@ -295,8 +295,8 @@ class Executor:
     def destination(self, name: str) -> ConnectionSettings:
         """How virtmon reaches a configured migration destination: its URI from
         ``control.migration_destinations`` (with the credentials that URI names), read-write,
-        with the daemon's open timeout and keepalive; the daemon's own SASL file is not offered
-        to another host. An unknown name is the caller's mistake (400)."""
+        with the daemon's keepalive; the daemon's own SASL file (``libvirt.auth_file``) is not
+        offered to another host. An unknown name is the caller's mistake (400)."""
         uri = self.migration_destinations.get(name)
         if uri is None:
             known = ", ".join(sorted(self.migration_destinations)) or "none configured"
