@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_cli import run_virtmon
 from tests.tools import need
 from virtmon import config, configfile
 from virtmon.config import ConfigError
@@ -332,3 +333,35 @@ def test_no_field_of_the_configuration_is_typed_any() -> None:
                for name, hint in typing.get_type_hints(cls).items()
                if typing.Any in parts(hint)]
     assert untyped == []
+
+
+def test_migration_destinations_are_checked_each_with_its_key() -> None:
+    """A destination whose URI is not a libvirt URI, one that is not a string, and a name a
+    request could not give are each a problem under control.migration_destinations.NAME."""
+    problems = problems_of({"control": {"migration_destinations": {
+        "peer": "peer.example", "numbered": 3, "two words": "qemu+tcp://peer/system",
+        "good": "qemu+ssh://peer.example/system?keyfile=/etc/virtmon/id_ed25519"}}})
+    assert paths_of(problems) == [
+        "control.migration_destinations.peer", "control.migration_destinations.numbered",
+        'control.migration_destinations."two words"']
+    assert "'peer.example' is not a libvirt URI" in problems[0]
+
+
+def test_migration_destinations_load_as_a_mapping() -> None:
+    """Valid destinations load as name -> URI, with the migration deadline beside them."""
+    cfg = configfile.build({"control": {
+        "migration_destinations": {"peer-1.lab": "qemu+tcp://169.254.213.2/system"},
+        "migration_timeout": 600}})
+    assert cfg.control.migration_destinations == {"peer-1.lab": "qemu+tcp://169.254.213.2/system"}
+    assert cfg.control.migration_timeout == 600.0
+
+
+def test_check_config_names_a_bad_migration_destination_and_exits_78(tmp_path: Path) -> None:
+    """A migration destination with a URI libvirt cannot read: its key, and exit 78."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[control.migration_destinations]\npeer = "169.254.213.2"\n')
+    result = run_virtmon("check-config", str(path))
+    assert result.returncode == config.EX_CONFIG
+    assert result.stderr.strip().splitlines() == [
+        f"{path}: control.migration_destinations.peer: '169.254.213.2' is not a libvirt URI "
+        "(like qemu:///system or qemu+ssh://host/system)"]

@@ -116,8 +116,8 @@ async def test_retention_applies_at_start_and_at_once_on_reload(short_tmp: Path)
 async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: Path) -> None:
     """A reload that changes every reloadable key applies each one (nothing waits for a
     restart), and each shows in the component that owns it: scheduler, domain cache, journal,
-    log, alerts and the guest-agent poller. A key declared reloadable that no component
-    applies fails here."""
+    log, alerts, the guest-agent poller and the control API's executor. A key declared
+    reloadable that no component applies fails here."""
     cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"},
                         collect={"guest_agent": True})
     changes: dict[str, dict[str, Any]] = {
@@ -126,6 +126,8 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
                     "guest_agent_interval": 7.0, "guest_agent_timeout": 3.0},
         "events": {"retention_days": 2.0, "retention_count": 1234},
         "log": {"level": "warning"},
+        "control": {"migration_destinations": {"peer": "qemu+tcp://peer.example/system"},
+                    "migration_timeout": 60.0},
         "alerts": {"rules": [{"name": "Mine", "match": {"kind": "lifecycle"}}],
                    "default_rules": False, "resolve_after": 99.0,
                    "external_url": "http://grafana.example/",
@@ -147,6 +149,9 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
             assert (daemon.guest_agent.interval, daemon.guest_agent.timeout) == (7.0, 3.0)
             assert (daemon.journal.max_age, daemon.journal.max_count) == (2 * 86400.0, 1234)
             assert logging.getLogger().level == logging.WARNING
+            executor = daemon.executor
+            assert executor.migration_destinations == {"peer": "qemu+tcp://peer.example/system"}
+            assert executor.migration_timeout == 60.0
             alerts = daemon.alerts
             assert [r.name for r in alerts.engine.event_rules] == ["Mine"]
             assert alerts.engine.default_resolve_after == 99.0

@@ -213,6 +213,8 @@ class Daemon:
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=config.control.allow_write,
             deadline=config.control.request_timeout, alerts=self.alerts,
+            migration_destinations=config.control.migration_destinations,
+            migration_timeout=config.control.migration_timeout,
         )
         # Its last results join each cycle's exposition; its calls never share the cycle's.
         self.guest_agent: GuestAgentPoller | None = None
@@ -244,6 +246,7 @@ class Daemon:
             Part(self.scheduler, lambda cfg: cfg.collect),
             Part(self.domain_cache, lambda cfg: cfg.collect),
             Part(self.journal, lambda cfg: cfg.events),
+            Part(self.executor, lambda cfg: cfg.control),
         ]
         if self.guest_agent is not None:
             self.reconfigurable.append(Part(self.guest_agent, lambda cfg: cfg.collect))

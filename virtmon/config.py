@@ -52,6 +52,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?)?\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+# A migration destination's name: what a request gives as domain.migrate's ``destination``.
+_DESTINATION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Headers virtmon writes itself (or aiohttp does): one from the configuration would be sent
 # twice or fight with the real one.
 RESERVED_HEADERS = ("content-type", "content-length", "transfer-encoding", "host", "connection",
@@ -402,6 +404,14 @@ class ControlConfig:
                                                            unit="streams"))
     max_streams_per_caller: int = field(default=32, metadata=setting(limits=Limits(1, 65536),
                                                                      unit="streams"))
+    # Where domain.migrate may send a domain: name -> the destination's libvirt URI. A request
+    # names a destination; its URI, and the credentials it carries (keyfile=, pkipath=...), come
+    # from here only.
+    migration_destinations: Mapping[str, str] = field(default_factory=dict,
+                                                      metadata=setting(reload=True))
+    # A migration runs as long as the guest's memory and disks take to copy: its own deadline.
+    migration_timeout: float = field(default=3600.0, metadata=setting(
+        limits=Limits(0.01, 86400), reload=True, unit="seconds (a day)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,6 +756,15 @@ def check_document(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None,
             elif key == "metadata_labels" and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
                 problems.append(f"collect.{key}.{key_text(name)}: "
                                 "not a valid Prometheus label name")
+    for name, uri in values["control"]["migration_destinations"].items():
+        path = f"control.migration_destinations.{key_text(name)}"
+        if not _DESTINATION_NAME.fullmatch(name):
+            problems.append(f"{path}: a destination's name is letters, digits, '.', '_' and "
+                            "'-' (a request names it)")
+        elif not isinstance(uri, str):
+            problems.append(f"{path}: must be a string (the destination's libvirt URI)")
+        elif problem := check_uri(uri):
+            problems.append(f"{path}: {problem}")
     values["alerts"]["receivers"] = _receivers(values["alerts"]["receivers"], problems)
     return values
 

@@ -40,9 +40,10 @@ class Env:
         return await asyncio.to_thread(self.client.get, path, query or [])
 
 
-async def _env(short_tmp: Path, lab: str, allow_write: bool) -> AsyncIterator[Env]:
+async def daemon_env(short_tmp: Path, lab: str, **control: Any) -> AsyncIterator[Env]:
+    """A daemon on the lab with these ``[control]`` settings, and a client of its socket."""
     cfg = daemon_config(short_tmp, libvirt={"uri": lab},
-                        control={"allow_write": allow_write, "request_timeout": 20.0})
+                        control={"request_timeout": 20.0, **control})
     async with running_daemon(cfg) as daemon:
         sock = short_tmp / "control.sock"
         yield Env(daemon, sock, ControlClient(str(sock), timeout=30))
@@ -51,12 +52,12 @@ async def _env(short_tmp: Path, lab: str, allow_write: bool) -> AsyncIterator[En
 @pytest.fixture
 async def ro(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
     """A daemon with control.allow_write off (the default)."""
-    async for env in _env(short_tmp, lab, allow_write=False):
+    async for env in daemon_env(short_tmp, lab, allow_write=False):
         yield env
 
 
 @pytest.fixture
 async def rw(short_tmp: Path, lab: str) -> AsyncIterator[Env]:
     """A daemon with control.allow_write on."""
-    async for env in _env(short_tmp, lab, allow_write=True):
+    async for env in daemon_env(short_tmp, lab, allow_write=True):
         yield env

@@ -1,11 +1,14 @@
 """A live migration between the lab (libvirt 9.0, QEMU 7.2) and the second host (11.3, QEMU 10).
 
 A lab guest with a file written on its data disk migrates to the second host through the lab
-virtmon's control API (`domain.migrate_to_uri`, peer-to-peer, the disk copied over NBD), and
-back with libvirt's own `virDomainMigrate3` (the container's libvirtd drives it, the lab's is
-the destination). Each virtmon sees its side: on the lab the domain stops (migrated) and leaves
-the exposition, and journals QEMU's passes (migration_iteration) and the job's end with its
-figures (job_completed); on the second host it starts (migrated) and is scraped there.
+virtmon's control API, the disk copied over NBD, each way once: `domain.migrate_to_uri`
+(peer-to-peer: the lab's libvirtd connects to the second host) and `domain.migrate` (managed:
+the lab's virtmon connects to the destination its configuration names and drives
+`virDomainMigrate3` between the two). It comes back with libvirt's own `virDomainMigrate3`
+(the container's libvirtd drives it, the lab's is the destination). Each virtmon sees its side:
+on the lab the domain stops (migrated) and leaves the exposition, and journals QEMU's passes
+(migration_iteration) and the job's end with its figures (job_completed); on the second host it
+starts (migrated) and is scraped there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ pytestmark = pytest.mark.lab
 
 MARKER = f"migrated-{uuid.uuid4().hex}"
 TIMEOUT = 120.0
+# The lab virtmon's name for the second host (control.migration_destinations).
+DESTINATION = "second-host"
+MIGRATE_FLAGS = ["live", "non_shared_disk", "persist_dest", "undefine_source"]
+# Each operation's own arguments: where to, and how.
+WAYS = {
+    "domain.migrate_to_uri": {"uri": PEER_URI, "flags": [*MIGRATE_FLAGS, "peer2peer"]},
+    "domain.migrate": {"destination": DESTINATION, "flags": MIGRATE_FLAGS},
+}
 
 
 @pytest.fixture
@@ -76,35 +87,39 @@ def guest_says(host: Booted, domain: str, script: str) -> str:
     return base64.b64decode(wait_for("the guest command", exited).get("out-data", "")).decode()
 
 
+@pytest.mark.parametrize("operation", list(WAYS))
 async def test_a_guest_migrates_to_libvirt_11_and_back(
-    host2: Booted, lab_conn: Any, name: str, short_tmp: Path
+    host2: Booted, lab_conn: Any, name: str, short_tmp: Path, operation: str
 ) -> None:
-    """Through virtmon's control API the lab guest migrates live (disk copied) to the 11.3 host:
-    the lab's virtmon journals its passes, stopped/migrated and job_completed and drops the
-    domain from its exposition; the second host's journals started/migrated and scrapes it
-    running with its disk's content; libvirt's Migrate3 brings it back, running, intact."""
+    """Through virtmon's control API (peer-to-peer, or managed by virtmon with a configured
+    destination) the lab guest migrates live (disk copied) to the 11.3 host: the lab's virtmon
+    journals its passes, stopped/migrated and job_completed and drops the domain from its
+    exposition; the second host's journals started/migrated and scrapes it running with its
+    disk's content; libvirt's Migrate3 brings it back, running, intact."""
     dom = await call(lambda: guest.create(lab_conn, name, mark=lab_module.LAB_MARK))
     await call(guest.wait_agent, dom, TIMEOUT)
     code, out = await call(guest.guest_exec, dom, f"echo {MARKER} > /data/marker && sync")
     assert code == 0, out
     await call(prepare_destination, host2, dom)
+    known_as = await call(dom.UUIDString)
 
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
-                        control={"allow_write": True})
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI}, control={
+        "allow_write": True, "migration_destinations": {DESTINATION: PEER_URI}})
     async with running_daemon(cfg) as daemon, \
             follow(daemon.control_socket, f"domain={name}") as stream:
         client = ControlClient(str(daemon.control_socket), timeout=TIMEOUT)
-        flags = ["live", "peer2peer", "non_shared_disk", "persist_dest", "undefine_source"]
-        await asyncio.to_thread(
-            client.call, "domain.migrate_to_uri", domain=name, uri=PEER_URI,
-            params={"migrate_uri": f"tcp://{PEER_ADDRESS}", "listen_address": PEER_ADDRESS},
-            flags=flags)
+        moved = await asyncio.to_thread(
+            client.call, operation, domain=name, **WAYS[operation],
+            params={"migrate_uri": f"tcp://{PEER_ADDRESS}", "listen_address": PEER_ADDRESS})
         await stream.wait_for(lifecycle(name, "stopped", "migrated"), TIMEOUT)
         completed = await stream.wait_for(of("job_completed"), TIMEOUT)
         journal = [e.to_dict() for e in await call(daemon.journal.read_since, 0, 10_000)
                    if e.domain == name]
         await exposition_until(daemon.scheduler,
                                lambda text: f'domain="{name}"' not in text, TIMEOUT)
+    # domain.migrate answers with the domain as the destination knows it.
+    assert moved == ({"name": name, "uuid": known_as}
+                     if operation == "domain.migrate" else None), moved
     # The job's end, with QEMU's figures: everything sent, nothing remaining.
     assert completed["detail"] == "migration_out", completed
     figures = completed["payload"]["params"]

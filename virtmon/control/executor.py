@@ -21,6 +21,7 @@ import importlib.metadata
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,13 @@ from virtmon.admin.client import (
     HELPER_UNAVAILABLE,
     AdminError,
     AdminHelper,
+)
+from virtmon.component import Restart
+from virtmon.config import ControlConfig
+from virtmon.control.operations.domain_write import (
+    DESTINATION,
+    DESTINATION_SETTINGS,
+    MIGRATIONS,
 )
 from virtmon.control.operations.model import ArgumentError, Operation, domain_key, jsonable
 from virtmon.control.operations.names import error_name
@@ -169,6 +177,8 @@ class Executor:
         self, *, caller: LibvirtCaller, supervisor: ConnectionSupervisor,
         admin_helper: AdminHelper | None, bus: EventBus, allow_write: bool,
         deadline: float, pool_size: int = 2, alerts: AlertService | None = None,
+        migration_destinations: Mapping[str, str] | None = None,
+        migration_timeout: float = ControlConfig().migration_timeout,
     ) -> None:
         self.caller = caller
         self.supervisor = supervisor
@@ -177,10 +187,19 @@ class Executor:
         self.allow_write = allow_write
         self.deadline = deadline
         self.alerts = alerts
+        self.migration_destinations = dict(migration_destinations or {})
+        self.migration_timeout = migration_timeout
         settings: ConnectionSettings = supervisor.settings
         self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
         self.stats = ControlStats()
+
+    async def reconfigure(self, control: ControlConfig) -> Restart:
+        """Take a reloaded ``[control]``: the migration destinations and their deadline (the
+        other keys wait for a restart and are kept as they run)."""
+        self.migration_destinations = dict(control.migration_destinations)
+        self.migration_timeout = control.migration_timeout
+        return ()
 
     def status(self) -> dict[str, Any]:
         """The ``control`` part of the daemon's status (the streams are the server's)."""
@@ -234,12 +253,17 @@ class Executor:
         if op.needs(args) != "read" and not self.allow_write:
             raise Failure(403, "Forbidden", f"{op.name} needs the read-write connection "
                           "(with these arguments), and control.allow_write is off")
+        if DESTINATION in op.params:
+            args = {**args, DESTINATION_SETTINGS: self.destination(args[DESTINATION.name])}
         if not self.supervisor.connected:
             raise Failure(503, "Service Unavailable", "libvirt is not connected "
                           f"({self.supervisor.state.value}); try again shortly")
         pool = self.writes if self.privileged(op, role) else self.reads
+        # A migration outlasts a request: past its deadline too the call is abandoned, and
+        # libvirt completes the migration (domain.abort_job stops it).
+        deadline = self.migration_timeout if op.name in MIGRATIONS else self.deadline
         try:
-            return await self.caller.call_with_deadline(self.deadline, pool.run, body)
+            return await self.caller.call_with_deadline(deadline, pool.run, body)
         except libvirt.libvirtError as exc:
             raise Failure.from_libvirt(exc) from None
         except CallTimeout as exc:
@@ -267,6 +291,18 @@ class Executor:
             # 10.2): the operation exists, this host cannot do it.
             raise Failure(501, "Not Implemented", f"{op.name}: not available on this host: "
                           f"{binding_versions()} has no {exc.name}()") from None
+
+    def destination(self, name: str) -> ConnectionSettings:
+        """How virtmon reaches a configured migration destination: its URI from
+        ``control.migration_destinations`` (with the credentials that URI names), read-write,
+        with the daemon's keepalive; the daemon's own SASL file (``libvirt.auth_file``) is not
+        offered to another host. An unknown name is the caller's mistake (400)."""
+        uri = self.migration_destinations.get(name)
+        if uri is None:
+            known = ", ".join(sorted(self.migration_destinations)) or "none configured"
+            raise Failure(400, "Bad Request", f"destination: {name!r} is not one of "
+                          f"control.migration_destinations ({known})", key=DESTINATION.name)
+        return replace(self.supervisor.settings, uri=uri, readonly=False, auth_file=None)
 
     async def _admin(self, op: Operation, args: dict[str, Any]) -> Any:
         if self.admin_helper is None:

@@ -60,8 +60,6 @@ REASONS = {
           "cannot carry; there is no libvirt stream to bridge",
     "connection": "opening, closing and tuning connections: the daemon owns its connections "
                   "(the monitoring one, the write one, the helper's admin one)",
-    "handle": "needs a second libvirt connection handle (the destination of a managed "
-              "migration): use domain.migrate_to_uri (peer-to-peer or direct) instead",
     "callback_type": "a callback's C type, not a function that can be called",
 }
 
@@ -93,9 +91,6 @@ EXCLUDED: dict[str, str] = {
         "virAdmConnectOpen virAdmConnectClose virAdmInitialize virConnectOpen "
         "virConnectOpenAuth virConnectOpenReadOnly virConnectClose virInitialize "
         "virConnectSetKeepAlive virConnectSetIdentity"
-    )),
-    **_each("handle", (
-        "virDomainMigrate virDomainMigrate2 virDomainMigrate3"
     )),
     **_each("callback_type", (
         "virAdmConnectCloseFunc virConnectCloseFunc virConnectAuthCallbackPtr"

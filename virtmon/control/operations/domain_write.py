@@ -6,12 +6,14 @@ They run on the read-write connection (opened only with ``control.allow_write``)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import libvirt
 
 from virtmon.control.operations import names
 from virtmon.control.operations.model import Operation, arg, done, enum, flags_param, need, op
+from virtmon.virt.handle import ConnectionSettings, close_connection, open_connection
 
 D = "domain"
 W = "write"
@@ -53,6 +55,34 @@ def save_params(a: dict[str, Any]) -> dict[str, Any]:
 def set_metadata(dom: Any, a: dict[str, Any]) -> None:
     """virDomainSetMetadata; ``key``/``uri`` only for type=element."""
     dom.setMetadata(a["type"], a["metadata"], a["key"], a["uri"], a["flags"])
+
+
+# A managed migration's destination: a name from control.migration_destinations. The executor
+# resolves it to the settings of the connection virtmon opens (DESTINATION_SETTINGS): the URI,
+# and the credentials it carries, never come from the request.
+DESTINATION = need("destination", "string", "a name from control.migration_destinations")
+DESTINATION_SETTINGS = "destination_settings"
+MIGRATE_FLAGS = flags_param(names.flags("VIR_MIGRATE_"))
+# The operations that run a whole migration: control.migration_timeout is their deadline.
+MIGRATIONS = frozenset({"domain.migrate", "domain.migrate_to_uri"})
+
+
+def migrate(dom: Any, a: dict[str, Any]) -> dict[str, str]:
+    """virDomainMigrate3 to a connection of virtmon's own to the destination, closed afterwards:
+    the domain's name and UUID there."""
+    settings: ConnectionSettings = a[DESTINATION_SETTINGS]
+    destination = open_connection(settings)
+    try:
+        # The migration's phases on the destination are calls on this connection: keepalive
+        # turns a destination that stopped answering into an error instead of a hung call.
+        # (A driver without keepalive, a local one, refuses it: the migration goes on.)
+        if settings.keepalive_interval > 0:
+            with contextlib.suppress(libvirt.libvirtError):
+                destination.setKeepAlive(settings.keepalive_interval, settings.keepalive_count)
+        moved = dom.migrate3(destination, a["params"], a["flags"])
+        return {"name": moved.name(), "uuid": moved.UUIDString()}
+    finally:
+        close_connection(destination, [])
 
 
 CPUS = need("cpus", "integers", "host CPU numbers")
@@ -288,11 +318,18 @@ OPERATIONS: list[Operation] = [
        "virDomainStartDirtyRateCalc",
        lambda d, a: done(d.startDirtyRateCalc(a["seconds"], a["flags"])),
        need("seconds", "integer"), flags_param(names.flags("VIR_DOMAIN_DIRTYRATE_MODE_"))),
-    op("domain.migrate_to_uri", D, W, "Migrate to another host (peer-to-peer or direct)",
+    op("domain.migrate_to_uri", D, W,
+       "Migrate to another host peer-to-peer (its libvirtd connects to the destination)",
        "virDomainMigrateToURI virDomainMigrateToURI2 virDomainMigrateToURI3",
        lambda d, a: done(d.migrateToURI3(a["uri"], a["params"], a["flags"])),
-       need("uri", "string", "destination libvirt URI (peer2peer) or hypervisor URI"),
-       arg("params", "typed", {}), flags_param(names.flags("VIR_MIGRATE_"))),
+       need("uri", "string", "the destination's libvirt URI, as the source libvirtd reaches "
+            "it (with the peer2peer flag: QEMU's driver has no direct migration)"),
+       arg("params", "typed", {}), MIGRATE_FLAGS),
+    op("domain.migrate", D, W,
+       "Migrate to a configured destination over a connection virtmon opens to it",
+       "virDomainMigrate virDomainMigrate2 virDomainMigrate3", migrate, DESTINATION,
+       arg("params", "typed", {}, "virDomainMigrate3's parameters (VIR_MIGRATE_PARAM_* "
+           "names: migrate_uri, listen_address, bandwidth...)"), MIGRATE_FLAGS),
     op("domain.migrate_set_max_downtime", D, W, "Maximum tolerable downtime (ms)",
        "virDomainMigrateSetMaxDowntime",
        lambda d, a: done(d.migrateSetMaxDowntime(a["downtime_ms"], 0)),
