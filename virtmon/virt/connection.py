@@ -28,7 +28,12 @@ from virtmon.events.bus import EventBus
 from virtmon.events.model import CONNECTION_KIND, Event
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.eventloop import call_on_loop
-from virtmon.virt.handle import ConnectionSettings, SharedConnection, open_connection
+from virtmon.virt.handle import (
+    ConnectionSettings,
+    SharedConnection,
+    keep_alive,
+    open_connection,
+)
 from virtmon.virt.inventory import DomainState, Inventory, Transition
 
 log = structlog.get_logger("virtmon.virt.connection")
@@ -201,9 +206,7 @@ class ConnectionSupervisor:
 
     def _subscribe(self, conn: Any) -> None:
         """In a worker thread: keepalive, close callback, and every event id libvirt accepts."""
-        if self.settings.keepalive_interval > 0:
-            with contextlib.suppress(libvirt.libvirtError):  # not on local/test drivers
-                conn.setKeepAlive(self.settings.keepalive_interval, self.settings.keepalive_count)
+        keep_alive(conn, self.settings)
         conn.registerCloseCallback(self._on_close, None)
         accepted: list[int] = []
         ids: list[int] = []

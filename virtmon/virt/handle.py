@@ -124,6 +124,14 @@ class SharedConnection:
             close_connection(self.conn, callback_ids)
 
 
+def keep_alive(conn: Any, settings: ConnectionSettings) -> None:
+    """Turn on libvirt's keepalive as configured: a peer that stops answering becomes an error
+    instead of a hung call. Local and test drivers refuse it, and do without."""
+    if settings.keepalive_interval > 0:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(settings.keepalive_interval, settings.keepalive_count)
+
+
 def close_connection(conn: Any, callback_ids: list[int]) -> None:
     """Deregister and close; errors on a connection that is already dead are expected."""
     for callback_id in callback_ids:

@@ -17,7 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import libvirt
 
-from virtmon.virt.handle import ConnectionBusy, ConnectionSettings, open_connection
+from virtmon.virt.handle import ConnectionBusy, ConnectionSettings, keep_alive, open_connection
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,9 +73,7 @@ class ConnectionPool:
             with self._lock:
                 self._busy -= 1
             raise
-        if self.settings.keepalive_interval > 0:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.setKeepAlive(self.settings.keepalive_interval, self.settings.keepalive_count)
+        keep_alive(conn, self.settings)
         return conn, generation
 
     def _give_back(self, conn: Any, generation: int, healthy: bool) -> None:

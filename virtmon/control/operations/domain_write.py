@@ -6,14 +6,18 @@ They run on the read-write connection (opened only with ``control.allow_write``)
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import libvirt
 
 from virtmon.control.operations import names
 from virtmon.control.operations.model import Operation, arg, done, enum, flags_param, need, op
-from virtmon.virt.handle import ConnectionSettings, close_connection, open_connection
+from virtmon.virt.handle import (
+    ConnectionSettings,
+    close_connection,
+    keep_alive,
+    open_connection,
+)
 
 D = "domain"
 W = "write"
@@ -73,12 +77,8 @@ def migrate(dom: Any, a: dict[str, Any]) -> dict[str, str]:
     settings: ConnectionSettings = a[DESTINATION_SETTINGS]
     destination = open_connection(settings)
     try:
-        # The migration's phases on the destination are calls on this connection: keepalive
-        # turns a destination that stopped answering into an error instead of a hung call.
-        # (A driver without keepalive, a local one, refuses it: the migration goes on.)
-        if settings.keepalive_interval > 0:
-            with contextlib.suppress(libvirt.libvirtError):
-                destination.setKeepAlive(settings.keepalive_interval, settings.keepalive_count)
+        # The migration's phases on the destination are calls on this connection.
+        keep_alive(destination, settings)
         moved = dom.migrate3(destination, a["params"], a["flags"])
         return {"name": moved.name(), "uuid": moved.UUIDString()}
     finally:
