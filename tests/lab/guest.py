@@ -76,7 +76,7 @@ ttyS0::respawn:/bin/sh -l
 
 RC = f"""\
 #!/bin/sh
-# The guest's start: file systems, modules, network, data disk, agent, echo port, power button.
+# The guest's start: file systems, modules, network, data disk, power button, echo port, agent.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -91,9 +91,11 @@ ip link set {NIC} up && ip addr add {NIC_ADDRESS} dev {NIC}
 mkdir -p {DATA_MOUNT}
 # The data disk is the only virtio disk at boot; one hot-plugged later is a test's own.
 [ -b /dev/vda ] && mount -t ext4 /dev/vda {DATA_MOUNT}
-/bin/agent-ctl start
-/bin/echo-port {ECHO_CHANNEL}
 acpid -c /etc/acpi -l /run/acpid.log
+/bin/echo-port {ECHO_CHANNEL}
+# The agent last: its connection (libvirt's agent_lifecycle event) tells a test that the guest
+# is ready, the power button and the echo port included.
+/bin/agent-ctl start
 """
 
 VIRTIO_PORT = """\
