@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import call, daemon_config, running_daemon
 from tests.host2.machine import HOST_ADDRESS, PEER_ADDRESS, PEER_URI, Booted
-from tests.host2.test_libvirt11 import scrape_from_outside, wait_for
+from tests.host2.test_libvirt11 import agent, scrape_from_outside, wait_for
 from tests.integration.test_lab_event_catalog import of, unique_domain
 from tests.lab import guest
 from tests.lab import lab as lab_module
@@ -73,21 +73,13 @@ def prepare_destination(host: Booted, dom: Any) -> None:
 
 def guest_says(host: Booted, domain: str, script: str) -> str:
     """Output of a shell command in the guest while it runs on the second host."""
-    request = {"execute": "guest-exec", "arguments": {
-        "path": "/bin/sh", "arg": ["-c", script], "capture-output": True}}
-    pid = json.loads(host.run(f"virsh qemu-agent-command {domain} '{json.dumps(request)}'")
-                     .stdout)["return"]["pid"]
-    status_request = json.dumps({"execute": "guest-exec-status", "arguments": {"pid": pid}})
-
-    def exited() -> dict[str, Any] | None:
-        status = json.loads(host.run(f"virsh qemu-agent-command {domain} '{status_request}'")
-                            .stdout)["return"]
-        return status if status["exited"] else None
-
-    return base64.b64decode(wait_for("the guest command", exited).get("out-data", "")).decode()
+    pid = agent(host, domain, "guest-exec", {"path": "/bin/sh", "arg": ["-c", script],
+                                             "capture-output": True})["pid"]
+    status = wait_for("the guest command", lambda: (
+        s if (s := agent(host, domain, "guest-exec-status", {"pid": pid}))["exited"] else None))
+    return base64.b64decode(status.get("out-data", "")).decode()
 
 
-@pytest.mark.parametrize("operation", list(WAYS))
 async def test_a_guest_migrates_to_libvirt_11_and_back(
     host2: Booted, lab_conn: Any, name: str, short_tmp: Path, operation: str
 ) -> None:

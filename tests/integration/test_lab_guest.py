@@ -425,6 +425,15 @@ async def test_balloon_memory_statistics_match_the_guest(
             assert f"libvirt_domain_memory_stats_{metric}{{domain=\"{lab_domain}\"}}" not in text
 
 
+def slow_reconnect(backoff_initial: float) -> Callable[[Daemon], None]:
+    """A daemon's preparation: its first reconnect waits between half of and the whole
+    ``backoff_initial``, so that something can happen while it is away."""
+    def prepare(daemon: Daemon) -> None:
+        daemon.supervisor.settings = dataclasses.replace(
+            daemon.supervisor.settings, backoff_initial=backoff_initial)
+    return prepare
+
+
 async def test_reconnect_with_a_live_guest(
     lab_conn: Any, lab_domain: str, name: str, short_tmp: Path
 ) -> None:
@@ -434,13 +443,9 @@ async def test_reconnect_with_a_live_guest(
     guest makes afterwards arrives."""
     from tests.integration.test_lab_events import my_readonly_client_ids
 
-    def slow_reconnect(daemon: Daemon) -> None:
-        """A first backoff of 5-10 s: the undefine happens while virtmon is away."""
-        daemon.supervisor.settings = dataclasses.replace(
-            daemon.supervisor.settings, backoff_initial=10.0)
-
+    # A first backoff of 5-10 s: the undefine happens while virtmon is away.
     cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
-    async with running_daemon(cfg, prepare=slow_reconnect) as daemon, \
+    async with running_daemon(cfg, prepare=slow_reconnect(10.0)) as daemon, \
             follow(daemon.control_socket) as stream:
         dom = await booted(lab_conn, stream, name)
         registered = set(daemon.supervisor.event_ids)
@@ -482,13 +487,9 @@ async def test_the_guest_powers_off_while_libvirtd_is_stopped(
     virtmon is back: the reconnect journals a synthetic stopped event for the guest, registers
     every event id again, and the guest started again gives a real started event."""
 
-    def slow_reconnect(daemon: Daemon) -> None:
-        """A first backoff of 15-30 s: libvirtd settles the guest before virtmon is back."""
-        daemon.supervisor.settings = dataclasses.replace(
-            daemon.supervisor.settings, backoff_initial=30.0)
-
+    # A first backoff of 15-30 s: libvirtd settles the guest before virtmon is back.
     cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
-    async with running_daemon(cfg, prepare=slow_reconnect) as daemon, \
+    async with running_daemon(cfg, prepare=slow_reconnect(30.0)) as daemon, \
             follow(daemon.control_socket) as stream:
         dom = await booted(lab_conn, stream, name)
         registered = set(daemon.supervisor.event_ids)
