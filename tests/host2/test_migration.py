@@ -80,6 +80,7 @@ def guest_says(host: Booted, domain: str, script: str) -> str:
     return base64.b64decode(status.get("out-data", "")).decode()
 
 
+@pytest.mark.parametrize("operation", list(WAYS))
 async def test_a_guest_migrates_to_libvirt_11_and_back(
     host2: Booted, lab_conn: Any, name: str, short_tmp: Path, operation: str
 ) -> None:
