@@ -59,11 +59,14 @@ def floor_call(conn: Any, flags: int) -> tuple[float, float, int]:
 
 
 @contextlib.contextmanager
-def lab_domains(count: int) -> Iterator[list[str]]:
-    """``count`` running no-OS KVM domains made by the lab, removed afterwards."""
+def lab_domains(count: int, first: int = 0) -> Iterator[list[str]]:
+    """``count`` running no-OS KVM domains made by the lab, removed afterwards.
+
+    Numbered from ``first``, so that nested uses add domains to those an outer one made.
+    """
     from tests.lab import lab
 
-    names = [f"bench-{os.getpid()}-{i}" for i in range(count)]
+    names = [f"bench-{os.getpid()}-{i}" for i in range(first, first + count)]
 
     def make(name: str) -> None:
         conn = libvirt.open(lab.URI)

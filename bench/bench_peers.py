@@ -114,17 +114,17 @@ class Tool:
 
     name: str
     label: str
-    # (command, ...) from (tmp, port, interval); may write config files into tmp.
-    command: Callable[[Path, int, float], list[str]]
+    # (command, ...) from (tmp, port, interval, libvirt URI); may write config files into tmp.
+    command: Callable[[Path, int, float, str], list[str]]
     binary: str
     per_scrape_libvirt: bool  # calls libvirt on every scrape (no interval of its own)
 
 
-def virtmon_command(tmp: Path, port: int, interval: float) -> list[str]:
+def virtmon_command(tmp: Path, port: int, interval: float, uri: str) -> list[str]:
     """``virtmon run`` with a temp TOML config (control socket in tmp, no socket group)."""
     config = tmp / "virtmon.toml"
     config.write_text(
-        f'[libvirt]\nuri = "qemu:///system"\n'
+        f'[libvirt]\nuri = "{uri}"\n'
         f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
         f'[control]\nsocket = "{tmp}/control.sock"\nsocket_group = ""\n'
         f'[state]\ndir = "{tmp}/state"\n'
@@ -135,14 +135,14 @@ def virtmon_command(tmp: Path, port: int, interval: float) -> list[str]:
     return [str(ROOT / ".venv" / "bin" / "virtmon"), "run", "--config", str(config)]
 
 
-def exporter_command(tmp: Path, port: int, interval: float) -> list[str]:
+def exporter_command(tmp: Path, port: int, interval: float, uri: str) -> list[str]:
     """Debian's prometheus-libvirt-exporter: flags only, no interval."""
     del tmp, interval
     return ["prometheus-libvirt-exporter", f"--web.listen-address=127.0.0.1:{port}",
-            "--libvirt.uri=qemu:///system"]
+            f"--libvirt.uri={uri}"]
 
 
-def collectd_command(tmp: Path, port: int, interval: float) -> list[str]:
+def collectd_command(tmp: Path, port: int, interval: float, uri: str) -> list[str]:
     """collectd in the foreground: virt plugin every ``interval`` s, write_prometheus."""
     config = tmp / "collectd.conf"
     config.write_text(
@@ -150,7 +150,7 @@ def collectd_command(tmp: Path, port: int, interval: float) -> list[str]:
         'PluginDir "/usr/lib/collectd"\nTypesDB "/usr/share/collectd/types.db"\n'
         f'LoadPlugin logfile\n<Plugin logfile>\n  LogLevel warning\n  File "{tmp}/collectd.log"\n'
         "</Plugin>\n"
-        'LoadPlugin virt\n<Plugin virt>\n  Connection "qemu:///system"\n  RefreshInterval 60\n'
+        f'LoadPlugin virt\n<Plugin virt>\n  Connection "{uri}"\n  RefreshInterval 60\n'
         "  HostnameFormat name\n</Plugin>\n"
         f'LoadPlugin write_prometheus\n<Plugin write_prometheus>\n  Host "127.0.0.1"\n'
         f'  Port "{port}"\n</Plugin>\n',
@@ -168,13 +168,14 @@ TOOLS = (
 
 
 @contextlib.asynccontextmanager
-async def running(tool: Tool, interval: float) -> AsyncIterator[tuple[int, str]]:
+async def running(tool: Tool, interval: float,
+                  uri: str = "qemu:///system") -> AsyncIterator[tuple[int, str]]:
     """Start ``tool`` on a free loopback port; yield (pid, metrics URL); stop it by its pid."""
     with short_tmp() as tmp:
         port = free_port()
         with (tmp / "stdio.log").open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                *tool.command(tmp, port, interval), stdout=log, stderr=log, cwd=tmp,
+                *tool.command(tmp, port, interval, uri), stdout=log, stderr=log, cwd=tmp,
                 start_new_session=True,
             )
             try:
@@ -216,9 +217,10 @@ def count_samples(body: bytes, names: list[str]) -> tuple[int, int]:
 async def wait_ready(url: str, names: list[str], pid: int, limit_s: float = 90.0) -> float:
     """Seconds until a scrape shows samples for every one of ``names``."""
     started = time.monotonic()
-    while time.monotonic() - started < limit_s:
+    while (left := limit_s - (time.monotonic() - started)) > 0:
         with contextlib.suppress(Exception):
-            status, body = await fetch(url, 10)
+            # At thousands of domains one scrape of the exporter takes seconds.
+            status, body = await fetch(url, max(10.0, left))
             text = body.decode(errors="replace")
             if status == 200 and all(f'="{name}"' in text for name in names):
                 return time.monotonic() - started
@@ -291,6 +293,37 @@ async def stall(tool: Tool, url: str) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class IdleRates:
+    """CPU seconds per second of a tool's process tree and of libvirtd while nobody scrapes."""
+
+    tool: float
+    libvirtd: float
+
+
+async def idle_rates(pid: int, daemon_pid: int, seconds: float) -> IdleRates:
+    """No scrape for ``seconds``: what the tool costs by itself (its own cycles), and libvirtd."""
+    cpu0, lcpu0, t0 = cpu_seconds(pid), cpu_seconds(daemon_pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    span = time.monotonic() - t0
+    return IdleRates((cpu_seconds(pid) - cpu0) / span, (cpu_seconds(daemon_pid) - lcpu0) / span)
+
+
+async def scrapes_with_cost(url: str, pid: int, daemon_pid: int, idle: IdleRates,
+                            concurrency: int, requests: int, pause: float,
+                            budget_s: float | None = None) -> dict[str, Any]:
+    """``client``'s latencies, plus the CPU per scrape of the tool and of libvirtd beyond idle."""
+    cpu0, lcpu0, t0 = cpu_seconds(pid), cpu_seconds(daemon_pid), time.monotonic()
+    run = await client(url, concurrency, requests, pause, budget_s)
+    span = time.monotonic() - t0
+    own = cpu_seconds(pid) - cpu0 - idle.tool * span
+    theirs = cpu_seconds(daemon_pid) - lcpu0 - idle.libvirtd * span
+    done = max(1, run["requests"])
+    run["cpu_per_scrape_ms"] = round(max(0.0, own) / done * 1e3, 3)
+    run["libvirtd_cpu_per_scrape_ms"] = round(max(0.0, theirs) / done * 1e3, 3)
+    return run
+
+
 async def measure_tool(tool: Tool, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """One tool: readiness, idle CPU, scrapes at 1 and 16, samples, RSS, the SIGSTOP window."""
     from tests.lab import lab
@@ -303,24 +336,13 @@ async def measure_tool(tool: Tool, names: list[str], args: argparse.Namespace) -
         result: dict[str, Any] = {"tool": tool.label, "url": url, "ready_s": round(ready, 2),
                                   "interval_s": None if tool.per_scrape_libvirt else args.interval}
         await client(url, 1, 5, 0.0)  # warm-up
-        # Idle: no scrape; what the tool costs by itself (its own cycles).
-        cpu0, lcpu0, t0 = cpu_seconds(pid), cpu_seconds(daemon_pid), time.monotonic()
-        await asyncio.sleep(args.idle)
-        idle_s = time.monotonic() - t0
-        idle_rate = (cpu_seconds(pid) - cpu0) / idle_s
-        libvirtd_idle_rate = (cpu_seconds(daemon_pid) - lcpu0) / idle_s
-        result["cpu_per_s_idle_ms"] = round(idle_rate * 1e3, 3)
+        idle = await idle_rates(pid, daemon_pid, args.idle)
+        result["cpu_per_s_idle_ms"] = round(idle.tool * 1e3, 3)
         result["cpu_per_interval_ms"] = (None if tool.per_scrape_libvirt
-                                         else round(idle_rate * args.interval * 1e3, 2))
+                                         else round(idle.tool * args.interval * 1e3, 2))
         for concurrency, requests in ((1, args.requests), (16, args.requests_16)):
-            cpu0, lcpu0, t0 = cpu_seconds(pid), cpu_seconds(daemon_pid), time.monotonic()
-            run = await client(url, concurrency, requests, args.pause)
-            span = time.monotonic() - t0
-            own = cpu_seconds(pid) - cpu0 - idle_rate * span
-            theirs = cpu_seconds(daemon_pid) - lcpu0 - libvirtd_idle_rate * span
-            run["cpu_per_scrape_ms"] = round(max(0.0, own) / run["requests"] * 1e3, 3)
-            run["libvirtd_cpu_per_scrape_ms"] = round(max(0.0, theirs) / run["requests"] * 1e3, 3)
-            result[f"c{concurrency}"] = run
+            result[f"c{concurrency}"] = await scrapes_with_cost(
+                url, pid, daemon_pid, idle, concurrency, requests, args.pause)
         _status, body = await fetch(url, 60)
         result["samples"], mine = count_samples(body, names)
         result["samples_per_lab_domain"] = round(mine / len(names), 1)

@@ -38,19 +38,24 @@ PROMETHEUS_HEADERS = {
 }
 
 
-async def scrape(url: str, concurrency: int, requests: int, pause: float) -> dict[str, Any]:
-    """``concurrency`` scrapers, ``requests`` GETs in total, ``pause`` s apart; latency in ms."""
+async def scrape(url: str, concurrency: int, requests: int, pause: float,
+                 budget_s: float | None = None) -> dict[str, Any]:
+    """``concurrency`` scrapers, ``requests`` GETs in total, ``pause`` s apart; latency in ms.
+
+    With ``budget_s``, no GET starts after that many seconds (a slow exporter gets fewer).
+    """
     import aiohttp
 
     latencies: list[float] = []
     sizes: set[int] = set()
     remaining = requests
+    deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
 
         async def scraper() -> None:
             nonlocal remaining
-            while remaining > 0:
+            while remaining > 0 and time.monotonic() < deadline:
                 remaining -= 1
                 start = time.perf_counter()
                 async with session.get(url, headers=PROMETHEUS_HEADERS) as response:
@@ -71,14 +76,22 @@ async def scrape(url: str, concurrency: int, requests: int, pause: float) -> dic
     }
 
 
-async def client(url: str, concurrency: int, requests: int, pause: float) -> dict[str, Any]:
+async def client(url: str, concurrency: int, requests: int, pause: float,
+                 budget_s: float | None = None) -> dict[str, Any]:
     """Run the scrapers in a child process (the daemon's loop then serves alone)."""
+    budget = [] if budget_s is None else ["--budget", str(budget_s)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.bench_scrape", "--role", "client", "--url", url,
         "--concurrency", str(concurrency), "--requests", str(requests), "--pause", str(pause),
-        stdout=asyncio.subprocess.PIPE,
+        *budget, stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        # Cancelled (a caller's time limit): the scrapers must not outlive it.
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
@@ -121,9 +134,12 @@ def main() -> None:
                         help="each scraper's pause between its requests")
     parser.add_argument("--url", default="")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=None,
+                        help="client: start no GET after this many seconds")
     args = parser.parse_args()
     if args.role == "client":
-        emit(asyncio.run(scrape(args.url, args.concurrency, args.requests, args.pause)))
+        emit(asyncio.run(scrape(args.url, args.concurrency, args.requests, args.pause,
+                                args.budget)))
         return
     quiet_logging()
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
