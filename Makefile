@@ -7,6 +7,9 @@
 #               bookworm-backports) with virtmon's Debian package, built against that libvirt,
 #               installed by apt, and the suite of tests/host2 run against it from outside.
 # `make deb`  : virtmon_VERSION_amd64.deb from the checkout (packaging/deb), checked by lintian.
+# `make bench`: every benchmark against the lab, side by side with the peers (docs/PERFORMANCE.md).
+# `make bench-sweep`: each cost against the number of domains, 10 to 10,000, for virtmon, the peers
+#               and the bare call (about 45 minutes); `make bench-plots` redraws its plots and table.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
 #               driver: no lab) through check-config, run and SIGHUP reloads.
 
@@ -37,8 +40,9 @@ DEB_PACKAGES := $(RUN_PACKAGES) lintian
 # write_prometheus needs libmicrohttpd and protobuf-c, which collectd-core only suggests.
 BENCH_PACKAGES := prometheus-libvirt-exporter collectd-core libmicrohttpd12 libprotobuf-c1
 
-.PHONY: run test lab-up lab-down lint pytest bench fuzz run-packages lab-packages bench-packages \
-        venv clean install-extras test-host2 host2-packages deb deb-packages
+.PHONY: run test lab-up lab-down lint pytest bench bench-sweep bench-plots fuzz run-packages \
+        lab-packages bench-packages venv bench-venv clean install-extras test-host2 \
+        host2-packages deb deb-packages
 
 # The test driver's domains live in the process and begin afresh every run: so does the state
 # (a journal and alerts of the last run's domains would be about domains that no longer exist).
@@ -89,9 +93,19 @@ fuzz: run-packages venv
 	VIRTMON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider -s \
 	    tests/test_config_fuzz.py
 
-bench: lab-packages bench-packages venv
+bench: lab-packages bench-packages bench-venv
 	$(MAKE) lab-up
 	status=0; $(BIN)/python -m bench || status=$$?; $(MAKE) lab-down; exit $$status
+
+# Not part of `make bench`: it takes about 45 minutes. bench/results/sweep.json, then the plots
+# (docs/perf-*.png) and the sweep section of docs/PERFORMANCE.md from it.
+bench-sweep: lab-packages bench-packages bench-venv
+	$(MAKE) lab-up
+	status=0; $(BIN)/python -m bench.bench_sweep && $(BIN)/python -m bench.sweep_plots \
+	    || status=$$?; $(MAKE) lab-down; exit $$status
+
+bench-plots: bench-venv
+	$(BIN)/python -m bench.sweep_plots
 
 # virtmonctl's shell completion and both manual pages, written by the tools of .venv, where
 # bash-completion, zsh and man look (PREFIX=/usr/local; DESTDIR for a staging directory).
@@ -137,6 +151,13 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The benchmarks' plots need matplotlib, from PyPI into .venv (the venv does not see Debian's).
+bench-venv: $(VENV)/.bench-installed
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
 clean:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,43 @@ def rss_mib(pid: int | str = "self") -> dict[str, float]:
             fields[key] = int(value.split()[0]) / 1024
     return {"rss_mib": round(fields.get("VmRSS", 0.0), 1),
             "rss_peak_mib": round(fields.get("VmHWM", 0.0), 1)}
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    import libvirt
+
+    def version(number: int) -> str:
+        return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+    try:
+        cpu_model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        cpu_model = platform.processor()
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
+        if line.startswith("MemTotal")
+    )
+    daemon = subprocess.run(["libvirtd", "--version"], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {
+        "uname": subprocess.run(["uname", "-a"], capture_output=True, text=True,
+                                check=False).stdout.strip(),
+        "cores": os.cpu_count(),
+        "cpu": cpu_model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "libvirt_library": version(libvirt.getVersion()),
+        "libvirtd": daemon,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # Other engineers' tests share the lab: the load says how quiet the machine was.
+        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
 
 
 class LagMeter:

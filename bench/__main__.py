@@ -11,19 +11,16 @@ notes.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR, ROOT, run_scenario
+from bench import RESULTS_DIR, ROOT, machine, run_scenario
 
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 
@@ -42,43 +39,6 @@ class Row:
     def status(self) -> str:
         """met / MISSED / blank (no target)."""
         return "" if self.met is None else ("met" if self.met else "MISSED")
-
-
-def machine() -> dict[str, Any]:
-    """Where the figures were measured."""
-    import libvirt
-
-    def version(number: int) -> str:
-        return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
-
-    try:
-        cpu_model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu_model = platform.processor()
-    mem_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
-        if line.startswith("MemTotal")
-    )
-    daemon = subprocess.run(["libvirtd", "--version"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    return {
-        "uname": subprocess.run(["uname", "-a"], capture_output=True, text=True,
-                                check=False).stdout.strip(),
-        "cores": os.cpu_count(),
-        "cpu": cpu_model,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "libvirt_library": version(libvirt.getVersion()),
-        "libvirtd": daemon,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        # Other engineers' tests share the lab: the load says how quiet the machine was.
-        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 def resume_libvirtd() -> None:
@@ -674,8 +634,9 @@ did not meet either: the short run is a smoke test, the long one the search.
 """
 
 
-def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any]) -> str:
-    """docs/PERFORMANCE.md."""
+def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
+             kept: str = "") -> str:
+    """docs/PERFORMANCE.md; ``kept``: the sweep section of the last one (bench.sweep_plots)."""
     missed = [r for r in lines if r.met is False]
     kvm = results.get("cycle_kvm", {})
     text = [
@@ -685,7 +646,8 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any]) ->
         "bench/results/results.json. Each scenario runs in its own process against the lab's",
         "libvirtd (tests/lab); the test driver is reached through libvirtd",
         "(`test+unix:///...`), never in-process, except by the alerts benchmarks, which",
-        "need no libvirt events (they publish into the daemon's bus).",
+        "need no libvirt events (they publish into the daemon's bus). The last section, the",
+        "curves, is written by `make bench-sweep` (bench.sweep_plots) and kept by this one.",
         "",
         "## Machine",
         "",
@@ -733,7 +695,16 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any]) ->
             side_by_side(peers),
         ]
     text += ["", NOTES, ON_DEMAND, CHEAPER_SAMPLES, PROFILE, FUZZ]
+    if kept:
+        text += [kept]
     return "\n".join(text)
+
+
+def kept_sweep() -> str:
+    """The sweep section of the current document: the sweep writes it, this run keeps it."""
+    from bench.sweep_plots import kept_section
+
+    return kept_section(DOC.read_text(encoding="utf-8")) if DOC.exists() else ""
 
 
 def main() -> int:
@@ -747,7 +718,7 @@ def main() -> int:
     if args.rewrite:
         saved = json.loads(out.read_text(encoding="utf-8"))
         lines = rows(saved["results"])
-        DOC.write_text(document(saved["machine"], lines, saved["results"]) + "\n",
+        DOC.write_text(document(saved["machine"], lines, saved["results"], kept_sweep()) + "\n",
                        encoding="utf-8")
         print(table(lines, markdown=False))
         return 0
@@ -763,7 +734,7 @@ def main() -> int:
                "wall_s": round(time.monotonic() - started, 1)}
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(document(info, lines, results) + "\n", encoding="utf-8")
+    DOC.write_text(document(info, lines, results, kept_sweep()) + "\n", encoding="utf-8")
     print(f"wrote {out.relative_to(ROOT)} and {DOC.relative_to(ROOT)} "
           f"in {time.monotonic() - started:.0f} s")
     return 0

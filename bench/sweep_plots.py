@@ -1,0 +1,314 @@
+"""The sweep's results (bench/results/sweep.json) as plots and a table.
+
+Reads what ``python -m bench.bench_sweep`` wrote and can be rerun at will: one PNG per cost in
+docs/ (perf-*.png: each cost against the number of domains, log x, one line per tool), and the
+sweep section of docs/PERFORMANCE.md (between its markers; ``python -m bench`` keeps it when it
+regenerates the rest). The medians of a point's repeats are plotted and tabulated; a point whose
+repeats spread by more than half their median is marked noisy (hollow marker, * in the table).
+
+    python -m bench.sweep_plots [--results bench/results/sweep.json] [--docs docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# A KVM domain with no OS costs ~21 MiB of host memory (docs: LAB.md) and may touch its 64 MiB.
+KVM_DOMAIN_MIB = 96.0
+# Left free for everyone else on the machine.
+KVM_RESERVE_MIB = 4096.0
+# Repeats whose spread (max - min) exceeds this share of their median mark a point noisy.
+NOISY_SPREAD = 0.5
+
+# In plotting order: the tools, then the floor.
+TOOLS = {
+    "virtmon": "virtmon",
+    "libvirt_exporter": "kumina (prometheus-libvirt-exporter 0.2)",
+    "collectd": "collectd 5.12 virt + write_prometheus",
+    "bare": "bare getAllDomainStats",
+}
+SCENARIOS = {
+    "test": "test-driver domains through libvirtd",
+    "kvm": "lab KVM domains made for the run",
+}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One plotted cost: its figure file, title, unit, the point fields it plots, log y."""
+
+    slug: str
+    title: str
+    unit: str
+    # (field, line style label): several fields share one plot (p50 and p99).
+    fields: tuple[tuple[str, str], ...]
+    log_y: bool = True
+
+
+COSTS = (
+    Cost("scrape-latency", "Scrape latency, 1 scraper", "ms",
+         (("scrape_p50_ms", "p50"), ("scrape_p99_ms", "p99"))),
+    Cost("cpu-per-interval", "Tool CPU per collection interval (one scrape in it)", "ms",
+         (("cpu_per_interval_ms", ""),)),
+    Cost("rss", "RSS, process tree (sum of peaks)", "MiB", (("rss_peak_mib", ""),),
+         log_y=False),
+    Cost("cycle-time", "Cycle time (collection wall time)", "ms", (("cycle_ms", ""),)),
+)
+FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
+
+# What the last full run showed, written by hand after it (the figures above are regenerated).
+NOTES = ""
+
+BEGIN = "<!-- sweep: written by python -m bench.sweep_plots; kept by python -m bench -->"
+END = "<!-- sweep: end -->"
+
+
+def kvm_sizes_that_fit(sizes: list[int], available_mib: float,
+                       per_domain_mib: float = KVM_DOMAIN_MIB,
+                       reserve_mib: float = KVM_RESERVE_MIB) -> list[int]:
+    """The KVM sizes whose domains fit in the available memory, leaving the reserve free."""
+    room = (available_mib - reserve_mib) / per_domain_mib
+    return [size for size in sorted(sizes) if size <= room]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One field at one point over its repeats: the median, the values, noisy or not."""
+
+    median: float
+    values: tuple[float, ...]
+
+    @property
+    def noisy(self) -> bool:
+        """The repeats spread by more than NOISY_SPREAD of the median."""
+        if len(self.values) < 2:
+            return False
+        spread = max(self.values) - min(self.values)
+        return spread > NOISY_SPREAD * abs(self.median) if self.median else spread > 0
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (scenario, tool, domains) over its repeats."""
+
+    scenario: str
+    tool: str
+    domains: int
+    repeats: int
+    timeouts: int
+    errors: tuple[str, ...]
+    figures: dict[str, Figure]
+
+
+def figure_of(values: Iterable[float | None]) -> Figure | None:
+    """The median of the values measured (None where none was)."""
+    measured = tuple(float(v) for v in values if v is not None)
+    return Figure(statistics.median(measured), measured) if measured else None
+
+
+def summarize(points: list[dict[str, Any]]) -> list[Point]:
+    """The repeats of each (scenario, tool, domains) folded into medians, in run order."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault((point["scenario"], point["tool"], point["domains"]), []).append(point)
+    out = []
+    for (scenario, tool, domains), runs in groups.items():
+        ok = [run for run in runs if run.get("status") == "ok"]
+        figures = {field: got for field in FIELDS
+                   if (got := figure_of(run.get(field) for run in ok)) is not None}
+        out.append(Point(scenario, tool, domains, len(runs),
+                         sum(run.get("status") == "timeout" for run in runs),
+                         tuple(run["error"] for run in runs if run.get("status") == "error"),
+                         figures))
+    return out
+
+
+def series(summary: list[Point], scenario: str,
+           field: str) -> dict[str, list[tuple[int, float, bool]]]:
+    """{tool: [(domains, median, noisy)]} of one field in one scenario, by domains, in TOOLS order.
+
+    Points without the field (a timeout, a tool that does not report it) are left out.
+    """
+    lines: dict[str, list[tuple[int, float, bool]]] = {}
+    for point in summary:
+        got = point.figures.get(field)
+        if point.scenario == scenario and got is not None:
+            lines.setdefault(point.tool, []).append((point.domains, got.median, got.noisy))
+    return {tool: sorted(lines[tool]) for tool in TOOLS if tool in lines}
+
+
+def timeouts(summary: list[Point], scenario: str) -> dict[str, list[int]]:
+    """{tool: [domains]} where a repeat timed out in one scenario."""
+    out: dict[str, list[int]] = {}
+    for point in summary:
+        if point.scenario == scenario and point.timeouts:
+            out.setdefault(point.tool, []).append(point.domains)
+    return out
+
+
+def conditions(data: dict[str, Any]) -> str:
+    """Date, machine and load of the run, for the captions."""
+    info = data["machine"]
+    return (f"{info['date']}, {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, "
+            f"libvirt {info['libvirt_library']}; load average before "
+            f"{info['load_average_before']}, after {info.get('load_average_after', '?')}")
+
+
+def plot(data: dict[str, Any], docs: Path) -> list[Path]:
+    """Write one PNG per cost into ``docs``; their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(data["points"])
+    styles = ("-", "--")
+    colours = dict(zip(TOOLS, ("tab:blue", "tab:red", "tab:green", "black"), strict=True))
+    written = []
+    for cost in COSTS:
+        fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(12, 4.8))
+        for axis, (scenario, title) in zip(axes, SCENARIOS.items(), strict=True):
+            late = timeouts(summary, scenario)
+            for (field, variant), style in zip(cost.fields, styles, strict=False):
+                for tool, line in series(summary, scenario, field).items():
+                    xs = [x for x, _, _ in line]
+                    ys = [y for _, y, _ in line]
+                    label = TOOLS[tool] + (f" {variant}" if variant else "")
+                    axis.plot(xs, ys, style, color=colours[tool], label=label)
+                    for x, y, noisy in line:
+                        axis.plot([x], [y], "o", color=colours[tool],
+                                  markerfacecolor="white" if noisy else colours[tool])
+            for tool, sizes in late.items():
+                axis.plot([], [], "x", color=colours[tool],
+                          label=f"{TOOLS[tool]}: timed out at {', '.join(map(str, sizes))}")
+            axis.set_xscale("log")
+            if cost.log_y:
+                axis.set_yscale("log")
+            axis.set_xlabel("domains")
+            axis.set_ylabel(cost.unit)
+            axis.set_title(title)
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend(fontsize=7)
+        fig.suptitle(f"{cost.title} (median of repeats; hollow: noisy)")
+        fig.text(0.5, 0.005, conditions(data), ha="center", fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path = docs / f"perf-{cost.slug}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def cell(point: Point | None, field: str) -> str:
+    """One table cell: the median (* if noisy), or why there is none."""
+    if point is None:
+        return ""
+    got = point.figures.get(field)
+    if got is None:
+        if point.timeouts:
+            return f"timeout ({point.timeouts}/{point.repeats})"
+        return "error" if point.errors else "-"
+    text = f"{got.median:,.1f}" if got.median >= 10 else f"{got.median:.2f}"
+    if got.noisy:
+        text += f"* ({min(got.values):.3g} to {max(got.values):.3g})"
+    if point.timeouts:
+        text += f", timeout {point.timeouts}/{point.repeats}"
+    return text
+
+
+def table(summary: list[Point], scenario: str) -> str:
+    """The figures of one scenario: a row per size and field, a column per tool."""
+    by_key = {(p.tool, p.domains): p for p in summary if p.scenario == scenario}
+    sizes = sorted({p.domains for p in summary if p.scenario == scenario})
+    names = {"scrape_p50_ms": "scrape p50 (ms)", "scrape_p99_ms": "scrape p99 (ms)",
+             "cpu_per_interval_ms": "CPU per interval (ms)", "rss_peak_mib": "RSS (MiB)",
+             "cycle_ms": "cycle (ms)"}
+    lines = ["| domains | figure | " + " | ".join(TOOLS.values()) + " |",
+             "|---:|---|" + "---:|" * len(TOOLS)]
+    for size in sizes:
+        for field in FIELDS:
+            lines.append(f"| {size:,} | {names[field]} | "
+                         + " | ".join(cell(by_key.get((tool, size)), field) for tool in TOOLS)
+                         + " |")
+    return "\n".join(lines)
+
+
+def section(data: dict[str, Any], notes: str = "") -> str:
+    """The sweep section of docs/PERFORMANCE.md, markers included."""
+    summary = summarize(data["points"])
+    settings = data["settings"]
+    host = {p["domains"]: p["host_domains"] for p in data["points"] if p["scenario"] == "kvm"}
+    about = (
+        f"`make bench-sweep` (`python -m bench.bench_sweep`, then `python -m bench.sweep_plots`),"
+        f" one run: {conditions(data)}; {data['wall_s'] / 60:.0f} minutes. Each point is the "
+        f"median of {settings['repeat']} repeats (each tool started afresh); * marks a noisy "
+        f"point (repeats spread by more than {NOISY_SPREAD:.0%} of the median; the range "
+        "follows). virtmon and collectd collect every "
+        f"{settings['interval']:g} s; the exporter collects on each scrape. Scrape latency: "
+        f"up to {settings['requests']} GETs from one scraper, none started after "
+        f"{settings['scrape_budget']:g} s. CPU per interval: utime+stime of the tool's process "
+        f"tree over {settings['intervals']} intervals with one scrape each (10 ms ticks: "
+        f"{10 / settings['intervals']:g} ms resolution); for the exporter, per scrape. RSS: the "
+        "sum of the peaks of the tool's processes (virtmon's includes its admin helper). Cycle: "
+        "virtmon's `virtmon_collection_duration_seconds`, the exporter's scrape, the bare call "
+        "with virtmon's stats groups (median of "
+        f"{settings['bare_calls']}); collectd does not export its read time. A tool gets "
+        f"{settings['point_timeout']:g} s per point. KVM points: the tools see every domain on "
+        "the shared host (" + ", ".join(f"{n} made: {h} on the host" for n, h in
+                                        sorted(host.items())) + ")."
+    )
+    text = [BEGIN, "## Curves: each cost against the number of domains", "",
+            textwrap.fill(about, 100, break_on_hyphens=False), ""]
+    for cost in COSTS:
+        text += [f"![{cost.title}](perf-{cost.slug}.png)", ""]
+    for scenario, title in SCENARIOS.items():
+        if any(p.scenario == scenario for p in summary):
+            text += [f"### {title[0].upper()}{title[1:]}", "", table(summary, scenario), ""]
+    if notes:
+        text += [notes.strip(), ""]
+    text.append(END)
+    return "\n".join(text)
+
+
+def kept_section(document: str) -> str:
+    """The sweep section of a document, markers included ('' if it has none)."""
+    start = document.find(BEGIN)
+    end = document.find(END, start)
+    if start < 0 or end < 0:
+        return ""
+    return document[start:end + len(END)]
+
+
+def with_section(document: str, new: str) -> str:
+    """The document with its sweep section replaced by ``new`` (appended if it had none)."""
+    old = kept_section(document)
+    if old:
+        return document.replace(old, new)
+    return document.rstrip("\n") + "\n\n" + new + "\n"
+
+
+def main() -> None:
+    """Read the results, write the plots and the section."""
+    root = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=root / "bench" / "results" / "sweep.json")
+    parser.add_argument("--docs", type=Path, default=root / "docs")
+    args = parser.parse_args()
+    data = json.loads(args.results.read_text(encoding="utf-8"))
+    for path in plot(data, args.docs):
+        print(f"wrote {path}")
+    doc = args.docs / "PERFORMANCE.md"
+    doc.write_text(with_section(doc.read_text(encoding="utf-8"), section(data, NOTES)),
+                   encoding="utf-8")
+    print(f"wrote {doc}")
+
+
+if __name__ == "__main__":
+    main()
