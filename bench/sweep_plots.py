@@ -42,23 +42,23 @@ SCENARIOS = {
 
 @dataclass(frozen=True)
 class Cost:
-    """One plotted cost: its figure file, title, unit, the point fields it plots, log y."""
+    """One plotted cost: its figure file, title, unit, the point fields it plots, y scale."""
 
     slug: str
     title: str
     unit: str
     # (field, line style label): several fields share one plot (p50 and p99).
     fields: tuple[tuple[str, str], ...]
-    log_y: bool = True
+    # matplotlib's: "symlog" is linear below 10 (CPU figures of 0, under the 10 ms tick).
+    y_scale: str = "log"
 
 
 COSTS = (
     Cost("scrape-latency", "Scrape latency, 1 scraper", "ms",
          (("scrape_p50_ms", "p50"), ("scrape_p99_ms", "p99"))),
     Cost("cpu-per-interval", "Tool CPU per collection interval (one scrape in it)", "ms",
-         (("cpu_per_interval_ms", ""),)),
-    Cost("rss", "RSS, process tree (sum of peaks)", "MiB", (("rss_peak_mib", ""),),
-         log_y=False),
+         (("cpu_per_interval_ms", ""),), "symlog"),
+    Cost("rss", "RSS, process tree (sum of peaks)", "MiB", (("rss_peak_mib", ""),), "linear"),
     Cost("cycle-time", "Cycle time (collection wall time)", "ms", (("cycle_ms", ""),)),
 )
 FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
@@ -173,7 +173,8 @@ def plot(data: dict[str, Any], docs: Path) -> list[Path]:
     colours = dict(zip(TOOLS, ("tab:blue", "tab:red", "tab:green", "black"), strict=True))
     written = []
     for cost in COSTS:
-        fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(12, 4.8))
+        fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(12, 5.6))
+        legend: dict[str, Any] = {}
         for axis, (scenario, title) in zip(axes, SCENARIOS.items(), strict=True):
             late = timeouts(summary, scenario)
             for (field, variant), style in zip(cost.fields, styles, strict=False):
@@ -187,18 +188,25 @@ def plot(data: dict[str, Any], docs: Path) -> list[Path]:
                                   markerfacecolor="white" if noisy else colours[tool])
             for tool, sizes in late.items():
                 axis.plot([], [], "x", color=colours[tool],
-                          label=f"{TOOLS[tool]}: timed out at {', '.join(map(str, sizes))}")
+                          label=f"{TOOLS[tool]}: timed out at "
+                                f"{', '.join(f'{n:,}' for n in sizes)} {scenario} domains")
             axis.set_xscale("log")
-            if cost.log_y:
-                axis.set_yscale("log")
+            if cost.y_scale == "symlog":
+                axis.set_yscale("symlog", linthresh=10)
+                axis.set_ylim(bottom=0)
+            else:
+                axis.set_yscale(cost.y_scale)
             axis.set_xlabel("domains")
             axis.set_ylabel(cost.unit)
             axis.set_title(title)
             axis.grid(True, which="both", alpha=0.3)
-            axis.legend(fontsize=7)
+            for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
         fig.suptitle(f"{cost.title} (median of repeats; hollow: noisy)")
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=7,
+                   bbox_to_anchor=(0.5, 0.03))
         fig.text(0.5, 0.005, conditions(data), ha="center", fontsize=7)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.tight_layout(rect=(0, 0.16, 1, 1))
         path = docs / f"perf-{cost.slug}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
@@ -247,7 +255,8 @@ def section(data: dict[str, Any], notes: str = "") -> str:
     host = {p["domains"]: p["host_domains"] for p in data["points"] if p["scenario"] == "kvm"}
     about = (
         f"`make bench-sweep` (`python -m bench.bench_sweep`, then `python -m bench.sweep_plots`),"
-        f" one run: {conditions(data)}; {data['wall_s'] / 60:.0f} minutes. Each point is the "
+        f" one run: {conditions(data)}; {data['wall_s'] / 60:.0f} minutes, which is why it is not "
+        "part of `make bench`. Each point is the "
         f"median of {settings['repeat']} repeats (each tool started afresh); * marks a noisy "
         f"point (repeats spread by more than {NOISY_SPREAD:.0%} of the median; the range "
         "follows). virtmon and collectd collect every "
