@@ -9,7 +9,7 @@
 # `make deb`  : virtmon_VERSION_amd64.deb from the checkout (packaging/deb), checked by lintian.
 # `make bench`: every benchmark against the lab, side by side with the peers (docs/PERFORMANCE.md).
 # `make bench-sweep`: each cost against the number of domains, 10 to 10,000, for virtmon, the peers
-#               and the bare call (about 45 minutes); `make bench-plots` redraws its plots and table.
+#               and the bare call (about an hour); `make bench-plots` redraws its plots and table.
 # `make fuzz` : the configuration fuzzer's long run (FUZZ_EXAMPLES random documents, on the test
 #               driver: no lab) through check-config, run and SIGHUP reloads.
 
@@ -97,7 +97,7 @@ bench: lab-packages bench-packages bench-venv
 	$(MAKE) lab-up
 	status=0; $(BIN)/python -m bench || status=$$?; $(MAKE) lab-down; exit $$status
 
-# Not part of `make bench`: it takes about 45 minutes. bench/results/sweep.json, then the plots
+# Not part of `make bench`: it takes about an hour. bench/results/sweep.json, then the plots
 # (docs/perf-*.png) and the sweep section of docs/PERFORMANCE.md from it.
 bench-sweep: lab-packages bench-packages bench-venv
 	$(MAKE) lab-up
