@@ -55,14 +55,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         """Open the AF_UNIX socket instead of a TCP connection."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = connect_unix(self.path, self.timeout)
+
+
+def connect_unix(path: str, timeout: float | None) -> socket.socket:
+    """A stream socket connected to ``path`` (closed again if the connect fails)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _unreachable(path: str, exc: OSError | http.client.HTTPException) -> Unreachable:
@@ -99,17 +104,16 @@ def _not_a_socket(path: str) -> str:
     return "a directory" if stat.S_ISDIR(mode) else "a file"
 
 
-def _problem(response: http.client.HTTPResponse) -> Problem:
-    """The error an HTTP error response carries."""
-    body = response.read()
+def problem_of(status: int, reason: str, body: bytes) -> Problem:
+    """The error an HTTP error answer carries: its problem document, else its first words."""
     try:
         doc = json.loads(body)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("title"), str):
-        return Problem(response.status, doc["title"], str(doc.get("detail") or ""), doc)
+        return Problem(status, doc["title"], str(doc.get("detail") or ""), doc)
     text = body.decode(errors="replace").strip()
-    return Problem(response.status, response.reason or f"HTTP {response.status}", text[:200])
+    return Problem(status, reason or f"HTTP {status}", text[:200])
 
 
 class ControlClient:
@@ -129,7 +133,7 @@ class ControlClient:
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             if response.status >= 400:
-                raise _problem(response)
+                raise problem_of(response.status, response.reason, response.read())
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise _unreachable(self.path, exc) from exc
