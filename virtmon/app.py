@@ -314,6 +314,8 @@ class Daemon:
             "events": self.bus.status(),
             "admin_helper": (self.admin_helper.status() if self.admin_helper is not None
                              else {"enabled": False, "pid": None, "restarts": 0}),
+            "guest_agent": (self.guest_agent.status() if self.guest_agent is not None
+                            else {"enabled": False}),
             "control": {**self.executor.status(), "streams": self.stream_slots.open},
             "alerts": self.alerts.status(),
         }

@@ -144,8 +144,8 @@ class GuestAgentPoller:
         return ()
 
     def status(self) -> dict[str, Any]:
-        """The poller's part of the daemon's status."""
-        return {"interval": self.interval, "rounds": self.rounds,
+        """The poller's part of the daemon's status (``GET /v1/status``, key ``guest_agent``)."""
+        return {"enabled": True, "interval": self.interval, "rounds": self.rounds,
                 "connected_agents": len(self.connected),
                 "up": sum(agent.up for agent in self.agents.values())}
 
