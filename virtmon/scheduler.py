@@ -29,6 +29,7 @@ from virtmon.exposition.cache import Exposition
 from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import LabelStrings
 from virtmon.selfmetrics import CycleStats
+from virtmon.ticks import sleep_to_next_tick
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
@@ -166,11 +167,7 @@ class Scheduler:
         await self.cycle()
         task_status.started()
         while True:
-            next_tick += self.interval
-            now = time.monotonic()
-            if next_tick < now:  # a cycle overran: skip the ticks it missed, keep the phase
-                next_tick += self.interval * ((now - next_tick) // self.interval + 1)
-            await anyio.sleep(next_tick - now)
+            next_tick = await sleep_to_next_tick(next_tick, self.interval)
             await self.cycle()
 
     async def wait_cycle(self) -> None:

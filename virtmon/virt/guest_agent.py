@@ -35,6 +35,7 @@ from virtmon.collectors.guest_agent import AgentState, GuestReading, guest_agent
 from virtmon.component import Restart
 from virtmon.events.model import Event
 from virtmon.exposition.family import MetricFamily
+from virtmon.ticks import sleep_to_next_tick
 from virtmon.virt.calls import CallTimeout, LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.handle import ConnectionSettings
@@ -208,11 +209,7 @@ class GuestAgentPoller:
                 log.warning("virtmon.guest_agent.round_failed", error=str(exc))
             async with self._round_done:
                 self._round_done.notify_all()
-            next_tick += self.interval
-            now = time.monotonic()
-            if next_tick < now:  # a round overran: skip the ticks it missed, keep the phase
-                next_tick += self.interval * ((now - next_tick) // self.interval + 1)
-            await anyio.sleep(next_tick - now)
+            next_tick = await sleep_to_next_tick(next_tick, self.interval)
 
     async def wait_round(self) -> None:
         """Return after the next round has finished (tests, benches)."""
