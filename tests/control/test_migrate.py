@@ -4,7 +4,8 @@ A daemon on the lab with two configured destinations: one whose libvirtd is not 
 socket path that does not exist), and a name for the lab itself. The request names one; an
 unknown name, a read caller, or a daemon without allow_write are refused before libvirt is
 asked, and a destination that cannot be reached is libvirt's own error, the guest still running
-where it was; one that never answers is 504 at control.migration_timeout. The migration itself, between two hosts, is tests/host2/test_migration.py.
+where it was; one that never answers is 504 at control.migration_timeout. The migration
+itself, between two hosts, is tests/host2/test_migration.py.
 """
 
 from __future__ import annotations
