@@ -203,7 +203,7 @@ async def test_status_is_assembled_from_the_components(short_tmp: Path) -> None:
         assert status["journal"] == daemon.journal.status()
         assert status["events"] == daemon.bus.status()
         assert status["alerts"] == daemon.alerts.status()
-        assert status["control"] == {**daemon.executor.status(), "streams": 0}
+        assert status["control"] == {**daemon.executor.status(), "streams": 0, "consoles": 0}
         assert status["guest_agent"] == {"enabled": False}
         assert set(status) == {"version", "started_at", "libvirt", "domains", "collection",
                                "journal", "events", "admin_helper", "guest_agent", "control",

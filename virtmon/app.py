@@ -34,6 +34,7 @@ from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
 from virtmon.component import Part
 from virtmon.config import Config
+from virtmon.control.console import Consoles
 from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
 from virtmon.control.roles import RoleMap
@@ -216,6 +217,8 @@ class Daemon:
             migration_destinations=config.control.migration_destinations,
             migration_timeout=config.control.migration_timeout,
         )
+        # The consoles and channels open on the control socket (their own connections and caller).
+        self.consoles = Consoles(self.executor)
         # Its last results join each cycle's exposition; its calls never share the cycle's.
         self.guest_agent: GuestAgentPoller | None = None
         if config.collect.guest_agent:
@@ -225,7 +228,7 @@ class Daemon:
         self.scheduler = Scheduler(
             self.supervisor, self.pool, self.caller, config.collect,
             sources=[SelfMetrics(self.supervisor, self.bus, self.caller, cycle_stats),
-                     self.alerts, self.executor.stats,
+                     self.alerts, self.executor.stats, self.consoles,
                      *([self.guest_agent] if self.guest_agent is not None else [])],
             stats=cycle_stats,
             domain_info=self.domain_cache.snapshot,
@@ -316,7 +319,8 @@ class Daemon:
                              else {"enabled": False, "pid": None, "restarts": 0}),
             "guest_agent": (self.guest_agent.status() if self.guest_agent is not None
                             else {"enabled": False}),
-            "control": {**self.executor.status(), "streams": self.stream_slots.open},
+            "control": {**self.executor.status(), "streams": self.stream_slots.open,
+                        "consoles": self.consoles.open},
             "alerts": self.alerts.status(),
         }
 
@@ -451,7 +455,7 @@ class Daemon:
                         max_in_flight=self.config.control.max_requests,
                         max_per_caller=self.config.control.max_requests_per_caller,
                         stream_limits=self.stream_slots.limits,
-                        stream_slots=self.stream_slots),
+                        stream_slots=self.stream_slots, consoles=self.consoles),
             access_log=None,
             # A follower that goes away must not keep its handler waiting for the next event.
             handler_cancellation=True,

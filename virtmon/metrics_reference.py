@@ -15,6 +15,7 @@ from virtmon.alerts.metrics import FAMILIES as ALERT_FAMILIES
 from virtmon.collectors import COLLECTORS, DEFAULT_ENABLED
 from virtmon.collectors.base import FACTS_EVERY, OUTCOME_FAMILIES
 from virtmon.collectors.guest_agent import FAMILIES as GUEST_AGENT_FAMILIES
+from virtmon.control.console import CONSOLE_FAMILIES
 from virtmon.control.executor import REQUESTS_FAMILY
 from virtmon.exposition.family import FamilySpec
 from virtmon.exposition.process import FAMILIES as PROCESS_FAMILIES
@@ -110,7 +111,8 @@ def reference() -> str:
     out += ["", "## virtmon itself", "",
             "The collection, the libvirt connection, the event bus, alerts, webhooks and the "
             "control API.", "",
-            *table((*OUTCOME_FAMILIES, *SELF_FAMILIES, *ALERT_FAMILIES, REQUESTS_FAMILY))]
+            *table((*OUTCOME_FAMILIES, *SELF_FAMILIES, *ALERT_FAMILIES, REQUESTS_FAMILY,
+                    *CONSOLE_FAMILIES))]
     out += ["", "## Processes", "",
             "The standard series every exporter has, from prometheus_client's process "
             "collector: the daemon's, and (while it runs) the admin helper's.", "",

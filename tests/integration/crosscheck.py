@@ -922,6 +922,11 @@ CHECKS: dict[str, Check] = {
     "virtmon_alerts_cycles_dropped_total": Check("counter", "counter", _any({})),
     "virtmon_control_requests_total": Check("counter", "steady", lambda t: {
         labels(operation=op, code=code): n for (op, code), n in t.extra["control"].items()}),
+    # The cross-check opens no console; nothing may have been abandoned.
+    "virtmon_console_streams_open": Check("gauge", "steady", single(lambda _t: 0)),
+    "virtmon_console_calls_abandoned_total": Check("counter", "steady", single(lambda _t: 0)),
+    "virtmon_console_calls_abandoned_outstanding": Check("gauge", "steady",
+                                                         single(lambda _t: 0)),
     # The daemon's and the admin helper's processes.
     "process_cpu_seconds_total": Check("counter", "counter",
                                        _processes(lambda p: p.cpu_seconds)),
