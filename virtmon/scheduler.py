@@ -27,7 +27,7 @@ from virtmon.config import CollectConfig, keeping
 from virtmon.events.counters import EventCounts
 from virtmon.exposition.cache import Exposition
 from virtmon.exposition.family import MetricFamily
-from virtmon.exposition.render import LabelStrings
+from virtmon.exposition.render import CarriedSeries
 from virtmon.selfmetrics import CycleStats
 from virtmon.ticks import sleep_to_next_tick
 from virtmon.virt.calls import LibvirtCaller
@@ -107,8 +107,8 @@ class Scheduler:
         # Rendered by prometheus_client into each exposition (the process_* series).
         self.client_metrics = client_metrics
         self.stats = stats
-        # Each cycle's renders start from the label strings the last one built.
-        self.label_strings = LabelStrings()
+        # Each cycle's renders start from the series the last one wrote.
+        self.carried_series = CarriedSeries()
         self.exposition = Exposition([])
         self.snapshot: StatsSnapshot | None = None
         self._cycle_done = anyio.Condition()
@@ -159,7 +159,8 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition(self.own_families(), self.client_metrics, self.label_strings)
+        self.exposition = Exposition(self.own_families(), self.client_metrics,
+                                     self.carried_series)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -209,7 +210,7 @@ class Scheduler:
                     listener(families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        exposition = Exposition(families, self.client_metrics, self.label_strings)
+        exposition = Exposition(families, self.client_metrics, self.carried_series)
         # The forms asked for during the last cycle are rendered before the new one is
         # published (scrapes meanwhile get the last one), so steady scrapers never wait for a
         # render; other forms render on their first request, none if nobody scrapes.

@@ -2,8 +2,10 @@
 
 Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families,
 each made from one of its declarations (`families`, which docs/metrics.md is written from).
-It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
-or device is simply absent from the next cycle) and never sees a registry. `run_collectors`
+It makes no libvirt call and no other I/O, keeps no state between cycles that could change what
+it returns (so a vanished domain or device is simply absent from the next cycle; it may reuse
+the last cycle's label tuples of the series it makes again, to save allocating them) and never
+sees a registry. `run_collectors`
 times each one, turns its outcome into `virtmon_collector_success` and
 `virtmon_collector_duration_seconds`, and keeps one failure from affecting the others.
 """

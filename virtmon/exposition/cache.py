@@ -28,7 +28,7 @@ from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
-    LabelStrings,
+    CarriedSeries,
     render_openmetrics,
     render_text,
 )
@@ -90,14 +90,14 @@ class Exposition:
     ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
     prometheus_client after the families. It is collected once, by the first render, so that
     every form of one cycle shows the same values. ``samples`` counts the families' samples only.
-    ``labels``: label strings carried from one cycle's renders to the next (the scheduler's).
+    ``carried``: the series carried from one cycle's renders to the next (the scheduler's).
     """
 
     def __init__(self, families: Sequence[MetricFamily],
                  client: CollectorRegistry | None = None,
-                 labels: LabelStrings | None = None) -> None:
+                 carried: CarriedSeries | None = None) -> None:
         self.families = families
-        self._labels = labels
+        self._carried = carried
         self.samples = sum(len(family.samples) for family in families)
         # Bodies made per form (a second one would be wasted work): for tests and benchmarks.
         self.renders: Counter[Variant] = Counter()
@@ -172,8 +172,8 @@ class Exposition:
     def _render(self, openmetrics: bool) -> bytes:
         client = self._collected_client()
         if openmetrics:
-            return render_openmetrics(self.families, client, self._labels)
-        return render_text(self.families, client, self._labels)
+            return render_openmetrics(self.families, client, self._carried)
+        return render_text(self.families, client, self._carried)
 
     def _collected_client(self) -> CollectorRegistry | None:
         """``client``'s metrics as the first render found them: both formats show the same."""
