@@ -121,6 +121,13 @@ def run_all(quick: bool) -> dict[str, Any]:
          ["--alerts", "10000", "--resend-interval", "10"], 900, 2),
         # One attempt only: each run stops libvirtd (SIGSTOP) for 10 s once per tool.
         ("peers", "bench.bench_peers", ["--domains", "10", "--idle", str(15 * scale)], 900, 1),
+        # The daemon as installed, in a process of its own with its admin helper.
+        ("footprint_kvm", "bench.bench_footprint", ["--scenario", "kvm", "--domains", "10",
+                                                    "--interval", "10", "--cycles", "4"], 600, 2),
+        ("footprint_test_1000", "bench.bench_footprint", ["--domains", "1000", "--interval", "5",
+                                                          "--cycles", "6"], 600, 2),
+        ("footprint_test_5000", "bench.bench_footprint", ["--domains", "5000", "--interval", "5",
+                                                          "--cycles", "6"], 600, 2),
         ("guest", "bench.bench_guest", ["--boots", "3" if quick else "5"], 600, 2),
         ("guest_agent", "bench.bench_guest_agent", ["--cycles", "20" if quick else "40"],
          600, 2),
@@ -214,6 +221,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 add(area, f"p50 / p99, {conc} scraper{'s' if conc > 1 else ''}, {text}",
                     f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms", target,
                     (lambda run=run: run["p99_ms"] <= 5) if target else None)  # type: ignore[misc]
+    for name, label, limit in (("footprint_kvm", "10 KVM", 72), ("footprint_test_1000",
+                                                                   "1,000 test", 100),
+                               ("footprint_test_5000", "5,000 test", 180)):
+        if (data := ok(name)) is not None:
+            footprint_rows(data, f"footprint, {label} domains", limit, add)
     if (booted := ok("guest")) is not None:
         area = f"lab guest ({booted['virt_type']})"
         add(area, "image build from scratch (download, unpack, initramfs)",
@@ -290,6 +302,22 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add("render", "prometheus_client generate_latest µs/sample",
             f"{render['prometheus_client_generate_latest']['us_per_sample_median']:.2f}")
     return out
+
+
+def footprint_rows(data: dict[str, Any], area: str, limit: float,
+                   add: Callable[..., None]) -> None:
+    """The rows of bench.bench_footprint: the process tree's memory against its target, which
+    is judged by RSS (each process's peak, summed); PSS and USS beside it (see "Footprint")."""
+    from bench.bench_peers import memory_text, peak_text
+
+    processes = list(data["processes"].values())
+    add(area, "process tree (daemon + admin helper): RSS / PSS / USS", memory_text(data))
+    add(area, "… peaks: RSS (each process's, summed) / PSS / USS (sampled)", peak_text(data),
+        f"≤ {limit} MiB RSS", lambda: data["rss_peak_mib"] <= limit)
+    if len(processes) > 1:
+        helper = processes[1]
+        add(area, "admin helper: RSS / PSS / USS", memory_text(helper), "≤ 12 MiB RSS",
+            lambda: helper["rss_mib"] <= 12)
 
 
 def alerts_scale_rows(data: dict[str, Any], add: Callable[..., None]) -> None:
