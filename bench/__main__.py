@@ -406,7 +406,11 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   subscriber has queued in one `write` (it wrote each event separately, ~17 % of the loop at
   2,500 events/s); the domain cache no longer re-reads a domain on start, stop or undefine (one
   `lookupByUUIDString` per lifecycle event before); queued `update_handle` calls are coalesced
-  (see "Profile" below).
+  (see "Profile" below). Three more took a third of the daemon's CPU per event away (see
+  "Event storm, second profile" below): daemon CPU per 1,000 events 0.17-0.22 s before, 0.14-0.16
+  s after (three runs each, alternated, load average 6-10). Latency p99 in those same runs was
+  189-516 ms on both trees and loop lag p99 26-60 ms: other users' load, so the < 5 ms target can
+  only be judged in a quiet run.
 - **Loop lag while 1,000-domain cycles run** (17-21 ms quiet before `gc.freeze()`; 15-90 ms
   before collectors moved off the loop). Most of it was the cyclic garbage collector: a full
   collection holds the GIL for ~20 ms at this size, whichever thread triggers it. The daemon
@@ -682,6 +686,42 @@ from the domain cache instead of two calls per domain.
 # `make fuzz` (tests/test_config_fuzz.py), not a benchmark: its last long run, kept here since
 # this file regenerates the document.
 FUZZ = """\
+## Event storm, second profile: before / after
+
+`py-spy record --rate 200 --threads --format raw` over `python -m bench.bench_events` (2,500
+events/s paced for 10 s, the daemon in that process), once before and once after the changes
+(2026-12-07, load average 6-12 from other users). Samples in each place, idle samples left out
+(epoll, condition waits, the child watcher): busy samples per run and their share.
+
+| where | before | after |
+|---|---|---|
+| domain cache re-reads (`read_one`, worker thread) | 499 (12.6 %) | 69 (4.3 %) |
+| libvirt's client dispatch on the loop (with the callback) | 1,316 (33.2 %) | 587 (36.4 %) |
+| `/v1/events` stream handler (JSON, writes) | 431 (10.9 %) | 258 (16.0 %) |
+| alert engine on the loop (journal page, rules, commit) | 370 (9.3 %) | 119 (7.4 %) |
+| `Journal.append` (worker thread) | 313 (7.9 %) | 132 (8.2 %) |
+| alert engine in worker threads (`read_since`, `apply`) | 153 (3.9 %) | 1 (0.1 %) |
+| event bus on the loop (fan-out, listeners) | 225 (5.7 %) | 172 (10.7 %) |
+| event-impl hooks run on the loop | 137 (3.5 %) | 40 (2.5 %) |
+| other | 519 (13.1 %) | 233 (14.5 %) |
+| all busy samples | 3,963 | 1,611 |
+
+The changes, each aimed at one row:
+
+- The domain cache reads a marked domain 0.5 s after the first mark (`MARKED_SETTLE`), not at
+  once: a burst is read once, and a domain undefined within that time (the storm defines and
+  undefines each domain at once) is not read at all.
+- The alert engine commits a page of events only when it changed something; otherwise its
+  `last_seq` moves in memory and is stored with the next commit or within 5 s (read again after
+  a crash, such events change nothing again). Before, every page cost a transaction.
+- The engine takes journaled events from the bus listener (the last 1,000 kept in memory) as
+  long as they follow on from its `last_seq`, and reads the journal only after a gap. Before,
+  each page was read back from SQLite and parsed from JSON.
+
+What remains is mostly libvirt's own client code (reading the socket, decoding the RPC,
+dispatching the callback), the journal's insert, and the stream's JSON (each event is
+serialized twice: for the journal and for the stream), which would be the next to share.
+
 ## Configuration fuzzer
 
 `make fuzz` (tests/test_config_fuzz.py with `VIRTMON_FUZZ_EXAMPLES`, on libvirt's test driver, no

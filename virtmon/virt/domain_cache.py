@@ -44,6 +44,10 @@ log = structlog.get_logger("virtmon.virt.domain_cache", component="domain_cache"
 # events marked is refreshed between two chunks, so an event waits for one chunk at most.
 RESYNC_CHUNK = 25
 
+# Seconds between a domain's first mark and its read, while no resync runs: a burst of events
+# (a storm of defines and undefines) is read once, and a domain undefined meanwhile not at all.
+MARKED_SETTLE = 0.5
+
 # Event kinds after which a domain's XML may differ.
 REFRESH_KINDS = frozenset({"metadata_change", "device_added", "device_removed", "tunable"})
 
@@ -212,6 +216,8 @@ class DomainInfoCache:
                 self._resync_due = True
                 await self.supervisor.wait_connected()
                 continue
+            if self._dirty and not self._resync_due:
+                await anyio.sleep(MARKED_SETTLE)
             if (self._resync_due or self._dirty) and not await self._try_refresh():
                 await anyio.sleep(1)
                 continue
