@@ -719,8 +719,11 @@ The changes, each aimed at one row:
   each page was read back from SQLite and parsed from JSON.
 
 What remains is mostly libvirt's own client code (reading the socket, decoding the RPC,
-dispatching the callback), the journal's insert, and the stream's JSON (each event is
-serialized twice: for the journal and for the stream), which would be the next to share.
+dispatching the callback), the journal's insert and the stream's writes. Since this profile,
+the stream sends the JSON line the journal wrote for an event (the last 4,096 are kept) instead
+of serializing each event again: daemon CPU per 1,000 events 0.190 / 0.137 / 0.165 s before,
+0.163 / 0.124 / 0.139 s after (alternated runs, load average 5-8; the generator reached only
+1,400-2,200 events/s of its 2,500).
 
 ## Configuration fuzzer
 
