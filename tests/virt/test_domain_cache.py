@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import libvirt
 import pytest
 
 from tests.waiting import wait_until
 from virtmon.events.model import Event
 from virtmon.virt.calls import LibvirtCaller
-from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels, read_many
+from virtmon.virt.domain_cache import DomainInfoCache, MetadataLabels, read_many, read_one
 from virtmon.virt.handle import SharedConnection
 
 NOVA = "http://openstack.org/xmlns/libvirt/nova/1.1"
@@ -206,3 +207,45 @@ async def test_an_event_is_handled_while_a_long_resync_is_in_progress(conn: Any)
     finally:
         for dom in [*extra, *([probe] if probe is not None else [])]:
             await asyncio.to_thread(dom.undefine)
+
+
+class RecordingConnection(SharedConnection):
+    """The test driver's connection, recording the UUID of each single-domain read."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.read: list[str] = []
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """Record a read_one's UUID, then call (blocking)."""
+        if fn is read_one:
+            self.read.append(args[0])
+        return super().run(fn, *args)
+
+
+GONE = "00000000-0000-4000-8000-00000000dead"
+
+
+async def test_a_domain_undefined_soon_after_it_was_defined_is_never_read(conn: Any) -> None:
+    """Marked domains are read a moment after the first mark: one defined and undefined within
+    it (a storm of defines and undefines) costs no read; one still defined is read."""
+    recording = RecordingConnection(conn)
+    cache = DomainInfoCache(Supervisor(recording), recording,  # type: ignore[arg-type]
+                            LibvirtCaller(), MetadataLabels({}, {}), resync_interval=600)
+    probe = None
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(cache.run)  # after the first read
+            probe = await asyncio.to_thread(conn.defineXML, CACHE_PROBE_XML)
+            uuid = await asyncio.to_thread(probe.UUIDString)
+            cache.on_event(event("lifecycle", "defined", GONE))
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()  # the cache's task runs: a read would start
+            cache.on_event(event("lifecycle", "undefined", GONE))
+            cache.on_event(event("lifecycle", "defined", uuid))
+            await wait_until(lambda: uuid in cache.info, 30, 0.01)
+            group.cancel_scope.cancel()
+        assert recording.read == [uuid]
+    finally:
+        if probe is not None:
+            await asyncio.to_thread(probe.undefine)
