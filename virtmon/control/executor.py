@@ -55,6 +55,7 @@ from virtmon.virt.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from virtmon.alerts.service import AlertService
+    from virtmon.virt.jobs import JobWatcher
 
 log = structlog.get_logger("virtmon.control").bind(component="control")
 
@@ -179,6 +180,7 @@ class Executor:
         deadline: float, pool_size: int = 2, alerts: AlertService | None = None,
         migration_destinations: Mapping[str, str] | None = None,
         migration_timeout: float = ControlConfig().migration_timeout,
+        jobs: JobWatcher | None = None,
     ) -> None:
         self.caller = caller
         self.supervisor = supervisor
@@ -189,6 +191,7 @@ class Executor:
         self.alerts = alerts
         self.migration_destinations = dict(migration_destinations or {})
         self.migration_timeout = migration_timeout
+        self.jobs = jobs
         settings: ConnectionSettings = supervisor.settings
         self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
@@ -261,7 +264,11 @@ class Executor:
         pool = self.writes if self.privileged(op, role) else self.reads
         # A migration outlasts a request: past its deadline too the call is abandoned, and
         # libvirt completes the migration (domain.abort_job stops it).
-        deadline = self.migration_timeout if op.name in MIGRATIONS else self.deadline
+        deadline = self.deadline
+        if op.name in MIGRATIONS:
+            deadline = self.migration_timeout
+            if self.jobs is not None:  # its progress is exported from the watcher's next round
+                self.jobs.expect(str(args["domain"]))
         try:
             return await self.caller.call_with_deadline(deadline, pool.run, body)
         except libvirt.libvirtError as exc:
