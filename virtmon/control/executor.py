@@ -12,7 +12,10 @@ problem document.
 Status policy (docs/control-api.md): a libvirt error means libvirt refused this request, so it is
 a 4xx (404 unknown object, 409 wrong state, 403 denied, 400 bad argument, 422 anything else
 libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a deadline passed,
-501 when this host's libvirt-python lacks the function, 500 for a fault in virtmon itself.
+501 when this host's libvirt-python lacks the function, 500 for a fault in virtmon itself. A
+migration is the exception: it involves a second host, so a libvirt error that is not one of the
+refusals above (an internal or operation-failed error, the destination's connection closed) is
+502, the other host or the way to it failed, unless this host's libvirt itself went away (503).
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ class Failure(Exception):
         return cls(status_for(code), error_name(code), exc.get_error_message() or str(exc),
                    libvirt_code=code, libvirt_error=error_name(code),
                    libvirt_domain=exc.get_error_domain() or 0)  # VIR_FROM_NONE
+
+    @classmethod
+    def of_migration(cls, exc: libvirt.libvirtError) -> Failure:
+        """A migration's libvirt error: a refusal keeps its 4xx; any other error is a failure
+        on the way (the destination's libvirtd, its QEMU, the stream between them, or a closed
+        connection to it: libvirt's code does not say which), 502."""
+        failure = cls.from_libvirt(exc)
+        if failure.status in (422, 503):
+            failure.status = 502
+            failure.detail = (f"the migration failed between the hosts: {failure.detail} (the "
+                              "domain's state on this host says where it runs)")
+        return failure
 
     def as_dict(self) -> dict[str, Any]:
         """The fields an audit record keeps."""
@@ -272,6 +287,8 @@ class Executor:
         try:
             return await self.caller.call_with_deadline(deadline, pool.run, body)
         except libvirt.libvirtError as exc:
+            if op.name in MIGRATIONS and self.supervisor.connected:
+                raise Failure.of_migration(exc) from None
             raise Failure.from_libvirt(exc) from None
         except CallTimeout as exc:
             raise Failure(504, "Gateway Timeout", f"{op.name}: {exc}; the call was abandoned "
