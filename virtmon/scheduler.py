@@ -55,6 +55,15 @@ async def together(first: Callable[[], Awaitable[A]],
     return first_result, second_result[0]
 
 
+def tell(listeners: Iterable[Callable[[A], None]], news: A) -> None:
+    """Call each listener with ``news``; one that fails is logged and the others still hear."""
+    for listener in listeners:
+        try:
+            listener(news)
+        except Exception:
+            log.exception("virtmon.collect.listener_failed")
+
+
 class MetricSource(Protocol):
     """Series published with every cycle's exposition that no collector makes (virtmon's own,
     the alerts', the control API's): read on the loop, no I/O."""
@@ -95,6 +104,8 @@ class Scheduler:
         self.sources = sources
         # Called on the loop with each fresh cycle's families (the alert thresholds); no I/O.
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
+        # Called on the loop with each fresh cycle's snapshot (the job watcher); no I/O.
+        self.snapshot_listeners: list[Callable[[StatsSnapshot], None]] = []
         self.domain_info = domain_info
         self.admin = admin
         # Read once per connection (the connection's connected_since): versions and hypervisor;
@@ -205,11 +216,8 @@ class Scheduler:
             self.stats.failures += 1
         families.extend(self.own_families())
         if fresh:
-            for listener in self.cycle_listeners:
-                try:
-                    listener(families)
-                except Exception:
-                    log.exception("virtmon.collect.listener_failed")
+            tell(self.cycle_listeners, families)
+            tell(self.snapshot_listeners, snapshot)
         exposition = Exposition(families, self.client_metrics, self.carried_series)
         # The forms asked for during the last cycle are rendered before the new one is
         # published (scrapes meanwhile get the last one), so steady scrapers never wait for a

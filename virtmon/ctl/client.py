@@ -22,6 +22,10 @@ from urllib.parse import quote, urlencode
 PROBLEM_TYPE = "application/problem+json"
 # The Host header is required by HTTP/1.1 and meaningless on a Unix socket.
 HOST = "virtmon"
+# Operations that outlast a request: the daemon gives them a deadline of their own
+# (control.migration_timeout, an hour by default) and answers 504 past it, so the client waits
+# for that answer instead of giving up after its own timeout while the migration goes on.
+OUTLAST_A_REQUEST = frozenset({"domain.migrate", "domain.migrate_to_uri"})
 
 
 class Unreachable(Exception):
@@ -144,14 +148,17 @@ class ControlClient:
 
     def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:
         """GET a JSON document."""
-        return self._json("GET", path + (f"?{urlencode(query)}" if query else ""))
+        return self._json("GET", path + (f"?{urlencode(query)}" if query else ""), None,
+                          self.timeout)
 
-    def post(self, path: str, document: Any) -> Any:
-        """POST a JSON document; the JSON answer."""
-        return self._json("POST", path, json.dumps(document).encode())
+    def post(self, path: str, document: Any, *, wait: bool = False) -> Any:
+        """POST a JSON document; the JSON answer (``wait``: however long the daemon takes)."""
+        return self._json("POST", path, json.dumps(document).encode(),
+                          None if wait else self.timeout)
 
-    def _json(self, method: str, target: str, body: bytes | None = None) -> Any:
-        conn, response = self._open(target, "application/json", self.timeout, method, body)
+    def _json(self, method: str, target: str, body: bytes | None,
+              timeout: float | None) -> Any:
+        conn, response = self._open(target, "application/json", timeout, method, body)
         try:
             return json.loads(response.read())
         except (OSError, http.client.HTTPException) as exc:
@@ -161,7 +168,8 @@ class ControlClient:
 
     def call(self, operation: str, **arguments: Any) -> Any:
         """Run one operation (``domain.suspend``, ...); its ``result``."""
-        answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments)
+        answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments,
+                           wait=operation in OUTLAST_A_REQUEST)
         return answer.get("result") if isinstance(answer, dict) else answer
 
     def call_bytes(self, operation: str, **arguments: Any) -> bytes:
