@@ -25,7 +25,7 @@ from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.component import Restart
 from virtmon.config import CollectConfig, keeping
 from virtmon.events.counters import EventCounts
-from virtmon.exposition.cache import Exposition
+from virtmon.exposition.cache import Exposition, Variant
 from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import CarriedSeries
 from virtmon.selfmetrics import CycleStats
@@ -201,32 +201,38 @@ class Scheduler:
             (snapshot, fresh), admin = await self._snapshot(), self._admin_answer
         events = self.event_counts() if self.event_counts is not None else None
         snapshot = dataclasses.replace(snapshot, admin=admin, events=events)
-        # Collectors are pure and can be slow at thousands of domains: off the loop thread.
-        families, _outcomes = await anyio.to_thread.run_sync(
-            run_collectors, self.collectors, snapshot
-        )
+        # The loop's own series are read here; the collectors (pure, slow at thousands of
+        # domains) and the forms asked for during the last cycle are one worker thread's work:
+        # one hand-off per cycle. Rendering those forms before the new exposition is published
+        # (scrapes meanwhile get the last one) means steady scrapers never wait for a render;
+        # other forms render on their first request, none if nobody scrapes.
+        exposition = await anyio.to_thread.run_sync(
+            self._exposition, snapshot, self.own_families(), frozenset(self.exposition.asked))
         self.stats.cycles += 1
         self.stats.last_duration = time.monotonic() - started
         if fresh:
             self.stats.last_success = time.time()
             self.snapshot = snapshot
-        else:
-            self.stats.failures += 1
-        families.extend(self.own_families())
-        if fresh:
             for listener in self.cycle_listeners:
                 try:
-                    listener(families)
+                    listener(exposition.families)
                 except Exception:
                     log.exception("virtmon.collect.listener_failed")
-        exposition = Exposition(families, self.client_metrics, self.carried_series)
-        # The forms asked for during the last cycle are rendered before the new one is
-        # published (scrapes meanwhile get the last one), so steady scrapers never wait for a
-        # render; other forms render on their first request, none if nobody scrapes.
-        await anyio.to_thread.run_sync(exposition.render_ahead, self.exposition.asked)
+        else:
+            self.stats.failures += 1
         self.exposition = exposition
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
+
+    def _exposition(self, snapshot: StatsSnapshot, own: list[MetricFamily],
+                    asked: frozenset[Variant]) -> Exposition:
+        """The collectors' families and ``own`` as an exposition, with the ``asked`` forms
+        rendered (blocking: in a worker thread)."""
+        families, _outcomes = run_collectors(self.collectors, snapshot)
+        families.extend(own)
+        exposition = Exposition(families, self.client_metrics, self.carried_series)
+        exposition.render_ahead(asked)
+        return exposition
 
     def _admin_due(self, now: float) -> bool:
         """Whether this cycle asks the admin helper: the admin collector is on, and its last
