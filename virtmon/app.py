@@ -509,6 +509,8 @@ class Daemon:
 
     async def _report_to_systemd(self) -> None:
         """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""
+        if self.notifier.address is None:
+            return  # not run by systemd: no line to build and no wake-up for it
         period = self.notifier.watchdog_interval or self.scheduler.interval
         period = min(period, self.scheduler.interval)
         while True:

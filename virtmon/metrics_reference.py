@@ -67,7 +67,10 @@ NOTES = {
             "add up to the wall time on a host with steal time.",
     "admin": "Per server of the daemon (`libvirtd` and `admin` on a monolithic libvirtd), "
              "through the admin API helper. virtmon is itself a client (of both servers) and "
-             "its own cycle keeps a `libvirtd` worker busy while the pools are read.",
+             "its own cycle keeps a `libvirtd` worker busy while the pools are read. Read every "
+             "`collect.admin_interval` seconds (60 by default; at most the interval: every "
+             "cycle), the cycles between carry the last values: a read costs the helper one "
+             "admin call per server and per client.",
     "events": "Counted since virtmon started, for the domains of the current listing (a "
               "deleted domain's counts go with it).",
 }

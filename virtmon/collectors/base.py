@@ -53,11 +53,13 @@ def claim_unique(used: set[str], name: str) -> str:
 FACTS_EVERY = 8
 
 
-def help_text(what: str, source: str, fact: bool = False) -> str:
+def help_text(what: str, source: str, fact: bool = False, age: str | None = None) -> str:
     """HELP text naming the libvirt source and the age of the value, as METRICS.md requires;
-    ``fact``: a host fact, read only every :data:`FACTS_EVERY` cycles."""
-    age = (f"read every {FACTS_EVERY} collection cycles" if fact
-           else "value from the last collection cycle")
+    ``fact``: a host fact, read only every :data:`FACTS_EVERY` cycles; ``age``: how often a
+    value read on a schedule of its own is read."""
+    if age is None:
+        age = (f"read every {FACTS_EVERY} collection cycles" if fact
+               else "value from the last collection cycle")
     return f"{what} (libvirt {source}; {age})."
 
 
