@@ -85,6 +85,98 @@ def machine() -> dict[str, Any]:
     }
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (virtmon runs an admin helper; what it costs counts too)."""
+    from tests.procfs import child_pids
+
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(child_pids(current))
+    return found
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """One process's memory in MiB: RSS, PSS and USS now (smaps_rollup), and its RSS peak.
+
+    RSS counts every resident page the process maps, also those it shares with others: summed
+    over processes that load the same libraries (the daemon, its helper, libvirtd), it counts
+    them more than once. PSS divides each page by the number of processes mapping it, so a sum
+    of PSS is what the processes cost together; USS is the pages no other process maps, what
+    ending the process would give back.
+    """
+    rollup: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        rollup[key] = int(value.split()[0])
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "VmHWM":
+            peak = int(value.split()[0])
+    return {"rss_mib": rollup["Rss"] / 1024, "pss_mib": rollup["Pss"] / 1024,
+            "uss_mib": (rollup["Private_Clean"] + rollup["Private_Dirty"]) / 1024,
+            "rss_peak_mib": peak / 1024}
+
+
+def tree_memory(pid: int) -> dict[str, Any]:
+    """:func:`process_memory` summed over ``pid`` and its descendants, and of each process.
+
+    The tree's ``rss_peak_mib`` sums each process's own peak: an upper bound of the tree's,
+    since the peaks need not fall at the same moment.
+    """
+    each: dict[int, dict[str, float]] = {}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, KeyError):  # a process that ended meanwhile
+            each[member] = process_memory(member)
+    total = {key: round(sum(m[key] for m in each.values()), 1)
+             for key in ("rss_mib", "pss_mib", "uss_mib", "rss_peak_mib")}
+    return {**total, "processes": {str(member): {key: round(value, 1) for key, value in m.items()}
+                                   for member, m in each.items()}}
+
+
+class MemorySampler:
+    """The largest tree sums of :func:`tree_memory` seen while it runs (PSS and USS have no peak
+    kept by the kernel, unlike RSS): a task that samples every ``period`` seconds."""
+
+    def __init__(self, pid: int, period: float = 0.5) -> None:
+        self.pid = pid
+        self.period = period
+        self.peaks = {"rss_mib": 0.0, "pss_mib": 0.0, "uss_mib": 0.0}
+        self.samples = 0
+
+    def sample(self) -> dict[str, Any]:
+        """Sample once now (also from outside the task); the sample."""
+        now = tree_memory(self.pid)
+        self.samples += 1
+        for key, peak in self.peaks.items():
+            self.peaks[key] = max(peak, now[key])
+        return now
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(self.period)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[MemorySampler]:
+        """Sample for the body of an ``async with``."""
+        task = asyncio.ensure_future(self._run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def summary(self) -> dict[str, Any]:
+        """The tree now (RSS, PSS, USS, summed RSS peaks, each process) and the sampled peaks."""
+        return {**self.sample(), "sampled_peak": {key: round(value, 1)
+                                                  for key, value in self.peaks.items()},
+                "memory_samples": self.samples}
+
+
 class LagMeter:
     """Measures the event loop's lag: a task that sleeps ``tick`` and records how late it wakes."""
 

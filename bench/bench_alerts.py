@@ -9,8 +9,12 @@ would: ``daemon.bus.publish(Event(...))``), paced at ``--rate`` per second, so e
 exactly one alert. Latency is the receiver's ``time.time()`` when an alert's request arrived
 minus the ``time.time()`` the event was published with (one clock, one machine).
 
-Two phases per receiver batch size (``--batch-sizes``, default 1 and 64, each in a process of
-its own, one result entry each):
+Each receiver of ``--receivers`` runs in a process of its own, one result entry each: a kind
+alone (``alertmanager``) is that kind at virtmon's default settings (result ``<kind>_defaults``),
+a kind with a batch size (``json:1``) that kind with that ``batch_size`` (result
+``<kind>_batch_<n>``). The receiver reads each kind's body (virtmon's json document, an
+Alertmanager ``postableAlerts`` array, a CloudEvents event or batch). The default list is every
+kind at its defaults and ``json:1``, one alert per request. Two phases per receiver:
 
 - ``steady``: ``--events`` events at ``--rate``/s to a receiver that answers 200. Latency p50,
   p99 and max, delivered vs published (lost, duplicated), wall time (first publish to last
@@ -21,7 +25,7 @@ its own, one result entry each):
   receiver's backoff (``--backoff-initial``, default virtmon's 1 s; full jitter), so the
   first figure includes up to one backoff wait.
 
-    python -m bench.bench_alerts [--events 2000] [--rate 500]
+    python -m bench.bench_alerts [--events 2000] [--rate 500] [--receivers json,json:1]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from bench import (
@@ -91,15 +96,14 @@ class Receiver:
 
         body = await request.read()
         arrival = time.time()
-        alerts = json.loads(body)["alerts"]
+        alerts = received_alerts(json.loads(body), arrival)
         if arrival < self.fail_until:
             self.refused += 1
             self.refused_alerts += len(alerts)
             return web.Response(status=503, text="down")
         self.batches.append(len(alerts))
-        for alert in alerts:
-            domain = alert["labels"].get("domain") or ""
-            if alert["status"] == "firing" and domain.startswith(self.prefix):
+        for domain, status in alerts:
+            if status == "firing" and domain.startswith(self.prefix):
                 self.arrivals.setdefault(domain, []).append(arrival)
             else:
                 self.other += 1
@@ -117,6 +121,22 @@ class Receiver:
         await asyncio.sleep(settle)
         return {"arrivals": self.arrivals, "other": self.other, "batches": self.batches,
                 "refused": self.refused, "refused_alerts": self.refused_alerts}
+
+
+def received_alerts(document: Any, now: float) -> list[tuple[str, str]]:
+    """(domain, status) of each alert in a request's body, whatever the receiver's kind."""
+    if isinstance(document, dict) and "alerts" in document:  # json
+        return [(a["labels"].get("domain") or "", a["status"]) for a in document["alerts"]]
+    items = document if isinstance(document, list) else [document]
+    found = []
+    for item in items:
+        if "specversion" in item:  # a CloudEvent: its data is the json alert
+            found.append((item["data"]["labels"].get("domain") or "", item["data"]["status"]))
+        else:  # an Alertmanager postableAlert: resolved once its endsAt has passed
+            ends = datetime.fromisoformat(item["endsAt"]).timestamp()
+            found.append((item["labels"].get("domain") or "", "firing" if ends > now
+                          else "resolved"))
+    return found
 
 
 async def receive() -> None:
@@ -146,7 +166,7 @@ async def receive() -> None:
         await runner.cleanup()
 
 
-# -- the daemon side (a process per batch size) -------------------------------------------------
+# -- the daemon side (a process per receiver) ----------------------------------------------------
 
 
 class ReceiverProcess:
@@ -325,49 +345,63 @@ def counters_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
             "bus_dropped": sub(after["bus_dropped"], before["bus_dropped"])}
 
 
-async def scenario(batch_size: int, events: int, rate: float, backlog: int, down: float,
-                   backoff_initial: float, patience: float, settle: float) -> dict[str, Any]:
-    """One batch size: a daemon, a receiver process, the steady phase, then the outage phase."""
+async def scenario(kind: str, batch_size: int | None, events: int, rate: float, backlog: int,
+                   down: float, backoff_initial: float, patience: float, settle: float
+                   ) -> dict[str, Any]:
+    """One receiver (``batch_size`` None: the default): a daemon, a receiver process, the
+    steady phase, then the outage phase."""
     rec = await ReceiverProcess.start()
     try:
         with short_tmp() as tmp:
-            hook = {"name": "hook", "kind": "json", "urls": [rec.url], "batch_size": batch_size,
-                    "backoff_initial": backoff_initial}
+            hook: dict[str, Any] = {"name": "hook", "kind": kind, "urls": [rec.url],
+                                    "backoff_initial": backoff_initial}
+            if batch_size is not None:
+                hook["batch_size"] = batch_size
             cfg = daemon_config(tmp, URI, 60.0,
                                 collect={"collectors": {"admin": False}},
                                 alerts={"default_rules": False, "rules": [CRASH_RULE],
                                         "receivers": [hook]})
             async with running_daemon(cfg) as daemon:
-                tag = f"ba{batch_size}-{os.getpid()}"
+                used = daemon.alerts.targets[0].receiver  # the settings in effect
+                tag = f"ba-{kind}{used.batch_size}-{os.getpid()}"
                 first = await steady(daemon, rec, f"{tag}-s", events, rate, patience, settle)
                 second = await outage(daemon, rec, f"{tag}-o", backlog, rate, down, patience,
                                       settle)
                 memory = rss_mib()
     finally:
         await rec.stop()
-    return {"uri": URI, "batch_size": batch_size, "rate": rate,
+    return {"uri": URI, "kind": kind, "defaults": batch_size is None,
+            "batch_size": used.batch_size, "rate": rate,
             "backoff_initial_s": backoff_initial, "steady": first, "outage": second, **memory}
 
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
-    """Each batch size in a process of its own; their results under ``batch_N``."""
+    """Each receiver in a process of its own; their results under ``<kind>_defaults`` or
+    ``<kind>_batch_<n>``."""
     results: dict[str, Any] = {}
     started = time.monotonic()
-    for size in args.batch_sizes:
-        common = ["--role", "scenario", "--batch-sizes", str(size), "--events", str(args.events),
+    for kind, size in args.receivers:
+        spec = kind if size is None else f"{kind}:{size}"
+        common = ["--role", "scenario", "--receivers", spec, "--events", str(args.events),
                   "--rate", str(args.rate), "--backlog", str(args.backlog), "--outage",
                   str(args.outage), "--backoff-initial", str(args.backoff_initial),
                   "--timeout", str(args.timeout), "--settle", str(args.settle)]
-        results[f"batch_{size}"] = run_scenario("bench.bench_alerts", common,
+        name = f"{kind}_defaults" if size is None else f"{kind}_batch_{size}"
+        results[name] = run_scenario("bench.bench_alerts", common,
                                                 timeout=4 * args.timeout + 120, attempts=1)
     return {"events": args.events, "rate": args.rate, "backlog": args.backlog,
             "outage_s": args.outage, **results,
             "bench_wall_s": round(time.monotonic() - started, 1)}
 
 
-def sizes(text: str) -> Sequence[int]:
-    """``1,64`` → (1, 64)."""
-    return tuple(int(part) for part in text.split(",") if part.strip())
+def receivers(text: str) -> Sequence[tuple[str, int | None]]:
+    """``alertmanager,json:1`` → (("alertmanager", None), ("json", 1)): kinds, each with a
+    batch size or None (the default)."""
+    found: list[tuple[str, int | None]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, size = part.partition(":")
+        found.append((kind, int(size) if size else None))
+    return tuple(found)
 
 
 def main() -> None:
@@ -376,8 +410,10 @@ def main() -> None:
     parser.add_argument("--role", choices=("bench", "scenario", "receive"), default="bench")
     parser.add_argument("--events", type=int, default=2000, help="steady phase: events")
     parser.add_argument("--rate", type=float, default=500.0, help="events published per second")
-    parser.add_argument("--batch-sizes", type=sizes, default=(1, 64),
-                        help="receiver batch_size values, comma-separated (default 1,64)")
+    parser.add_argument("--receivers", type=receivers,
+                        default=receivers("json,alertmanager,cloudevents,json:1"),
+                        help="receiver kinds, each alone (its defaults) or KIND:BATCH_SIZE, "
+                             "comma-separated (default json,alertmanager,cloudevents,json:1)")
     parser.add_argument("--backlog", type=int, default=750,
                         help="outage phase: events published while the receiver answers 503")
     parser.add_argument("--outage", type=float, default=2.0,
@@ -393,7 +429,8 @@ def main() -> None:
         asyncio.run(receive())
     elif args.role == "scenario":
         quiet_logging()
-        emit(asyncio.run(scenario(args.batch_sizes[0], args.events, args.rate, args.backlog,
+        [(kind, size)] = args.receivers
+        emit(asyncio.run(scenario(kind, size, args.events, args.rate, args.backlog,
                                   args.outage, args.backoff_initial, args.timeout,
                                   args.settle)))
     else:

@@ -40,10 +40,11 @@ from typing import Any
 
 import libvirt
 
-from bench import ROOT, emit, short_tmp
+from bench import ROOT, MemorySampler, emit, process_tree, short_tmp
 from bench.bench_cycle import lab_domains
 from bench.bench_scrape import PROMETHEUS_HEADERS, client
 from tests.daemon import free_port
+from tests.installed import runtime_command, runtime_view
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_SECONDS = 10.0
@@ -52,31 +53,6 @@ PROBE_TIMEOUT = 15.0
 
 
 # -- /proc ---------------------------------------------------------------------------------------
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (virtmon runs an admin helper; its CPU counts too)."""
-    tree = _children()
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(tree.get(current, []))
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,21 +64,6 @@ def cpu_seconds(pid: int) -> float:
             fields = stat[stat.rindex(")") + 2:].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / CLK_TCK
-
-
-def rss(pid: int) -> dict[str, float]:
-    """RSS of the process tree now, and the main process's peak (VmHWM), in MiB."""
-    now = 0.0
-    peak = 0.0
-    for each in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key == "VmRSS":
-                    now += int(value.split()[0]) / 1024
-                elif key == "VmHWM" and each == pid:
-                    peak = int(value.split()[0]) / 1024
-    return {"rss_mib": round(now, 1), "rss_peak_mib": round(peak, 1)}
 
 
 # -- the tools -----------------------------------------------------------------------------------
@@ -120,8 +81,10 @@ class Tool:
     per_scrape_libvirt: bool  # calls libvirt on every scrape (no interval of its own)
 
 
-def virtmon_command(tmp: Path, port: int, interval: float, uri: str) -> list[str]:
-    """``virtmon run`` with a temp TOML config (control socket in tmp, no socket group)."""
+def virtmon_command(tmp: Path, port: int, interval: float, uri: str = "qemu:///system",
+                    checkout: Path = ROOT) -> list[str]:
+    """``virtmon run`` with a temp TOML config (control socket in tmp, no socket group), as its
+    package installs it: the checkout and its runtime dependencies only (tests.installed)."""
     config = tmp / "virtmon.toml"
     config.write_text(
         f'[libvirt]\nuri = "{uri}"\n'
@@ -132,7 +95,9 @@ def virtmon_command(tmp: Path, port: int, interval: float, uri: str) -> list[str
         f'[log]\nlevel = "warning"\nformat = "json"\n',
         encoding="utf-8",
     )
-    return [str(ROOT / ".venv" / "bin" / "virtmon"), "run", "--config", str(config)]
+    command, env = runtime_command(runtime_view(tmp / "site"), "-m", "virtmon.cli", "run",
+                                   "--config", str(config), checkout=checkout)
+    return ["env", *(f"{name}={value}" for name, value in env.items()), *command]
 
 
 def exporter_command(tmp: Path, port: int, interval: float, uri: str) -> list[str]:
@@ -169,27 +134,31 @@ TOOLS = (
 
 @contextlib.asynccontextmanager
 async def running(tool: Tool, interval: float,
-                  uri: str = "qemu:///system") -> AsyncIterator[tuple[int, str]]:
-    """Start ``tool`` on a free loopback port; yield (pid, metrics URL); stop it by its pid."""
+                  uri: str = "qemu:///system",
+                  env: dict[str, str] | None = None) -> AsyncIterator[tuple[int, str]]:
+    """Start ``tool`` on ``uri`` and a free loopback port (``env`` added to this process's
+    environment); yield (pid, metrics URL); stop it by its pid."""
     with short_tmp() as tmp:
         port = free_port()
         with (tmp / "stdio.log").open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 *tool.command(tmp, port, interval, uri), stdout=log, stderr=log, cwd=tmp,
-                start_new_session=True,
+                start_new_session=True, env={**os.environ, **(env or {})},
             )
             try:
                 yield proc.pid, f"http://127.0.0.1:{port}/metrics"
             finally:
-                proc.terminate()
+                with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+                    proc.terminate()
                 try:
                     await asyncio.wait_for(proc.wait(), 20)
                 except TimeoutError:
                     proc.kill()
                     await asyncio.wait_for(proc.wait(), 10)
-            if proc.returncode not in (0, -signal.SIGTERM):
-                tail = (tmp / "stdio.log").read_text(errors="replace")[-500:]
-                print(f"bench: {tool.name} exited {proc.returncode}: {tail}", file=sys.stderr)
+                if proc.returncode not in (0, -signal.SIGTERM):
+                    tail = (tmp / "stdio.log").read_text(errors="replace")[-500:]
+                    print(f"bench: {tool.name} exited {proc.returncode}: {tail}",
+                          file=sys.stderr)
 
 
 async def fetch(url: str, limit_s: float) -> tuple[int, bytes]:
@@ -335,19 +304,22 @@ async def measure_tool(tool: Tool, names: list[str], args: argparse.Namespace) -
         ready = await wait_ready(url, names, pid)
         result: dict[str, Any] = {"tool": tool.label, "url": url, "ready_s": round(ready, 2),
                                   "interval_s": None if tool.per_scrape_libvirt else args.interval}
-        await client(url, 1, 5, 0.0)  # warm-up
-        idle = await idle_rates(pid, daemon_pid, args.idle)
-        result["cpu_per_s_idle_ms"] = round(idle.tool * 1e3, 3)
-        result["cpu_per_interval_ms"] = (None if tool.per_scrape_libvirt
-                                         else round(idle.tool * args.interval * 1e3, 2))
-        for concurrency, requests in ((1, args.requests), (16, args.requests_16)):
-            result[f"c{concurrency}"] = await scrapes_with_cost(
-                url, pid, daemon_pid, idle, concurrency, requests, args.pause)
-        _status, body = await fetch(url, 60)
-        result["samples"], mine = count_samples(body, names)
-        result["samples_per_lab_domain"] = round(mine / len(names), 1)
-        result["body_bytes"] = len(body)
-        result.update(rss(pid))
+        # The memory from here to the SIGSTOP window: scrapes and cycles, peaks included.
+        memory = MemorySampler(pid)
+        async with memory.running():
+            await client(url, 1, 5, 0.0)  # warm-up
+            idle = await idle_rates(pid, daemon_pid, args.idle)
+            result["cpu_per_s_idle_ms"] = round(idle.tool * 1e3, 3)
+            result["cpu_per_interval_ms"] = (None if tool.per_scrape_libvirt
+                                             else round(idle.tool * args.interval * 1e3, 2))
+            for concurrency, requests in ((1, args.requests), (16, args.requests_16)):
+                result[f"c{concurrency}"] = await scrapes_with_cost(
+                    url, pid, daemon_pid, idle, concurrency, requests, args.pause)
+            _status, body = await fetch(url, 60)
+            result["samples"], mine = count_samples(body, names)
+            result["samples_per_lab_domain"] = round(mine / len(names), 1)
+            result["body_bytes"] = len(body)
+        result.update(memory.summary())
         result["sigstop"] = await stall(tool, url)
     return result
 
@@ -392,6 +364,17 @@ def _stall_text(stop: dict[str, Any]) -> str:
     return f"HUNG {took:.1f} s, {end}: {stop['outcome']}"
 
 
+def memory_text(data: dict[str, Any]) -> str:
+    """A process tree's RSS / PSS / USS now (a result of :class:`bench.MemorySampler`)."""
+    return f"{data['rss_mib']:.0f} / {data['pss_mib']:.0f} / {data['uss_mib']:.0f} MiB"
+
+
+def peak_text(data: dict[str, Any]) -> str:
+    """Its peaks: the summed VmHWM of each process, the largest PSS and USS sampled."""
+    peak = data["sampled_peak"]
+    return f"{data['rss_peak_mib']:.0f} / {peak['pss_mib']:.0f} / {peak['uss_mib']:.0f} MiB"
+
+
 def figures(data: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """(figure, {tool name: value}) for each compared figure; a failed tool gets its error."""
     interval = data["interval_s"]
@@ -420,7 +403,8 @@ def figures(data: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
             else f"{got['cpu_per_interval_ms']:.1f} ms")
         per_15 = got["cpu_per_s_idle_ms"] * 15 + got["c1"]["cpu_per_scrape_ms"]
         put(f"tool CPU per 15 s: collecting every {interval:g} s, one scrape", f"{per_15:.1f} ms")
-        put("RSS (process tree)", f"{got['rss_mib']:.0f} MiB")
+        put("process tree memory: RSS / PSS / USS", memory_text(got))
+        put("… peaks: RSS (each process's, summed) / PSS / USS (sampled)", peak_text(got))
         put("samples exported: all / per lab domain",
             f"{got['samples']:,} / {got['samples_per_lab_domain']:g}")
         put("libvirtd SIGSTOP 10 s: scrape started 1 s in (15 s timeout)",

@@ -42,14 +42,13 @@ from typing import Any
 
 import libvirt
 
-from bench import RESULTS_DIR, machine, median, node_file_uri
+from bench import RESULTS_DIR, machine, median, node_file_uri, process_tree
 from bench.bench_cycle import floor_call, lab_domains
 from bench.bench_peers import (
     TOOLS,
     IdleRates,
     Tool,
     fetch,
-    process_tree,
     running,
     scrapes_with_cost,
     wait_ready,

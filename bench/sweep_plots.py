@@ -67,7 +67,9 @@ FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
 NOTES = """\
 What the run of 2026-12-07 shows. Other engineers' benchmarks and test suites shared the 2 cores
 throughout (1-minute load average 1.6 to 19.6 at the start of a point), so most p99 figures and
-many medians are marked noisy: read the shapes, and compare tools within one size.
+many medians are marked noisy: read the shapes, and compare tools within one size. virtmon was
+measured at commit 3276291, before the footprint and fixed-cost changes described above (in a
+one-repeat check after them, its tree at 10 test domains was 89 MiB rather than 96).
 
 - **Scrape latency.** virtmon's p50 stays at 1-3 ms from 10 to 10,000 test domains (it serves
   what its last cycle rendered); collectd's grows from 0.8 ms at 100 to 57 ms at 10,000, the

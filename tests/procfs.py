@@ -1,4 +1,5 @@
-"""Processes as the kernel describes them, for the tests of the process_* series."""
+"""Processes as the kernel describes them, for the tests of the process_* series (and the
+benchmarks' process trees)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,22 @@ def status(pid: int, field: str) -> str:
         if line.startswith(field + ":"):
             return line.partition(":")[2].strip()
     raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def child_pids(parent: int) -> list[int]:
+    """The direct children of a process (from /proc/*/stat)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command may contain spaces and parentheses: fields start after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            children.append(int(entry.name))
+    return children
 
 
 # Resident pages are the sum of three of the mm's counters: file, anonymous and shared memory

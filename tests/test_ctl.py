@@ -36,8 +36,10 @@ import pytest
 
 from tests.conftest import daemon_config, running_daemon
 from virtmon.app import Daemon
+from virtmon.control.operations.domain_write import MIGRATIONS
 from virtmon.ctl import cli, problems
 from virtmon.ctl import format as ctl_format
+from virtmon.ctl.client import OUTLAST_A_REQUEST
 
 URI = "test:///default"
 ROOT = Path(__file__).resolve().parent.parent
@@ -980,3 +982,8 @@ def test_every_command_has_help() -> None:
         assert cli.main([*argv, "--help"], stdout=shown, stderr=io.StringIO(),
                         environ={}) == problems.EX_OK, argv
         assert shown.getvalue().startswith("usage: virtmonctl"), argv
+
+
+def test_the_client_waits_for_the_daemon_on_every_migration() -> None:
+    """virtmonctl waits for the daemon's answer on exactly the daemon's migrations."""
+    assert OUTLAST_A_REQUEST == MIGRATIONS

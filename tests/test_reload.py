@@ -122,7 +122,7 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
                         collect={"guest_agent": True})
     changes: dict[str, dict[str, Any]] = {
         "collect": {"interval": 0.5, "deadline_ratio": 0.5, "collectors": {"vm": True},
-                    "resync_interval": 42.0, "block_backing_chain": True,
+                    "resync_interval": 42.0, "block_backing_chain": True, "admin_interval": 9.0,
                     "guest_agent_interval": 7.0, "guest_agent_timeout": 3.0},
         "events": {"retention_days": 2.0, "retention_count": 1234},
         "log": {"level": "warning"},
@@ -143,6 +143,7 @@ async def test_every_reloadable_key_is_applied_inside_its_component(short_tmp: P
             assert set(result.applied) == config.reloadable_keys()
             scheduler = daemon.scheduler
             assert (scheduler.interval, scheduler.deadline) == (0.5, 0.25)
+            assert scheduler.admin_interval == 9.0
             assert "vm" in {c.name for c in scheduler.collectors} and scheduler.backing_chain
             assert daemon.domain_cache.resync_interval == 42.0
             assert daemon.guest_agent is not None
@@ -203,6 +204,8 @@ async def test_status_is_assembled_from_the_components(short_tmp: Path) -> None:
         assert status["journal"] == daemon.journal.status()
         assert status["events"] == daemon.bus.status()
         assert status["alerts"] == daemon.alerts.status()
-        assert status["control"] == {**daemon.executor.status(), "streams": 0}
+        assert status["control"] == {**daemon.executor.status(), "streams": 0, "consoles": 0}
+        assert status["guest_agent"] == {"enabled": False}
         assert set(status) == {"version", "started_at", "libvirt", "domains", "collection",
-                               "journal", "events", "admin_helper", "control", "alerts"}
+                               "journal", "events", "admin_helper", "guest_agent", "control",
+                               "alerts"}

@@ -34,6 +34,7 @@ from virtmon.admin.stats import AdminStats
 from virtmon.alerts.service import AlertService
 from virtmon.component import Part
 from virtmon.config import Config
+from virtmon.control.console import Consoles
 from virtmon.control.events_stream import StreamLimits, StreamSlots
 from virtmon.control.executor import Executor
 from virtmon.control.roles import RoleMap
@@ -62,6 +63,7 @@ from virtmon.virt.guest_agent import GuestAgentPoller
 from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.inventory import Inventory
 from virtmon.virt.inventory_store import InventoryStore, recall
+from virtmon.virt.jobs import JobWatcher
 from virtmon.virt.pool import ConnectionPool
 
 log = structlog.get_logger("virtmon.app").bind(component="app")
@@ -209,13 +211,18 @@ class Daemon:
         self.control_activated = False
         self._control_bound = False
         self.config_problem: str | None = None  # set while a reload was rejected
+        # Running jobs' progress, for the few domains known to have one (virt/jobs.py).
+        self.jobs = JobWatcher(self.supervisor, settings, self.inventory, config.collect)
+        self.bus.add_listener(self.jobs.on_event)
         self.executor = Executor(
             caller=self.caller, supervisor=self.supervisor, admin_helper=self.admin_helper,
             bus=self.bus, allow_write=config.control.allow_write,
             deadline=config.control.request_timeout, alerts=self.alerts,
             migration_destinations=config.control.migration_destinations,
-            migration_timeout=config.control.migration_timeout,
+            migration_timeout=config.control.migration_timeout, jobs=self.jobs,
         )
+        # The consoles and channels open on the control socket (their own connections and caller).
+        self.consoles = Consoles(self.executor)
         # Its last results join each cycle's exposition; its calls never share the cycle's.
         self.guest_agent: GuestAgentPoller | None = None
         if config.collect.guest_agent:
@@ -225,7 +232,7 @@ class Daemon:
         self.scheduler = Scheduler(
             self.supervisor, self.pool, self.caller, config.collect,
             sources=[SelfMetrics(self.supervisor, self.bus, self.caller, cycle_stats),
-                     self.alerts, self.executor.stats,
+                     self.alerts, self.executor.stats, self.consoles, self.jobs,
                      *([self.guest_agent] if self.guest_agent is not None else [])],
             stats=cycle_stats,
             domain_info=self.domain_cache.snapshot,
@@ -237,6 +244,7 @@ class Daemon:
             client_metrics=process_registry(self._admin_helper_pid),
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
+        self.scheduler.snapshot_listeners.append(self.jobs.on_snapshot)
         self.running_log = RunningLog()
         # What a reload reconfigures, each with its section; the alerts first: they read files
         # again and refuse the reload (before anything changed) if one went bad.
@@ -247,6 +255,7 @@ class Daemon:
             Part(self.domain_cache, lambda cfg: cfg.collect),
             Part(self.journal, lambda cfg: cfg.events),
             Part(self.executor, lambda cfg: cfg.control),
+            Part(self.jobs, lambda cfg: cfg.collect),
         ]
         if self.guest_agent is not None:
             self.reconfigurable.append(Part(self.guest_agent, lambda cfg: cfg.collect))
@@ -314,7 +323,10 @@ class Daemon:
             "events": self.bus.status(),
             "admin_helper": (self.admin_helper.status() if self.admin_helper is not None
                              else {"enabled": False, "pid": None, "restarts": 0}),
-            "control": {**self.executor.status(), "streams": self.stream_slots.open},
+            "guest_agent": (self.guest_agent.status() if self.guest_agent is not None
+                            else {"enabled": False}),
+            "control": {**self.executor.status(), "streams": self.stream_slots.open,
+                        "consoles": self.consoles.open},
             "alerts": self.alerts.status(),
         }
 
@@ -350,6 +362,7 @@ class Daemon:
                         await group.start(self.scheduler.run)
                         if self.guest_agent is not None:
                             await group.start(self.guest_agent.run)
+                        await group.start(self.jobs.run)
                         group.start_soon(self._prune_journal)
                         group.start_soon(self._report_to_systemd)
                         if self.demo:
@@ -381,6 +394,7 @@ class Daemon:
                 await anyio.to_thread.run_sync(self.domain_connection.reset)
                 if self.guest_agent is not None:
                     await anyio.to_thread.run_sync(self.guest_agent.close)
+                await anyio.to_thread.run_sync(self.jobs.close)
                 await anyio.to_thread.run_sync(self.executor.close)
                 await impl.drain()
             self.journal.close()
@@ -449,7 +463,7 @@ class Daemon:
                         max_in_flight=self.config.control.max_requests,
                         max_per_caller=self.config.control.max_requests_per_caller,
                         stream_limits=self.stream_slots.limits,
-                        stream_slots=self.stream_slots),
+                        stream_slots=self.stream_slots, consoles=self.consoles),
             access_log=None,
             # A follower that goes away must not keep its handler waiting for the next event.
             handler_cancellation=True,
@@ -495,6 +509,8 @@ class Daemon:
 
     async def _report_to_systemd(self) -> None:
         """STATUS= after each cycle and WATCHDOG=1 from the loop, so a stuck loop is restarted."""
+        if self.notifier.address is None:
+            return  # not run by systemd: no line to build and no wake-up for it
         period = self.notifier.watchdog_interval or self.scheduler.interval
         period = min(period, self.scheduler.interval)
         while True:

@@ -350,6 +350,11 @@ class CollectConfig:
         limits=LONG_SECONDS, reload=True, unit="seconds (366 days)"))
     # Collector name -> on/off, as given (the defaults are the collectors' own).
     collectors: Mapping[str, bool] = field(default_factory=dict, metadata=setting(reload=True))
+    # The admin collector's series (libvirtd's thread pools and clients) are read from the admin
+    # helper at most this often, and carried unchanged by the cycles between: each read costs
+    # the helper one admin call per server and per client. At most the interval: every cycle.
+    admin_interval: float = field(default=60.0, metadata=setting(limits=SECONDS, reload=True,
+                                                                 unit="seconds"))
     # Block stats for every layer of each disk's backing chain (vda, vda[1], ...), not only
     # the active one: a series per layer, so off by default.
     block_backing_chain: bool = field(default=False, metadata=setting(reload=True))

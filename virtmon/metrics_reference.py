@@ -15,10 +15,13 @@ from virtmon.alerts.metrics import FAMILIES as ALERT_FAMILIES
 from virtmon.collectors import COLLECTORS, DEFAULT_ENABLED
 from virtmon.collectors.base import FACTS_EVERY, OUTCOME_FAMILIES
 from virtmon.collectors.guest_agent import FAMILIES as GUEST_AGENT_FAMILIES
+from virtmon.collectors.jobs import FAMILIES as JOB_FAMILIES
+from virtmon.control.console import CONSOLE_FAMILIES
 from virtmon.control.executor import REQUESTS_FAMILY
 from virtmon.exposition.family import FamilySpec
 from virtmon.exposition.process import FAMILIES as PROCESS_FAMILIES
 from virtmon.selfmetrics import FAMILIES as SELF_FAMILIES
+from virtmon.virt.jobs import MAX_WATCHED
 
 HEADER = f"""\
 # Metrics reference
@@ -64,7 +67,10 @@ NOTES = {
             "add up to the wall time on a host with steal time.",
     "admin": "Per server of the daemon (`libvirtd` and `admin` on a monolithic libvirtd), "
              "through the admin API helper. virtmon is itself a client (of both servers) and "
-             "its own cycle keeps a `libvirtd` worker busy while the pools are read.",
+             "its own cycle keeps a `libvirtd` worker busy while the pools are read. Read every "
+             "`collect.admin_interval` seconds (60 by default; at most the interval: every "
+             "cycle), the cycles between carry the last values: a read costs the helper one "
+             "admin call per server and per client.",
     "events": "Counted since virtmon started, for the domains of the current listing (a "
               "deleted domain's counts go with it).",
 }
@@ -107,10 +113,25 @@ def reference() -> str:
             "apart from the collection cycle, and only for domains whose agent channel is "
             "connected. The guest's series are absent while its agent does not answer.", "",
             *table(GUEST_AGENT_FAMILIES)]
+    out += ["", "## jobs", "",
+            "A running domain job's progress (`virDomainGetJobStats`: a migration, save, dump, "
+            "snapshot, backup), asked every `collect.interval` seconds apart from the collection "
+            "cycle, and only of the domains known to have a job (at most "
+            f"{MAX_WATCHED}): a migration started through the control API, a domain that sent "
+            "`migration_iteration` or a migration's lifecycle event, or one a cycle found paused "
+            "for a job. The series are absent when no job runs, and go at the job's end "
+            "(`job_completed`, or libvirt answering that none runs). A job another tool started "
+            "(virsh) has no series until its first such event or pause: a live migration's disk "
+            "copy before the first pass over the memory, a live dump or save, a backup are not "
+            "seen. A migration's destination has none: libvirt keeps an incoming migration's "
+            "statistics to the source. A failed or cancelled job's figures are in its "
+            "`job_completed` event where libvirt sends one (docs/compatibility.md).", "",
+            *table(JOB_FAMILIES)]
     out += ["", "## virtmon itself", "",
             "The collection, the libvirt connection, the event bus, alerts, webhooks and the "
             "control API.", "",
-            *table((*OUTCOME_FAMILIES, *SELF_FAMILIES, *ALERT_FAMILIES, REQUESTS_FAMILY))]
+            *table((*OUTCOME_FAMILIES, *SELF_FAMILIES, *ALERT_FAMILIES, REQUESTS_FAMILY,
+                    *CONSOLE_FAMILIES))]
     out += ["", "## Processes", "",
             "The standard series every exporter has, from prometheus_client's process "
             "collector: the daemon's, and (while it runs) the admin helper's.", "",

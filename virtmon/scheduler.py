@@ -25,10 +25,11 @@ from virtmon.collectors.snapshot import DomainInfo, LibvirtInfo, StatsSnapshot
 from virtmon.component import Restart
 from virtmon.config import CollectConfig, keeping
 from virtmon.events.counters import EventCounts
-from virtmon.exposition.cache import Exposition
+from virtmon.exposition.cache import Exposition, Variant
 from virtmon.exposition.family import MetricFamily
-from virtmon.exposition.render import LabelStrings
+from virtmon.exposition.render import CarriedSeries
 from virtmon.selfmetrics import CycleStats
+from virtmon.ticks import sleep_to_next_tick
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
@@ -52,6 +53,15 @@ async def together(first: Callable[[], Awaitable[A]],
         group.start_soon(run_second)
         first_result = await first()
     return first_result, second_result[0]
+
+
+def tell(listeners: Iterable[Callable[[A], None]], news: A) -> None:
+    """Call each listener with ``news``; one that fails is logged and the others still hear."""
+    for listener in listeners:
+        try:
+            listener(news)
+        except Exception:
+            log.exception("virtmon.collect.listener_failed")
 
 
 class MetricSource(Protocol):
@@ -94,8 +104,14 @@ class Scheduler:
         self.sources = sources
         # Called on the loop with each fresh cycle's families (the alert thresholds); no I/O.
         self.cycle_listeners: list[Callable[[Sequence[MetricFamily]], None]] = []
+        # Called on the loop with each fresh cycle's snapshot (the job watcher); no I/O.
+        self.snapshot_listeners: list[Callable[[StatsSnapshot], None]] = []
         self.domain_info = domain_info
         self.admin = admin
+        # The admin helper's last answer and when it was asked (monotonic): reused by the cycles
+        # until ``collect.admin_interval`` has passed; an error is asked again next cycle.
+        self._admin_answer: AdminStats | Exception | None = None
+        self._admin_asked_at = 0.0
         # Read once per connection (the connection's connected_since): versions and hypervisor;
         # and every FACTS_EVERY cycles: node info, CPU map, host interfaces.
         self._known_since: float | None = None
@@ -106,8 +122,8 @@ class Scheduler:
         # Rendered by prometheus_client into each exposition (the process_* series).
         self.client_metrics = client_metrics
         self.stats = stats
-        # Each cycle's renders start from the label strings the last one built.
-        self.label_strings = LabelStrings()
+        # Each cycle's renders start from the series the last one wrote.
+        self.carried_series = CarriedSeries()
         self.exposition = Exposition([])
         self.snapshot: StatsSnapshot | None = None
         self._cycle_done = anyio.Condition()
@@ -115,6 +131,7 @@ class Scheduler:
     def _apply(self, collect: CollectConfig) -> None:
         self.collect = collect
         self.interval = collect.interval
+        self.admin_interval = collect.admin_interval
         # A cycle's libvirt calls are abandoned after this; the admin helper's answer too.
         self.deadline = collect.interval * collect.deadline_ratio
         self.backing_chain = collect.block_backing_chain  # every layer of each disk
@@ -158,7 +175,8 @@ class Scheduler:
     def publish_own_metrics(self) -> None:
         """Publish virtmon's own metrics alone, for the scrapes that come before the first cycle
         is done: an empty body would pass for a target that has no series at all."""
-        self.exposition = Exposition(self.own_families(), self.client_metrics, self.label_strings)
+        self.exposition = Exposition(self.own_families(), self.client_metrics,
+                                     self.carried_series)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Cycle forever on a fixed tick; ``started`` after the first cycle."""
@@ -166,11 +184,7 @@ class Scheduler:
         await self.cycle()
         task_status.started()
         while True:
-            next_tick += self.interval
-            now = time.monotonic()
-            if next_tick < now:  # a cycle overran: skip the ticks it missed, keep the phase
-                next_tick += self.interval * ((now - next_tick) // self.interval + 1)
-            await anyio.sleep(next_tick - now)
+            next_tick = await sleep_to_next_tick(next_tick, self.interval)
             await self.cycle()
 
     async def wait_cycle(self) -> None:
@@ -191,45 +205,62 @@ class Scheduler:
     async def _cycle(self) -> None:
         """Snapshot, collectors, publish."""
         started = time.monotonic()
-        (snapshot, fresh), admin = await together(self._snapshot, self._admin_answer)
+        admin: AdminStats | Exception | None
+        if self._admin_due(started):
+            (snapshot, fresh), admin = await together(self._snapshot, self._ask_admin)
+        else:  # the last answer stands: no task group, no helper round trip
+            (snapshot, fresh), admin = await self._snapshot(), self._admin_answer
         events = self.event_counts() if self.event_counts is not None else None
         snapshot = dataclasses.replace(snapshot, admin=admin, events=events)
-        # Collectors are pure and can be slow at thousands of domains: off the loop thread.
-        families, _outcomes = await anyio.to_thread.run_sync(
-            run_collectors, self.collectors, snapshot
-        )
+        # The loop's own series are read here; the collectors (pure, slow at thousands of
+        # domains) and the forms asked for during the last cycle are one worker thread's work:
+        # one hand-off per cycle. Rendering those forms before the new exposition is published
+        # (scrapes meanwhile get the last one) means steady scrapers never wait for a render;
+        # other forms render on their first request, none if nobody scrapes.
+        exposition = await anyio.to_thread.run_sync(
+            self._exposition, snapshot, self.own_families(), frozenset(self.exposition.asked))
         self.stats.cycles += 1
         self.stats.last_duration = time.monotonic() - started
         if fresh:
             self.stats.last_success = time.time()
             self.snapshot = snapshot
+            tell(self.cycle_listeners, exposition.families)
+            tell(self.snapshot_listeners, snapshot)
         else:
             self.stats.failures += 1
-        families.extend(self.own_families())
-        if fresh:
-            for listener in self.cycle_listeners:
-                try:
-                    listener(families)
-                except Exception:
-                    log.exception("virtmon.collect.listener_failed")
-        exposition = Exposition(families, self.client_metrics, self.label_strings)
-        # The forms asked for during the last cycle are rendered before the new one is
-        # published (scrapes meanwhile get the last one), so steady scrapers never wait for a
-        # render; other forms render on their first request, none if nobody scrapes.
-        await anyio.to_thread.run_sync(exposition.render_ahead, self.exposition.asked)
         self.exposition = exposition
         log.debug("virtmon.collect.cycle", seconds=round(self.stats.last_duration, 4),
                   domains=len(snapshot.domains), samples=self.exposition.samples, fresh=fresh)
 
-    async def _admin_answer(self) -> AdminStats | Exception | None:
-        """The admin helper's statistics, the error it gave (the collector reports it), or None
-        when the admin collector is off."""
+    def _exposition(self, snapshot: StatsSnapshot, own: list[MetricFamily],
+                    asked: frozenset[Variant]) -> Exposition:
+        """The collectors' families and ``own`` as an exposition, with the ``asked`` forms
+        rendered (blocking: in a worker thread)."""
+        families, _outcomes = run_collectors(self.collectors, snapshot)
+        families.extend(own)
+        exposition = Exposition(families, self.client_metrics, self.carried_series)
+        exposition.render_ahead(asked)
+        return exposition
+
+    def _admin_due(self, now: float) -> bool:
+        """Whether this cycle asks the admin helper: the admin collector is on, and its last
+        answer is an error, or none, or ``admin_interval`` old. Half an interval of slack, so
+        that a cycle's jitter does not push a read a whole interval later."""
         if self.admin is None:
-            return None
+            return False
+        if not isinstance(self._admin_answer, AdminStats):
+            return True
+        return now - self._admin_asked_at >= self.admin_interval - self.interval / 2
+
+    async def _ask_admin(self) -> AdminStats | Exception:
+        """The admin helper's statistics, or the error it gave (the collector reports it)."""
+        assert self.admin is not None
+        self._admin_asked_at = time.monotonic()
         try:
-            return await self.admin(self.deadline)
+            self._admin_answer = await self.admin(self.deadline)
         except Exception as exc:
-            return exc
+            self._admin_answer = exc
+        return self._admin_answer
 
     async def _snapshot(self) -> tuple[StatsSnapshot, bool]:
         """This cycle's snapshot and whether it is fresh.

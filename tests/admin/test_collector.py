@@ -99,11 +99,11 @@ def test_every_admin_metric_has_the_right_values() -> None:
 
 
 def test_families_are_gauges_with_help_naming_the_source() -> None:
-    """Every family is a gauge whose HELP names the libvirt call and the cycle age."""
+    """Every family is a gauge whose HELP names the libvirt call and how often it is read."""
     stats = AdminStats((ServerStats("libvirtd", {"maxWorkers": 20}, {"nclients": 0}),))
     for family in AdminCollector().collect(Snap(stats)):  # type: ignore[arg-type]
         assert family.type == "gauge"
-        assert "virAdm" in family.help and "last collection cycle" in family.help
+        assert "virAdm" in family.help and "every collect.admin_interval seconds" in family.help
 
 
 def test_missing_parameter_leaves_no_sample() -> None:

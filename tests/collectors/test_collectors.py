@@ -17,6 +17,7 @@ from virtmon.collectors import (
     COLLECTORS,
     DEFAULT_ENABLED,
     STATS_GROUP_FLAGS,
+    NoData,
     build_collectors,
     run_collectors,
     stats_flags_for,
@@ -276,6 +277,32 @@ def test_vanished_domain_is_absent_next_cycle() -> None:
     after, _ = run_collectors(collectors, make_snapshot(records[:1]))
     assert b'domain="db-02"' in render_text(before)
     assert b'domain="db-02"' not in render_text(after)
+
+
+def _collected(collector: Any, snapshot: StatsSnapshot) -> list[tuple[str, Any, Any]] | str:
+    """What ``collector`` returns for ``snapshot``: each family's name, labels and samples (or
+    that it has no data)."""
+    try:
+        return [(f.name, f.label_names, f.samples) for f in collector.collect(snapshot)]
+    except NoData:
+        return "no data"
+
+
+def test_a_collector_that_saw_other_cycles_returns_what_a_fresh_one_returns() -> None:
+    """Whatever a collector carries from cycle to cycle changes none of its families: cycles
+    that add, drop, rename and change domains give what a fresh collector gives each of them."""
+    records = load_records(KVM)
+    first, *others = records
+    renamed = dataclasses.replace(first, name="renamed-01")
+    paused = dataclasses.replace(first, stats={**first.stats, "state.state": 3})
+    cycles = [records, records[1:], (renamed, *others), (paused, renamed, *others), records,
+              (*records, dataclasses.replace(renamed, uuid="00000000-0000-0000-0000-0000000000bb"))]
+    names = sorted(COLLECTORS)
+    carrying = build_collectors(names)
+    for domains in cycles:
+        snapshot = make_snapshot(domains)
+        for collector, fresh in zip(carrying, build_collectors(names), strict=True):
+            assert _collected(collector, snapshot) == _collected(fresh, snapshot), collector.name
 
 
 def test_help_names_source_and_cycle_and_no_host_label() -> None:

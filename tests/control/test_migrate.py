@@ -4,16 +4,20 @@ A daemon on the lab with two configured destinations: one whose libvirtd is not 
 socket path that does not exist), and a name for the lab itself. The request names one; an
 unknown name, a read caller, or a daemon without allow_write are refused before libvirt is
 asked, and a destination that cannot be reached is libvirt's own error, the guest still running
-where it was. The migration itself, between two hosts, is tests/host2/test_migration.py.
+where it was; one that never answers is 504 at control.migration_timeout. The migration
+itself, between two hosts, is tests/host2/test_migration.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +85,15 @@ async def test_an_unknown_destination_is_400_naming_the_key_and_no_uri(
     assert (record["ok"], record["status"]) == (False, 400)
 
 
-async def test_a_destination_that_cannot_be_reached_is_libvirts_error_and_the_guest_stays(
+async def test_a_destination_that_cannot_be_reached_is_a_502_and_the_guest_stays(
     rw: Env, lab_domain: str, lab_conn: Any, short_tmp: Path
 ) -> None:
-    """virtmon opens the configured URI itself: when nothing answers there the answer is
-    libvirt's own error (a 4xx with its code), the audit has the name and not the URI, and
-    the guest runs on where it was."""
+    """virtmon opens the configured URI itself: when nothing answers there the answer is a 502
+    (the other host failed) with libvirt's own error and code, the audit has the name and not
+    the URI, and the guest runs on where it was."""
     problem = await rw.problem("domain.migrate", domain=lab_domain, destination="gone",
                                flags=["live"])
-    assert 400 <= problem.status < 500, problem.document
+    assert problem.status == 502, problem.document
     assert problem.document["libvirt_code"] == libvirt.VIR_ERR_SYSTEM_ERROR, problem.document
     assert "absent.sock" in problem.detail
     assert await _running(lab_conn, lab_domain)
@@ -126,4 +130,53 @@ async def test_without_allow_write_or_as_a_read_caller_the_migration_is_403(
              "arguments": {"domain": lab_domain, "destination": "home"}}])
         assert answer["status"] == 403, answer
         assert answer["document"]["needs"] == "write", answer
+    assert await _running(lab_conn, lab_domain)
+
+
+@contextlib.contextmanager
+def silent_libvirtd(path: Path) -> Iterator[None]:
+    """A Unix socket at ``path`` that accepts connections and never answers (a hung libvirtd);
+    closing it afterwards ends the client's abandoned wait."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+async def test_a_migration_past_its_timeout_is_504_and_the_guest_stays(
+    short_tmp: Path, lab: str, lab_domain: str, lab_conn: Any
+) -> None:
+    """A destination that never answers holds the migration past control.migration_timeout:
+    the answer is 504 at that deadline (not the request timeout), the audit says so, and the
+    guest runs on where it was."""
+    stuck = short_tmp / "stuck.sock"
+    with silent_libvirtd(stuck):
+        async for env in daemon_env(
+                short_tmp, lab, allow_write=True, migration_timeout=2.0,
+                migration_destinations={"stuck": f"qemu+unix:///system?socket={stuck}"}):
+            started = time.monotonic()
+            problem = await env.problem("domain.migrate", domain=lab_domain,
+                                        destination="stuck", flags=["live"])
+            assert problem.status == 504, problem.document
+            assert time.monotonic() - started < 10.0  # the 2 s deadline, not request_timeout (20 s)
+            record = await audit_record(env, "domain.migrate")
+            assert (record["ok"], record["status"]) == (False, 504), record
     assert await _running(lab_conn, lab_domain)

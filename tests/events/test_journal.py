@@ -230,3 +230,14 @@ def test_event_filter_by_uuid_or_name() -> None:
     assert [by_uuid.matches(e) for e in (a_life, b_reboot, conn)] == [True, False, False]
     either = EventFilter(domains=frozenset({"b"}), uuids=frozenset({uuid_key(uuid)}))
     assert [either.matches(e) for e in (a_life, b_reboot, conn)] == [True, True, False]
+
+
+def test_the_lines_kept_for_the_streams_are_the_journaled_ones_and_bounded(
+        journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event's line (what a stream sends) is the JSON it was journaled with; only the last
+    RECENT_LINES are kept, and an older event's line is made anew, the same."""
+    monkeypatch.setattr("virtmon.events.journal.RECENT_LINES", 2)
+    events = journal.append([ev(1), ev(2), ev(3)])
+    journaled = [e.to_json() for e in journal.read_since(0)]
+    assert [journal.line(e) for e in events] == journaled == [e.to_json() for e in events]
+    assert sorted(journal._lines) == [2, 3]

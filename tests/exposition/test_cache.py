@@ -130,8 +130,8 @@ async def test_the_forms_asked_for_are_rendered_ahead_for_the_next_cycle(
     short_tmp: Path, session: aiohttp.ClientSession
 ) -> None:
     """A form scraped during one cycle is ready when the next is published (its scrapers do
-    not wait for a render); forms nobody asked for are not rendered; a cycle after one nobody
-    scraped renders nothing."""
+    not wait for a render); forms nobody asked for are not rendered, nor kept when a gzip body
+    is made from them; a cycle after one nobody scraped renders nothing."""
     cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI},
                         collect={"interval": 0.3, **NO_ADMIN})
     openmetrics_gzip = REQUESTS["application/openmetrics-text", "gzip"]
@@ -141,6 +141,7 @@ async def test_the_forms_asked_for_are_rendered_ahead_for_the_next_cycle(
         await next_cycle(daemon.scheduler)
         ahead = daemon.scheduler.exposition
         assert ahead.cached(openmetrics_gzip) is not None  # before any scrape of this cycle
+        assert ahead.cached(openmetrics_gzip._replace(gzipped=False)) is None
         await next_cycle(daemon.scheduler)
         unscraped = daemon.scheduler.exposition
     # The gzip body is made from its plain one; no text form was asked for or made.

@@ -22,7 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from structlog.testing import capture_logs
 
 from virtmon.exposition.family import MetricFamily
-from virtmon.exposition.render import LabelStrings, format_value, render_openmetrics, render_text
+from virtmon.exposition.render import (
+    CarriedSeries,
+    escape_help_openmetrics,
+    escape_help_text,
+    escape_label_value,
+    format_value,
+    render_openmetrics,
+    render_text,
+)
 
 # Label values as libvirt can hand them over: any valid Unicode (no lone surrogates).
 label_values = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -217,9 +225,9 @@ def test_same_samples_as_prometheus_client() -> None:
     assert samples(ours) == samples(theirs)
 
 
-def test_carried_label_strings_change_no_byte_and_keep_only_the_last_render() -> None:
-    """Renders that carry label strings reuse the last one's, give the bytes a fresh render
-    gives, in both formats, and drop the strings of series that vanished."""
+def test_carried_series_change_no_byte_and_keep_only_the_last_render() -> None:
+    """Renders that carry the last one's series reuse its lines, give the bytes a fresh render
+    gives, in both formats, and drop the series that vanished."""
     def state(*domains: str) -> MetricFamily:
         family = MetricFamily("t_state", "gauge", "Test.", ("domain", "state"))
         for domain in domains:
@@ -227,14 +235,91 @@ def test_carried_label_strings_change_no_byte_and_keep_only_the_last_render() ->
             family.add((domain, "paused"), 0)
         return family
 
-    carried = LabelStrings()
+    carried = CarriedSeries()
     built = []
     for families in ([state("a", "b"), _family((("a",), 1))],
+                     [state("a", "b"), _family((("a",), 2))],
                      [state("b", 'c"q'), _family((("b",), 2))],
                      [state("b")]):
         assert render_text(families, carried=carried) == render_text(families)
         assert render_openmetrics(families, carried=carried) == render_openmetrics(families)
-        built.append(carried.last[("domain", "state")][("b", "paused")])
-    assert built[0] is built[1] is built[2]  # built once, then carried
-    assert carried.last == {("domain", "state"): {("b", "running"): '{domain="b",state="running"}',
-                                                  ("b", "paused"): '{domain="b",state="paused"}'}}
+        series = carried.last["t_state"]
+        built.append(series.prefixes[series.keys.index(("b", "paused"))])
+    assert built[0] is built[1] is built[2] is built[3]  # built once, then carried
+    assert list(carried.last) == ["t_state"]
+    assert carried.last["t_state"].keys == [("b", "running"), ("b", "paused")]
+
+
+# Families as collectors make them: a name decides type and label names (so that families of
+# one name merge), label values from a small set (so that series repeat and collide), every
+# kind of value the renderer formats.
+_NAMES = {"t_a": ("gauge", ("domain", "state")), "t_b_total": ("counter", ("domain",)),
+          "t_c_info": ("info", ("domain", "uuid")), "t_d": ("untyped", ()),
+          "t_e_bytes": ("gauge", ("domain",))}
+_sample_values = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True))
+_labels = st.sampled_from(["web-01", "web-02", 'q"\\\n', "ü", ""])
+
+
+@st.composite
+def _families(draw: st.DrawFn) -> list[MetricFamily]:
+    families = []
+    for name in draw(st.lists(st.sampled_from(sorted(_NAMES)), max_size=6)):
+        kind, label_names = _NAMES[name]
+        family = MetricFamily(name, kind, f"Help of {name} \\ \"x\"\n.", label_names)  # type: ignore[arg-type]
+        for _ in range(draw(st.integers(0, 6))):
+            family.add(tuple(draw(_labels) for _ in label_names), draw(_sample_values))
+        families.append(family)
+    return families
+
+
+def _revalued(families: list[MetricFamily], values: list[float]) -> list[MetricFamily]:
+    """The same series with new values (what most cycles look like)."""
+    fresh = iter(values * (1 + sum(len(f.samples) for f in families)))
+    return [MetricFamily(f.name, f.type, f.help, f.label_names,
+                         [(labels, next(fresh)) for labels, _ in f.samples]) for f in families]
+
+
+def _reference(families: list[MetricFamily], openmetrics: bool) -> bytes:
+    """The exposition written plainly, one sample at a time, from the two formats' rules."""
+    groups: dict[str, list[MetricFamily]] = {}
+    for family in families:
+        groups.setdefault(family.name, []).append(family)
+    lines = []
+    for name, group in groups.items():
+        if not any(f.samples for f in group):
+            continue
+        kind = group[0].type
+        if openmetrics:
+            shown = name.removesuffix({"counter": "_total", "info": "_info"}.get(kind, "\0"))
+            lines.append(f"# HELP {shown} {escape_help_openmetrics(group[0].help)}")
+            lines.append(f"# TYPE {shown} {'unknown' if kind == 'untyped' else kind}")
+        else:
+            lines.append(f"# HELP {name} {escape_help_text(group[0].help)}")
+            lines.append(f"# TYPE {name} {'gauge' if kind == 'info' else kind}")
+        seen = set()
+        for family in group:
+            for values, value in family.samples:
+                pairs = [f'{n}="{escape_label_value(v)}"'
+                         for n, v in zip(family.label_names, values, strict=True)]
+                labels = "{" + ",".join(pairs) + "}" if pairs else ""
+                if labels not in seen:
+                    seen.add(labels)
+                    lines.append(f"{name}{labels} {format_value(value)}")
+    body = "".join(line + "\n" for line in lines)
+    return (body + ("# EOF\n" if openmetrics else "")).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_families(), values=st.lists(_sample_values, min_size=1, max_size=5),
+       last=_families())
+def test_render_equals_the_plain_reference_cycle_after_cycle(
+        first: list[MetricFamily], values: list[float], last: list[MetricFamily]) -> None:
+    """Any families, rendered cycle after cycle with the series carried (same series with new
+    values, then other series), give exactly the bytes of a plain one-sample-at-a-time render."""
+    carried = CarriedSeries()
+    for families in (first, _revalued(first, values), last):
+        with capture_logs():
+            assert render_text(families, carried=carried) == _reference(families, False)
+            assert render_openmetrics(families, carried=carried) == _reference(families, True)

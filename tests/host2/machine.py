@@ -62,6 +62,36 @@ MACHINE = "virtmon-host2"
 LINK_HOST_SIDE, LINK_CONTAINER_SIDE = "vmhost2", "vmlink"
 HOST_ADDRESS, PEER_ADDRESS = "169.254.213.1", "169.254.213.2"
 PEER_URI = f"qemu+tcp://{PEER_ADDRESS}/system"
+# The lab host's libvirt sockets as the container sees them (bound read-only: connecting to a
+# socket needs no write access to its file system), so that the container's virtmon and libvirtd
+# migrate guests back without the lab's libvirtd listening on TCP. Clients reach it through a
+# proxy of the container's own (systemd-socket-proxyd, root): the lab's libvirtd names each
+# client's uid and gid from its own user database and refuses one it has no record of ("Failed
+# to find group record for gid"), such as the container's group virtmon, which the hardened
+# unit runs virtmon with (Group=virtmon).
+HOST_LIBVIRT_DIR = "/run/host-libvirt"
+HOST_LIBVIRT_PROXY = "/run/lab-libvirt/libvirt-sock"
+HOST_URI_INSIDE = f"qemu+unix:///system?socket={HOST_LIBVIRT_PROXY}"
+PROXY_UNITS = {
+    "lab-libvirt.socket": f"""\
+[Unit]
+Description=The lab host's libvirt socket, for clients of any group
+
+[Socket]
+ListenStream={HOST_LIBVIRT_PROXY}
+SocketMode=0600
+
+[Install]
+WantedBy=sockets.target
+""",
+    "lab-libvirt.service": f"""\
+[Unit]
+Description=Proxy to the lab host's libvirt socket
+
+[Service]
+ExecStart=/lib/systemd/systemd-socket-proxyd {HOST_LIBVIRT_DIR}/libvirt-sock
+""",
+}
 # No system bus outside: nothing to register with, and no scope unit to make.
 NSPAWN = ("systemd-nspawn", "--register=no", "--keep-unit", "--quiet")
 
@@ -349,12 +379,14 @@ def private_kvm_node(directory: Path) -> Path:
 @contextlib.contextmanager
 def booted(root: Path, log: Path) -> Iterator[Booted]:
     """Boot root with systemd as PID 1 (no network but its own loopback and the link to the
-    host, the KVM device bound in through a node of its own)."""
+    host, the KVM device bound in through a node of its own, the lab host's libvirt sockets
+    under HOST_LIBVIRT_DIR)."""
     started = time.monotonic()
     with log.open("wb") as console:
         nspawn = subprocess.Popen(
             [*NSPAWN, "-D", str(root), f"--machine={MACHINE}", "--private-network",
-             f"--bind={private_kvm_node(root.parent)}:/dev/kvm", "--console=passive",
+             f"--bind={private_kvm_node(root.parent)}:/dev/kvm",
+             f"--bind-ro=/run/libvirt:{HOST_LIBVIRT_DIR}", "--console=passive",
              "--boot"],
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
     try:
@@ -387,7 +419,8 @@ def second_host(workdir: Path, image: Path, builder: Path) -> Iterator[Booted]:
     """A booted copy of the image with virtmon's package installed; all removed afterwards.
 
     The package is installed in a first boot (its postinst enables and starts the units); the
-    second boot starts virtmon as every boot of the host will.
+    second boot starts virtmon as every boot of the host will, and the proxy to the lab's libvirt
+    socket.
     """
     root = workdir / "rootfs"
     try:
@@ -396,12 +429,24 @@ def second_host(workdir: Path, image: Path, builder: Path) -> Iterator[Booted]:
         fetch_dependencies(root, package)
         with booted(root, workdir / "install-console.log") as host:
             after_install = apt_install(host, package.name)
+        proxy_to_the_lab(root)
         with booted(root, workdir / "console.log") as host:
             host.package = package.name
             host.after_install = after_install
             yield host
     finally:
         remove_tree(root)
+
+
+def proxy_to_the_lab(root: Path) -> None:
+    """The proxy to the lab's libvirt socket (HOST_LIBVIRT_PROXY), started with the sockets at
+    the next boot."""
+    units = root / "etc/systemd/system"
+    for name, text in PROXY_UNITS.items():
+        (units / name).write_text(text)
+    wants = units / "sockets.target.wants"
+    wants.mkdir(exist_ok=True)
+    (wants / "lab-libvirt.socket").symlink_to("../lab-libvirt.socket")
 
 
 def _nspawns_on(root: Path) -> list[int]:

@@ -922,6 +922,11 @@ CHECKS: dict[str, Check] = {
     "virtmon_alerts_cycles_dropped_total": Check("counter", "counter", _any({})),
     "virtmon_control_requests_total": Check("counter", "steady", lambda t: {
         labels(operation=op, code=code): n for (op, code), n in t.extra["control"].items()}),
+    # The cross-check opens no console; nothing may have been abandoned.
+    "virtmon_console_streams_open": Check("gauge", "steady", single(lambda _t: 0)),
+    "virtmon_console_calls_abandoned_total": Check("counter", "steady", single(lambda _t: 0)),
+    "virtmon_console_calls_abandoned_outstanding": Check("gauge", "steady",
+                                                         single(lambda _t: 0)),
     # The daemon's and the admin helper's processes.
     "process_cpu_seconds_total": Check("counter", "counter",
                                        _processes(lambda p: p.cpu_seconds)),
@@ -959,6 +964,29 @@ CHECKS: dict[str, Check] = {
     "virtmon_guest_agent_calls_abandoned_total": Check("counter", "steady", nothing),
     "virtmon_guest_agent_calls_abandoned_outstanding": Check("gauge", "steady", nothing),
     "virtmon_guest_agent_poll_duration_seconds": Check("gauge", "steady", nothing),
+    # No domain of the cross-check runs a job (tests/host2/test_migration.py watches one):
+    # no job series, and the watcher's set stays empty.
+    "libvirt_domain_job_info": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_elapsed_seconds": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_remaining_seconds": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_expected_downtime_seconds": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_data_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_data_processed_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_data_remaining_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_processed_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_remaining_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_transfer_bytes_per_second": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_iteration": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_postcopy_requests": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_disk_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_disk_processed_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_disk_remaining_bytes": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_disk_transfer_bytes_per_second": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_auto_converge_throttle_ratio": Check("gauge", "steady", nothing),
+    "libvirt_domain_job_memory_dirty_rate_bytes_per_second": Check("gauge", "steady", nothing),
+    "virtmon_domain_jobs_watched": Check("gauge", "steady", single(lambda _t: 0.0)),
+    "virtmon_domain_jobs_unwatched_total": Check("counter", "steady", single(lambda _t: 0.0)),
 }
 
 # Family names made from libvirt's hypervisor statistic names (see hypervisor_checks).

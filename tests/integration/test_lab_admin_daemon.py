@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -11,10 +14,11 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests.admin.conftest import virt_admin
 from tests.conftest import daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json
-from tests.waiting import exposition_until
+from tests.waiting import exposition_until, fresh_cycle
 from virtmon import app
 from virtmon.admin.client import AdminHelper
 
@@ -24,8 +28,10 @@ pytestmark = pytest.mark.lab
 async def test_kill_9_of_the_admin_helper_is_an_event_and_metrics_resume(
     lab: str, short_tmp: Path
 ) -> None:
-    """kill -9 of the helper: died/started events in the stream, admin metrics come back."""
-    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI})
+    """kill -9 of the helper: died/started events in the stream, admin metrics after a cycle
+    that began once the new helper was up (the helper is asked every cycle here)."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
+                        collect={"interval": 1.0, "admin_interval": 1.0})
     async with running_daemon(cfg) as daemon, \
             follow(daemon.control_socket, "kind=admin") as stream:
         helper = daemon.admin_helper
@@ -36,6 +42,7 @@ async def test_kill_9_of_the_admin_helper_is_an_event_and_metrics_resume(
         assert died["payload"]["returncode"] == -signal.SIGKILL
         started = await stream.wait_for(lambda e: e["name"] == "helper_started")
         assert started["payload"]["pid"] != first
+        await fresh_cycle(daemon.scheduler)  # one that began after the new helper started
         text = await exposition_until(
             daemon.scheduler, lambda text: 'virtmon_collector_success{collector="admin"} 1' in text)
         assert 'libvirt_daemon_threadpool_max_workers{server="libvirtd"}' in text
@@ -65,3 +72,37 @@ async def test_a_helper_without_access_fails_only_the_admin_collector(
     failures = [e for e in logs if e["event"] == "virtmon.collector.failed"
                 and e.get("collector") == "admin"]
     assert failures and "Permission denied" in failures[0]["error"]
+
+
+def exported_max_workers(text: str) -> int:
+    """libvirtd's maxWorkers as the exposition shows it."""
+    match = re.search(r'^libvirt_daemon_threadpool_max_workers\{server="libvirtd"\} (\d+)', text,
+                      re.MULTILINE)
+    assert match is not None, "no libvirtd thread pool series"
+    return int(match.group(1))
+
+
+async def test_admin_series_are_read_every_admin_interval_and_carried_between(
+    lab: str, short_tmp: Path
+) -> None:
+    """With collect.admin_interval far above the cycle, the cycles carry the admin values read
+    first (a thread pool change stays unseen) and count the collector a success; a reload that
+    lowers it makes the next cycles read the change."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
+                        collect={"interval": 1.0, "admin_interval": 3600.0})
+    async with running_daemon(cfg) as daemon:
+        scheduler = daemon.scheduler
+        first = exported_max_workers(scheduler.exposition.text.decode())
+        await asyncio.to_thread(virt_admin, "srv-threadpool-set", "libvirtd",
+                                "--max-workers", str(first + 11))
+        try:
+            for _ in range(3):
+                await fresh_cycle(scheduler)
+                text = scheduler.exposition.text.decode()
+                assert exported_max_workers(text) == first
+                assert 'virtmon_collector_success{collector="admin"} 1' in text
+            await scheduler.reconfigure(dataclasses.replace(cfg.collect, admin_interval=0.5))
+            await exposition_until(scheduler, lambda text: exported_max_workers(text) == first + 11)
+        finally:
+            await asyncio.to_thread(virt_admin, "srv-threadpool-set", "libvirtd",
+                                    "--max-workers", str(first))

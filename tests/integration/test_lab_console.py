@@ -32,7 +32,7 @@ from tests.integration.test_lab_event_catalog import unique_domain
 from tests.lab import guest
 from tests.lab import lab as lab_module
 from tests.terminal import Terminal
-from tests.waiting import wait_until
+from tests.waiting import exposition_until, wait_until
 from virtmon.app import Daemon
 from virtmon.ctl.websocket import Closed, WebSocket
 
@@ -43,6 +43,7 @@ VIRTMONCTL = str(Path(sys.executable).parent / "virtmonctl")
 BOOT_TIMEOUT = 120.0
 TIMEOUT = 60.0
 PROMPT = b"guest# "
+OPEN_ONE = "virtmon_console_streams_open 1"
 # A WebSocket opening request's headers, for answers read as plain HTTP (refusals).
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -145,12 +146,15 @@ def audit(env: Env, event: str | None) -> list[dict[str, Any]]:
 
 
 async def test_a_command_typed_on_the_console_prints_its_marker(env: Env) -> None:
-    """The console reaches the guest's shell: a command typed prints its marker, and the
-    open and the close are audited."""
+    """The console reaches the guest's shell: a command typed prints its marker; the open and
+    the close are audited, and virtmon_console_streams_open counts it while it is open."""
     async with env.session() as session, session.ws_connect(env.url()) as ws:
         shown = await shell_marker(ws)
         assert PROMPT in shown or b"mark-42-" in shown
+        await exposition_until(env.daemon.scheduler, lambda t: OPEN_ONE in t.splitlines())
     await wait_until(lambda: bool(audit(env, "close")), 10, 0.1)
+    await exposition_until(env.daemon.scheduler,
+                           lambda t: "virtmon_console_streams_open 0" in t.splitlines())
     opened, closed = audit(env, "open"), audit(env, "close")
     assert len(opened) == 1 and opened[0]["ok"] and opened[0]["caller_role"] == "admin"
     assert closed[0]["result"]["code"] == 1000

@@ -128,7 +128,8 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
     """Used bytes of /data lie between two df readings in the guest and move by what a file
     written there takes; the addresses are what ip lists, an added one appears; the OS info
     carries the guest's OS release, kernel and hostname; the lab's agentless domains are never
-    polled; promtool finds nothing to say about the exposition."""
+    polled; /v1/status counts the poller's rounds and the agents up; promtool finds nothing to
+    say about the exposition."""
     async with unique_domain(lab, "t-ga") as name, polling(short_tmp, name) as (daemon, stream):
         dom = await booted(lab_conn, stream, name)
         for _ in range(2):  # before and after a file is written
@@ -163,6 +164,9 @@ async def test_file_systems_addresses_and_os_follow_the_guest(
         assert abs(sample(text, "libvirt_domain_guest_clock_offset_seconds", domain=name)) < 5
 
         assert sample(text, "virtmon_guest_agent_probes_total", domain=name, outcome="ok") >= 3
+        status = daemon.status()["guest_agent"]
+        assert status["enabled"] and status["rounds"] >= 3, status
+        assert status["connected_agents"] >= 1 and status["up"] >= 1, status
         linted = await call(lambda: subprocess.run([need("promtool"), "check", "metrics"],
                                                    input=text.encode(), capture_output=True,
                                                    timeout=60, check=False))

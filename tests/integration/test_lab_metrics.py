@@ -220,7 +220,9 @@ async def test_admin_thread_pool_change_shows_in_the_next_scrape(
         return int(next(line.split(":")[1] for line in out.splitlines() if "maxWorkers" in line))
 
     original = await asyncio.to_thread(threadpool_max)
-    async with running_daemon(config(short_tmp)) as daemon:
+    # The admin series read in every one-second cycle, not every collect.admin_interval.
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI}, collect={"admin_interval": 1.0})
+    async with running_daemon(cfg) as daemon:
         try:
             await asyncio.to_thread(subprocess.run, ["virt-admin", "srv-threadpool-set",
                                     "libvirtd", "--max-workers", str(original + 7)], check=True)

@@ -93,9 +93,11 @@ class EventLog:
 
 
 def config(state: Path) -> Any:
-    """Every collector on, one-second cycles, a metadata label read from the test's namespace."""
+    """Every collector on, one-second cycles (the admin series read in each), a metadata label
+    read from the test's namespace."""
     return daemon_config(state, libvirt={"uri": lab_module.URI}, collect={
         "interval": 1.0,
+        "admin_interval": 1.0,
         "collectors": dict.fromkeys(COLLECTORS, True),
         "metadata_labels": {"team": "metadata/t:owner/@team"},
         "metadata_namespaces": {"t": NAMESPACE},

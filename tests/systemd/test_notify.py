@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import free_port
+from tests.procfs import child_pids
 from tests.systemd.notifyhelpers import DaemonProcess, NotifySocket, daemon_process, write_config
 from virtmon.systemd import Notifier
 
@@ -182,22 +183,6 @@ def test_notify_and_watchdog_variables_are_not_inherited_by_the_admin_helper(
             stop(daemon)
     finally:
         notify.close()
-
-
-def child_pids(parent: int) -> list[int]:
-    """The direct children of a process (from /proc/*/stat)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command may contain spaces and parentheses: fields start after the last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            children.append(int(entry.name))
-    return children
 
 
 def test_notifier_ignores_a_watchdog_meant_for_another_pid() -> None:

@@ -1,8 +1,9 @@
 """The admin helper's ``snapshot`` reply as typed statistics: per daemon server, its thread pool,
 its client limits and its clients counted by transport and by access.
 
-The daemon asks for a snapshot once per collection cycle and hands an :class:`AdminStats` to the
-admin collector (virtmon.collectors.admin), which turns it into metric families.
+The daemon asks for a snapshot every ``collect.admin_interval`` seconds and hands an
+:class:`AdminStats` to the admin collector (virtmon.collectors.admin), which turns it into metric
+families.
 """
 
 from __future__ import annotations

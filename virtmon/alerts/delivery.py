@@ -179,12 +179,15 @@ class Target:
                 next_look = now + QUEUE_LOOK
             rows = await anyio.to_thread.run_sync(
                 self.store.due, self.receiver.name, self.url, self.receiver.batch_size)
-            waiting = not rows or rows[0].next_attempt > now  # the head backing off: in order
-            if waiting and not looked:  # changed since the last look: count it before a wait
-                next_look = 0.0
-                continue
             if not rows:
+                # Nothing pending: nothing to expire, and the count is known without a scan.
+                # (At 500 alerts/s the queue empties after nearly every request; a look here
+                # cost three worker-thread steps per request.)
+                self.depth, self.oldest = 0, None
                 await self._sleep(IDLE_CHECK)
+                continue
+            if rows[0].next_attempt > now and not looked:  # the head backing off: in order;
+                next_look = 0.0  # changed since the last look: count it before the wait
                 continue
             if rows[0].next_attempt > now:
                 await self._sleep(min(rows[0].next_attempt - now, IDLE_CHECK))

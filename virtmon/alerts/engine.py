@@ -1,9 +1,15 @@
 """The alert engine: journaled events and each cycle's families in, stored transitions out.
 
-The engine tails the journal rather than a queue of its own: the bus listener only wakes it,
-and it reads every event after the last one it handled (``alert_meta.last_seq``, stored in the
-same transaction as the transitions those events caused). So a burst never overflows it, and
-an event the journal accepted is handled even if virtmon is killed right after journaling it.
+The engine tails the journal rather than a queue of its own: it handles every event after the
+last one it handled (``alert_meta.last_seq``, stored in the same transaction as the transitions
+those events caused). So a burst never overflows it, and an event the journal accepted is
+handled even if virtmon is killed right after journaling it. The bus listener keeps the last
+journaled events in memory (``RECENT`` of them), which the engine takes instead of reading the
+journal as long as they follow on from ``last_seq``; after a gap (start-up, a burst beyond
+``RECENT``) it reads the journal.
+Events that change nothing (most of them: no rule matches) move ``last_seq`` in memory and are
+stored with the next commit, or every ``LAST_SEQ_SAVE`` seconds: a page of them cost a
+transaction. Killed in between, virtmon reads them again on start and they change nothing again.
 
 Invariant: ``self.active`` mirrors the pending and firing rows of the ``alerts`` table; only
 this engine's single task changes either, and it changes the mirror after the commit.
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -38,6 +44,8 @@ from virtmon.exposition.family import MetricFamily
 log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
 
 PAGE = 500
+RECENT = 2 * PAGE  # journaled events kept in memory for the engine (read again beyond that)
+LAST_SEQ_SAVE = 5.0  # seconds: how long events that changed nothing go without storing last_seq
 FAMILY_QUEUE = 4
 GONE_SWEEP = 30.0  # seconds between looks for alerts whose domain no longer exists
 # Transitions logged at info per rule and minute; beyond, they are counted and summed up once a
@@ -127,6 +135,8 @@ class AlertEngine:
         self._next_sweep = 0.0
         self.active: dict[str, Alert] = {}
         self.last_seq = 0
+        self._recent: deque[Event] = deque(maxlen=RECENT)  # the last journaled events
+        self._last_seq_saved = -math.inf  # time.monotonic() of the last commit of last_seq
         self.notifications: Counter[str] = Counter()  # by status
         self.families_dropped = 0
         self._streaks: dict[str, int] = {}  # threshold series fingerprint -> cycles beyond
@@ -143,7 +153,8 @@ class AlertEngine:
     # -- inputs (on the loop; never block) ---------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        """Bus listener: the journal has a new event; the engine reads it from there."""
+        """Bus listener: the journal has a new event (numbered); kept for the engine."""
+        self._recent.append(event)
         self.wake()
 
     def wake(self) -> None:
@@ -215,15 +226,38 @@ class AlertEngine:
         self._families_send.close()
         self._families_receive.close()
 
+    def _recent_page(self) -> list[Event]:
+        """The kept events after ``last_seq``, if they follow on from it (else none, and the
+        journal is read)."""
+        recent = self._recent
+        while recent and recent[0].seq <= self.last_seq:
+            recent.popleft()
+        if not recent or recent[0].seq != self.last_seq + 1:
+            return []
+        page = [recent.popleft() for _ in range(min(PAGE, len(recent)))]
+        return page
+
     async def _drain_journal(self) -> None:
         while True:
-            page = await anyio.to_thread.run_sync(self.journal.read_since, self.last_seq, PAGE)
+            page = self._recent_page()
+            # Caught up once the kept events are taken: the bus tells of the next one.
+            caught_up = bool(page) and not self._recent
+            if not page:
+                page = await anyio.to_thread.run_sync(
+                    self.journal.read_since, self.last_seq, PAGE)
             if not page:
                 return
             changes = Changes()
             for event in page:
                 self.handle_event(event, changes)
-            await self._commit(changes, page[-1].seq)
+            now = time.monotonic()
+            if changes or now >= self._last_seq_saved + LAST_SEQ_SAVE:
+                await self._commit(changes, page[-1].seq)
+                self._last_seq_saved = now
+            else:
+                self.last_seq = page[-1].seq
+            if caught_up:
+                return
 
     async def _thresholds(self) -> None:
         async with self._families_receive:

@@ -1,9 +1,10 @@
 """libvirt daemon health from the admin API: thread pools, client limits and clients per server.
 
-The scheduler asks the admin helper for its ``snapshot`` op once per cycle, turns the reply into
-an `AdminStats` (virtmon.admin.stats) and stores it on the snapshot's ``admin`` field:
-None when admin collection is off (no data), an exception when the helper could not answer
-(a failure of this collector). Sample::
+The scheduler asks the admin helper for its ``snapshot`` op every ``collect.admin_interval``
+seconds (each cycle in between reuses the last answer), turns the reply into an `AdminStats`
+(virtmon.admin.stats) and stores it on the snapshot's ``admin`` field: None when admin
+collection is off (no data), an exception when the helper could not answer (a failure of this
+collector, asked again the next cycle). Sample::
 
     # HELP libvirt_daemon_threadpool_max_workers Upper limit of worker threads ...
     # TYPE libvirt_daemon_threadpool_max_workers gauge
@@ -48,6 +49,11 @@ _CLIENT_LIMITS = (
 )
 
 
+def _help(what: str, source: str) -> str:
+    """HELP text of an admin family: read on a schedule of its own, not every cycle."""
+    return help_text(what, source, age="read every collect.admin_interval seconds")
+
+
 class AdminCollectionFailed(Exception):
     """The admin helper could not answer this cycle (a failure, not an absence)."""
 
@@ -55,68 +61,68 @@ class AdminCollectionFailed(Exception):
 FAMILIES: tuple[FamilySpec, ...] = (
     FamilySpec(
         "libvirt_daemon_threadpool_min_workers", "gauge",
-        help_text("Lower limit of worker threads",
+        _help("Lower limit of worker threads",
                   "virAdmServerGetThreadPoolParameters minWorkers"),
         labels=("server",), unit="threads",
         source="virAdmServerGetThreadPoolParameters minWorkers"),
     FamilySpec(
         "libvirt_daemon_threadpool_max_workers", "gauge",
-        help_text("Upper limit of worker threads",
+        _help("Upper limit of worker threads",
                   "virAdmServerGetThreadPoolParameters maxWorkers"),
         labels=("server",), unit="threads",
         source="virAdmServerGetThreadPoolParameters maxWorkers"),
     FamilySpec(
         "libvirt_daemon_threadpool_priority_workers", "gauge",
-        help_text("Priority worker threads", "virAdmServerGetThreadPoolParameters prioWorkers"),
+        _help("Priority worker threads", "virAdmServerGetThreadPoolParameters prioWorkers"),
         labels=("server",), unit="threads",
         source="virAdmServerGetThreadPoolParameters prioWorkers"),
     FamilySpec(
         "libvirt_daemon_threadpool_free_workers", "gauge",
-        help_text("Worker threads free for a job",
+        _help("Worker threads free for a job",
                   "virAdmServerGetThreadPoolParameters freeWorkers"),
         labels=("server",), unit="threads",
         source="virAdmServerGetThreadPoolParameters freeWorkers"),
     FamilySpec(
         "libvirt_daemon_threadpool_workers", "gauge",
-        help_text("Current ordinary worker threads",
+        _help("Current ordinary worker threads",
                   "virAdmServerGetThreadPoolParameters nWorkers"),
         labels=("server",), unit="threads",
         source="virAdmServerGetThreadPoolParameters nWorkers"),
     FamilySpec(
         "libvirt_daemon_threadpool_job_queue_depth", "gauge",
-        help_text("Jobs waiting for a worker", "virAdmServerGetThreadPoolParameters jobQueueDepth"),
+        _help("Jobs waiting for a worker", "virAdmServerGetThreadPoolParameters jobQueueDepth"),
         labels=("server",), unit="jobs",
         source="virAdmServerGetThreadPoolParameters jobQueueDepth"),
     FamilySpec(
         "libvirt_daemon_clients", "gauge",
-        help_text("Connected clients", "virAdmServerGetClientLimits nclients"),
+        _help("Connected clients", "virAdmServerGetClientLimits nclients"),
         labels=("server",), unit="clients",
         source="virAdmServerGetClientLimits nclients"),
     FamilySpec(
         "libvirt_daemon_clients_max", "gauge",
-        help_text("Upper limit of connected clients", "virAdmServerGetClientLimits nclients_max"),
+        _help("Upper limit of connected clients", "virAdmServerGetClientLimits nclients_max"),
         labels=("server",), unit="clients",
         source="virAdmServerGetClientLimits nclients_max"),
     FamilySpec(
         "libvirt_daemon_clients_unauthenticated", "gauge",
-        help_text("Connected clients not yet authenticated",
+        _help("Connected clients not yet authenticated",
                   "virAdmServerGetClientLimits nclients_unauth"),
         labels=("server",), unit="clients",
         source="virAdmServerGetClientLimits nclients_unauth"),
     FamilySpec(
         "libvirt_daemon_clients_unauthenticated_max", "gauge",
-        help_text("Upper limit of clients waiting for authentication",
+        _help("Upper limit of clients waiting for authentication",
                   "virAdmServerGetClientLimits nclients_unauth_max"),
         labels=("server",), unit="clients",
         source="virAdmServerGetClientLimits nclients_unauth_max"),
     FamilySpec(
         "libvirt_daemon_clients_by_transport", "gauge",
-        help_text("Connected clients by transport", "virAdmClientGetTransport"),
+        _help("Connected clients by transport", "virAdmClientGetTransport"),
         labels=("server", "transport"), unit="clients",
         source="virAdmClientGetTransport (unix, tcp, tls always listed)"),
     FamilySpec(
         "libvirt_daemon_clients_by_access", "gauge",
-        help_text("Connected clients by access, readonly or readwrite (TCP/TLS clients count as "
+        _help("Connected clients by access, readonly or readwrite (TCP/TLS clients count as "
                   "readwrite)", "virAdmClientGetInfo readonly"),
         labels=("server", "access"), unit="clients",
         source="virAdmClientGetInfo readonly (readonly, readwrite)"),

@@ -2,8 +2,10 @@
 
 Collector policy: a collector reads the `StatsSnapshot` it is given and returns metric families,
 each made from one of its declarations (`families`, which docs/metrics.md is written from).
-It makes no libvirt call and no other I/O, keeps no state between cycles (so a vanished domain
-or device is simply absent from the next cycle) and never sees a registry. `run_collectors`
+It makes no libvirt call and no other I/O, keeps no state between cycles that could change what
+it returns (so a vanished domain or device is simply absent from the next cycle; it may reuse
+the last cycle's label tuples of the series it makes again, to save allocating them) and never
+sees a registry. `run_collectors`
 times each one, turns its outcome into `virtmon_collector_success` and
 `virtmon_collector_duration_seconds`, and keeps one failure from affecting the others.
 """
@@ -51,11 +53,13 @@ def claim_unique(used: set[str], name: str) -> str:
 FACTS_EVERY = 8
 
 
-def help_text(what: str, source: str, fact: bool = False) -> str:
+def help_text(what: str, source: str, fact: bool = False, age: str | None = None) -> str:
     """HELP text naming the libvirt source and the age of the value, as METRICS.md requires;
-    ``fact``: a host fact, read only every :data:`FACTS_EVERY` cycles."""
-    age = (f"read every {FACTS_EVERY} collection cycles" if fact
-           else "value from the last collection cycle")
+    ``fact``: a host fact, read only every :data:`FACTS_EVERY` cycles; ``age``: how often a
+    value read on a schedule of its own is read."""
+    if age is None:
+        age = (f"read every {FACTS_EVERY} collection cycles" if fact
+               else "value from the last collection cycle")
     return f"{what} (libvirt {source}; {age})."
 
 

@@ -51,29 +51,56 @@ FAMILIES: tuple[FamilySpec, ...] = (
 )
 _FAMILY = by_name(FAMILIES)
 
+# The one-hot values of libvirt_domain_state in STATE_NAMES order, by state code; a code the
+# table does not name is none of the states.
+_ONE_HOT = {code: tuple(int(index == code) for index in range(len(STATE_NAMES)))
+            for code in range(len(STATE_NAMES))}
+_NONE_OF_THEM = (0,) * len(STATE_NAMES)
+
+# A domain's label tuples: ``(domain,)`` and one ``(domain, state)`` per state name.
+_DomainLabels = tuple[tuple[str], tuple[tuple[str, str], ...]]
+
 
 class StateCollector:
-    """`libvirt_domain_info_state`, one-hot `libvirt_domain_state` and the state reason."""
+    """`libvirt_domain_info_state`, one-hot `libvirt_domain_state` and the state reason.
+
+    The one-hot family is most of the samples of a host whose domains have few devices, and
+    allocating its label tuples was most of the collector's work (and of the garbage
+    collector's): each cycle takes a domain's label tuples from the last cycle's and builds
+    only a new domain's. What it carries are the labels of the domains of the last cycle alone,
+    so the families are the same as a fresh collector's.
+    """
 
     name = "state"
     stats_groups: ClassVar[tuple[str, ...]] = ("state",)
     families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
+
+    def __init__(self) -> None:
+        # domain name -> its label tuples, for the domains of the last cycle.
+        self._labels: dict[str, _DomainLabels] = {}
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Three families from `state.state` and `state.reason`."""
         code = _FAMILY["libvirt_domain_info_state"].new()
         onehot = _FAMILY["libvirt_domain_state"].new()
         reason = _FAMILY["libvirt_domain_state_reason"].new()
+        codes, onehots, reasons = code.samples, onehot.samples, reason.samples
+        last = self._labels.get
+        labels_now: dict[str, _DomainLabels] = {}
         for record in snapshot.domains:
             stats = record.stats
             state = stats.get("state.state")
             if state is None:
                 continue
             domain = record.name
-            code.add((domain,), state)
-            for index, state_name in enumerate(STATE_NAMES):
-                onehot.add((domain, state_name), 1 if index == state else 0)
+            labels = last(domain)
+            if labels is None:
+                labels = ((domain,), tuple((domain, name) for name in STATE_NAMES))
+            labels_now[domain] = labels
+            codes.append((labels[0], state))
+            onehots += zip(labels[1], _ONE_HOT.get(state, _NONE_OF_THEM), strict=True)
             why = stats.get("state.reason")
             if why is not None:
-                reason.add((domain,), why)
+                reasons.append((labels[0], why))
+        self._labels = labels_now
         return [code, onehot, reason]

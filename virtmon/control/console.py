@@ -44,6 +44,7 @@ from virtmon.control.operations.model import ArgumentError, Operation, validate
 from virtmon.control.operations.streams import CHANNEL, CHANNEL_ROUTE, CONSOLE, CONSOLE_ROUTE
 from virtmon.control.problems import problem
 from virtmon.control.roles import UNKNOWN, Peer, allows
+from virtmon.exposition.family import FamilySpec, MetricFamily
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.handle import open_connection
 
@@ -63,6 +64,20 @@ MAX_BRIDGES = 64
 SHUTDOWN_WAIT = 5.0
 # Console calls abandoned at their deadline and still blocked, before no new one starts.
 MAX_ABANDONED = 4
+
+CONSOLE_FAMILIES = (
+    FamilySpec("virtmon_console_streams_open", "gauge",
+               "Consoles and channels bridged to a client now.", unit="streams",
+               source="consoles and channels open on the control socket"),
+    FamilySpec("virtmon_console_calls_abandoned_total", "counter",
+               "Console and channel libvirt calls abandoned after overrunning their deadline.",
+               unit="calls",
+               source="console calls (open, send, abort, close) abandoned past "
+                      "`control.request_timeout`"),
+    FamilySpec("virtmon_console_calls_abandoned_outstanding", "gauge",
+               "Abandoned console and channel libvirt calls still blocked in libvirt.",
+               unit="calls", source="abandoned console calls still blocked in libvirt"),
+)
 
 CLIENT_CLOSED = 1000
 DAEMON_STOPPING = 1001
@@ -181,6 +196,17 @@ class Consoles:
     def open(self) -> int:
         """Bridges open now."""
         return len(self.bridges)
+
+    def families(self) -> list[MetricFamily]:
+        """Streams open, and the console calls abandoned (a metric source of the scheduler's:
+        these calls have a caller of their own, which the collection's series do not count)."""
+        values = (self.open, self.caller.abandoned_total, self.caller.abandoned_outstanding)
+        families = []
+        for spec, value in zip(CONSOLE_FAMILIES, values, strict=True):
+            family = spec.new()
+            family.add((), value)
+            families.append(family)
+        return families
 
     def add_routes(self, app: web.Application) -> None:
         """The two GET routes, and their end when the server shuts down."""

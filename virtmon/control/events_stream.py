@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,16 +107,18 @@ class Stalled(Exception):
 class StreamWriter:
     """Writes events and notices in the format the client asked for."""
 
-    def __init__(self, response: web.StreamResponse, sse: bool, write_timeout: float) -> None:
+    def __init__(self, response: web.StreamResponse, sse: bool, write_timeout: float,
+                 line: Callable[[Event], str] = Event.to_json) -> None:
         self.response = response
         self.sse = sse
         self.write_timeout = write_timeout
+        self.line = line  # an event's JSON (the journal keeps the last ones it wrote)
 
     def format(self, event: Event) -> str:
         """One event as the client's format has it."""
         if self.sse:
-            return f"id: {event.seq}\nevent: {event.kind}\ndata: {event.to_json()}\n\n"
-        return event.to_json() + "\n"
+            return f"id: {event.seq}\nevent: {event.kind}\ndata: {self.line(event)}\n\n"
+        return self.line(event) + "\n"
 
     async def _write(self, text: str) -> None:
         with anyio.move_on_after(self.write_timeout) as scope:
@@ -351,7 +354,7 @@ def events_handler(bus: EventBus, inventory: Inventory, limits: StreamLimits,
         })
         try:
             await response.prepare(request)
-            writer = StreamWriter(response, query.sse, limits.write_timeout)
+            writer = StreamWriter(response, query.sse, limits.write_timeout, bus.journal.line)
             stream = _Stream(bus, limits, limiter, query, writer)
             # Without a position, a follower starts at the present; a one-shot read at the start.
             if query.since is not None or not query.follow:

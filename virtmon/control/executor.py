@@ -12,7 +12,10 @@ problem document.
 Status policy (docs/control-api.md): a libvirt error means libvirt refused this request, so it is
 a 4xx (404 unknown object, 409 wrong state, 403 denied, 400 bad argument, 422 anything else
 libvirt refused); 503 when libvirt or the helper cannot be reached, 504 when a deadline passed,
-501 when this host's libvirt-python lacks the function, 500 for a fault in virtmon itself.
+501 when this host's libvirt-python lacks the function, 500 for a fault in virtmon itself. A
+migration is the exception: it involves a second host, so a libvirt error that is not one of the
+refusals above (an internal or operation-failed error, the destination's connection closed) is
+502, the other host or the way to it failed, unless this host's libvirt itself went away (503).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from virtmon.virt.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from virtmon.alerts.service import AlertService
+    from virtmon.virt.jobs import JobWatcher
 
 log = structlog.get_logger("virtmon.control").bind(component="control")
 
@@ -105,6 +109,18 @@ class Failure(Exception):
         return cls(status_for(code), error_name(code), exc.get_error_message() or str(exc),
                    libvirt_code=code, libvirt_error=error_name(code),
                    libvirt_domain=exc.get_error_domain() or 0)  # VIR_FROM_NONE
+
+    @classmethod
+    def of_migration(cls, exc: libvirt.libvirtError) -> Failure:
+        """A migration's libvirt error: a refusal keeps its 4xx; any other error is a failure
+        on the way (the destination's libvirtd, its QEMU, the stream between them, or a closed
+        connection to it: libvirt's code does not say which), 502."""
+        failure = cls.from_libvirt(exc)
+        if failure.status in (422, 503):
+            failure.status = 502
+            failure.detail = (f"the migration failed between the hosts: {failure.detail} (the "
+                              "domain's state on this host says where it runs)")
+        return failure
 
     def as_dict(self) -> dict[str, Any]:
         """The fields an audit record keeps."""
@@ -179,6 +195,7 @@ class Executor:
         deadline: float, pool_size: int = 2, alerts: AlertService | None = None,
         migration_destinations: Mapping[str, str] | None = None,
         migration_timeout: float = ControlConfig().migration_timeout,
+        jobs: JobWatcher | None = None,
     ) -> None:
         self.caller = caller
         self.supervisor = supervisor
@@ -189,6 +206,7 @@ class Executor:
         self.alerts = alerts
         self.migration_destinations = dict(migration_destinations or {})
         self.migration_timeout = migration_timeout
+        self.jobs = jobs
         settings: ConnectionSettings = supervisor.settings
         self.reads = ConnectionPool(replace(settings, readonly=True), pool_size)
         self.writes = ConnectionPool(replace(settings, readonly=False), pool_size)
@@ -261,10 +279,16 @@ class Executor:
         pool = self.writes if self.privileged(op, role) else self.reads
         # A migration outlasts a request: past its deadline too the call is abandoned, and
         # libvirt completes the migration (domain.abort_job stops it).
-        deadline = self.migration_timeout if op.name in MIGRATIONS else self.deadline
+        deadline = self.deadline
+        if op.name in MIGRATIONS:
+            deadline = self.migration_timeout
+            if self.jobs is not None:  # its progress is exported from the watcher's next round
+                self.jobs.expect(str(args["domain"]))
         try:
             return await self.caller.call_with_deadline(deadline, pool.run, body)
         except libvirt.libvirtError as exc:
+            if op.name in MIGRATIONS and self.supervisor.connected:
+                raise Failure.of_migration(exc) from None
             raise Failure.from_libvirt(exc) from None
         except CallTimeout as exc:
             raise Failure(504, "Gateway Timeout", f"{op.name}: {exc}; the call was abandoned "

@@ -12,6 +12,7 @@ from typing import Any
 
 from virtmon import __version__
 from virtmon.control.events_stream import HEARTBEAT_INTERVAL, PARAMETERS, WRITE_TIMEOUT
+from virtmon.control.operations.domain_write import MIGRATIONS
 from virtmon.control.operations.model import Operation
 from virtmon.control.operations.streams import STREAMED
 from virtmon.control.problems import PROBLEM_TYPE
@@ -45,6 +46,11 @@ ERRORS = {
     "503": "libvirt or the admin helper is not reachable, or too many requests",
     "504": "the call overran its deadline and was abandoned",
 }
+# What a migration may answer besides: it involves a second host.
+MIGRATION_ERRORS = {
+    "502": "the migration failed between the hosts (the destination's libvirtd or QEMU, or the "
+           "way to it); libvirt's error says what",
+}
 RESULT = {
     "type": "object", "required": ["operation", "result"],
     "properties": {"operation": {"type": "string"}, "result": {}},
@@ -60,12 +66,13 @@ def _problems(errors: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _responses(ok: dict[str, Any], description: str = "the result",
-               raw: bool = False) -> dict[str, Any]:
+               raw: bool = False, more: Mapping[str, str] | None = None) -> dict[str, Any]:
     content: dict[str, Any] = {JSON: {"schema": ok}}
     if raw:  # bytes as themselves, with Accept: application/octet-stream (or the image type)
         content["application/octet-stream"] = {"schema": {"type": "string",
                                                           "format": "binary"}}
-    return {"200": {"description": description, "content": content}, **_problems(ERRORS)}
+    return {"200": {"description": description, "content": content},
+            **_problems({**ERRORS, **(more or {})})}
 
 
 def _arguments(op: Operation) -> dict[str, Any]:
@@ -97,7 +104,8 @@ def operation_paths(ops: Mapping[str, Operation]) -> dict[str, Any]:
                 f" The write role when {op.write_when.text}." if op.write_when else "") + (
                 f" libvirt: {', '.join(op.functions)}." if op.functions else ""),
             "tags": [op.area],
-            "responses": _responses(RESULT, raw=op.returns_bytes),
+            "responses": _responses(RESULT, raw=op.returns_bytes, more=(
+                MIGRATION_ERRORS if op.name in MIGRATIONS else None)),
             "x-virtmon-role": op.role,
             **({"x-virtmon-write-when": op.write_when.text} if op.write_when else {}),
             "x-libvirt-functions": list(op.functions),

@@ -22,6 +22,10 @@ from urllib.parse import quote, urlencode
 PROBLEM_TYPE = "application/problem+json"
 # The Host header is required by HTTP/1.1 and meaningless on a Unix socket.
 HOST = "virtmon"
+# Operations that outlast a request: the daemon gives them a deadline of their own
+# (control.migration_timeout, an hour by default) and answers 504 past it, so the client waits
+# for that answer instead of giving up after its own timeout while the migration goes on.
+OUTLAST_A_REQUEST = frozenset({"domain.migrate", "domain.migrate_to_uri"})
 
 
 class Unreachable(Exception):
@@ -55,14 +59,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         """Open the AF_UNIX socket instead of a TCP connection."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = connect_unix(self.path, self.timeout)
+
+
+def connect_unix(path: str, timeout: float | None) -> socket.socket:
+    """A stream socket connected to ``path`` (closed again if the connect fails)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _unreachable(path: str, exc: OSError | http.client.HTTPException) -> Unreachable:
@@ -99,17 +108,16 @@ def _not_a_socket(path: str) -> str:
     return "a directory" if stat.S_ISDIR(mode) else "a file"
 
 
-def _problem(response: http.client.HTTPResponse) -> Problem:
-    """The error an HTTP error response carries."""
-    body = response.read()
+def problem_of(status: int, reason: str, body: bytes) -> Problem:
+    """The error an HTTP error answer carries: its problem document, else its first words."""
     try:
         doc = json.loads(body)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("title"), str):
-        return Problem(response.status, doc["title"], str(doc.get("detail") or ""), doc)
+        return Problem(status, doc["title"], str(doc.get("detail") or ""), doc)
     text = body.decode(errors="replace").strip()
-    return Problem(response.status, response.reason or f"HTTP {response.status}", text[:200])
+    return Problem(status, reason or f"HTTP {status}", text[:200])
 
 
 class ControlClient:
@@ -129,7 +137,7 @@ class ControlClient:
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             if response.status >= 400:
-                raise _problem(response)
+                raise problem_of(response.status, response.reason, response.read())
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise _unreachable(self.path, exc) from exc
@@ -140,14 +148,17 @@ class ControlClient:
 
     def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:
         """GET a JSON document."""
-        return self._json("GET", path + (f"?{urlencode(query)}" if query else ""))
+        return self._json("GET", path + (f"?{urlencode(query)}" if query else ""), None,
+                          self.timeout)
 
-    def post(self, path: str, document: Any) -> Any:
-        """POST a JSON document; the JSON answer."""
-        return self._json("POST", path, json.dumps(document).encode())
+    def post(self, path: str, document: Any, *, wait: bool = False) -> Any:
+        """POST a JSON document; the JSON answer (``wait``: however long the daemon takes)."""
+        return self._json("POST", path, json.dumps(document).encode(),
+                          None if wait else self.timeout)
 
-    def _json(self, method: str, target: str, body: bytes | None = None) -> Any:
-        conn, response = self._open(target, "application/json", self.timeout, method, body)
+    def _json(self, method: str, target: str, body: bytes | None,
+              timeout: float | None) -> Any:
+        conn, response = self._open(target, "application/json", timeout, method, body)
         try:
             return json.loads(response.read())
         except (OSError, http.client.HTTPException) as exc:
@@ -157,7 +168,8 @@ class ControlClient:
 
     def call(self, operation: str, **arguments: Any) -> Any:
         """Run one operation (``domain.suspend``, ...); its ``result``."""
-        answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments)
+        answer = self.post("/v1/ops/" + quote(operation, safe="."), arguments,
+                           wait=operation in OUTLAST_A_REQUEST)
         return answer.get("result") if isinstance(answer, dict) else answer
 
     def call_bytes(self, operation: str, **arguments: Any) -> bytes:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import socket
 import struct
 from dataclasses import dataclass
 
-from virtmon.ctl.client import HOST, Problem
+from virtmon.ctl.client import HOST, Problem, connect_unix, problem_of
 
 # The RFC's GUID: the server proves it read our key by hashing it with this.
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -77,10 +76,8 @@ class WebSocket:
     def connect(cls, path: str, target: str, timeout: float) -> WebSocket:
         """Open ``target`` on the socket at ``path`` and upgrade; OSError when the socket cannot
         be reached, :class:`Problem` for an error answer."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = connect_unix(path, timeout)
         try:
-            sock.settimeout(timeout)
-            sock.connect(path)
             key = base64.b64encode(os.urandom(16)).decode()
             sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -195,10 +192,4 @@ def _problem(sock: socket.socket, status: int, headers: dict[str, str], body: by
         if not chunk:
             break
         body += chunk
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("title"), str):
-        return Problem(status, doc["title"], str(doc.get("detail") or ""), doc)
-    return Problem(status, f"HTTP {status}", body.decode(errors="replace")[:200])
+    return problem_of(status, "", body)

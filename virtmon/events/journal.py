@@ -65,6 +65,11 @@ class EventFilter:
         return self.kinds is None or event.kind in self.kinds
 
 
+# The JSON lines of the last events appended, kept for the event streams: an event that reaches
+# a stream is serialized once, for the journal, not again for each stream.
+RECENT_LINES = 4096
+
+
 class Journal:
     """Append-only event store with retention by age and count."""
 
@@ -79,6 +84,9 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             self._last_seq = int(row[0]) if row else 0
+        # seq → JSON line of the last RECENT_LINES events (written by append's thread; a get
+        # from the loop needs no lock: single dict operations are atomic under the GIL).
+        self._lines: dict[int, str] = {}
 
     @property
     def last_seq(self) -> int:
@@ -104,11 +112,13 @@ class Journal:
         numbered = [event.numbered(self._last_seq + i + 1) for i, event in enumerate(events)]
         if not numbered:
             return numbered
+        lines = [e.to_json() for e in numbered]
         with self._lock:
             with write_transaction(self._db) as db:
                 db.executemany(
                     "INSERT INTO events (seq, time, kind, domain, data) VALUES (?, ?, ?, ?, ?)",
-                    [(e.seq, e.time, e.kind, e.domain, e.to_json()) for e in numbered],
+                    [(e.seq, e.time, e.kind, e.domain, line)
+                     for e, line in zip(numbered, lines, strict=True)],
                 )
                 db.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) "
@@ -117,7 +127,16 @@ class Journal:
                 )
             # Under the lock: a reader's page and the last seq it sees agree (read_page).
             self._last_seq = numbered[-1].seq
+        for event, line in zip(numbered, lines, strict=True):
+            self._lines[event.seq] = line
+        while len(self._lines) > RECENT_LINES:
+            del self._lines[next(iter(self._lines))]
         return numbered
+
+    def line(self, event: Event) -> str:
+        """The event's JSON line: as journaled, for one of the last RECENT_LINES appended, else
+        made anew (non-blocking)."""
+        return self._lines.get(event.seq) or event.to_json()
 
     def read_since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above ``seq``, oldest first, at most ``limit``."""

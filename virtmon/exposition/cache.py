@@ -28,7 +28,7 @@ from virtmon.exposition.family import MetricFamily
 from virtmon.exposition.render import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
-    LabelStrings,
+    CarriedSeries,
     render_openmetrics,
     render_text,
 )
@@ -90,14 +90,14 @@ class Exposition:
     ``client``: a prometheus_client registry (the ``process_*`` series) rendered by
     prometheus_client after the families. It is collected once, by the first render, so that
     every form of one cycle shows the same values. ``samples`` counts the families' samples only.
-    ``labels``: label strings carried from one cycle's renders to the next (the scheduler's).
+    ``carried``: the series carried from one cycle's renders to the next (the scheduler's).
     """
 
     def __init__(self, families: Sequence[MetricFamily],
                  client: CollectorRegistry | None = None,
-                 labels: LabelStrings | None = None) -> None:
+                 carried: CarriedSeries | None = None) -> None:
         self.families = families
-        self._labels = labels
+        self._carried = carried
         self.samples = sum(len(family.samples) for family in families)
         # Bodies made per form (a second one would be wasted work): for tests and benchmarks.
         self.renders: Counter[Variant] = Counter()
@@ -106,6 +106,8 @@ class Exposition:
         self._client = client
         self._client_once: CollectorRegistry | None = None
         self._bodies: dict[Variant, bytes] = {}
+        # The forms rendered ahead (asked for in the previous cycle).
+        self._ahead: set[Variant] = set()
         # One render of each form at a time, across worker threads (a gzip body is made from
         # its plain one, so both of a format share a lock).
         self._format_locks = {False: threading.RLock(), True: threading.RLock()}
@@ -126,9 +128,7 @@ class Exposition:
             body = self._bodies.get(variant)
             if body is None:
                 if variant.gzipped:
-                    plain = self.body(variant._replace(gzipped=False))
-                    # Level 1: several times faster than the default and nearly as small here.
-                    body = gzip.compress(plain, compresslevel=1, mtime=0)
+                    body = self._gzipped(variant._replace(gzipped=False))
                 else:
                     body = self._render(variant.openmetrics)
                 with self._lock:
@@ -156,6 +156,8 @@ class Exposition:
     def render_ahead(self, variants: Iterable[Variant]) -> None:
         """Render these forms now (CPU work, in a worker thread): the ones the previous cycle
         was asked for, so that its scrapers find them ready."""
+        variants = list(variants)
+        self._ahead.update(variants)
         for variant in variants:
             self.body(variant)
 
@@ -169,11 +171,26 @@ class Exposition:
         """OpenMetrics 1.0, plain."""
         return self.body(Variant(openmetrics=True, gzipped=False))
 
+    def _gzipped(self, plain: Variant) -> bytes:
+        """The gzip body made from the plain one. The plain body is kept only when it is asked
+        for too: Prometheus asks for gzip alone, and the plain body is 5-15 times larger (~0.8
+        MiB per 1,000 domains) and would be held for the whole cycle."""
+        body = self._bodies.get(plain)
+        if body is None:
+            body = self._render(plain.openmetrics)
+            with self._lock:
+                self.renders[plain] += 1
+            # Asked for meanwhile: a request for it waits on this format's lock.
+            if plain in self.asked or plain in self._ahead:
+                self._bodies[plain] = body
+        # Level 1: several times faster than the default and nearly as small here.
+        return gzip.compress(body, compresslevel=1, mtime=0)
+
     def _render(self, openmetrics: bool) -> bytes:
         client = self._collected_client()
         if openmetrics:
-            return render_openmetrics(self.families, client, self._labels)
-        return render_text(self.families, client, self._labels)
+            return render_openmetrics(self.families, client, self._carried)
+        return render_text(self.families, client, self._carried)
 
     def _collected_client(self) -> CollectorRegistry | None:
         """``client``'s metrics as the first render found them: both formats show the same."""

@@ -1,10 +1,11 @@
 """Render metric families to Prometheus text format 0.0.4 and to OpenMetrics 1.0.
 
 Rendering happens once per form and collection cycle, so it is written for speed: each family's
-header and name prefix are built once, each distinct label-value tuple is escaped once per render (a
-domain's ``{domain="web-01"}`` is shared by every family with the same label names) and, given a
-`LabelStrings`, not again by the next render, floats are formatted without the general-purpose
-machinery, and the output is joined once.
+header is built once, each distinct label-value tuple is escaped once per render (a domain's
+``{domain="web-01"}`` is shared by every family with the same label names) and, given a
+`CarriedSeries`, a series the last render wrote is not built again: its line up to the value is
+reused. Values are formatted in C where a family's are all ints or all finite floats, and the
+output is joined once.
 
 Guarantees: no duplicate series (the first sample of a series wins), no two families with the
 same name (same type: merged; different type: the later one dropped), no two OpenMetrics
@@ -17,6 +18,8 @@ renders it after the families, and a family that would clash with one of its nam
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import itemgetter
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -28,7 +31,7 @@ from virtmon.exposition.family import LabelValues, MetricFamily
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
-    "LabelStrings",
+    "CarriedSeries",
     "escape_help_openmetrics",
     "escape_help_text",
     "escape_label_value",
@@ -47,6 +50,9 @@ _OM_SUFFIX = {"counter": "_total", "info": "_info"}
 # Text format 0.0.4 has no info type: an info metric is a gauge with value 1.
 _TEXT_TYPE = {"gauge": "gauge", "counter": "counter", "info": "gauge", "untyped": "untyped"}
 _OM_TYPE = {"gauge": "gauge", "counter": "counter", "info": "info", "untyped": "unknown"}
+# A sample's label values and value (a loop in C with map).
+_label_values = itemgetter(0)
+_value = itemgetter(1)
 
 
 def escape_label_value(value: str) -> str:
@@ -82,6 +88,8 @@ def format_value(value: float) -> str:
 
 
 def _label_string(names: tuple[str, ...], values: LabelValues) -> str:
+    if not names:
+        return ""
     parts = []
     for name, value in zip(names, values, strict=True):
         if type(value) is not str:
@@ -90,19 +98,80 @@ def _label_string(names: tuple[str, ...], values: LabelValues) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-class LabelStrings:
-    """Rendered ``{...}`` label strings carried from one render to the next.
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """One sample name's series as a render wrote them: the label values in sample order and,
+    for each, the line up to its value (``"\\nname{...} "``)."""
 
-    A host's series change little between cycles, and building a label string is most of a
-    render's work (every series of ``libvirt_domain_state`` has a label tuple of its own), so a
-    render looks up the strings the previous one built first. Only what the last render used is
-    kept: a vanished domain's strings go with the render after it. Both formats escape label
-    values alike, so text and OpenMetrics renders share them.
+    keys: list[LabelValues]
+    prefixes: list[str]
+    distinct: bool  # no two prefixes alike (no duplicate series to drop)
+
+
+class CarriedSeries:
+    """The series of one render, carried to the next.
+
+    A host's series change little between cycles: the same domains and devices in the same
+    order, only the values move. A render whose sample name has the label values of the last
+    render's, in the same order (one list comparison in C), reuses that render's lines up to
+    the value and writes only the values; otherwise it looks each series up among the last
+    render's and builds only the new ones. Only what the last render wrote is kept: a vanished
+    domain's lines go with the render after it. Both formats write the same sample lines, so
+    text and OpenMetrics renders share them.
     """
 
     def __init__(self) -> None:
-        # label names -> (label values -> rendered "{...}"), as the last render left it.
-        self.last: dict[tuple[str, ...], dict[LabelValues, str]] = {}
+        # sample name -> its series as the last render wrote them.
+        self.last: dict[str, _Series] = {}
+
+
+def _prefixes(name: str, names: tuple[str, ...], keys: list[LabelValues],
+              last: _Series | None, label_strings: dict[LabelValues, str]) -> list[str]:
+    """Each series' line up to its value: the last render's where it had the series, else
+    built (``label_strings``: the label strings this render built for these label names)."""
+    known = dict(zip(last.keys, last.prefixes, strict=True)) if last is not None else {}
+    known_get, labels_get = known.get, label_strings.get
+    prefixes: list[str] = []
+    append = prefixes.append
+    for values in keys:
+        prefix = known_get(values)
+        if prefix is None:
+            labels = labels_get(values)
+            if labels is None:
+                labels = label_strings[values] = _label_string(names, values)
+            prefix = f"\n{name}{labels} "
+        append(prefix)
+    return prefixes
+
+
+def _first_of_each(prefixes: list[str], values: list[float]) -> tuple[list[str], list[float]]:
+    """The samples whose series has not come before (the first sample of a series wins)."""
+    seen: set[str] = set()
+    kept_prefixes: list[str] = []
+    kept_values: list[float] = []
+    for prefix, value in zip(prefixes, values, strict=True):
+        if prefix not in seen:
+            seen.add(prefix)
+            kept_prefixes.append(prefix)
+            kept_values.append(value)
+    return kept_prefixes, kept_values
+
+
+_int_repr = int.__repr__
+_float_repr = float.__repr__
+
+
+def _formatted(values: list[float]) -> Iterable[str]:
+    """`format_value` of each value, in C where the values are all ints or all finite floats
+    (a float sum is finite only if every term is)."""
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return map(_int_repr, values)
+    if kinds == {float}:
+        total = sum(values)
+        if total - total == 0.0:
+            return map(_float_repr, values)
+    return map(format_value, values)
 
 
 def _plan(families: Iterable[MetricFamily],
@@ -140,13 +209,18 @@ def _client_names(client: CollectorRegistry | None) -> set[str]:
 
 
 def _render(families: Iterable[MetricFamily], openmetrics: bool,
-            taken: Iterable[str] = (), carried: LabelStrings | None = None) -> str:
-    """The families in one format; OpenMetrics without its closing ``# EOF``."""
+            taken: Iterable[str] = (), carried: CarriedSeries | None = None) -> str:
+    """The families in one format; OpenMetrics without its closing ``# EOF``.
+
+    Each sample name's lines are written as pieces joined once at the end: the carried (or
+    built) ``"\\nname{...} "`` before each value, the values formatted in C, so that a series
+    seen before costs no Python step of its own.
+    """
     out: list[str] = []
-    append = out.append
-    # label names -> (label values -> rendered "{...}"): what this render used.
-    label_cache: dict[tuple[str, ...], dict[LabelValues, str]] = {}
+    # label names -> (label values -> rendered "{...}"): what this render built.
+    label_strings: dict[tuple[str, ...], dict[LabelValues, str]] = {}
     previous = carried.last if carried is not None else {}
+    written: dict[str, _Series] = {}
     duplicates = 0
     for group in _plan(families, taken):
         first = group[0]
@@ -154,57 +228,42 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool,
         if openmetrics:
             suffix = _OM_SUFFIX.get(first.type)
             family_name = name[: -len(suffix)] if suffix else name
-            append(
-                f"# HELP {family_name} {escape_help_openmetrics(first.help)}\n"
-                f"# TYPE {family_name} {_OM_TYPE[first.type]}\n"
-            )
+            out.append(f"# HELP {family_name} {escape_help_openmetrics(first.help)}\n"
+                       f"# TYPE {family_name} {_OM_TYPE[first.type]}")
         else:
-            append(
-                f"# HELP {name} {escape_help_text(first.help)}\n"
-                f"# TYPE {name} {_TEXT_TYPE[first.type]}\n"
-            )
-        names = first.label_names
-        if names:
-            cache = label_cache.get(names)
-            if cache is None:
-                cache = label_cache[names] = {}
+            out.append(f"# HELP {name} {escape_help_text(first.help)}\n"
+                       f"# TYPE {name} {_TEXT_TYPE[first.type]}")
+        samples = first.samples if len(group) == 1 else [s for f in group for s in f.samples]
+        keys = list(map(_label_values, samples))
+        last = previous.get(name)
+        if last is not None and last.keys == keys:
+            series = last
         else:
-            cache = {(): ""}
-        get = cache.get
-        get_previous = previous.get(names, {}).get
-        seen: set[str] = set()
-        seen_add = seen.add
-        for family in group:
-            for values, value in family.samples:
-                labels = get(values)
-                if labels is None:
-                    labels = get_previous(values)
-                    if labels is None:
-                        labels = _label_string(names, values)
-                    cache[values] = labels
-                if labels in seen:
-                    duplicates += 1
-                    continue
-                seen_add(labels)
-                kind: type = type(value)
-                if kind is int:
-                    append(f"{name}{labels} {value}\n")
-                elif kind is float and value - value == 0.0:
-                    append(f"{name}{labels} {value!r}\n")
-                else:
-                    append(f"{name}{labels} {format_value(value)}\n")
+            names = first.label_names
+            prefixes = _prefixes(name, names, keys, last, label_strings.setdefault(names, {}))
+            series = _Series(keys, prefixes, len(set(prefixes)) == len(prefixes))
+        written[name] = series
+        prefixes, values = series.prefixes, list(map(_value, samples))
+        if not series.distinct:
+            prefixes, values = _first_of_each(prefixes, values)
+            duplicates += len(samples) - len(prefixes)
+        pieces: list[str] = [""] * (2 * len(prefixes))
+        pieces[::2] = prefixes
+        pieces[1::2] = _formatted(values)
+        out += pieces
+        out.append("\n")
     if duplicates:
         _log.warning("virtmon.exposition.duplicate_series", dropped=duplicates)
     if carried is not None:
-        carried.last = label_cache
+        carried.last = written
     return "".join(out)
 
 
 def render_text(families: Iterable[MetricFamily],
                 client: CollectorRegistry | None = None,
-                carried: LabelStrings | None = None) -> bytes:
+                carried: CarriedSeries | None = None) -> bytes:
     """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`), then ``client``'s
-    families as prometheus_client renders them; ``carried``: label strings from the last render,
+    families as prometheus_client renders them; ``carried``: the series of the last render,
     updated by this one."""
     body = _render(families, False, _client_names(client), carried).encode("utf-8", "replace")
     return body + generate_latest(client) if client is not None else body
@@ -212,7 +271,7 @@ def render_text(families: Iterable[MetricFamily],
 
 def render_openmetrics(families: Iterable[MetricFamily],
                        client: CollectorRegistry | None = None,
-                       carried: LabelStrings | None = None) -> bytes:
+                       carried: CarriedSeries | None = None) -> bytes:
     """OpenMetrics 1.0 text, UTF-8 (`CONTENT_TYPE_OPENMETRICS`), then ``client``'s families as
     prometheus_client renders them, ending in `# EOF`; ``carried`` as for `render_text`."""
     body = _render(families, True, _client_names(client), carried).encode("utf-8", "replace")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,8 +40,13 @@ if TYPE_CHECKING:
 # does before logging is configured (its records would ignore log.level and log.format).
 log = structlog.get_logger("virtmon.virt.domain_cache", component="domain_cache")
 
-# Domains read per call in a full resync (three calls each: XML, autostart, persistence).
-RESYNC_CHUNK = 100
+# Domains read per call in a full resync (three calls each: XML, autostart, persistence); what
+# events marked is refreshed between two chunks, so an event waits for one chunk at most.
+RESYNC_CHUNK = 25
+
+# Seconds between a domain's first mark and its read, while no resync runs: a burst of events
+# (a storm of defines and undefines) is read once, and a domain undefined meanwhile not at all.
+MARKED_SETTLE = 0.5
 
 # Event kinds after which a domain's XML may differ.
 REFRESH_KINDS = frozenset({"metadata_change", "device_added", "device_removed", "tunable"})
@@ -123,17 +128,22 @@ class DomainInfoCache:
         caller: LibvirtCaller,
         labels: MetadataLabels,
         resync_interval: float,
+        resync_chunk: int = RESYNC_CHUNK,
     ) -> None:
         self.supervisor = supervisor  # says whether libvirt is reachable
         self.connection = connection  # where the reads run: one connection, the cache's own
         self.caller = caller
         self.labels = labels
         self.resync_interval = resync_interval
+        self.resync_chunk = resync_chunk
         self.info: dict[str, DomainInfo] = {}
         self._dirty: set[str] = set()
         self._undefined: set[str] = set()
+        # While a resync runs: the domains events marked since its listing (see _resync).
+        self._marked_since_listing: set[str] | None = None
         self._wake = anyio.Event()
         self._resync_due = True
+        self.resyncs = 0  # completed ones
 
     async def reconfigure(self, collect: CollectConfig) -> Restart:
         """Take a reloaded ``collect.resync_interval`` (from the next wait on); the metadata
@@ -160,6 +170,7 @@ class DomainInfoCache:
             self.info = {k: v for k, v in self.info.items() if k != event.uuid}
             self._dirty.discard(event.uuid)
             self._undefined.add(event.uuid)  # a refresh under way must not bring it back
+            self._note_marked(event.uuid)
             return
         elif event.kind in REFRESH_KINDS or (
             event.kind == "lifecycle"
@@ -168,9 +179,14 @@ class DomainInfoCache:
         ):
             self._dirty.add(event.uuid)
             self._undefined.discard(event.uuid)
+            self._note_marked(event.uuid)
         else:
             return
         self._wake.set()
+
+    def _note_marked(self, uuid: str) -> None:
+        if self._marked_since_listing is not None:
+            self._marked_since_listing.add(uuid)
 
     async def run(self, first_read_within: float | None = None, *,
                   task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -178,18 +194,30 @@ class DomainInfoCache:
 
         ``started`` after the first read of every domain (tried only if connected), so that the
         first collection cycle has the facts instead of empty labels until the next one; or
-        after ``first_read_within`` seconds, if given (a hung libvirtd does not hold start-up:
-        the read is abandoned and tried again).
+        after ``first_read_within`` seconds, if given: a long first read (thousands of domains)
+        or a hung libvirtd does not hold start-up. The read goes on meanwhile, not abandoned:
+        an abandoned call would hold a thread, and the next cycle's calls might be refused.
         """
-        if self.supervisor.connected:
+        first_read = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._keep_fresh, first_read)
             with anyio.move_on_after(first_read_within):
-                await self._try_refresh()
-        task_status.started()
+                await first_read.wait()
+            task_status.started()
+
+    async def _keep_fresh(self, first_read: anyio.Event) -> None:
+        """The refresh loop; ``first_read`` is set once the first read was tried (or not, when
+        libvirt is unreachable at start)."""
+        if self.supervisor.connected:
+            await self._try_refresh()
+        first_read.set()
         while True:
             if not self.supervisor.connected:
                 self._resync_due = True
                 await self.supervisor.wait_connected()
                 continue
+            if self._dirty and not self._resync_due:
+                await anyio.sleep(MARKED_SETTLE)
             if (self._resync_due or self._dirty) and not await self._try_refresh():
                 await anyio.sleep(1)
                 continue
@@ -208,41 +236,67 @@ class DomainInfoCache:
             return False
         return True
 
-    async def _read_all(self, conn: Any) -> dict[str, DomainInfo]:
-        """Every domain, read in chunks: each chunk is one call on the shared connection, so
-        a resync of thousands of domains never holds it for long at a stretch."""
-        domains = await self.caller.call(conn.run, list_all)
-        info: dict[str, DomainInfo] = {}
-        for start in range(0, len(domains), RESYNC_CHUNK):
-            chunk = domains[start:start + RESYNC_CHUNK]
-            info |= await self.caller.call(conn.run, read_many, chunk, self.labels)
-        return info
-
     async def _refresh(self, conn: Any) -> None:
-        """Re-read what is marked; on failure everything stays marked for the next try."""
+        """A resync if one is due, else a refresh of what events marked."""
         self._undefined = set()
         if self._resync_due:
-            dirty = set(self._dirty)
-            try:
-                info = await self._read_all(conn)
-            except BaseException:
-                self._resync_due = True
-                raise
-            self._resync_due = False
-            self._dirty -= dirty
-            log.debug("virtmon.domain_cache.resync", domains=len(info))
+            await self._resync(conn)
         else:
-            dirty, self._dirty = self._dirty, set()
-            info = dict(self.info)
-            try:
-                for uuid in dirty:
-                    fresh = await self.caller.call(conn.run, read_one, uuid, self.labels)
-                    if fresh is None:
-                        info.pop(uuid, None)
-                    else:
-                        info[uuid] = fresh
-            except BaseException:
-                self._dirty |= dirty
-                raise
-        # Domains undefined while we were reading stay gone.
-        self.info = {k: v for k, v in info.items() if k not in self._undefined}
+            await self._refresh_marked(conn)
+
+    async def _resync(self, conn: Any) -> None:
+        """Read every domain, in chunks: each chunk is one call on the cache's connection and
+        goes into the cache at once, and what events marked meanwhile is refreshed between
+        chunks, so an event waits for one chunk at most, not for the whole resync (seconds at
+        thousands of domains). On failure the resync stays due (chunks read so far are kept)."""
+        # A resync asked for from here on (a reconnect) is another one, after this one.
+        self._resync_due = False
+        # Marked by an event from here on: read (or dropped) on its own, newer than a chunk.
+        marked = self._marked_since_listing = set()
+        try:
+            domains = await self.caller.call(conn.run, list_all)
+            listed: set[str] = set()
+            for start in range(0, len(domains), self.resync_chunk):
+                chunk = domains[start:start + self.resync_chunk]
+                info = await self.caller.call(conn.run, read_many, chunk, self.labels)
+                listed |= info.keys()
+                self._apply({k: v for k, v in info.items() if k not in marked}, ())
+                if self._dirty:
+                    await self._refresh_marked(conn)
+        except BaseException:
+            self._resync_due = True
+            raise
+        finally:
+            self._marked_since_listing = None
+        # Gone since the last resync: neither listed now nor marked by an event since.
+        keep = listed | marked
+        self._apply({}, [uuid for uuid in self.info if uuid not in keep])
+        self.resyncs += 1
+        log.debug("virtmon.domain_cache.resync", domains=len(self.info))
+
+    async def _refresh_marked(self, conn: Any) -> None:
+        """Re-read the domains events marked; on failure they stay marked for the next try."""
+        dirty, self._dirty = self._dirty, set()
+        fresh: dict[str, DomainInfo] = {}
+        gone: list[str] = []
+        try:
+            for uuid in dirty:
+                info = await self.caller.call(conn.run, read_one, uuid, self.labels)
+                if info is None:
+                    gone.append(uuid)
+                else:
+                    fresh[uuid] = info
+        except BaseException:
+            self._dirty |= dirty
+            raise
+        finally:
+            self._apply(fresh, gone)
+
+    def _apply(self, fresh: Mapping[str, DomainInfo], gone: Iterable[str]) -> None:
+        """Put read facts into the cache and drop ``gone`` domains, as a new mapping (a cycle
+        may be copying the old one in a worker thread). Domains undefined while they were being
+        read stay gone."""
+        dropped = set(gone)
+        info = {k: v for k, v in self.info.items() if k not in dropped}
+        info.update((k, v) for k, v in fresh.items() if k not in self._undefined)
+        self.info = info

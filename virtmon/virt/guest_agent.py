@@ -39,6 +39,7 @@ from virtmon.virt.calls import CallTimeout, LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.pool import ConnectionPool
+from virtmon.virt.rounds import run_rounds
 
 if TYPE_CHECKING:
     from virtmon.config import CollectConfig
@@ -132,7 +133,6 @@ class GuestAgentPoller:
         self._seen_while_reading: dict[str, str | None] | None = None
         self.poll_duration = 0.0
         self.rounds = 0
-        self._round_done = anyio.Condition()
 
     def _apply(self, collect: CollectConfig) -> None:
         self.interval = collect.guest_agent_interval
@@ -144,8 +144,8 @@ class GuestAgentPoller:
         return ()
 
     def status(self) -> dict[str, Any]:
-        """The poller's part of the daemon's status."""
-        return {"interval": self.interval, "rounds": self.rounds,
+        """The poller's part of the daemon's status (``GET /v1/status``, key ``guest_agent``)."""
+        return {"enabled": True, "interval": self.interval, "rounds": self.rounds,
                 "connected_agents": len(self.connected),
                 "up": sum(agent.up for agent in self.agents.values())}
 
@@ -199,25 +199,14 @@ class GuestAgentPoller:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll on a fixed tick while connected; ``started`` at once (never holds start-up)."""
         task_status.started()
-        next_tick = time.monotonic()
-        while True:
-            await self.supervisor.wait_connected()
-            try:
-                await self.poll_round()
-            except Exception as exc:
-                log.warning("virtmon.guest_agent.round_failed", error=str(exc))
-            async with self._round_done:
-                self._round_done.notify_all()
-            next_tick += self.interval
-            now = time.monotonic()
-            if next_tick < now:  # a round overran: skip the ticks it missed, keep the phase
-                next_tick += self.interval * ((now - next_tick) // self.interval + 1)
-            await anyio.sleep(next_tick - now)
+        await run_rounds(self.supervisor, lambda: self.interval, self._round)
 
-    async def wait_round(self) -> None:
-        """Return after the next round has finished (tests, benches)."""
-        async with self._round_done:
-            await self._round_done.wait()
+    async def _round(self) -> None:
+        """One round; a failure is logged, and the next round comes on its tick."""
+        try:
+            await self.poll_round()
+        except Exception as exc:
+            log.warning("virtmon.guest_agent.round_failed", error=str(exc))
 
     async def poll_round(self) -> None:
         """Read the channels if the connection is new, then poll every connected agent."""
