@@ -60,10 +60,13 @@ import libvirt
 from bench import (
     RESULTS_DIR,
     ROOT,
+    Pacer,
     daemon_config,
     emit,
     median,
+    minimal_domain_xml,
     quiet_logging,
+    run_load_threads,
     running_daemon,
     short_tmp,
 )
@@ -129,51 +132,34 @@ def events_lost(expected: Counter[str], received: Counter[str]) -> int:
 def churn(uri: str, prefix: str, threads: int, seconds: float, rate: float) -> dict[str, Any]:
     """Put domains through their round from ``threads`` threads for ``seconds``, ``rate``
     operations per second in all; a worker finishes its round before it stops."""
-    period = threads / rate  # seconds between one worker's operations
-    stop = threading.Event()
+    period = threads / rate  # seconds between one thread's operations
     lock = threading.Lock()
     done: Counter[str] = Counter()
     errors: list[str] = []
 
-    def worker(index: int) -> None:
-        conn = libvirt.open(uri)
+    def work(conn: Any, index: int, stop: threading.Event) -> None:
+        pacer = Pacer(period, period * index / threads)
         serial = 0
-        due = time.monotonic() + period * index / threads
-        try:
-            while not stop.is_set():
-                name = f"{prefix}-{index}-{serial}"
-                serial += 1
-                xml = (f"<domain type='test'><name>{name}</name><memory>8192</memory>"
-                       "<os><type>hvm</type></os></domain>")
-                dom = None
-                for operation, event in ROUND:
-                    pause = due - time.monotonic()
-                    if pause > 0:
-                        time.sleep(pause)
-                    due += period
-                    try:
-                        if operation == "define":
-                            dom = conn.defineXML(xml)
-                        else:
-                            getattr(dom, {"start": "create"}.get(operation, operation))()
-                    except libvirt.libvirtError as exc:
-                        with lock:
-                            errors.append(f"{operation} {name}: {exc}")
-                        return
+        while not stop.is_set():
+            name = f"{prefix}-{index}-{serial}"
+            serial += 1
+            dom = None
+            for operation, event in ROUND:
+                pacer.wait()
+                try:
+                    if operation == "define":
+                        dom = conn.defineXML(minimal_domain_xml(name))
+                    else:
+                        getattr(dom, {"start": "create"}.get(operation, operation))()
+                except libvirt.libvirtError as exc:
                     with lock:
-                        done[event] += 1
-        finally:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+                        errors.append(f"{operation} {name}: {exc}")
+                    return
+                with lock:
+                    done[event] += 1
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     started = time.monotonic()
-    for thread in pool:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in pool:
-        thread.join(60)
+    run_load_threads(uri, threads, seconds, work)
     return {"done": dict(done), "seconds": round(time.monotonic() - started, 1),
             "errors": errors[:5]}
 
