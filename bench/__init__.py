@@ -16,7 +16,9 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +295,49 @@ def node_file_uri(domains: int) -> Iterator[str]:
         path.write_text(node_xml(domains), encoding="utf-8")
         os.chmod(tmp, 0o755)
         yield f"test+unix://{path}"
+
+
+def minimal_domain_xml(name: str) -> str:
+    """The smallest test driver domain, named ``name``."""
+    return (f"<domain type='test'><name>{name}</name><memory>8192</memory>"
+            "<os><type>hvm</type></os></domain>")
+
+
+class Pacer:
+    """One load thread's pace: each :meth:`wait` sleeps until the next due time, ``period``
+    after the last (the first ``offset`` from now, to spread the threads); 0 never sleeps."""
+
+    def __init__(self, period: float, offset: float = 0.0) -> None:
+        self.period = period
+        self.due = time.monotonic() + offset
+
+    def wait(self) -> None:
+        pause = self.due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        self.due += self.period
+
+
+def run_load_threads(uri: str, threads: int, seconds: float,
+                     work: Callable[[Any, int, threading.Event], None]) -> None:
+    """Run ``work(conn, index, stop)`` in ``threads`` threads, each with a libvirt connection of
+    its own to ``uri`` (closed after); set ``stop`` after ``seconds`` and wait for them."""
+    import libvirt
+
+    stop = threading.Event()
+
+    def run(index: int) -> None:
+        conn = libvirt.open(uri)
+        try:
+            work(conn, index, stop)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in pool:
+        thread.join(60)

@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark against the lab, one table, results.json, PERFORMANCE.md.
 
 The lab must be up (``make bench`` brings it up). Each scenario runs in a subprocess of its own;
-the whole run takes about six minutes. Writes bench/results/results.json
+the whole run takes about six minutes, and the soak five more. Writes bench/results/results.json
 (git-ignored) and regenerates docs/PERFORMANCE.md with the machine, the date, the table and the
 notes.
 
@@ -93,6 +93,10 @@ def run_all(quick: bool) -> dict[str, Any]:
         ("guest", "bench.bench_guest", ["--boots", "3" if quick else "5"], 600, 2),
         ("guest_agent", "bench.bench_guest_agent", ["--cycles", "20" if quick else "40"],
          600, 2),
+        # Five minutes here (the soak's own default is ten, `--minutes` for hours), a private
+        # libvirtd restarted twice; one attempt: a second would add five more minutes.
+        ("soak", "bench.bench_soak", ["--minutes", str(5 * scale), "--restart-every", "100"],
+         900, 1),
     ]
     results: dict[str, Any] = {}
     for name, module, args, timeout, attempts in plan:
@@ -276,6 +280,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add(area, "ratio helper / floor (p50)", f"{admin['ratio_p50']:.2f}")
         add(area, "loop lag p99 while snapshots run back to back",
             f"{admin['loop_lag_p99_ms']:.1f} ms")
+    if (soak := ok("soak")) is not None:
+        soak_rows(soak, add)
     render = results.get("render") or {}
     if render:
         add("render", f"render_text µs/sample ({render['samples']:,} samples)",
@@ -366,6 +372,32 @@ def alerts_scale_rows(data: dict[str, Any], add: Callable[..., None]) -> None:
                        f"{', '.join(map(str, grown['requests_per_round']))}"
                        if grown["rounds"] else "no round")
         + f"; {memory['silences']['rss_mib']:.0f} MiB ({memory['silences']['rss_peak_mib']:.0f})")
+
+
+def soak_rows(data: dict[str, Any], add: Callable[..., None]) -> None:
+    """The rows of bench.bench_soak: growth after the warm-up and events lost under churn."""
+    area = (f"soak ({data['minutes']:g} min, {data['libvirtd_restarts']} libvirtd restarts, "
+            f"load {data['load_1m_median']:.1f})")
+    add(area, "churn operations/s (define, start, suspend, resume, destroy, undefine)",
+        f"{data['operations_per_second']:.1f} ({data['operations']:,} in all)", "≥ 10",
+        lambda: data["operations_per_second"] >= 10)
+    add(area, "events lost (+ sequence gaps) of the churn's lifecycle events",
+        f"{data['events_lost']} of {data['events_expected']:,}", "0",
+        lambda: data["events_lost"] == 0)
+    names = {"rss_mib": "RSS (MiB)", "fds": "open file descriptors", "threads": "threads",
+             "connections": "libvirt connections held",
+             "domain_objects": "libvirt domain objects held", "domain_cache": "domain cache",
+             "inventory": "inventory", "outbox_rows": "outbox rows"}
+    for name, label in names.items():
+        g = data["growth"][name]
+        add(area, f"{label}: median, first → last quarter after warm-up (last half)",
+            f"{g['first_quarter']:g} → {g['last_quarter']:g}, {g['growth_pct']:+.1f} % "
+            f"({g['last_half_growth_pct']:+.1f} %)", "≤ 5 % (≤ 1 %)",
+            lambda g=g: g["flat"])  # type: ignore[misc]
+    add(area, "journal (kept by retention, not flat): bytes per event",
+        f"{data['journal_bytes_per_event']:,} ({data['journal_events']:,} events)")
+    add(area, "daemon reconnected after a restart, slowest",
+        f"{data['reconnect_max_s']:.1f} s")
 
 
 def table(lines: list[Row], markdown: bool) -> str:
@@ -915,6 +947,70 @@ columns (label tuples carried per series, values in one list) or compiled code f
 collectors and the render.
 """
 
+# Soak runs made by hand (`python -m bench.bench_soak --minutes N`), longer than `make bench`'s
+# five minutes, kept here since this file regenerates the document.
+SOAK = """\
+## Soak: flat under churn
+
+`python -m bench.bench_soak` (`make bench` runs it for 5 minutes; `--minutes` for hours). A
+daemon collecting every second from libvirtd's test driver, where worker threads put domains
+through define, start, suspend, resume, destroy and undefine at 20 operations/s; a scrape every
+second; a control API client every half second (new connection, two reads, gone); an event
+stream follower every second that reads for 1-5 s and goes. The libvirtd is a private one
+(tests/lab/private_libvirtd.py: `libvirtd -f CONF` run unprivileged as the lab's test user with
+`HOME` and `XDG_RUNTIME_DIR` in a directory of its own, so its sockets, pid file, logs and
+state are its own; Debian 12's libvirt 9.0 runs it as a session daemon and serves the test
+driver at `test+unix:///default?socket=DIR/run/libvirt/libvirt-sock`), restarted every 150 s
+(100 s in `make bench`) and stopped when the run ends; the lab's shared libvirtd is not touched.
+The admin collector is off: a session libvirtd's admin socket lets in its own user only.
+
+Figures are sampled every 10 s in the daemon's process (the load runs in other processes).
+Growth compares the median of the last quarter of the samples after a 2-minute warm-up with the
+median of the first quarter (target ≤ 5 %) and with the third (the last half; ≤ 1 %). The
+journal is not held to flatness: it keeps events until its retention (7 days or 1,000,000
+events, applied hourly) and grows by ~430 bytes per event until then. Events lost: each
+completed operation is one lifecycle event libvirt sends to every connected client; a follower
+open for the whole run (resuming with `since` if its stream ends) must receive each as a live
+event, and the sequence numbers it reads must have no gap. The churn pauses for each restart
+(its workers finish their domain's round) and resumes once the daemon has reconnected: an
+operation made while the daemon is disconnected reaches no client, so it cannot be lost by
+virtmon; what the daemon misses in that time its reconnect reconciles with synthetic events
+(none were needed: the churn leaves no domain behind, and the test driver's state after a
+restart is the one it started with).
+
+| run | 10 min | 60 min |
+|---|---|---|
+| started (UTC); load average (1 min) median / max | 01:39, 6.3 / 18.3 | 01:51, 6.2 / 21.3 |
+| operations (20/s); libvirtd restarts; slowest reconnect | 11,976; 3; 0.5 s | 71,568; 23; 0.6 s |
+| events lost, sequence gaps, stream drops | 0 of 11,976, 0, 0 | 0 of 71,568, 0, 0 |
+| RSS (MiB), quarter medians first → last | 76.5 → 80.5 | 80.4 → 85.6 |
+| RSS growth (in the last half) | +5.2 % (+1.6 %) | +6.4 % (+0.1 %) |
+| open file descriptors | 35 → 35 | 35 → 35 (0 %) |
+| threads (range of the samples) | 8 → 9 (6-10) | 8 → 9 (5-11), last half 0 % |
+| libvirt connections held (made after start-up) | not sampled | 3 → 3 |
+| domain cache, inventory (1-5 domains at a time) | 5 → 5 | 5 → 5 |
+| outbox rows; libvirt domain objects held | 0; 0 | 0; 0 |
+| journal: events, database size at the end | 11,982, 9.3 MB | 71,614, 35 MB |
+| scrapes, API calls, followers | 600, 1,901, 600 | 3,591, 7,686, 3,591 |
+| scrape p50 / max | 1.7 / 782 ms | 2.2 / 309 ms |
+
+Both runs (2026-12-07) missed the growth target for RSS and threads and met the rest. RSS in
+the hour-long run, median of each 5 minutes: 77.0, 79.7, 81.0, 82.8, 84.1, 86.0, then 85.0-85.8
+for the last 35 minutes: it grows for the first 25 minutes and not after (last half +0.1 %).
+What fills in that time is consistent with SQLite's page caches: the state database has four
+connections (journal, inventory, alerts, silences), each with SQLite's default cache of 2 MiB,
+which fill as the journal grows past their size (it reached 18 MB at 25 minutes); in a separate
+process, a journal of 12,000 events and three more connections reading it through took RSS
+from 16 to 24 MiB. Python's own allocated blocks rose by 7 % (287,000 → 307,000) in the same
+25 minutes and moved between 290,000 and 308,000 after. With a fuller journal at the start
+(a daemon that has run for a while) the warm-up would absorb this; a smaller `cache_size` per
+connection would lower the plateau. Not changed. Threads moved between 5 and 11 with the load
+(the worker threads of the libvirt calls and of SQLite are started on demand and end when
+idle); one thread more in a quarter's median is the 12.5 %. No libvirt connection, domain
+object or descriptor was left behind by 23 restarts of libvirtd.
+"""
+
+
 # `make fuzz` (tests/test_config_fuzz.py), not a benchmark: its last long run, kept here since
 # this file regenerates the document.
 FUZZ = """\
@@ -1049,7 +1145,7 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
             "",
             side_by_side(peers),
         ]
-    text += ["", NOTES, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST, PROFILE, FUZZ]
+    text += ["", NOTES, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST, PROFILE, SOAK, FUZZ]
     if kept:
         text += [kept]
     return "\n".join(text)

@@ -27,11 +27,14 @@ import libvirt
 
 from bench import (
     LagMeter,
+    Pacer,
     daemon_config,
     emit,
+    minimal_domain_xml,
     percentile,
     quiet_logging,
     rss_mib,
+    run_load_threads,
     running_daemon,
     short_tmp,
 )
@@ -48,47 +51,28 @@ def generate(uri: str, prefix: str, threads: int, seconds: float, rate: float) -
     ``rate`` paces the threads to that many events per second in total (0: as fast as they go).
     """
     period = 2 * threads / rate if rate > 0 else 0.0  # seconds between one thread's pairs
-    stop = threading.Event()
     lock = threading.Lock()
     counts = {"expected": 0}
     errors: list[str] = []
 
-    def worker(index: int) -> None:
-        conn = libvirt.open(uri)
+    def work(conn: Any, index: int, stop: threading.Event) -> None:
+        pacer = Pacer(period, period * index / threads)
         serial = 0
-        due = time.monotonic() + period * index / threads
-        try:
-            while not stop.is_set():
-                if period:
-                    pause = due - time.monotonic()
-                    if pause > 0:
-                        time.sleep(pause)
-                    due += period
-                name = f"{prefix}-{index}-{serial}"
-                serial += 1
-                xml = (f"<domain type='test'><name>{name}</name><memory>8192</memory>"
-                       "<os><type>hvm</type></os></domain>")
-                try:
-                    dom = conn.defineXML(xml)
-                    dom.undefine()
-                except libvirt.libvirtError as exc:
-                    with lock:
-                        errors.append(str(exc))
-                    return
+        while not stop.is_set():
+            pacer.wait()
+            try:
+                dom = conn.defineXML(minimal_domain_xml(f"{prefix}-{index}-{serial}"))
+                dom.undefine()
+            except libvirt.libvirtError as exc:
                 with lock:
-                    counts["expected"] += 2
-        finally:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+                    errors.append(str(exc))
+                return
+            serial += 1
+            with lock:
+                counts["expected"] += 2
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     started = time.time()
-    for thread in pool:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in pool:
-        thread.join(30)
+    run_load_threads(uri, threads, seconds, work)
     return {"expected": counts["expected"], "started": started, "ended": time.time(),
             "errors": errors[:5]}
 
