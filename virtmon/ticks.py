@@ -2,7 +2,8 @@
 
 Work that overruns its interval skips the ticks it missed rather than running them back to
 back, and the next run starts on the original grid: the collection cycle (virtmon.scheduler)
-and the guest-agent rounds (virtmon.virt.guest_agent) keep their spacing whatever one run cost.
+and the rounds of the guest-agent poller and the job watcher (virtmon.virt.rounds) keep their
+spacing whatever one run cost.
 """
 
 from __future__ import annotations
