@@ -15,7 +15,7 @@ from typing import IO
 import pytest
 
 from tests.daemon import free_port
-from tests.lab import lab as lab_module
+from tests.lab.private_libvirtd import private_libvirtd
 
 
 def start(short_tmp: Path, uri: str = "test:///default") -> subprocess.Popen[str]:
@@ -93,58 +93,68 @@ class StderrLines:
                 pipe.close()
 
 
+# These tests SIGSTOP a libvirtd of their own, not the lab's. libvirtd 9.0 can crash when it is
+# continued after a client it was serving died meanwhile with calls queued (a segfault freeing
+# the client, "unexpected incomplete domain callback" in its log): exactly what a forced exit
+# leaves behind. Each test stops its libvirtd before leaving, crashed or not.
+
+
 @pytest.mark.lab
-@pytest.mark.stalls_libvirtd
 def test_a_second_sigint_forces_the_exit_while_shutdown_hangs(lab: str, short_tmp: Path) -> None:
     """libvirtd stopped, so the graceful shutdown waits on it: a second SIGINT exits 130 now."""
-    process = start(short_tmp, uri="test+unix:///default")
-    with StderrLines(process) as stderr:
-        stderr.wait_for('"virtmon.started"')  # after the first cycle: slow on a loaded machine
-        with lab_module.paused_libvirtd():
-            os.kill(process.pid, signal.SIGINT)
-            stderr.wait_for("virtmon.stopping")
-            time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
-            assert process.poll() is None
-            os.kill(process.pid, signal.SIGINT)
-            process.wait(timeout=60)
-        # Forced: 130, and before the graceful shutdown ended (it would exit 0 after its 10 s
-        # deadlines, having logged virtmon.stopped).
-        assert process.returncode == 130
-        rest = stderr.rest()
-        assert any("virtmon.forced_exit" in line for line in rest)
-        assert not any('"virtmon.stopped"' in line for line in rest), "".join(rest)[-2000:]
+    with private_libvirtd() as libvirtd:
+        process = start(short_tmp, uri=libvirtd.uri)
+        with StderrLines(process) as stderr:
+            stderr.wait_for('"virtmon.started"')  # after the first cycle: slow when loaded
+            with libvirtd.paused():
+                os.kill(process.pid, signal.SIGINT)
+                stderr.wait_for("virtmon.stopping")
+                time.sleep(0.5)  # the graceful shutdown is now waiting for the stopped libvirtd
+                assert process.poll() is None
+                os.kill(process.pid, signal.SIGINT)
+                process.wait(timeout=60)
+            # Forced: 130, and before the graceful shutdown ended (it would exit 0 after its
+            # 10 s deadlines, having logged virtmon.stopped).
+            assert process.returncode == 130
+            rest = stderr.rest()
+            assert any("virtmon.forced_exit" in line for line in rest)
+            assert not any('"virtmon.stopped"' in line for line in rest), "".join(rest)[-2000:]
+        libvirtd.stop()
 
 
 @pytest.mark.lab
-@pytest.mark.stalls_libvirtd
 def test_sigterm_during_a_start_up_stuck_on_libvirtd_stops_within_the_deadline(
     lab: str, short_tmp: Path
 ) -> None:
     """Start-up hung on a stopped libvirtd: SIGTERM still exits 0, within the shutdown deadlines."""
-    with lab_module.paused_libvirtd():
-        process = subprocess.Popen(
-            [sys.executable, "-m", "virtmon.cli", "run", "--uri", "test+unix:///default",
-             "--listen", f"127.0.0.1:{free_port()}", "--control-socket", str(short_tmp / "c.sock"),
-             "--state-dir", str(short_tmp / "state"), "--no-collector.admin",
-             "--log-format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        with StderrLines(process) as stderr:
-            # The supervisor starts right after the alerts; its first open (10 s deadline) hangs.
-            stderr.wait_for('"virtmon.alerts.started"')
-            time.sleep(1.0)
-            assert process.poll() is None
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-            took = time.monotonic() - started
-            rest = stderr.rest()
-            assert process.returncode == 0, "".join(rest)[-2000:]
-            # libvirtd stays stopped: the exit comes from the shutdown's own deadlines (10 s
-            # each, then a 1 s grace for blocked calls), with room for a loaded machine.
-            assert took < 30, f"took {took:.1f} s"
-            assert not any('"virtmon.started"' in line for line in rest), "".join(rest)
-            assert any('"virtmon.stopped"' in line for line in rest)
+    with private_libvirtd() as libvirtd:
+        with libvirtd.paused():
+            process = subprocess.Popen(
+                [sys.executable, "-m", "virtmon.cli", "run", "--uri", libvirtd.uri,
+                 "--listen", f"127.0.0.1:{free_port()}",
+                 "--control-socket", str(short_tmp / "c.sock"),
+                 "--state-dir", str(short_tmp / "state"), "--no-collector.admin",
+                 "--log-format", "json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            with StderrLines(process) as stderr:
+                # The supervisor starts right after the alerts; its first open (10 s deadline)
+                # hangs.
+                stderr.wait_for('"virtmon.alerts.started"')
+                time.sleep(1.0)
+                assert process.poll() is None
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+                took = time.monotonic() - started
+                rest = stderr.rest()
+                assert process.returncode == 0, "".join(rest)[-2000:]
+                # libvirtd stays stopped: the exit comes from the shutdown's own deadlines (10 s
+                # each, then a 1 s grace for blocked calls), with room for a loaded machine.
+                assert took < 30, f"took {took:.1f} s"
+                assert not any('"virtmon.started"' in line for line in rest), "".join(rest)
+                assert any('"virtmon.stopped"' in line for line in rest)
+        libvirtd.stop()
 
 
 FAULT_WITH_A_BLOCKED_CALL = """

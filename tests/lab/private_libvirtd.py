@@ -16,6 +16,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -126,6 +127,17 @@ class PrivateLibvirtd:
         """Stop and start again: its clients see the connection close (EOF)."""
         self.stop()
         self.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The daemon SIGSTOPped for the body (calls to it hang), then SIGCONTinued."""
+        assert self.process is not None, "the private libvirtd is not running"
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGCONT)
 
     def check_alive(self) -> None:
         """Raise if the daemon died on its own."""
