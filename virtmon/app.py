@@ -185,10 +185,10 @@ class Daemon:
         )
         self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
         # One collection connection per call that may still be stuck, plus the one in use.
-        self.pool = ConnectionPool(settings, config.collect.max_abandoned_calls + 1)
+        self.pool = ConnectionPool(settings, config.collect.max_abandoned_calls + 1, reads=True)
         # The cache's reads get a connection of their own, never the events connection: see
         # domain_cache's docstring (a call queued there during a stall crashes libvirt 9.0).
-        self.domain_connection = ConnectionPool(settings, 1)
+        self.domain_connection = ConnectionPool(settings, 1, reads=True)
         self.domain_cache = DomainInfoCache(
             self.supervisor, self.domain_connection, self.caller,
             MetadataLabels(config.collect.metadata_labels, config.collect.metadata_namespaces),

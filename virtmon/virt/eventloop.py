@@ -24,9 +24,10 @@ implementation on the loop thread:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import libvirt
@@ -39,6 +40,25 @@ log = structlog.get_logger("virtmon.virt.eventloop")
 _running_loop = asyncio._get_running_loop
 
 _registered: ThreadSafeEventImpl | None = None
+
+# Set in a thread while it opens a connection that is to have no socket watch (:func:`unwatched`).
+_opening_unwatched = threading.local()
+
+
+@contextlib.contextmanager
+def unwatched() -> Iterator[None]:
+    """Connections this thread opens in the body get no watch on their socket.
+
+    libvirt's client then does each call's I/O in the calling thread alone: no update of a watch
+    posted to the loop before and after every RPC (a cross-thread wake-up each, about two thirds
+    of the CPU an RPC costs here: docs/PERFORMANCE.md). Such a connection has no keepalive and
+    cannot carry events; it learns that libvirtd went away from its next call, which fails.
+    """
+    _opening_unwatched.active = True
+    try:
+        yield
+    finally:
+        _opening_unwatched.active = False
 
 
 def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
@@ -89,7 +109,10 @@ class ThreadSafeEventImpl:
     # -- libvirt's hooks (any thread) -----------------------------------------------------
 
     def add_handle(self, fd: int, events: int, cb: Callable[..., None], opaque: Any) -> int:
-        """virEventAddHandleFunc: watch ``fd``; the id is returned before the loop applies it."""
+        """virEventAddHandleFunc: watch ``fd``; the id is returned before the loop applies it.
+        -1 (refused) while the calling thread opens an :func:`unwatched` connection."""
+        if getattr(_opening_unwatched, "active", False):
+            return -1
         watch = self._allocate()
 
         def dispatch(_inner: int, fd_: int, events_: int, opaque_: Any) -> None:

@@ -122,8 +122,9 @@ class GuestAgentPoller:
         self.caller = LibvirtCaller(capacity=self.concurrency,
                                     max_abandoned=collect.max_abandoned_calls)
         # One connection per poll that may run, plus one per poll that may hang (ADR 0001).
+        # Read-write only because libvirt requires it of agent commands; the polls only read.
         self.pool = ConnectionPool(replace(settings, readonly=False),
-                                   self.concurrency + collect.max_abandoned_calls)
+                                   self.concurrency + collect.max_abandoned_calls, reads=True)
         self._apply(collect)
         self.connected: dict[str, str] = {}  # UUID -> name, agents known to be connected
         self.agents: dict[str, AgentState] = {}  # UUID -> what the polls found

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import libvirt
+
+from virtmon.virt.eventloop import unwatched
 
 T = TypeVar("T")
 
@@ -38,8 +41,24 @@ def read_credentials(path: Path) -> dict[str, str]:
     return creds
 
 
-def open_connection(settings: ConnectionSettings) -> Any:
-    """Open a libvirt connection (blocking: it hangs against a stopped daemon)."""
+def over_local_socket(uri: str) -> bool:
+    """Whether the URI reaches libvirt on this host through a Unix socket (``qemu:///system``,
+    ``test+unix:///default?socket=...``): a peer whose death closes the socket at once, so no
+    keepalive is needed to notice it."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return False
+    driver, _plus, transport = parts.scheme.partition("+")
+    return bool(driver) and transport in ("", "unix") and not parts.hostname
+
+
+def open_connection(settings: ConnectionSettings, watched: bool = True) -> Any:
+    """Open a libvirt connection (blocking: it hangs against a stopped daemon); ``watched``
+    False: without a socket watch (see :func:`virtmon.virt.eventloop.unwatched`)."""
+    if not watched:
+        with unwatched():
+            return open_connection(settings)
     flags = libvirt.VIR_CONNECT_RO if settings.readonly else 0
     if settings.auth_file is None:
         if settings.readonly:

@@ -90,7 +90,7 @@ class JobWatcher:
         self.caller = LibvirtCaller(capacity=1, max_abandoned=collect.max_abandoned_calls)
         # One connection for the call in progress, plus one per call that may hang (ADR 0001).
         self.pool = ConnectionPool(replace(settings, readonly=True),
-                                   1 + collect.max_abandoned_calls)
+                                   1 + collect.max_abandoned_calls, reads=True)
         self._apply(collect)
         self.watched: dict[str, str] = {}  # UUID -> name, domains known to have a job
         self.readings: dict[str, JobReading] = {}  # UUID -> the last answer of a running job
