@@ -11,11 +11,12 @@ from a temporary configuration:
   values of the last read.
 
 For each: scrape latency p50/p99 with 1 and 16 concurrent scrapers (a bounded number of GETs, with
-Prometheus's headers, from a child process), CPU per scrape and per interval (utime+stime of the
-tool's process tree from /proc/PID/stat; the same for libvirtd, which the lab's other users also
-load), RSS, samples exported (in total and for the lab domains made here), and its behaviour while
-libvirtd is stopped with SIGSTOP for 10 s: a scrape started 1 s into the stop, with a 15 s client
-timeout — does it hang, for how long, and what it returns.
+Prometheus's headers, from a child process), CPU per scrape and per interval (the tool's process
+tree, from a cgroup of its own where one can be made, bench/cpu.py; libvirtd's from
+/proc/PID/stat, which the lab's other users also load), RSS, samples exported (in total and
+for the lab domains made here), and its behaviour while libvirtd is stopped with SIGSTOP for
+10 s: a scrape started 1 s into the stop, with a 15 s client timeout — does it hang, for how
+long, and what it returns.
 
 **SIGSTOP of libvirtd affects everyone on this machine**: exactly one 10 s window per tool, SIGCONT
 in a ``finally``; each window is announced on stderr and recorded in the result.
@@ -43,6 +44,7 @@ import libvirt
 from bench import ROOT, MemorySampler, emit, process_tree, short_tmp
 from bench.bench_cycle import lab_domains
 from bench.bench_scrape import PROMETHEUS_HEADERS, client
+from bench.cpu import CpuGroup, cpu_clock, cpu_group
 from tests.daemon import free_port
 from tests.installed import runtime_command, runtime_view
 
@@ -55,8 +57,16 @@ PROBE_TIMEOUT = 15.0
 # -- /proc ---------------------------------------------------------------------------------------
 
 
+# The cgroup each running tool was started in, by its pid (bench/cpu.py).
+CPU_GROUPS: dict[int, CpuGroup] = {}
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its descendants, in seconds (from /proc/PID/stat)."""
+    """CPU time of ``pid`` and its descendants, in seconds: from the cgroup it was started in
+    (microseconds), else utime + stime from /proc/PID/stat (10 ms ticks)."""
+    group = CPU_GROUPS.get(pid)
+    if group is not None:
+        return group.seconds()
     total = 0
     for each in process_tree(pid):
         with contextlib.suppress(OSError):
@@ -138,16 +148,21 @@ async def running(tool: Tool, interval: float,
                   env: dict[str, str] | None = None) -> AsyncIterator[tuple[int, str]]:
     """Start ``tool`` on ``uri`` and a free loopback port (``env`` added to this process's
     environment); yield (pid, metrics URL); stop it by its pid."""
+    group = cpu_group(tool.name)
     with short_tmp() as tmp:
         port = free_port()
         with (tmp / "stdio.log").open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 *tool.command(tmp, port, interval, uri), stdout=log, stderr=log, cwd=tmp,
                 start_new_session=True, env={**os.environ, **(env or {})},
+                preexec_fn=group.enter if group is not None else None,
             )
+            if group is not None:
+                CPU_GROUPS[proc.pid] = group
             try:
                 yield proc.pid, f"http://127.0.0.1:{port}/metrics"
             finally:
+                CPU_GROUPS.pop(proc.pid, None)
                 with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
                     proc.terminate()
                 try:
@@ -155,6 +170,8 @@ async def running(tool: Tool, interval: float,
                 except TimeoutError:
                     proc.kill()
                     await asyncio.wait_for(proc.wait(), 10)
+                if group is not None:
+                    group.remove()
                 if proc.returncode not in (0, -signal.SIGTERM):
                     tail = (tmp / "stdio.log").read_text(errors="replace")[-500:]
                     print(f"bench: {tool.name} exited {proc.returncode}: {tail}",
@@ -330,8 +347,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {"domains": args.domains, "interval_s": args.interval,
                               "requests": args.requests, "requests_16": args.requests_16,
-                              "sigstop_s": STOP_SECONDS, "probe_after_s": PROBE_AFTER,
-                              "probe_timeout_s": PROBE_TIMEOUT, "tools": {}}
+                              "cpu_clock": cpu_clock(), "sigstop_s": STOP_SECONDS,
+                              "probe_after_s": PROBE_AFTER, "probe_timeout_s": PROBE_TIMEOUT,
+                              "tools": {}}
     with lab_domains(args.domains) as names:
         conn = libvirt.openReadOnly(lab.URI)
         try:

@@ -11,7 +11,8 @@ before anything is measured. Per tool and point:
 
 - scrape latency p50 / p99 with one scraper (Prometheus's headers; a bounded number of GETs,
   none started after a time budget);
-- CPU per collection interval: utime+stime of the tool's process tree over a window in which
+- CPU per collection interval: CPU time of the tool's process tree (bench/cpu.py: a cgroup of
+  its own where one can be made) over a window in which
   one scrape arrives per interval (what a Prometheus scraping at the tool's interval costs it),
   divided by the intervals; the exporter collects on each scrape, so its figure is a scrape's;
 - RSS: the sum of the peaks (VmHWM) of the tool's processes;
@@ -53,6 +54,7 @@ from bench.bench_peers import (
     scrapes_with_cost,
     wait_ready,
 )
+from bench.cpu import cpu_clock
 from bench.sweep_plots import kvm_sizes_that_fit
 
 RESULTS = RESULTS_DIR / "sweep.json"
@@ -235,6 +237,7 @@ async def sweep(args: argparse.Namespace) -> None:
 
     settings = {option[2:].replace("-", "_"): getattr(args, option[2:].replace("-", "_"))
                 for option, *_ in SETTINGS}
+    settings["cpu_clock"] = cpu_clock()
     record = Recorder(Path(args.output), settings)
     try:
         for size in args.test_sizes:
