@@ -310,19 +310,25 @@ class Clients:
 
 
 def python_objects() -> dict[str, int]:
-    """Objects the garbage collector tracks, among them libvirt's connection and domain objects
-    (each holds a reference in libvirt: a connection also its socket), and the memory blocks
-    Python has allocated: what grows in Python rather than in C libraries. Objects alive when
-    the daemon froze them at start (``gc.freeze()``) are not counted."""
+    """Objects the garbage collector tracks, among them libvirt's domain objects (each holds a
+    reference in libvirt), and the memory blocks Python has allocated: what grows in Python
+    rather than in C libraries. Objects alive when the daemon froze them at start
+    (``gc.freeze()``) are not counted."""
     tracked = gc.get_objects()
-    counts = {"python_objects": len(tracked), "allocated_blocks": sys.getallocatedblocks(),
-              "connections": 0, "domain_objects": 0}
-    for obj in tracked:
-        if isinstance(obj, libvirt.virConnect):
-            counts["connections"] += 1
-        elif isinstance(obj, libvirt.virDomain):
-            counts["domain_objects"] += 1
-    return counts
+    domains = sum(isinstance(obj, libvirt.virDomain) for obj in tracked)
+    return {"python_objects": len(tracked), "allocated_blocks": sys.getallocatedblocks(),
+            "domain_objects": domains}
+
+
+def libvirt_connections(daemon: Any) -> int:
+    """Connections to libvirtd the daemon holds open: its pools' and the events connection.
+    (Not counted from the garbage collector: those made before ``gc.freeze()`` are invisible to
+    it, so a restart that replaces them would look like growth from nothing.)"""
+    pools = [daemon.pool, daemon.domain_connection, daemon.jobs.pool,
+             daemon.executor.reads, daemon.executor.writes]
+    if daemon.guest_agent is not None:
+        pools.append(daemon.guest_agent.pool)
+    return sum(pool.size for pool in pools) + (daemon.supervisor.conn is not None)
 
 
 def table_rows(database: Path, tables: Sequence[str]) -> dict[str, int]:
@@ -348,6 +354,7 @@ def sample(daemon: Any, started: float) -> dict[str, Any]:
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": len(os.listdir("/proc/self/task")),
         **python_objects(),
+        "connections": libvirt_connections(daemon),
         "domain_cache": len(daemon.domain_cache.info),
         "inventory": len(daemon.inventory),
         "journal_rows": rows["events"],
