@@ -141,10 +141,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add("events", "latency callback → subscriber p50",
             f"{paced['latency_p50_ms']:.1f} ms")
         add("events", "latency callback → subscriber p99", f"{paced['latency_p99_ms']:.1f} ms",
-            "< 10 ms", lambda: paced["latency_p99_ms"] < 10)
+            "< 5 ms", lambda: paced["latency_p99_ms"] < 5)
         add("events", "loop lag p99 during the event storm", f"{paced['loop_lag_p99_ms']:.1f} ms")
-        add("events", "daemon CPU per 1,000 events",
-            f"{paced['daemon_cpu_s'] / max(1, paced['received']) * 1000:.2f} s")
+        per_1000 = paced["daemon_cpu_s"] / max(1, paced["received"]) * 1000
+        add("events", "daemon CPU per 1,000 events (its cycles and domain cache included)",
+            f"{per_1000:.2f} s", "≤ 0.15 s", lambda: per_1000 <= 0.15)
     if (free := ok("events_unpaced")) is not None:
         cut = "cut off as too slow" if free["stream_notices"] else "kept up"
         add("events", "unpaced generator: generated / delivered events/s",
@@ -161,9 +162,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
         area = f"cycle {label} ({data['domains']} domains)"
         add(area, "floor: bare getAllDomainStats median", f"{data['floor_median_ms']:.1f} ms")
         add(area, "virtmon cycle median", f"{data['cycle_median_ms']:.1f} ms")
-        if name == "cycle_kvm":
-            add(area, "ratio cycle / floor", f"{data['ratio']:.2f}", "≤ 1.2",
-                lambda data=data: data["ratio"] <= 1.2)  # type: ignore[misc]
+        # Issue 16's targets: ≤ 1.1 at 10 KVM domains, ≤ 3 at 1,000 test domains.
+        limit = {"cycle_kvm": 1.1, "cycle_test_1000": 3.0}.get(name)
+        if limit is not None:
+            add(area, "ratio cycle / floor", f"{data['ratio']:.2f}", f"≤ {limit:g}",
+                lambda data=data, limit=limit: data["ratio"] <= limit)  # type: ignore[misc]
         else:
             add(area, "ratio cycle / floor", f"{data['ratio']:.2f}")
         add(area, "CPU per cycle (process)", f"{data['cycle_cpu_median_s'] * 1e3:.1f} ms")
@@ -539,9 +542,6 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   a fraction of a millisecond, which the ratio shows large only because libvirtd answers the
   admin calls in well under a millisecond. Each client listed costs one more admin call
   (`virAdmClientGetInfo`) in both.
-- **Domain cache resync** reads every domain's XML on the events connection (4 RPCs per
-  domain): ~3 s at 5,000 test domains, during which the first cycles' event-driven refreshes
-  wait. Chunking it would bound that. Not done.
 """
 
 
@@ -1135,8 +1135,9 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
             f"({peers['host_domains_running']} running of {peers['host_domains']} during the "
             f"run). virtmon and collectd collect every {peers['interval_s']:g} s; the exporter "
             f"calls libvirt on each scrape. Scrapes: {peers['requests']} GETs with 1 scraper, "
-            f"{peers['requests_16']} with 16, Prometheus's headers. CPU is utime+stime from "
-            "/proc/PID/stat (10 ms ticks) of the tool's process tree, less its own idle rate; "
+            f"{peers['requests_16']} with 16, Prometheus's headers. The tool's CPU is its "
+            f"process tree's, from {peers.get('cpu_clock', '/proc/PID/stat (10 ms ticks)')}, "
+            "less its own idle rate; libvirtd's from /proc/PID/stat; "
             "libvirtd's CPU includes whatever else the lab was doing. "
             f"**libvirtd was stopped with SIGSTOP for {peers['sigstop_s']:g} s once per tool** "
             "(everyone on the machine saw it hang), SIGCONT in a `finally`; the scrape starts "
