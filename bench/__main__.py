@@ -432,8 +432,11 @@ than a quiet run. Medians are stable. Compare figures within one run only.
   (see "Profile" below). Three more took a third of the daemon's CPU per event away (see
   "Event storm, second profile" below): daemon CPU per 1,000 events 0.17-0.22 s before, 0.14-0.16
   s after (three runs each, alternated, load average 6-10). Latency p99 in those same runs was
-  189-516 ms on both trees and loop lag p99 26-60 ms: other users' load, so the < 5 ms target can
-  only be judged in a quiet run.
+  189-516 ms on both trees and loop lag p99 26-60 ms: other users' load. In the quiet run of
+  2026-12-07 (load average 0.3-0.7) p99 was 7.1 ms, and 5.3-6.9 ms in four more runs that day
+  (loop lag p99 0.8-1.1 ms): the < 5 ms target is missed by 0.3-2 ms, and daemon CPU per 1,000
+  events (0.27-0.31 s) is twice its 0.15 s target. Where that CPU goes is in "Where an event's
+  CPU goes" below.
 - **Loop lag while 1,000-domain cycles run** (17-21 ms quiet before `gc.freeze()`; 15-90 ms
   before collectors moved off the loop). Most of it was the cyclic garbage collector: a full
   collection holds the GIL for ~20 ms at this size, whichever thread triggers it. The daemon
@@ -706,24 +709,76 @@ is measured). The second rounds, at load 2.6-7.8, show 1.4-5.8 ms less per inter
 per-part figures above put the saving at ~2.5 ms per cycle. virtmon is below collectd at 10
 domains in both rounds here, and still two to three times collectd at 1 and 2 domains.
 
+### Read connections without a watch (ADR 0006)
+
+The first part of what remained after the changes above was the loop thread: every libvirt RPC a
+worker thread makes on a watched connection posts the connection's watch update to the loop (one
+wake-up and one hook per RPC, after the coalescing in "Profile" below), and a cycle makes 8 RPCs
+on a 2-CPU, 1-cell host (more on a bigger host: one per CPU). libvirt puts a watch on every
+connection it opens once an event implementation is registered, unless the add-handle hook
+refuses: the remote driver then opens the connection without asynchronous I/O (no events, no
+keepalive), each call's I/O done by the calling thread alone. The pools whose calls only read
+(the collection cycle's, the domain cache's, the job watcher's, the guest-agent poller's) now
+open their connections that way when libvirtd is on a local socket; a read that fails on a
+reused connection found dead (a restarted libvirtd) is made once more on a new one.
+
+`python -m bench.bench_wakeups` (3,000 `getLibVersion` RPCs from a worker thread on
+`test+unix:///default`, both kinds of connection in one process; 2026-12-07, two runs during the
+sweep below, load average ~2):
+
+| per RPC | watched | unwatched |
+|---|---|---|
+| self-pipe writes (loop wake-ups) | 1.002, 1.005 | 0.001, 0.001 |
+| event-impl calls run on the loop | 1.001, 1.005 | 0, 0 |
+| CPU, whole process | 59.9, 89.8 µs | 30.3, 31.1 µs |
+
+A daemon in one process with 1 s cycles on the lab's 2 KVM domains, 20 cycles after 5 of
+warm-up, CPU from `time.thread_time` (loop thread) and `time.process_time` (all threads), the
+trees before and after alternated (2026-12-07, load average 0.3-0.8; the in-process daemon also
+renders its debug log line per cycle):
+
+| per 1 s cycle | before | after |
+|---|---|---|
+| whole daemon process | 5.90, 6.73 ms | 3.92, 3.93 ms |
+| loop thread | 3.10, 3.55 ms | 1.84, 1.87 ms |
+
+The events benchmark did not move (daemon CPU per 1,000 events 0.29, 0.31 s before, 0.30, 0.27 s
+after, alternated): its domain-cache reads are a small part of an event's cost; see "Where an
+event's CPU goes" below.
+
 What remains of a cycle at a few domains, and what would remove it (not done):
 
-- **The loop thread, ~3.5 ms per cycle** (1 s cycles; the in-process daemon also wrote its
-  debug log line per cycle).
-  No Python function stands out in a profile of it: it is wake-ups. Every libvirt RPC a worker
-  thread makes on a pool connection posts the connection's watch update to the loop (one
-  wake-up per RPC, after the coalescing in "Profile" below), and a cycle makes 8 RPCs on a
-  2-CPU, 1-cell host (more on a bigger host: one per CPU); each hand-off to a worker thread
-  and back is two more. Pool connections that never watch for events (their RPCs answered in
-  the calling thread, no loop involvement) would remove most of it; libvirt registers a watch
-  for every connection once an event implementation is registered, so that needs the
-  collection pool in a process, or a libvirt connection, of its own.
-- **Node statistics, ~1.4 ms**: `virNodeGetCPUStats` once per host CPU (libvirt has no call for
-  all CPUs at once), `virNodeGetMemoryStats` once per NUMA cell, free pages, KSM. On a 64-CPU
-  host that is 64 RPCs per cycle. Reading the per-CPU series every few cycles (as the host
-  facts are) would cut it at the price of their freshness.
-- **collectd at 2-3 ms per interval** is C reading the same counters; virtmon's Python per
-  cycle (collectors, families, the bulk result turned into objects) is ~2 ms by itself.
+- **Node statistics**: `virNodeGetCPUStats` once per host CPU (libvirt has no call for all CPUs
+  at once), `virNodeGetMemoryStats` once per NUMA cell, free pages, KSM: seven RPCs here at
+  35-165 µs of client CPU each (`getMemoryParameters`, KSM's typed parameters, is the dearest).
+  On a 64-CPU host that is 64 RPCs per cycle. Reading the per-CPU series every few cycles (as
+  the host facts are) would cut it at the price of their freshness.
+- **The bulk call** (~0.26 ms of client CPU at 2 KVM domains), the collectors (~0.4 ms) and the
+  render with gzip (~0.4 ms): Python per cycle, measured on a recorded snapshot.
+- **collectd** is C reading the same counters per domain; at 1-2 domains its whole interval
+  costs about what virtmon's collectors alone do.
+
+### Where an event's CPU goes
+
+`py-spy record --rate 250 --format raw` over `python -m bench.bench_events --rate 2500 --seconds
+10` (the daemon in that process; 2026-12-07, after the change above). Of the samples in which a
+thread was working (44 % of all; the rest waiting in `epoll`, a queue or `waitpid`):
+
+| where | share of working samples |
+|---|---|
+| libvirt's dispatch on the loop: socket reads 15 %, its zero timer 19 % (callbacks 12 %) | 34 % |
+| the bus: fan-out (7.5 %) and the journal's SQLite writes (6.6 %) | 12 % |
+| `/v1/events` stream handler (writing each subscriber's burst) | 10 % |
+| marshalling onto the loop (`call_on_loop`, coalesced hook updates) | 9 % |
+| anyio's per-call lookups (`current_async_library`, `current_task`) | 8 % |
+| alert engine journal drain and rules | 5 % |
+
+libvirt queues each incoming event and arms a zero timer to dispatch it from the loop: a
+socket read, a timer update posted, the timer's callback, and another update to disarm it, per
+event or burst. That is libvirt's protocol for delivering events, so the floor per event is set
+by it and by Python's cost per callback. What would halve the ~0.3 ms per event: hand-offs to
+worker threads that skip anyio's per-call lookups, and the alert engine taking events from the
+bus rather than draining the journal. Not done.
 """
 
 

@@ -1,10 +1,12 @@
 """Event-impl traffic per libvirt RPC: loop wake-ups (self-pipe writes) and hooks run on the loop.
 
-Every libvirt RPC made from a worker thread updates the connection's watch (off, then on); the
-event implementation marshals that onto the loop. This counts, for ``--calls`` ``getLibVersion``
-RPCs from one worker thread on ``test+unix:///default`` with the loop otherwise idle, how many
-self-pipe writes (cross-thread wake-ups) and event-impl calls on the loop each RPC costs, and the
-process CPU per RPC. The before/after figure of the change in docs/PERFORMANCE.md ("Profile").
+Every libvirt RPC made from a worker thread on a watched connection updates the connection's
+watch (off, then on); the event implementation marshals that onto the loop. This counts, for
+``--calls`` ``getLibVersion`` RPCs from one worker thread on ``test+unix:///default`` with the
+loop otherwise idle, how many self-pipe writes (cross-thread wake-ups) and event-impl calls on
+the loop each RPC costs, and the process CPU per RPC: on a watched connection, and on one opened
+unwatched as the read-only pools open theirs (ADR 0006). The before/after figures of
+docs/PERFORMANCE.md ("Profile", "The fixed cost of a cycle").
 
     python -m bench.bench_wakeups [--calls 3000]
 """
@@ -22,8 +24,15 @@ from bench import emit
 
 
 async def measure(calls: int) -> dict[str, Any]:
-    """Warm up, then count and time ``calls`` RPCs from a worker thread."""
+    """Both kinds of connection, one after the other, in this process."""
+    return {"watched": await measure_one(calls, watched=True),
+            "unwatched": await measure_one(calls, watched=False)}
+
+
+async def measure_one(calls: int, watched: bool) -> dict[str, Any]:
+    """Warm up, then count and time ``calls`` RPCs from a worker thread on one connection."""
     from virtmon.virt.eventloop import register_event_impl
+    from virtmon.virt.handle import ConnectionSettings, open_connection
 
     impl = register_event_impl()
     loop = asyncio.get_running_loop()
@@ -41,7 +50,8 @@ async def measure(calls: int) -> dict[str, Any]:
 
     loop._write_to_self = counting_write  # type: ignore[attr-defined]
     impl._run = counting_run  # type: ignore[method-assign]
-    conn = await asyncio.to_thread(libvirt.openReadOnly, "test+unix:///default")
+    settings = ConnectionSettings(uri="test+unix:///default")
+    conn = await asyncio.to_thread(open_connection, settings, watched)
 
     def work() -> None:
         for _ in range(calls):
@@ -56,6 +66,8 @@ async def measure(calls: int) -> dict[str, Any]:
     finally:
         await asyncio.to_thread(conn.close)
         await impl.drain()
+        loop._write_to_self = write_to_self  # type: ignore[attr-defined]
+        impl._run = run_hook  # type: ignore[method-assign]
     return {
         "calls": calls,
         "self_pipe_writes_per_rpc": round(counts["writes"] / calls, 3),
