@@ -65,40 +65,46 @@ FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
 
 # What the last full run showed, written by hand after it (the figures above are regenerated).
 NOTES = """\
-What the run of 2026-12-07 shows. Other engineers' benchmarks and test suites shared the 2 cores
-throughout (1-minute load average 1.6 to 19.6 at the start of a point), so most p99 figures and
-many medians are marked noisy: read the shapes, and compare tools within one size. virtmon was
-measured at commit 3276291, before the footprint and fixed-cost changes described above (in a
-one-repeat check after them, its tree at 10 test domains was 89 MiB rather than 96).
+What the run of 2026-12-07 (05:44-06:47 UTC) shows. The machine was quiet apart from short
+measurements made alongside (1-minute load average 0.2-1.4 at the start of a point), so few
+points are marked noisy. virtmon ran at commit 59b5717: after the footprint and fixed-cost
+changes and the unwatched read connections (ADR 0006). CPU now comes from a cgroup per tool
+(nanoseconds, every thread and child included), not /proc ticks, so a few milliseconds per
+interval are measured, not rounded to 5.
 
-- **Scrape latency.** virtmon's p50 stays at 1-3 ms from 10 to 10,000 test domains (it serves
-  what its last cycle rendered); collectd's grows from 0.8 ms at 100 to 57 ms at 10,000, the
-  exporter's with its per-domain calls, 14 ms at 10 and 1.06 s at 1,000. At 10 and 100 test
-  domains and 1 to 10 KVM domains collectd answers a fraction of a millisecond faster than
-  virtmon (0.7-1.0 ms against 1.0-2.6 ms): virtmon is not at or below every peer there.
-- **CPU per interval.** From 1,000 test domains on, virtmon costs least: 35 ms against 115
-  (exporter) and 125 (collectd), 190 against 500 (collectd) at 5,000, 480 against 4,740 at
-  10,000, where collectd's read of every domain takes about its whole 5 s interval. At 10-100
-  test domains and 1-20 KVM domains collectd (0-15 ms) and, up to 10 domains, the exporter
-  (5-10 ms) are at or below virtmon (10-45 ms) at this window's 5 ms resolution: virtmon's
-  fixed cost per cycle (node statistics, collectors, a render for the scrape) dominates there.
-- **RSS.** virtmon's process tree (daemon and admin helper, sum of their peaks) is 96-98 MiB up
-  to 100 test and 20 KVM domains, 108 at 1,000, 155 at 5,000 and 213 at 10,000; collectd's
-  19-40 MiB up to 5,000 and 147 at 10,000; the exporter's 32-33 MiB. Against the targets for
-  the process tree (peaks included): 97 MiB at 10 KVM domains (target 72) and 108 at 1,000
-  (target 100) are missed, 155 at 5,000 (target 180) met. Summed peaks count shared pages
-  (libvirt, libpython) once per process, so they overstate the tree's real footprint.
-- **Cycle time.** virtmon's cycle over the bare call with the same groups: 5.9 times at 1,000 test
-  domains (40 / 6.8 ms), 3.1 at 5,000, 5.9 at 10,000 (439 / 74 ms); at 10 KVM domains 1.0 (123 ms
-  each). On KVM domains the exporter's scrape (15-96 ms) is shorter than the bulk call
-  itself: it asks libvirt for less per domain (its XML, its info, block and interface
-  statistics; no vCPU, balloon or per-vCPU KVM statistics).
-- **Timeouts.** At 5,000 and 10,000 test domains the exporter did not get through readiness,
-  the settle time, the two scrapes of the CPU window and the latency burst within 240 s in any
-  repeat: its scrape grows faster than the number of domains (1 s at 1,000).
+- **CPU per interval.** From 100 test domains on, and at 20 KVM domains, virtmon costs least:
+  7.8 ms against 9.0 (collectd) and 25 (the exporter) at 100, 28 against 97 at 1,000, 142
+  against 448 at 5,000, 274 against 973 at 10,000; 8.1 against 12.1 and 18.0 at 20 KVM
+  domains. **At 10 test domains and at 1, 5 and 10 KVM domains it does not**: 6.6-9.0 ms
+  against collectd's 1.4-8.1 (and the exporter's 5.3-12.6, below virtmon at 10 test and 1 KVM
+  domains only). What virtmon spends there was measured
+  separately (10 test domains, 5 s interval, 60 s, a cgroup): 3.2-3.6 ms per interval with no
+  scrape (the cycle: eight RPCs, the collectors, virtmon's own series, the alert thresholds),
+  +1.0 ms for an HTTP request on a new connection (aiohttp: ~0.27 ms on the loop, the rest in
+  the kernel and the wake-ups), +0.5-1.2 ms more when the request is `/metrics` (its form is
+  then rendered ahead by each cycle: ~0.44 ms for OpenMetrics with gzip at 247 samples). C
+  reading the same counters does it in about a millisecond; a Python daemon's floor per cycle
+  is a few.
+- **Scrape latency.** virtmon's p50 stays at 0.9-1.1 ms from 10 to 10,000 test domains and at
+  every KVM size (it serves what its last cycle rendered); collectd's grows from 0.6 ms at 10
+  to 23 ms at 10,000, the exporter's with its per-domain calls, 9 ms at 10 and 56 ms at 100.
+  **At 10 and 100 test domains and 1-20 KVM domains collectd answers 0.1-0.3 ms sooner**
+  (0.6-0.86 ms against 0.87-1.04): libmicrohttpd against aiohttp.
+- **RSS.** virtmon's process tree (daemon and admin helper, sum of their peaks) is 89 MiB up to
+  100 test and 10 KVM domains (96-98 in the earlier run), 99 at 1,000 (108), 140 at 5,000 (155)
+  and 180 at 10,000 (213); collectd's 19-41 MiB up to 5,000 and 84 at 10,000; the exporter's
+  32-33 MiB. Against the targets: 89 MiB at 10 KVM domains (target 72) missed, 99 at 1,000
+  (target 100) and 140 at 5,000 (target 180) met. Summed peaks count shared pages (libvirt,
+  libpython) once per process, so they overstate the tree's real footprint.
+- **Cycle time.** virtmon's cycle over the bare call with the same groups: 5.9 times at 1,000
+  test domains (30 / 5.1 ms), 4.8 at 5,000 (126 / 26), 5.3 at 10,000 (274 / 52); on KVM
+  domains 1.2 at 10 (92 / 78 ms) and 1.0 at 20 (135 / 135), where the bulk call's time is
+  QEMU's answers and the cycle adds little to it.
+- **The exporter timed out from 1,000 test domains on** in every repeat (240 s per point). In
+  the earlier run it answered at 1,000 (1.06 s scrapes) and timed out from 5,000; why it did
+  not finish at 1,000 this time was not investigated.
 - **libvirtd's CPU** per interval is in the results file (`libvirtd_cpu_per_interval_ms`) and
-  not tabulated: on this shared machine it measured everyone's work (0.1-3.5 s per interval
-  at every size), not the tool's.
+  not tabulated: it counts whatever else the lab was doing, not only the tool's calls.
 """
 
 BEGIN = "<!-- sweep: written by python -m bench.sweep_plots; kept by python -m bench -->"

@@ -271,7 +271,7 @@ class Daemon:
     async def _admin_stats(self, deadline: float) -> AdminStats:
         assert self.admin_helper is not None
         result = await self.admin_helper.request("snapshot", timeout=deadline)
-        return AdminStats.from_helper(result)
+        return AdminStats.from_helper(result, read_at=time.time())
 
     def _admin_helper_pid(self) -> int | None:
         return self.admin_helper.pid if self.admin_helper is not None else None

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import structlog
 from tests.alerts.receiver import Recorder, Request, serving, wait_until
 from tests.daemon import free_port
 from virtmon.alerts import formats
-from virtmon.alerts.delivery import Target, retry_after_seconds
+from virtmon.alerts.delivery import QUEUE_LOOK, Target, retry_after_seconds
 from virtmon.alerts.metrics import alert_families
 from virtmon.alerts.model import Alert, Notification
 from virtmon.alerts.store import AlertStore
@@ -363,3 +364,34 @@ def test_backoff_stays_at_its_cap_after_thousands_of_attempts(store: AlertStore)
     assert target.backoff(1) <= 0.05  # backoff_initial, times the jitter
     for attempts in (60, 1025, 10**6):
         assert 15.0 <= target.backoff(attempts) <= 30.0  # backoff_max, times the jitter
+
+
+async def test_alerts_sent_one_by_one_scan_the_queue_once_per_look_not_per_request(
+    store: AlertStore,
+) -> None:
+    """Alerts queued one at a time are each sent as they come, and the expiry and count scans of
+    the target's queue run once per QUEUE_LOOK, not before each request (an empty queue after a
+    request is known to be empty without a scan)."""
+    calls: Counter[str] = Counter()
+    for name in ("due", "expire", "queue_stats"):
+        method = getattr(store, name)
+
+        def counted(*args: Any, _method: Any = method, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _method(*args)
+
+        setattr(store, name, counted)
+    async with serving(Recorder()) as rec:
+        target = Target(receiver(rec.url, batch_size=1), rec.url, store, "hv1")
+        async with delivering(target):
+            started = time.monotonic()
+            for i in range(20):
+                now = time.time()
+                alert = Alert(rule="Crash", labels={"alertname": "Crash", "domain": f"d{i}"},
+                              annotations={}, state="firing", starts_at=now)
+                store.apply([alert], [Notification.of(alert, now)], [("r", rec.url)], now)
+                target.kick()
+                await rec.wait_for(lambda i=i: len(rec.requests) == i + 1)
+            looks = 1 + (time.monotonic() - started) / QUEUE_LOOK
+    assert calls["due"] >= 20
+    assert calls["expire"] <= looks + 1 and calls["queue_stats"] <= looks + 1, calls

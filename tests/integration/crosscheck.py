@@ -883,6 +883,9 @@ CHECKS: dict[str, Check] = {
                                                         _client_limit("nclients_unauth_max")),
     "libvirt_daemon_clients_by_transport": Check("gauge", "wander", _by_transport),
     "libvirt_daemon_clients_by_access": Check("gauge", "wander", _by_access),
+    # The cross-check's daemon asks the helper every cycle (admin_interval = interval).
+    "virtmon_admin_last_read_timestamp_seconds": Check("gauge", "steady",
+                                                       single(lambda t: t.extra["cycle"])),
     # events: the test's own callbacks on the same libvirtd.
     "libvirt_domain_events_total": Check("counter", "counter", _event_counts(_lifecycle)),
     "libvirt_domain_reboots_total": Check("counter", "counter", _event_counts(_reboot)),

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.lab
 async def test_kill_9_of_the_admin_helper_is_an_event_and_metrics_resume(
     lab: str, short_tmp: Path
 ) -> None:
-    """kill -9 of the helper: died/started events in the stream, admin metrics after a cycle
-    that began once the new helper was up (the helper is asked every cycle here)."""
+    """kill -9 of the helper: died/started events in the stream, and admin metrics again, read
+    from the new helper (their read time is after it started; it is asked every cycle here)."""
     cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
                         collect={"interval": 1.0, "admin_interval": 1.0})
     async with running_daemon(cfg) as daemon, \
@@ -46,6 +46,9 @@ async def test_kill_9_of_the_admin_helper_is_an_event_and_metrics_resume(
         text = await exposition_until(
             daemon.scheduler, lambda text: 'virtmon_collector_success{collector="admin"} 1' in text)
         assert 'libvirt_daemon_threadpool_max_workers{server="libvirtd"}' in text
+        read_at = re.search(r"^virtmon_admin_last_read_timestamp_seconds (\S+)$", text,
+                            re.MULTILINE)
+        assert read_at is not None and float(read_at.group(1)) >= started["time"]
         status = await get_json(daemon.control_socket, "/v1/status")
         assert status["libvirt"]["state"] == "connected"  # nothing else was touched
 

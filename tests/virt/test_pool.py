@@ -107,3 +107,29 @@ async def test_a_failed_call_on_a_live_or_a_fresh_connection_is_not_made_again(
             await anyio.to_thread.run_sync(pool.run, lookup)
     assert len(tries) == 2 and tries[0] is tries[1]
     await anyio.to_thread.run_sync(pool.reset)
+
+
+@pytest.mark.parametrize(("reads", "attempts"), [(True, 2), (False, 1)])
+async def test_only_a_pool_of_reads_makes_a_call_twice(
+    libvirtd: PrivateLibvirtd, reads: bool, attempts: int
+) -> None:
+    """A call that leaves its reused connection dead is made once more by a pool of reads, and
+    only once by a pool that may write: a write must never be repeated."""
+    pool = ConnectionPool(ConnectionSettings(uri=libvirtd.uri), 2, reads=reads)
+    await anyio.to_thread.run_sync(pool.run, Calls())  # an idle connection to reuse
+    tries: list[Any] = []
+
+    def dies_under_the_first_try(conn: Any) -> int:
+        tries.append(conn)
+        if len(tries) == 1:
+            conn.close()  # as libvirt closes a connection whose peer is gone
+            raise libvirt.libvirtError("the connection died under the call")
+        return int(conn.getLibVersion())
+
+    if reads:
+        assert await anyio.to_thread.run_sync(pool.run, dies_under_the_first_try) > 0
+    else:
+        with pytest.raises(libvirt.libvirtError):
+            await anyio.to_thread.run_sync(pool.run, dies_under_the_first_try)
+    assert len(tries) == attempts
+    await anyio.to_thread.run_sync(pool.reset)

@@ -35,13 +35,16 @@ class ServerStats:
 
 @dataclass(frozen=True, slots=True)
 class AdminStats:
-    """Everything the admin collector needs, for every server of the daemon."""
+    """Everything the admin collector needs, for every server of the daemon, and when the
+    helper answered (Unix time; the cycles between two reads carry the last answer)."""
 
     servers: tuple[ServerStats, ...]
+    read_at: float = 0.0
 
     @classmethod
-    def from_helper(cls, result: Mapping[str, Any]) -> AdminStats:
-        """Build from the admin helper's ``snapshot`` reply (``{"servers": {name: {...}}}``)."""
+    def from_helper(cls, result: Mapping[str, Any], read_at: float = 0.0) -> AdminStats:
+        """Build from the admin helper's ``snapshot`` reply (``{"servers": {name: {...}}}``)
+        that arrived at ``read_at``."""
         servers = []
         for name, server in sorted(result.get("servers", {}).items()):
             transports: Counter[str] = Counter()
@@ -63,7 +66,7 @@ class AdminStats:
                     readwrite_clients=readwrite,
                 )
             )
-        return cls(tuple(servers))
+        return cls(tuple(servers), read_at)
 
 
 def _numbers(params: Mapping[str, Any]) -> dict[str, int]:

@@ -19,6 +19,8 @@ collector, asked again the next cycle). Sample::
     # TYPE libvirt_daemon_clients_by_access gauge
     libvirt_daemon_clients_by_access{server="libvirtd",access="readonly"} 2
     libvirt_daemon_clients_by_access{server="libvirtd",access="readwrite"} 1
+    # TYPE virtmon_admin_last_read_timestamp_seconds gauge
+    virtmon_admin_last_read_timestamp_seconds 1.7651e+09
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ FAMILIES: tuple[FamilySpec, ...] = (
                   "readwrite)", "virAdmClientGetInfo readonly"),
         labels=("server", "access"), unit="clients",
         source="virAdmClientGetInfo readonly (readonly, readwrite)"),
+    FamilySpec(
+        "virtmon_admin_last_read_timestamp_seconds", "gauge",
+        "When virtmon last read the admin series from its helper, as a Unix time; they are "
+        "read every collect.admin_interval seconds and carried between",
+        labels=(), unit="seconds",
+        source="the admin helper's answer (virtmon)"),
 )
 _FAMILY = by_name(FAMILIES)
 
@@ -162,5 +170,7 @@ class AdminCollector:
                 by_transport.add((server.name, transport), counts.get(transport, 0))
             by_access.add((server.name, "readonly"), server.readonly_clients)
             by_access.add((server.name, "readwrite"), server.readwrite_clients)
-        families += [by_transport, by_access]
+        read_at = _FAMILY["virtmon_admin_last_read_timestamp_seconds"].new()
+        read_at.add((), admin.read_at)
+        families += [by_transport, by_access, read_at]
         return families

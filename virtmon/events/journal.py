@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,11 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             self._last_seq = int(row[0]) if row else 0
-        # seq → JSON line of the last RECENT_LINES events (written by append's thread; a get
-        # from the loop needs no lock: single dict operations are atomic under the GIL).
-        self._lines: dict[int, str] = {}
+        # seq → JSON line of the last RECENT_LINES events, oldest first (written by append's
+        # thread; a get from the loop needs no lock: single operations are atomic under the
+        # GIL). An OrderedDict: dropping a plain dict's oldest key scans past the holes earlier
+        # deletions left, ~2 µs an event at this size against 0.3.
+        self._lines: OrderedDict[int, str] = OrderedDict()
 
     @property
     def last_seq(self) -> int:
@@ -130,7 +133,7 @@ class Journal:
         for event, line in zip(numbered, lines, strict=True):
             self._lines[event.seq] = line
         while len(self._lines) > RECENT_LINES:
-            del self._lines[next(iter(self._lines))]
+            self._lines.popitem(last=False)
         return numbered
 
     def line(self, event: Event) -> str:

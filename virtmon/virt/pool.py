@@ -60,29 +60,22 @@ class ConnectionPool:
     def run(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(conn, *args, **kwargs)`` on a connection of its own (blocking; in a worker
         thread)."""
-        conn, generation, reused = self._take()
-        try:
-            return self._call(conn, generation, fn, *args, **kwargs)
-        except libvirt.libvirtError:
-            # An unwatched connection learns that libvirtd went away (a restart) only from a
-            # call: one reused and found dead so is replaced, with every idle one, and the read
-            # made again. A fresh connection's failure is an answer.
-            if self.watched or not reused or _alive(conn):
-                raise
+        for attempt in range(2):
+            conn, generation, reused = self._take()
+            healthy = True
+            try:
+                return fn(conn, *args, **kwargs)
+            except libvirt.libvirtError:
+                healthy = _alive(conn)
+                # An unwatched connection learns that libvirtd went away (a restart) only from
+                # a call: a read that failed on a reused connection now dead is made once more,
+                # on a new one (the idle ones share its fate). Any other failure is the answer.
+                if healthy or self.watched or not reused or attempt:
+                    raise
+            finally:
+                self._give_back(conn, generation, healthy)
             self._drop_idle()
-        conn, generation, _reused = self._take()
-        return self._call(conn, generation, fn, *args, **kwargs)
-
-    def _call(self, conn: Any, generation: int,
-              fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        healthy = True
-        try:
-            return fn(conn, *args, **kwargs)
-        except libvirt.libvirtError:
-            healthy = _alive(conn)
-            raise
-        finally:
-            self._give_back(conn, generation, healthy)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _take(self) -> tuple[Any, int, bool]:
         """A connection, the pool's generation, and whether the connection was used before."""
