@@ -422,7 +422,10 @@ NOTES = """\
 
 The lab is 2 cores shared by libvirtd, QEMU, the load generators and virtmon; runs made while
 other test suites used the same machine showed tail figures (p99, max) several times higher
-than a quiet run. Medians are stable. Compare figures within one run only.
+than a quiet run. Medians are stable. Compare figures within one run only. The table above is
+the full run of 2026-12-07 04:57 UTC on a quiet machine, at commit 1e9ae61: before the read
+connections lost their socket watch (ADR 0006), whose effect is measured in "Read connections
+without a watch" below, and before the curves at the end, which were run after it.
 
 - **Event latency p99** was 11-210 ms in runs under outside load, 7.5 ms in a quiet run. Three
   changes took most of the loop's per-event work away: the stream handler writes every burst a
@@ -1192,8 +1195,8 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
             f"calls libvirt on each scrape. Scrapes: {peers['requests']} GETs with 1 scraper, "
             f"{peers['requests_16']} with 16, Prometheus's headers. The tool's CPU is its "
             f"process tree's, from {peers.get('cpu_clock', '/proc/PID/stat (10 ms ticks)')}, "
-            "less its own idle rate; libvirtd's from /proc/PID/stat; "
-            "libvirtd's CPU includes whatever else the lab was doing. "
+            "less its own idle rate; libvirtd's, from /proc/PID/stat, includes whatever else "
+            "the lab was doing. "
             f"**libvirtd was stopped with SIGSTOP for {peers['sigstop_s']:g} s once per tool** "
             "(everyone on the machine saw it hang), SIGCONT in a `finally`; the scrape starts "
             f"{peers['probe_after_s']:g} s into the stop with a {peers['probe_timeout_s']:g} s "
