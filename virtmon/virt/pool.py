@@ -83,7 +83,8 @@ class ConnectionPool:
             generation = self._generation
             while self._idle:
                 conn = self._idle.pop()
-                # isAlive is local: a connection libvirtd dropped (a restart) is not reused.
+                # isAlive is local: a connection libvirt knows dropped (a restart: a watched
+                # one sees it on its socket, an unwatched one from a failed call) is closed.
                 if _alive(conn):
                     self._busy += 1
                     return conn, generation, True
