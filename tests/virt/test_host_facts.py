@@ -12,7 +12,8 @@ from tests.conftest import daemon_config, running_daemon
 from tests.waiting import next_cycle
 from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.snapshot import HostInterface
-from virtmon.virt.stats import HostFacts, SnapshotRequest, is_local, take_snapshot
+from virtmon.virt.handle import is_local
+from virtmon.virt.stats import HostFacts, SnapshotRequest, take_snapshot
 
 IFACE_XML = """<interface type='ethernet' name='facts0'>
   <start mode='onboot'/><mac address='aa:bb:cc:00:00:01'/>
@@ -64,9 +65,12 @@ async def test_a_new_interface_shows_within_facts_every_cycles(short_tmp: Path) 
         await asyncio.to_thread(writer.close)
 
 
-def test_only_a_uri_without_transport_or_host_is_local() -> None:
-    """This host's clocks are libvirt's only for local URIs (a remote QEMU's monotonic clock
-    is not virtmon's); a URI urlsplit cannot read is not taken for local."""
+def test_only_a_uri_in_process_or_over_a_unix_socket_without_a_host_is_local() -> None:
+    """Local (this host's clocks, a socket that closes when libvirtd dies): no transport or
+    +unix, and no host; TCP, TLS, SSH, a host name, an unreadable or an empty URI are not."""
     assert is_local("qemu:///system") and is_local("test:///default")
+    assert is_local("test+unix:///default?socket=/tmp/x/libvirt-sock")
     assert not is_local("qemu+ssh://hv2/system") and not is_local("qemu://hv2/system")
-    assert not is_local("qemu+ssh:///system") and not is_local("qemu://[::1")
+    assert not is_local("qemu+ssh:///system") and not is_local("qemu+tcp:///system")
+    assert not is_local("qemu+unix://hv2/system") and not is_local("qemu://[::1")
+    assert not is_local("")

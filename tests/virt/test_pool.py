@@ -15,7 +15,7 @@ import pytest
 
 from tests.lab.private_libvirtd import PrivateLibvirtd, private_libvirtd
 from virtmon.virt.eventloop import ThreadSafeEventImpl
-from virtmon.virt.handle import ConnectionSettings, over_local_socket
+from virtmon.virt.handle import ConnectionSettings
 from virtmon.virt.pool import ConnectionPool
 
 
@@ -35,18 +35,6 @@ class Calls:
     def __call__(self, conn: Any) -> int:
         self.connections.append(conn)
         return int(conn.getLibVersion())
-
-
-def test_only_unix_socket_uris_without_a_host_are_local_sockets() -> None:
-    """qemu:///system and test+unix:///...?socket= are local sockets; TCP, TLS, SSH or a host are
-    not, nor an empty URI (libvirt's default may be remote)."""
-    assert over_local_socket("qemu:///system")
-    assert over_local_socket("test+unix:///default?socket=/tmp/x/libvirt-sock")
-    assert not over_local_socket("qemu+tcp:///system")
-    assert not over_local_socket("qemu+ssh://hv2/system")
-    assert not over_local_socket("qemu+unix://hv2/system")
-    assert not over_local_socket("qemu://hv2/system")
-    assert not over_local_socket("")
 
 
 def test_a_pool_that_may_write_or_reaches_a_remote_host_keeps_its_watch() -> None:

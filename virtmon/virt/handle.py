@@ -41,10 +41,12 @@ def read_credentials(path: Path) -> dict[str, str]:
     return creds
 
 
-def over_local_socket(uri: str) -> bool:
-    """Whether the URI reaches libvirt on this host through a Unix socket (``qemu:///system``,
-    ``test+unix:///default?socket=...``): a peer whose death closes the socket at once, so no
-    keepalive is needed to notice it."""
+def is_local(uri: str) -> bool:
+    """Whether the URI reaches libvirt on this host, in-process or through a Unix socket
+    (``qemu:///system``, ``test:///default``, ``test+unix:///default?socket=...``): this host's
+    clocks are its clocks, and its death closes the socket at once, so no keepalive is needed
+    to notice it. A URI urlsplit cannot read, or an empty one (libvirt's default may be
+    remote), is not known to be local."""
     try:
         parts = urlsplit(uri)
     except ValueError:

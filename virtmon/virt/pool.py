@@ -27,9 +27,9 @@ import libvirt
 from virtmon.virt.handle import (
     ConnectionBusy,
     ConnectionSettings,
+    is_local,
     keep_alive,
     open_connection,
-    over_local_socket,
 )
 
 P = ParamSpec("P")
@@ -45,7 +45,7 @@ class ConnectionPool:
     def __init__(self, settings: ConnectionSettings, max_size: int, reads: bool = False) -> None:
         self.settings = settings
         self.max_size = max_size
-        self.watched = not (reads and over_local_socket(settings.uri))
+        self.watched = not (reads and is_local(settings.uri))
         self._lock = threading.Lock()
         self._idle: list[Any] = []
         self._busy = 0

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import libvirt
 
@@ -23,6 +22,7 @@ from virtmon.collectors.snapshot import (
     NodeStats,
     StatsSnapshot,
 )
+from virtmon.virt.handle import is_local
 
 T = TypeVar("T")
 
@@ -204,16 +204,6 @@ def take_snapshot(conn: Any, request: SnapshotRequest) -> StatsSnapshot:
         host_interfaces=interfaces,
         libvirt=info,
     )
-
-
-def is_local(uri: str) -> bool:
-    """Whether libvirt runs on this host: a URI with no transport and no host name
-    (``qemu:///system``, ``test:///default``), so this host's clocks are its clocks."""
-    try:
-        parts = urlsplit(uri)
-        return "+" not in parts.scheme and not parts.hostname
-    except ValueError:  # a URI urlsplit cannot read is not known to be local
-        return False
 
 
 def disconnected_snapshot(uri: str) -> StatsSnapshot:
