@@ -1,8 +1,9 @@
 """The collection cycle: every ``interval`` seconds, one snapshot, pure collectors, publish.
 
-The cycle's libvirt calls run in one worker thread with a deadline (default 80 % of the interval).
-A call that overruns is abandoned (counted; the number still blocked is bounded by the caller) and
-the next cycle still starts on time; NOWAIT lets it skip domains the stuck call still holds.
+The cycle's libvirt calls run in two worker threads at once (the bulk call; node and interface
+calls), each with the cycle's deadline (default 80 % of the interval). A call that overruns is
+abandoned (counted; the number still blocked is bounded by the caller) and the next cycle
+still starts on time; NOWAIT lets it skip domains the stuck call still holds.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -33,7 +35,14 @@ from virtmon.ticks import sleep_to_next_tick
 from virtmon.virt.calls import LibvirtCaller
 from virtmon.virt.connection import ConnectionSupervisor
 from virtmon.virt.pool import ConnectionPool
-from virtmon.virt.stats import HostFacts, SnapshotRequest, disconnected_snapshot, take_snapshot
+from virtmon.virt.stats import (
+    HostFacts,
+    SnapshotRequest,
+    disconnected_snapshot,
+    read_domains,
+    read_host,
+    snapshot_of,
+)
 
 log = structlog.get_logger("virtmon.scheduler").bind(component="scheduler")
 
@@ -43,16 +52,27 @@ B = TypeVar("B")
 
 async def together(first: Callable[[], Awaitable[A]],
                    second: Callable[[], Awaitable[B]]) -> tuple[A, B]:
-    """Both results, the two awaited at once in one task group (either failing fails both)."""
-    second_result: list[B] = []
+    """Both results, the two awaited at once. A failure of either is raised as it is (the
+    first's if both fail) once both have ended: neither is cancelled, as each is bounded by a
+    deadline of its own, and a task group would wrap the error in an exception group."""
+    first_outcome: list[A | Exception] = []
+    second_outcome: list[B | Exception] = []
 
-    async def run_second() -> None:
-        second_result.append(await second())
+    async def run(fn: Callable[[], Awaitable[Any]], outcome: list[Any]) -> None:
+        try:
+            outcome.append(await fn())
+        except Exception as exc:
+            outcome.append(exc)
 
     async with anyio.create_task_group() as group:
-        group.start_soon(run_second)
-        first_result = await first()
-    return first_result, second_result[0]
+        group.start_soon(run, second, second_outcome)
+        await run(first, first_outcome)
+    [first_result], [second_result] = first_outcome, second_outcome
+    if isinstance(first_result, Exception):
+        raise first_result
+    if isinstance(second_result, Exception):
+        raise second_result
+    return first_result, second_result
 
 
 def tell(listeners: Iterable[Callable[[A], None]], news: A) -> None:
@@ -262,6 +282,11 @@ class Scheduler:
             self._admin_answer = exc
         return self._admin_answer
 
+    async def _read(self, read: Callable[[Any, SnapshotRequest], A],
+                    request: SnapshotRequest) -> A:
+        """One of the cycle's two reads, on a pooled connection within the cycle's deadline."""
+        return await self.caller.call_with_deadline(self.deadline, self.pool.run, read, request)
+
     async def _snapshot(self) -> tuple[StatsSnapshot, bool]:
         """This cycle's snapshot and whether it is fresh.
 
@@ -283,8 +308,9 @@ class Scheduler:
                 with_interfaces=self.with_interfaces, known_info=known, facts=facts,
                 backing_chain=self.backing_chain,
             )
-            snapshot = await self.caller.call_with_deadline(
-                self.deadline, self.pool.run, take_snapshot, request)
+            records, host = await together(partial(self._read, read_domains, request),
+                                           partial(self._read, read_host, request))
+            snapshot = snapshot_of(request, records, host)
             if facts is None:
                 self._facts, self._facts_age = HostFacts.of(snapshot), 0
             self._facts_age += 1

@@ -24,11 +24,11 @@ from tests.prometheus_process import running_prometheus, scraping
 from tests.waiting import exposition_until, wait_until
 from virtmon import scheduler as scheduler_module
 from virtmon.app import Daemon
-from virtmon.collectors.snapshot import StatsSnapshot
+from virtmon.collectors.snapshot import DomainRecord
 from virtmon.ctl.client import ControlClient
 from virtmon.exposition.cache import negotiate
 from virtmon.exposition.render import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
-from virtmon.virt.stats import SnapshotRequest, take_snapshot
+from virtmon.virt.stats import SnapshotRequest, read_domains
 
 TEST_URI = "test:///default"
 # A remote test-driver URI whose socket does not exist: every connection attempt fails at once.
@@ -139,11 +139,11 @@ async def test_a_scrape_before_the_first_cycle_gets_virtmons_own_metrics(
     virtmon's own metrics (never an empty body), and with libvirt's once the cycle is done."""
     gate = threading.Event()
 
-    def held_snapshot(conn: Any, request: SnapshotRequest) -> StatsSnapshot:
+    def held_read(conn: Any, request: SnapshotRequest) -> tuple[DomainRecord, ...]:
         gate.wait(20)
-        return take_snapshot(conn, request)
+        return read_domains(conn, request)
 
-    monkeypatch.setattr(scheduler_module, "take_snapshot", held_snapshot)
+    monkeypatch.setattr(scheduler_module, "read_domains", held_read)
     cfg = daemon_config(short_tmp, libvirt={"uri": TEST_URI}, collect=SLOW)
     daemon = Daemon(cfg)
     task = asyncio.ensure_future(daemon.run())

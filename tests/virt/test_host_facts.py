@@ -13,7 +13,7 @@ from tests.waiting import next_cycle
 from virtmon.collectors.base import FACTS_EVERY
 from virtmon.collectors.snapshot import HostInterface
 from virtmon.virt.handle import is_local
-from virtmon.virt.stats import HostFacts, SnapshotRequest, take_snapshot
+from virtmon.virt.stats import HostFacts, SnapshotRequest, read_host
 
 IFACE_XML = """<interface type='ethernet' name='facts0'>
   <start mode='onboot'/><mac address='aa:bb:cc:00:00:01'/>
@@ -21,16 +21,16 @@ IFACE_XML = """<interface type='ethernet' name='facts0'>
 
 
 def test_given_facts_are_used_instead_of_asking_again() -> None:
-    """take_snapshot with facts returns them; without, it reads the host itself."""
+    """read_host with facts returns them; without, it reads the host itself."""
     conn = libvirt.openReadOnly("test:///default")
     try:
         request = SnapshotRequest("test:///default", 0, frozenset(), {})
-        fresh = take_snapshot(conn, request)
-        assert fresh.host_interfaces and fresh.node and fresh.node.info
+        fresh = read_host(conn, request)
+        assert fresh.interfaces and fresh.node and fresh.node.info
         planted = HostFacts(("model", 1, 2, 3, 1, 1, 1, 1), (True, True),
                             (HostInterface("planted", "00:00:00:00:00:01", True),))
-        reused = take_snapshot(conn, dataclasses.replace(request, facts=planted))
-        assert reused.host_interfaces == planted.interfaces
+        reused = read_host(conn, dataclasses.replace(request, facts=planted))
+        assert reused.interfaces == planted.interfaces
         assert reused.node is not None and reused.node.info == planted.info
         assert reused.node.cpu_total is not None  # statistics are still read every cycle
     finally:

@@ -1,8 +1,12 @@
-"""One collection cycle's libvirt calls, in one worker thread: bulk domain stats, node, interfaces.
+"""One collection cycle's libvirt calls: bulk domain stats, and node and host-interface calls.
 
 This is rule 4 of shared/docs/ARCHITECTURE.md: one ``getAllDomainStats`` with exactly the
 configured groups and NOWAIT (a domain stuck in a job cannot stall the cycle), no per-domain call.
 Node and host-interface calls are a handful per cycle, whatever the number of domains.
+
+The two reads, :func:`read_domains` and :func:`read_host`, are made at once on two connections
+(each in a worker thread): the host's calls are round trips that would otherwise wait behind
+the bulk call, and :func:`snapshot_of` puts their results together.
 """
 
 from __future__ import annotations
@@ -181,11 +185,26 @@ class SnapshotRequest:
     backing_chain: bool = False
 
 
-def take_snapshot(conn: Any, request: SnapshotRequest) -> StatsSnapshot:
-    """The whole cycle's calls (blocking: run it in a worker thread with a deadline)."""
+@dataclass(frozen=True, slots=True)
+class HostRead:
+    """What a cycle reads of the host itself: node statistics, host interfaces, versions."""
+
+    node: NodeStats | None
+    interfaces: tuple[HostInterface, ...] | None
+    libvirt: LibvirtInfo
+
+
+def read_domains(conn: Any, request: SnapshotRequest) -> tuple[DomainRecord, ...]:
+    """The bulk call's records for every domain (blocking: in a worker thread)."""
+    if not request.stats_flags:
+        return ()
+    return domain_records(conn, request.stats_flags, request.backing_chain)
+
+
+def read_host(conn: Any, request: SnapshotRequest) -> HostRead:
+    """Node statistics, host interfaces and versions, each only where the request needs it
+    (blocking: in a worker thread)."""
     facts = request.facts
-    records = (domain_records(conn, request.stats_flags, request.backing_chain)
-               if request.stats_flags else ())
     node = node_stats(conn, facts) if request.with_node else None
     if not request.with_interfaces:
         interfaces = None
@@ -193,16 +212,21 @@ def take_snapshot(conn: Any, request: SnapshotRequest) -> StatsSnapshot:
         interfaces = facts.interfaces
     else:
         interfaces = host_interfaces(conn)
-    info = request.known_info or libvirt_info(conn, request.uri)
+    return HostRead(node, interfaces, request.known_info or libvirt_info(conn, request.uri))
+
+
+def snapshot_of(request: SnapshotRequest, records: tuple[DomainRecord, ...],
+                host: HostRead) -> StatsSnapshot:
+    """The cycle's snapshot from its two reads, stamped now (when both have answered)."""
     return StatsSnapshot(
         taken_at=time.time(),
         monotonic_at=time.monotonic() if is_local(request.uri) else None,
         requested_groups=request.requested_groups,
         domains=records,
         domain_info=dict(request.domain_info),
-        node=node,
-        host_interfaces=interfaces,
-        libvirt=info,
+        node=host.node,
+        host_interfaces=host.interfaces,
+        libvirt=host.libvirt,
     )
 
 

@@ -1,0 +1,101 @@
+"""The collection cycle's two reads: made at once, and a failure of either is the cycle's own."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import libvirt
+import pytest
+
+import virtmon.scheduler as scheduler_module
+from tests.conftest import daemon_config, running_daemon
+from tests.waiting import next_cycle
+from virtmon.collectors.snapshot import DomainRecord
+from virtmon.scheduler import together
+from virtmon.virt.stats import HostRead, SnapshotRequest, read_domains, read_host
+
+# The reads wait this long for each other: a cycle that made them one after the other fails.
+WAIT = 10.0
+ONE_CYCLE = {"interval": 3600.0, "deadline_ratio": 0.1, "collectors": {"admin": False}}
+
+
+async def test_together_raises_the_failing_ones_own_error_after_both_ended() -> None:
+    """A failure is raised as itself (no exception group), the first's when both fail, and
+    only once the other has ended: neither is cancelled."""
+    ended: list[str] = []
+
+    async def slow() -> int:
+        await anyio.sleep(0.2)
+        ended.append("slow")
+        return 1
+
+    async def failing() -> int:
+        raise ValueError("bulk call failed")
+
+    async def other_failing() -> int:
+        raise KeyError("node call failed")
+
+    with pytest.raises(ValueError, match="bulk call failed"):
+        await together(failing, slow)
+    assert ended == ["slow"]
+    with pytest.raises(ValueError, match="bulk call failed"):
+        await together(slow, failing)
+    assert ended == ["slow", "slow"]
+    with pytest.raises(ValueError):
+        await together(failing, other_failing)
+    assert await together(slow, slow) == (1, 1)
+
+
+async def test_the_host_is_read_while_the_bulk_call_is_still_out(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node and interface calls do not wait behind the bulk call: a bulk call that returns
+    only once the host has been read still makes a fresh cycle."""
+    host_read = threading.Event()
+
+    def domains_after_host(conn: Any, request: SnapshotRequest) -> tuple[DomainRecord, ...]:
+        if not host_read.wait(WAIT):
+            raise libvirt.libvirtError("the host was not read while the bulk call was out")
+        return read_domains(conn, request)
+
+    def host(conn: Any, request: SnapshotRequest) -> HostRead:
+        read = read_host(conn, request)
+        host_read.set()
+        return read
+
+    monkeypatch.setattr(scheduler_module, "read_domains", domains_after_host)
+    monkeypatch.setattr(scheduler_module, "read_host", host)
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"}, collect=ONE_CYCLE)
+    async with running_daemon(cfg) as daemon:
+        scheduler = daemon.scheduler
+        while scheduler.stats.cycles < 1:
+            await next_cycle(scheduler)
+        assert scheduler.stats.failures == 0
+        assert scheduler.snapshot is not None and scheduler.snapshot.domains
+        assert scheduler.snapshot.node is not None
+
+
+async def test_a_failed_host_read_fails_the_cycle_with_its_own_error(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host read that fails while the bulk call succeeds makes the cycle a failed one,
+    logged with libvirt's own message: no half snapshot is published."""
+    logged: list[dict[str, Any]] = []
+
+    def failing_host(conn: Any, request: SnapshotRequest) -> HostRead:
+        raise libvirt.libvirtError("node statistics refused")
+
+    monkeypatch.setattr(scheduler_module, "read_host", failing_host)
+    monkeypatch.setattr(scheduler_module.log, "warning",
+                        lambda event, **fields: logged.append({"event": event, **fields}))
+    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"}, collect=ONE_CYCLE)
+    async with running_daemon(cfg) as daemon:
+        scheduler = daemon.scheduler
+        while scheduler.stats.cycles < 1:
+            await next_cycle(scheduler)
+        assert scheduler.stats.failures == 1
+        assert scheduler.snapshot is None
+    assert {"event": "virtmon.collect.failed", "error": "node statistics refused"} in logged
