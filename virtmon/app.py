@@ -184,7 +184,8 @@ class Daemon:
             auth_file=Path(auth_file) if auth_file else None,
         )
         self.supervisor = ConnectionSupervisor(settings, self.caller, self.bus, self.inventory)
-        # One collection connection per call that may still be stuck, plus the one in use.
+        # A cycle makes two calls at once, and the caller starts none while max_abandoned_calls
+        # are stuck: at most max_abandoned_calls - 1 stuck and two in use.
         self.pool = ConnectionPool(settings, config.collect.max_abandoned_calls + 1, reads=True)
         # The cache's reads get a connection of their own, never the events connection: see
         # domain_cache's docstring (a call queued there during a stall crashes libvirt 9.0).
