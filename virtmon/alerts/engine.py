@@ -39,7 +39,7 @@ from virtmon.alerts.silences import Silences
 from virtmon.alerts.store import AlertStore, Destination
 from virtmon.events.journal import Journal
 from virtmon.events.model import Event
-from virtmon.exposition.family import MetricFamily
+from virtmon.exposition.family import LabelValues, MetricFamily
 
 log = structlog.get_logger("virtmon.alerts.engine").bind(component="alerts")
 
@@ -108,6 +108,21 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.alerts)
+
+
+def _denominators(names: tuple[str, ...],
+                  divisor: MetricFamily | None) -> Callable[[LabelValues], float | None]:
+    """The divisor's value for a series of label ``names``, looked up by its label values: the
+    divisor's series with the same labels, or None. Looked up by the values themselves where
+    both families name their labels in the same order (one dict built in C), else by the
+    sorted label pairs."""
+    if divisor is None:
+        return lambda _values: None
+    if divisor.label_names == names:
+        return dict(divisor.samples).get
+    by_labels = {tuple(sorted(zip(divisor.label_names, values, strict=True))): value
+                 for values, value in divisor.samples}
+    return lambda values: by_labels.get(tuple(sorted(zip(names, values, strict=True))))
 
 
 class AlertEngine:
@@ -446,21 +461,22 @@ class AlertEngine:
                 streaks.update({k: v for k, v in self._streaks.items()
                                 if k.startswith(f"{rule.name}:")})
                 continue
-            divisor = by_name.get(rule.divide_by) if rule.divide_by else None
-            denominators = {} if divisor is None else {
-                tuple(sorted(zip(divisor.label_names, values, strict=True))): value
-                for values, value in divisor.samples}
+            names = family.label_names
+            denominator_of = (_denominators(names, by_name.get(rule.divide_by))
+                              if rule.divide_by else None)
             beyond: set[str] = set()
+            # Most samples are within their threshold: the value is compared first, and the
+            # series' labels made only for those beyond it.
             for values, value in family.samples:
-                series = dict(zip(family.label_names, values, strict=True))
-                if not rule.selects(series):
-                    continue
-                if rule.divide_by is not None:
-                    denominator = denominators.get(tuple(sorted(series.items())))
+                if denominator_of is not None:
+                    denominator = denominator_of(values)
                     if not denominator:
                         continue
                     value = value / denominator
                 if not rule.compare(value):
+                    continue
+                series = dict(zip(names, values, strict=True))
+                if not rule.selects(series):
                     continue
                 labels = {"alertname": rule.name, "severity": rule.severity,
                           "instance": self.host, **series}
