@@ -18,30 +18,37 @@ Sample::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
-from virtmon.collectors.base import help_text
+from virtmon.collectors.base import KeyedFamilies, help_text
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
-# (libvirt key, metric, multiplier); HELP, unit and source are in FAMILIES
-_SPECS: tuple[tuple[str, str, int], ...] = (
-    ("balloon.current", "libvirt_domain_info_memory_usage_bytes", 1024),
-    ("balloon.maximum", "libvirt_domain_info_maximum_memory_bytes", 1024),
-    ("balloon.current", "libvirt_domain_memory_stats_current_balloon_bytes", 1024),
-    ("balloon.maximum", "libvirt_domain_memory_stats_maximum_bytes", 1024),
-    ("balloon.unused", "libvirt_domain_memory_stats_unused_bytes", 1024),
-    ("balloon.available", "libvirt_domain_memory_stats_available_bytes", 1024),
-    ("balloon.usable", "libvirt_domain_memory_stats_usable_bytes", 1024),
-    ("balloon.rss", "libvirt_domain_memory_stats_rss_bytes", 1024),
-    ("balloon.disk_caches", "libvirt_domain_memory_stats_disk_caches_bytes", 1024),
-    ("balloon.swap_in", "libvirt_domain_memory_stats_swap_in_bytes_total", 1024),
-    ("balloon.swap_out", "libvirt_domain_memory_stats_swap_out_bytes_total", 1024),
-    ("balloon.major_fault", "libvirt_domain_memory_stats_major_fault_total", 1),
-    ("balloon.minor_fault", "libvirt_domain_memory_stats_minor_fault_total", 1),
-    ("balloon.hugetlb_pgalloc", "libvirt_domain_memory_stats_hugetlb_pgalloc_total", 1),
-    ("balloon.hugetlb_pgfail", "libvirt_domain_memory_stats_hugetlb_pgfail_total", 1),
-    ("balloon.last-update", "libvirt_domain_memory_stats_last_update_timestamp_seconds", 1),
+
+def _bytes(kib: int) -> int:
+    """KiB, as libvirt gives sizes, in bytes."""
+    return kib * 1024
+
+
+# (libvirt key, metric, conversion or None); HELP, unit and source are in FAMILIES
+_SPECS: tuple[tuple[str, str, Callable[[int], int] | None], ...] = (
+    ("balloon.current", "libvirt_domain_info_memory_usage_bytes", _bytes),
+    ("balloon.maximum", "libvirt_domain_info_maximum_memory_bytes", _bytes),
+    ("balloon.current", "libvirt_domain_memory_stats_current_balloon_bytes", _bytes),
+    ("balloon.maximum", "libvirt_domain_memory_stats_maximum_bytes", _bytes),
+    ("balloon.unused", "libvirt_domain_memory_stats_unused_bytes", _bytes),
+    ("balloon.available", "libvirt_domain_memory_stats_available_bytes", _bytes),
+    ("balloon.usable", "libvirt_domain_memory_stats_usable_bytes", _bytes),
+    ("balloon.rss", "libvirt_domain_memory_stats_rss_bytes", _bytes),
+    ("balloon.disk_caches", "libvirt_domain_memory_stats_disk_caches_bytes", _bytes),
+    ("balloon.swap_in", "libvirt_domain_memory_stats_swap_in_bytes_total", _bytes),
+    ("balloon.swap_out", "libvirt_domain_memory_stats_swap_out_bytes_total", _bytes),
+    ("balloon.major_fault", "libvirt_domain_memory_stats_major_fault_total", None),
+    ("balloon.minor_fault", "libvirt_domain_memory_stats_minor_fault_total", None),
+    ("balloon.hugetlb_pgalloc", "libvirt_domain_memory_stats_hugetlb_pgalloc_total", None),
+    ("balloon.hugetlb_pgfail", "libvirt_domain_memory_stats_hugetlb_pgfail_total", None),
+    ("balloon.last-update", "libvirt_domain_memory_stats_last_update_timestamp_seconds", None),
 )
 # Keys whose 0 means "never": a guest without a balloon driver never reports, and a timestamp
 # of 0 would read as 1970 (time() - x of 56 years), so there is no series until it does.
@@ -148,12 +155,9 @@ class BalloonCollector:
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One family per `balloon.*` key (current and maximum feed two names each)."""
-        specs = [(key, scale, _FAMILY[metric].new()) for key, metric, scale in _SPECS]
+        keyed = KeyedFamilies(((key, _FAMILY[metric], conversion)
+                               for key, metric, conversion in _SPECS),
+                              zero_is_never=_ZERO_IS_NEVER)
         for record in snapshot.domains:
-            stats = record.stats
-            labels = (record.name,)
-            for key, scale, family in specs:
-                value = stats.get(key)
-                if value is not None and not (value == 0 and key in _ZERO_IS_NEVER):
-                    family.add(labels, value * scale)
-        return [family for _, _, family in specs]
+            keyed.add(record.stats, (record.name,))
+        return keyed.families

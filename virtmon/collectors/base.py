@@ -13,10 +13,10 @@ times each one, turns its outcome into `virtmon_collector_success` and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
@@ -26,9 +26,11 @@ from virtmon.exposition.family import FamilySpec, MetricFamily
 __all__ = [
     "Collector",
     "CollectorOutcome",
+    "KeyedFamilies",
     "NoData",
     "claim_unique",
     "help_text",
+    "ns_to_seconds",
     "run_collectors",
 ]
 
@@ -61,6 +63,43 @@ def help_text(what: str, source: str, fact: bool = False, age: str | None = None
         age = (f"read every {FACTS_EVERY} collection cycles" if fact
                else "value from the last collection cycle")
     return f"{what} (libvirt {source}; {age})."
+
+
+def ns_to_seconds(ns: int) -> float:
+    """Nanoseconds, as libvirt gives times, in seconds."""
+    return ns / 1e9
+
+
+class KeyedFamilies:
+    """One cycle's families that take one sample each from a libvirt key of a record.
+
+    ``specs``: (key, family, conversion) in family order; a key may feed several families,
+    and a conversion of None keeps the value as libvirt gave it (an int stays an int). A
+    record's keys are found by one set intersection, in C: a record without the group (a
+    shut-off domain's, or a driver's that does not fill it) costs that alone, not one lookup
+    per key. ``zero_is_never``: keys whose 0 means the value was never reported (no sample).
+    """
+
+    def __init__(self, specs: Iterable[tuple[str, FamilySpec, Callable[[Any], float] | None]],
+                 zero_is_never: frozenset[str] = frozenset()) -> None:
+        self.families: list[MetricFamily] = []
+        self._feeds: dict[str, list[tuple[MetricFamily, Callable[[Any], float] | None]]] = {}
+        for key, spec, conversion in specs:
+            family = spec.new()
+            self.families.append(family)
+            self._feeds.setdefault(key, []).append((family, conversion))
+        self._keys = frozenset(self._feeds)
+        self._zero_is_never = zero_is_never
+
+    def add(self, stats: Mapping[str, Any], labels: tuple[str, ...]) -> None:
+        """A sample of ``labels`` in each family fed by a key ``stats`` has."""
+        for key in stats.keys() & self._keys:
+            value = stats[key]
+            if value == 0 and key in self._zero_is_never:
+                continue
+            for family, conversion in self._feeds[key]:
+                family.samples.append((labels, value if conversion is None
+                                       else conversion(value)))
 
 
 # The families run_collectors adds: how each collector fared.

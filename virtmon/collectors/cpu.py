@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from virtmon.collectors.base import help_text
+from virtmon.collectors.base import KeyedFamilies, help_text, ns_to_seconds
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.collectors.state import is_inactive
 from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
@@ -79,7 +79,7 @@ class CpuCollector:
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """One counter per `cpu.*` time key plus `cpu.cache.monitor.*` bytes."""
-        pairs = [(key, _FAMILY[metric].new()) for key, metric in _COUNTERS]
+        counters = KeyedFamilies((key, _FAMILY[metric], ns_to_seconds) for key, metric in _COUNTERS)
         cache = _FAMILY["libvirt_domain_cpu_cache_monitor_bytes"].new()
         for record in snapshot.domains:
             stats = record.stats
@@ -88,11 +88,7 @@ class CpuCollector:
                 # /proc/self/stat: not the domain's time, and it would make rate() show a
                 # stopped domain using CPU.
                 continue
-            labels = (record.name,)
-            for key, family in pairs:
-                value = stats.get(key)
-                if value is not None:
-                    family.add(labels, value / 1e9)
+            counters.add(stats, (record.name,))
             monitors = stats.get("cpu.cache.monitor.count")
             if monitors:
                 for num in range(monitors):
@@ -103,4 +99,4 @@ class CpuCollector:
                         if value is not None:
                             bank = str(stats.get(f"{prefix}bank.{index}.id", index))
                             cache.add((record.name, monitor, bank), value)
-        return [family for _, family in pairs] + [cache]
+        return [*counters.families, cache]

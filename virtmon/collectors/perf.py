@@ -16,9 +16,10 @@ Sample::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
-from virtmon.collectors.base import help_text
+from virtmon.collectors.base import KeyedFamilies, help_text, ns_to_seconds
 from virtmon.collectors.snapshot import StatsSnapshot
 from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
 
@@ -42,14 +43,14 @@ _COUNTS = (
     "emulation_faults",
 )
 
-# (event, metric, divisor); HELP, unit and source are in FAMILIES
-_SPECS: tuple[tuple[str, str, float], ...] = (
-    ("cmt", "libvirt_domain_perf_cmt_bytes", 1),
-    ("mbmt", "libvirt_domain_perf_mbmt_bytes_per_second", 1),
-    ("mbml", "libvirt_domain_perf_mbml_bytes_per_second", 1),
-    ("cpu_clock", "libvirt_domain_perf_cpu_clock_seconds_total", 1e9),
-    ("task_clock", "libvirt_domain_perf_task_clock_seconds_total", 1e9),
-    *((event, f"libvirt_domain_perf_{event}_total", 1) for event in _COUNTS),
+# (event, metric, conversion or None); HELP, unit and source are in FAMILIES
+_SPECS: tuple[tuple[str, str, Callable[[int], float] | None], ...] = (
+    ("cmt", "libvirt_domain_perf_cmt_bytes", None),
+    ("mbmt", "libvirt_domain_perf_mbmt_bytes_per_second", None),
+    ("mbml", "libvirt_domain_perf_mbml_bytes_per_second", None),
+    ("cpu_clock", "libvirt_domain_perf_cpu_clock_seconds_total", ns_to_seconds),
+    ("task_clock", "libvirt_domain_perf_task_clock_seconds_total", ns_to_seconds),
+    *((event, f"libvirt_domain_perf_{event}_total", None) for event in _COUNTS),
 )
 
 
@@ -180,15 +181,8 @@ class PerfCollector:
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Families for every `perf.<event>` key present."""
-        specs = [("perf." + event, scale, _FAMILY[metric].new())
-                 for event, metric, scale in _SPECS]
+        keyed = KeyedFamilies(("perf." + event, _FAMILY[metric], conversion)
+                              for event, metric, conversion in _SPECS)
         for record in snapshot.domains:
-            stats = record.stats
-            if not any(key.startswith("perf.") for key in stats):
-                continue
-            labels = (record.name,)
-            for key, scale, family in specs:
-                value = stats.get(key)
-                if value is not None:
-                    family.add(labels, value if scale == 1 else value / scale)
-        return [family for _, _, family in specs]
+            keyed.add(record.stats, (record.name,))
+        return keyed.families
