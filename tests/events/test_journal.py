@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -241,3 +243,52 @@ def test_the_lines_kept_for_the_streams_are_the_journaled_ones_and_bounded(
     journaled = [e.to_json() for e in journal.read_since(0)]
     assert [journal.line(e) for e in events] == journaled == [e.to_json() for e in events]
     assert sorted(journal._lines) == [2, 3]
+
+
+def wal_bytes(path: Path) -> int:
+    """The size of the database's WAL file."""
+    return path.with_name(path.name + "-wal").stat().st_size
+
+
+def test_the_checkpointer_folds_the_wal_back_so_commits_reuse_it(
+        journal: Journal, path: Path) -> None:
+    """Every ``every`` commits the checkpointer's thread checkpoints the WAL, and commits after
+    it write from the WAL's start again: writing less than that again does not grow the file
+    (no commit had to checkpoint, or the WAL would have grown past the first checkpoint)."""
+    every = journal.checkpointer.every
+    for n in range(every):
+        journal.append([ev(n)])
+    deadline = time.monotonic() + 10
+    while journal.checkpointer.checkpoints < 1:
+        assert time.monotonic() < deadline, "no checkpoint after the commits"
+        time.sleep(0.01)
+    size = wal_bytes(path)
+    for n in range(every // 2):
+        journal.append([ev(n)])
+    assert wal_bytes(path) == size
+    assert journal.checkpointer.checkpoints == 1
+
+
+def test_an_idle_journal_has_no_checkpoint_thread_and_close_ends_it(path: Path) -> None:
+    """No thread before the first checkpoint is due; close ends the one there is."""
+    journal = Journal(path)
+    journal.append([ev()])
+    assert not [t for t in threading.enumerate() if t.name == "virtmon-checkpoint"]
+    for n in range(journal.checkpointer.every):
+        journal.append([ev(n)])
+    threads = [t for t in threading.enumerate() if t.name == "virtmon-checkpoint"]
+    assert len(threads) == 1
+    journal.close()
+    assert not threads[0].is_alive()
+
+
+def test_commits_leave_the_checkpoint_to_the_checkpointer(journal: Journal, path: Path) -> None:
+    """No commit checkpoints below the backstop: with the checkpointer held back, 1,500
+    commits (three pages or more each) grow the WAL to twice SQLite's default of 1,000 pages,
+    where a commit would have checkpointed and the WAL restarted from its start."""
+    journal.checkpointer.every = 10**9
+    for n in range(1500):
+        journal.append([ev(n)])
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        page = other.execute("PRAGMA page_size").fetchone()[0]
+    assert wal_bytes(path) > 2000 * page

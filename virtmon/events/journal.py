@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtmon.component import Restart
-from virtmon.events.database import open_database, write_transaction
+from virtmon.events.database import Checkpointer, open_database, write_transaction
 from virtmon.events.model import Event
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Journal:
         # the lock makes that explicit for readers of the stream, which may overlap a write.
         self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
+        self.checkpointer = Checkpointer(path)
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             self._last_seq = int(row[0]) if row else 0
@@ -130,6 +131,7 @@ class Journal:
                 )
             # Under the lock: a reader's page and the last seq it sees agree (read_page).
             self._last_seq = numbered[-1].seq
+        self.checkpointer.wrote()
         for event, line in zip(numbered, lines, strict=True):
             self._lines[event.seq] = line
         while len(self._lines) > RECENT_LINES:
@@ -191,5 +193,6 @@ class Journal:
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the file)."""
+        self.checkpointer.close()
         with self._lock:
             self._db.close()
