@@ -269,17 +269,21 @@ def test_the_checkpointer_folds_the_wal_back_so_commits_reuse_it(
     assert journal.checkpointer.checkpoints == 1
 
 
-def test_an_idle_journal_has_no_checkpoint_thread_and_close_ends_it(path: Path) -> None:
-    """No thread before the first checkpoint is due; close ends the one there is."""
+def test_the_checkpoint_thread_comes_with_the_first_commit_and_goes_with_close(
+        path: Path) -> None:
+    """A journal only read has no checkpoint thread; the first commit starts one, and only
+    one; close ends it."""
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "virtmon-checkpoint"]
+
     journal = Journal(path)
-    journal.append([ev()])
-    assert not [t for t in threading.enumerate() if t.name == "virtmon-checkpoint"]
-    for n in range(journal.checkpointer.every):
+    journal.read_since(0)
+    assert not threads()
+    for n in range(journal.checkpointer.every + 1):
         journal.append([ev(n)])
-    threads = [t for t in threading.enumerate() if t.name == "virtmon-checkpoint"]
-    assert len(threads) == 1
+    [thread] = threads()
     journal.close()
-    assert not threads[0].is_alive()
+    assert not thread.is_alive()
 
 
 def test_commits_leave_the_checkpoint_to_the_checkpointer(journal: Journal, path: Path) -> None:
