@@ -1,8 +1,11 @@
-"""The collection cycle's two reads: made at once, and a failure of either is the cycle's own."""
+"""The collection cycle's two reads: made at once, a failure of either is the cycle's own, and
+the first cycle after libvirtd restarted is a fresh one."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,8 @@ import pytest
 
 import virtmon.scheduler as scheduler_module
 from tests.conftest import daemon_config, running_daemon
-from tests.waiting import next_cycle
+from tests.lab.private_libvirtd import PrivateLibvirtd, private_libvirtd
+from tests.waiting import next_cycle, wait_until
 from virtmon.collectors.snapshot import DomainRecord
 from virtmon.scheduler import together
 from virtmon.virt.stats import HostRead, SnapshotRequest, read_domains, read_host
@@ -99,3 +103,32 @@ async def test_a_failed_host_read_fails_the_cycle_with_its_own_error(
         assert scheduler.stats.failures == 1
         assert scheduler.snapshot is None
     assert {"event": "virtmon.collect.failed", "error": "node statistics refused"} in logged
+
+
+@pytest.fixture
+def libvirtd(lab: str) -> Iterator[PrivateLibvirtd]:
+    """A private libvirtd serving the test driver (restarted here; the lab's must not be)."""
+    with private_libvirtd() as daemon:
+        yield daemon
+
+
+async def test_the_first_cycle_after_libvirtd_restarted_is_fresh(
+    short_tmp: Path, libvirtd: PrivateLibvirtd
+) -> None:
+    """The cycle's pooled connections hear nothing of a restart (no watch): the first cycle
+    after the daemon has reconnected finds them dead, reads again on new ones, and publishes a
+    fresh snapshot instead of failing."""
+    cfg = daemon_config(short_tmp, libvirt={"uri": libvirtd.uri}, collect=ONE_CYCLE)
+    async with running_daemon(cfg) as daemon:
+        scheduler, supervisor = daemon.scheduler, daemon.supervisor
+        await scheduler.cycle()
+        assert scheduler.stats.failures == 0 and daemon.pool.size == 2
+        since = supervisor.connected_since
+        await anyio.to_thread.run_sync(libvirtd.restart)
+        restarted = time.time()
+        await wait_until(lambda: supervisor.connected and supervisor.connected_since != since,
+                         30)
+        await scheduler.cycle()
+        assert scheduler.stats.failures == 0
+        assert scheduler.snapshot is not None and scheduler.snapshot.taken_at > restarted
+        assert scheduler.snapshot.domains and scheduler.snapshot.node is not None
