@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,22 @@ from tests.conftest import daemon_config, running_daemon
 from tests.lab.private_libvirtd import PrivateLibvirtd, private_libvirtd
 from tests.waiting import next_cycle, wait_until
 from virtmon.collectors.snapshot import DomainRecord
-from virtmon.scheduler import together
+from virtmon.scheduler import Scheduler, together
 from virtmon.virt.stats import HostRead, SnapshotRequest, read_domains, read_host
 
 # The reads wait this long for each other: a cycle that made them one after the other fails.
 WAIT = 10.0
 ONE_CYCLE = {"interval": 3600.0, "deadline_ratio": 0.1, "collectors": {"admin": False}}
+
+
+@asynccontextmanager
+async def after_first_cycle(state: Path) -> AsyncIterator[Scheduler]:
+    """The scheduler of a daemon on ``test:///default`` whose first cycle has ended."""
+    cfg = daemon_config(state, libvirt={"uri": "test:///default"}, collect=ONE_CYCLE)
+    async with running_daemon(cfg) as daemon:
+        while daemon.scheduler.stats.cycles < 1:
+            await next_cycle(daemon.scheduler)
+        yield daemon.scheduler
 
 
 async def test_together_raises_the_failing_ones_own_error_after_both_ended() -> None:
@@ -72,11 +83,7 @@ async def test_the_host_is_read_while_the_bulk_call_is_still_out(
 
     monkeypatch.setattr(scheduler_module, "read_domains", domains_after_host)
     monkeypatch.setattr(scheduler_module, "read_host", host)
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"}, collect=ONE_CYCLE)
-    async with running_daemon(cfg) as daemon:
-        scheduler = daemon.scheduler
-        while scheduler.stats.cycles < 1:
-            await next_cycle(scheduler)
+    async with after_first_cycle(short_tmp) as scheduler:
         assert scheduler.stats.failures == 0
         assert scheduler.snapshot is not None and scheduler.snapshot.domains
         assert scheduler.snapshot.node is not None
@@ -95,11 +102,7 @@ async def test_a_failed_host_read_fails_the_cycle_with_its_own_error(
     monkeypatch.setattr(scheduler_module, "read_host", failing_host)
     monkeypatch.setattr(scheduler_module.log, "warning",
                         lambda event, **fields: logged.append({"event": event, **fields}))
-    cfg = daemon_config(short_tmp, libvirt={"uri": "test:///default"}, collect=ONE_CYCLE)
-    async with running_daemon(cfg) as daemon:
-        scheduler = daemon.scheduler
-        while scheduler.stats.cycles < 1:
-            await next_cycle(scheduler)
+    async with after_first_cycle(short_tmp) as scheduler:
         assert scheduler.stats.failures == 1
         assert scheduler.snapshot is None
     assert {"event": "virtmon.collect.failed", "error": "node statistics refused"} in logged
