@@ -479,3 +479,22 @@ async def test_hooks_called_on_the_loop_thread_do_not_wake_it_through_the_self_p
     await asyncio.sleep(0.02)
     assert len(calls) == seen
     assert [c for c in crossings if getattr(c, "__self__", None) is impl] == []
+
+
+async def test_an_update_on_the_loop_with_nothing_queued_applies_before_the_hook_returns(
+    impl: ThreadSafeEventImpl, pair: Any,
+) -> None:
+    """Made on the loop thread with nothing queued, an update reaches libvirtaio at once (there
+    is nothing to overtake); with another thread's add still queued, the update of that watch
+    waits behind it and applies after it."""
+    a, _b = pair
+    timer = impl.add_timeout(-1, lambda t, o: None, OPAQUE)
+    await asyncio.wait_for(impl.drain(), 5)
+    impl.update_timeout(timer, 1000)
+    assert impl._applied[timer] == 1000 and impl._queued == 0
+    watch = in_thread(lambda: impl.add_handle(a.fileno(), 0, lambda *x: None, OPAQUE))
+    impl.update_handle(watch, READABLE)
+    assert impl._queued == 2 and watch not in impl._applied
+    await asyncio.wait_for(impl.drain(), 5)
+    assert impl._applied[watch] == READABLE
+    assert impl.remove_timeout(timer) == 0 and impl.remove_handle(watch) == 0

@@ -18,7 +18,10 @@ implementation on the loop thread:
   value it will apply (the latest wins), and a value equal to the one libvirtaio already has is
   not applied again. Each libvirt RPC from a worker thread turns the connection's watch off and
   back on (two updates); this makes that one queued call, and no epoll change, instead of two
-  cross-thread wake-ups and two re-registrations (the profile in docs/PERFORMANCE.md).
+  cross-thread wake-ups and two re-registrations (the profile in docs/PERFORMANCE.md);
+- an update made on the loop thread while nothing is queued is applied at once, as libvirtaio
+  alone would: libvirt's dispatch of each event arms and disarms its timer from the loop, and a
+  trip through the loop's queue for each was the largest part of the hooks' cost.
 """
 
 from __future__ import annotations
@@ -173,8 +176,13 @@ class ThreadSafeEventImpl:
         with self._lock:
             update, value = self._updates.pop(ident)
             live = ident in self._live
+        if live:
+            self._set(ident, update, value)
+
+    def _set(self, ident: int, update: Callable[[int, int], None], value: int) -> None:
+        """Give libvirtaio the value of an applied id, unless it holds it already."""
         inner = self._inner_ids.get(ident)
-        if inner is not None and live and self._applied.get(ident) != value:
+        if inner is not None and self._applied.get(ident) != value:
             update(inner, value)
             self._applied[ident] = value
 
@@ -200,9 +208,15 @@ class ThreadSafeEventImpl:
             return True
 
     def _update(self, ident: int, update: Callable[[int, int], None], value: int) -> None:
-        """Queue an update of a live id, or fold it into the one already queued for that id."""
+        """Apply an update of a live id at once on the loop thread when nothing is queued (there
+        is nothing it could overtake: libvirtaio's own way); else queue it, or fold it into the
+        one already queued for that id."""
         with self._lock:
             if ident not in self._live:
+                return
+            if self._queued == 0 and _running_loop() is self._loop:
+                # Under the lock: no hook of another thread can queue in between.
+                self._set(ident, update, value)
                 return
             queued = ident in self._updates
             self._updates[ident] = (update, value)
