@@ -38,8 +38,8 @@ async def after_first_cycle(state: Path) -> AsyncIterator[Scheduler]:
 
 
 async def test_together_raises_the_failing_ones_own_error_after_both_ended() -> None:
-    """A failure is raised as itself (no exception group), the first's when both fail, and
-    only once the other has ended: neither is cancelled."""
+    """A raised failure is raised as itself (no exception group), the first's when both fail,
+    and only once the other has ended: neither is cancelled."""
     ended: list[str] = []
 
     async def slow() -> int:
@@ -62,6 +62,21 @@ async def test_together_raises_the_failing_ones_own_error_after_both_ended() -> 
     with pytest.raises(ValueError):
         await together(failing, other_failing)
     assert await together(slow, slow) == (1, 1)
+
+
+async def test_together_takes_an_exception_returned_as_a_result() -> None:
+    """An exception object returned (the admin helper's answer may be one: its collector then
+    fails alone) is a result like any other, not a failure of the pair."""
+    refused = PermissionError("admin socket refused")
+
+    async def answer() -> Exception:
+        return refused
+
+    async def value() -> int:
+        return 1
+
+    assert await together(value, answer) == (1, refused)
+    assert await together(answer, value) == (refused, 1)
 
 
 async def test_the_host_is_read_while_the_bulk_call_is_still_out(

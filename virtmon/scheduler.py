@@ -54,25 +54,27 @@ async def together(first: Callable[[], Awaitable[A]],
                    second: Callable[[], Awaitable[B]]) -> tuple[A, B]:
     """Both results, the two awaited at once. A failure of either is raised as it is (the
     first's if both fail) once both have ended: neither is cancelled, as each is bounded by a
-    deadline of its own, and a task group would wrap the error in an exception group."""
-    first_outcome: list[A | Exception] = []
-    second_outcome: list[B | Exception] = []
+    deadline of its own, and a task group would wrap the error in an exception group. (A
+    result may itself be an exception object: the admin helper's answer can be.)"""
+    first_failure: list[Exception] = []
+    second_result: list[B] = []
+    second_failure: list[Exception] = []
 
-    async def run(fn: Callable[[], Awaitable[Any]], outcome: list[Any]) -> None:
+    async def run_second() -> None:
         try:
-            outcome.append(await fn())
+            second_result.append(await second())
         except Exception as exc:
-            outcome.append(exc)
+            second_failure.append(exc)
 
     async with anyio.create_task_group() as group:
-        group.start_soon(run, second, second_outcome)
-        await run(first, first_outcome)
-    [first_result], [second_result] = first_outcome, second_outcome
-    if isinstance(first_result, Exception):
-        raise first_result
-    if isinstance(second_result, Exception):
-        raise second_result
-    return first_result, second_result
+        group.start_soon(run_second)
+        try:
+            first_result = await first()
+        except Exception as exc:
+            first_failure.append(exc)
+    if first_failure or second_failure:
+        raise (first_failure or second_failure)[0]
+    return first_result, second_result[0]
 
 
 def tell(listeners: Iterable[Callable[[A], None]], news: A) -> None:
