@@ -55,6 +55,17 @@ class MetricFamily:
     def __post_init__(self) -> None:
         _check(self.name, self.type, self.label_names)
 
+    @classmethod
+    def checked_before(cls, name: str, kind: MetricType, help_text: str,
+                       label_names: tuple[str, ...]) -> MetricFamily:
+        """An empty family whose name, type and labels were checked before (a `FamilySpec`'s),
+        made without checking them again: a cycle makes a hundred families or more, and the
+        checks were most of the cost of making one (1.4 against 0.3 µs)."""
+        family = object.__new__(cls)
+        family.name, family.type, family.help = name, kind, help_text
+        family.label_names, family.samples = label_names, []
+        return family
+
     def add(self, label_values: LabelValues, value: float) -> None:
         """Append one sample; `label_values` follows `label_names`."""
         self.samples.append((label_values, value))
@@ -81,7 +92,7 @@ class FamilySpec:
     type_note: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name.endswith("*"):
+        if not self.name.endswith("*"):  # checked once, here: its families are not checked again
             _check(self.name, self.type, self.labels)
 
     def new(self, *more_labels: str) -> MetricFamily:
@@ -89,12 +100,7 @@ class FamilySpec:
         labels made at run time, which are checked)."""
         if more_labels:
             return MetricFamily(self.name, self.type, self.help, (*self.labels, *more_labels))
-        # Checked once, when the spec was made: a cycle makes a hundred families or more, and
-        # the checks were most of the cost of making one (1.4 against 0.3 µs).
-        family = object.__new__(MetricFamily)
-        family.name, family.type, family.help = self.name, self.type, self.help
-        family.label_names, family.samples = self.labels, []
-        return family
+        return MetricFamily.checked_before(self.name, self.type, self.help, self.labels)
 
 
 def by_name(specs: Iterable[FamilySpec]) -> dict[str, FamilySpec]:
