@@ -150,3 +150,29 @@ async def test_the_first_cycle_after_libvirtd_restarted_is_fresh(
         assert scheduler.stats.failures == 0
         assert scheduler.snapshot is not None and scheduler.snapshot.taken_at > restarted
         assert scheduler.snapshot.domains and scheduler.snapshot.node is not None
+
+
+async def test_a_stalled_libvirtd_abandons_both_reads_within_the_bound_and_cycles_resume(
+    short_tmp: Path, libvirtd: PrivateLibvirtd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While libvirtd is stopped, cycles abandon both their reads at the deadline until
+    max_abandoned_calls are stuck, then start none; the pool has a connection for every read
+    started (none fails as busy). Once libvirtd continues, a cycle is fresh again."""
+    errors: list[str] = []
+    monkeypatch.setattr(scheduler_module.log, "warning",
+                        lambda event, **fields: errors.append(str(fields.get("error"))))
+    collect = {**ONE_CYCLE, "interval": 0.4, "deadline_ratio": 0.5, "max_abandoned_calls": 3}
+    cfg = daemon_config(short_tmp, libvirt={"uri": libvirtd.uri}, collect=collect)
+    async with running_daemon(cfg) as daemon:
+        scheduler, caller = daemon.scheduler, daemon.caller
+        with libvirtd.paused():
+            failures = scheduler.stats.failures
+            await wait_until(lambda: scheduler.stats.failures >= failures + 4, 30)
+            # Two cycles of two reads each started (2, then 2 more with 2 < 3 stuck): four
+            # stuck, each holding a connection of the pool (its size is the bound + 1).
+            assert caller.abandoned_outstanding >= 4 and daemon.pool.size == 4
+        continued = time.time()
+        await wait_until(lambda: scheduler.snapshot is not None
+                         and scheduler.snapshot.taken_at > continued, 30)
+    assert errors and not [e for e in errors if "busy" in e]
+    assert [e for e in errors if "abandoned libvirt calls are still blocked" in e]
