@@ -250,6 +250,27 @@ def test_carried_series_change_no_byte_and_keep_only_the_last_render() -> None:
     assert carried.last["t_state"].keys == [("b", "running"), ("b", "paused")]
 
 
+def test_carried_lines_are_written_again_only_where_every_value_writes_alike() -> None:
+    """A family whose series and values are the last render's reuses that render's lines, and a
+    value equal to the last but written otherwise (1 and 1.0, True and 1, 0.0 and -0.0) gets
+    its own line: every render has the bytes of a fresh one."""
+    def family(*values: float) -> MetricFamily:
+        return MetricFamily("t_v", "gauge", "Test.", ("domain",),
+                            [((f"d{i}",), value) for i, value in enumerate(values)])
+
+    carried = CarriedSeries()
+    render_text([family(1, 2)], carried=carried)
+    lines = carried.last["t_v"].lines
+    assert render_text([family(1, 2)], carried=carried) == render_text([family(1, 2)])
+    assert carried.last["t_v"].lines is lines  # written again, not formatted again
+    nan = float("nan")
+    for values in ((1.0, 2.0), (1, 2), (True, 2), (1, 2), (0.0, 1.5), (-0.0, 1.5), (0.0, 1.5),
+                   (nan, 1.5), (nan, 1.5), (float("inf"), 1.5), (1.5, 1.5), (1.5, 1.5)):
+        assert render_text([family(*values)], carried=carried) == render_text([family(*values)])
+        assert (render_openmetrics([family(*values)], carried=carried)
+                == render_openmetrics([family(*values)]))
+
+
 # Families as collectors make them: a name decides type and label names (so that families of
 # one name merge), label values from a small set (so that series repeat and collide), every
 # kind of value the renderer formats.

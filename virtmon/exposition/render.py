@@ -4,8 +4,9 @@ Rendering happens once per form and collection cycle, so it is written for speed
 header is built once, each distinct label-value tuple is escaped once per render (a domain's
 ``{domain="web-01"}`` is shared by every family with the same label names) and, given a
 `CarriedSeries`, a series the last render wrote is not built again: its line up to the value is
-reused. Values are formatted in C where a family's are all ints or all finite floats, and the
-output is joined once.
+reused, and a family whose values have not moved either is not written again at all. Values are
+formatted in C where a family's are all ints or all finite floats, and the output is joined
+once.
 
 Guarantees: no duplicate series (the first sample of a series wins), no two families with the
 same name (same type: merged; different type: the later one dropped), no two OpenMetrics
@@ -101,23 +102,40 @@ def _label_string(names: tuple[str, ...], values: LabelValues) -> str:
 @dataclass(frozen=True, slots=True)
 class _Series:
     """One sample name's series as a render wrote them: the label values in sample order and,
-    for each, the line up to its value (``"\\nname{...} "``)."""
+    for each, the line up to its value (``"\\nname{...} "``); the values, their one type (None
+    if mixed) and the lines they made, encoded."""
 
     keys: list[LabelValues]
     prefixes: list[str]
     distinct: bool  # no two prefixes alike (no duplicate series to drop)
+    values: list[float]
+    kind: type | None
+    lines: bytes
+    dropped: int  # samples left out as duplicates of a series written before them
+
+    def writes_alike(self, values: list[float], kind: type | None) -> bool:
+        """Whether ``values`` (all of type ``kind``) would be written as these were: equal
+        values of one type, where equal values are written alike. That is every int and bool,
+        and every float but zero: ``-0.0 == 0.0``, and 1 == 1.0 is why the types must match."""
+        return (kind is self.kind and kind in _ALIKE_WHEN_EQUAL and values == self.values
+                and (kind is not float or 0.0 not in values))
+
+
+_ALIKE_WHEN_EQUAL = frozenset({int, bool, float})
 
 
 class CarriedSeries:
     """The series of one render, carried to the next.
 
     A host's series change little between cycles: the same domains and devices in the same
-    order, only the values move. A render whose sample name has the label values of the last
-    render's, in the same order (one list comparison in C), reuses that render's lines up to
-    the value and writes only the values; otherwise it looks each series up among the last
-    render's and builds only the new ones. Only what the last render wrote is kept: a vanished
-    domain's lines go with the render after it. Both formats write the same sample lines, so
-    text and OpenMetrics renders share them.
+    order, only the values move, and many do not (states, sizes, counts, the info series). A
+    render whose sample name has the label values of the last render's, in the same order (one
+    list comparison in C), reuses that render's lines up to the value and writes only the
+    values; with the same values too, it reuses the lines whole; otherwise it looks each series
+    up among the last render's and builds only the new ones. Only what the last render wrote is
+    kept (its lines: about the size of one uncompressed body); a vanished domain's lines go with
+    the render after it. Both formats write the same sample lines, so text and OpenMetrics
+    renders share them.
     """
 
     def __init__(self) -> None:
@@ -161,17 +179,30 @@ _int_repr = int.__repr__
 _float_repr = float.__repr__
 
 
-def _formatted(values: list[float]) -> Iterable[str]:
-    """`format_value` of each value, in C where the values are all ints or all finite floats
-    (a float sum is finite only if every term is)."""
-    kinds = set(map(type, values))
-    if kinds == {int}:
+def _formatted(values: list[float], kind: type | None) -> Iterable[str]:
+    """`format_value` of each value, in C where ``kind``, the values' one type, is int, or
+    float and they are all finite (a float sum is finite only if every term is)."""
+    if kind is int:
         return map(_int_repr, values)
-    if kinds == {float}:
+    if kind is float:
         total = sum(values)
         if total - total == 0.0:
             return map(_float_repr, values)
     return map(format_value, values)
+
+
+def _series(keys: list[LabelValues], prefixes: list[str], distinct: bool,
+            values: list[float], kind: type | None) -> _Series:
+    """The series with their lines written: each prefix and its formatted value, joined once,
+    the first of each series only."""
+    kept_prefixes, kept_values = ((prefixes, values) if distinct
+                                  else _first_of_each(prefixes, values))
+    pieces: list[str] = [""] * (2 * len(kept_prefixes))
+    pieces[::2] = kept_prefixes
+    pieces[1::2] = _formatted(kept_values, kind)
+    lines = "".join(pieces).encode("utf-8", "replace")
+    return _Series(keys, prefixes, distinct, values, kind, lines,
+                   len(prefixes) - len(kept_prefixes))
 
 
 def _plan(families: Iterable[MetricFamily],
@@ -209,14 +240,15 @@ def _client_names(client: CollectorRegistry | None) -> set[str]:
 
 
 def _render(families: Iterable[MetricFamily], openmetrics: bool,
-            taken: Iterable[str] = (), carried: CarriedSeries | None = None) -> str:
-    """The families in one format; OpenMetrics without its closing ``# EOF``.
+            taken: Iterable[str] = (), carried: CarriedSeries | None = None) -> bytes:
+    """The families in one format, UTF-8; OpenMetrics without its closing ``# EOF``.
 
-    Each sample name's lines are written as pieces joined once at the end: the carried (or
-    built) ``"\\nname{...} "`` before each value, the values formatted in C, so that a series
-    seen before costs no Python step of its own.
+    Each sample name's lines are written at once: the carried (or built) ``"\\nname{...} "``
+    before each value, the values formatted in C, so that a series seen before costs no Python
+    step of its own; and where its series and values are those of the last render, the lines
+    that render wrote are written again.
     """
-    out: list[str] = []
+    out: list[bytes] = []
     # label names -> (label values -> rendered "{...}"): what this render built.
     label_strings: dict[tuple[str, ...], dict[LabelValues, str]] = {}
     previous = carried.last if carried is not None else {}
@@ -228,35 +260,35 @@ def _render(families: Iterable[MetricFamily], openmetrics: bool,
         if openmetrics:
             suffix = _OM_SUFFIX.get(first.type)
             family_name = name[: -len(suffix)] if suffix else name
-            out.append(f"# HELP {family_name} {escape_help_openmetrics(first.help)}\n"
-                       f"# TYPE {family_name} {_OM_TYPE[first.type]}")
+            header = (f"# HELP {family_name} {escape_help_openmetrics(first.help)}\n"
+                      f"# TYPE {family_name} {_OM_TYPE[first.type]}")
         else:
-            out.append(f"# HELP {name} {escape_help_text(first.help)}\n"
-                       f"# TYPE {name} {_TEXT_TYPE[first.type]}")
+            header = (f"# HELP {name} {escape_help_text(first.help)}\n"
+                      f"# TYPE {name} {_TEXT_TYPE[first.type]}")
+        out.append(header.encode("utf-8", "replace"))
         samples = first.samples if len(group) == 1 else [s for f in group for s in f.samples]
         keys = list(map(_label_values, samples))
+        values = list(map(_value, samples))
+        kinds = set(map(type, values))
+        kind = kinds.pop() if len(kinds) == 1 else None
         last = previous.get(name)
-        if last is not None and last.keys == keys:
-            series = last
-        else:
+        if last is None or last.keys != keys:
             names = first.label_names
             prefixes = _prefixes(name, names, keys, last, label_strings.setdefault(names, {}))
-            series = _Series(keys, prefixes, len(set(prefixes)) == len(prefixes))
+            series = _series(keys, prefixes, len(set(prefixes)) == len(prefixes), values, kind)
+        elif last.writes_alike(values, kind):
+            series = last
+        else:
+            series = _series(keys, last.prefixes, last.distinct, values, kind)
         written[name] = series
-        prefixes, values = series.prefixes, list(map(_value, samples))
-        if not series.distinct:
-            prefixes, values = _first_of_each(prefixes, values)
-            duplicates += len(samples) - len(prefixes)
-        pieces: list[str] = [""] * (2 * len(prefixes))
-        pieces[::2] = prefixes
-        pieces[1::2] = _formatted(values)
-        out += pieces
-        out.append("\n")
+        duplicates += series.dropped
+        out.append(series.lines)
+        out.append(b"\n")
     if duplicates:
         _log.warning("virtmon.exposition.duplicate_series", dropped=duplicates)
     if carried is not None:
         carried.last = written
-    return "".join(out)
+    return b"".join(out)
 
 
 def render_text(families: Iterable[MetricFamily],
@@ -265,7 +297,7 @@ def render_text(families: Iterable[MetricFamily],
     """Prometheus text exposition format 0.0.4, UTF-8 (`CONTENT_TYPE_TEXT`), then ``client``'s
     families as prometheus_client renders them; ``carried``: the series of the last render,
     updated by this one."""
-    body = _render(families, False, _client_names(client), carried).encode("utf-8", "replace")
+    body = _render(families, False, _client_names(client), carried)
     return body + generate_latest(client) if client is not None else body
 
 
@@ -274,7 +306,7 @@ def render_openmetrics(families: Iterable[MetricFamily],
                        carried: CarriedSeries | None = None) -> bytes:
     """OpenMetrics 1.0 text, UTF-8 (`CONTENT_TYPE_OPENMETRICS`), then ``client``'s families as
     prometheus_client renders them, ending in `# EOF`; ``carried`` as for `render_text`."""
-    body = _render(families, True, _client_names(client), carried).encode("utf-8", "replace")
+    body = _render(families, True, _client_names(client), carried)
     if client is None:
         return body + b"# EOF\n"
     tail: bytes = generate_openmetrics(client)  # type: ignore[no-untyped-call]  # untyped upstream
