@@ -293,10 +293,10 @@ def test_a_collector_that_saw_other_cycles_returns_what_a_fresh_one_returns() ->
     that add, drop, rename and change domains give what a fresh collector gives each of them."""
     records = load_records(KVM)
     first, *others = records
-    renamed = dataclasses.replace(first, name="renamed-01")
-    paused = dataclasses.replace(first, stats={**first.stats, "state.state": 3})
+    renamed = first._replace(name="renamed-01")
+    paused = first._replace(stats={**first.stats, "state.state": 3})
     cycles = [records, records[1:], (renamed, *others), (paused, renamed, *others), records,
-              (*records, dataclasses.replace(renamed, uuid="00000000-0000-0000-0000-0000000000bb"))]
+              (*records, renamed._replace(uuid="00000000-0000-0000-0000-0000000000bb"))]
     names = sorted(COLLECTORS)
     carrying = build_collectors(names)
     for domains in cycles:
