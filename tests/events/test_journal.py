@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from virtmon.events.database import CACHE_KIB
 from virtmon.events.journal import EventFilter, Journal, uuid_key
 from virtmon.events.model import Event
 
@@ -196,6 +197,12 @@ def test_wal_mode_is_on(journal: Journal, path: Path) -> None:
         assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     finally:
         other.close()
+
+
+def test_a_store_connection_holds_its_page_cache_to_the_bound(journal: Journal) -> None:
+    """A store's connection caps SQLite's page cache at CACHE_KIB (not SQLite's 2,000 KiB)."""
+    assert journal._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+    assert CACHE_KIB < 2000
 
 
 def test_reader_sees_committed_events_from_another_connection(journal: Journal, path: Path) -> None:

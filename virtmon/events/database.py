@@ -17,6 +17,11 @@ log = structlog.get_logger("virtmon.events.database")
 # Checkpointer does it beside the commits; this only bounds the WAL (~4 MiB a 1,000 pages)
 # should it fall behind, and covers the stores that write seldom.
 BACKSTOP_PAGES = 8192
+# Each connection's page cache, at most (SQLite's default is 2,000 KiB). Every store keeps a
+# connection for the daemon's life, and each cache filled as the file grew: in the soak the
+# daemon's RSS grew 6.7-7.8 % after the warm-up, 2.1 % with this and the journal's shorter list
+# of recent lines. Writes append and readers read the newest pages, so few pages are hot.
+CACHE_KIB = 512
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -26,13 +31,15 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     lock; ``check_same_thread`` is off for that reason. WAL lets the journal, the alert store
     and the readers of the stream work side by side; ``synchronous=NORMAL`` is durable across
     a crash of virtmon (not of the machine) at a fraction of the fsync cost; the busy timeout
-    lets two connections of the same file wait for each other instead of failing.
+    lets two connections of the same file wait for each other instead of failing; the page
+    cache is held to ``CACHE_KIB``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     db.executescript(schema)
     return db
 
