@@ -290,12 +290,15 @@ def _collected(collector: Any, snapshot: StatsSnapshot) -> list[tuple[str, Any, 
 
 def test_a_collector_that_saw_other_cycles_returns_what_a_fresh_one_returns() -> None:
     """Whatever a collector carries from cycle to cycle changes none of its families: cycles
-    that add, drop, rename and change domains give what a fresh collector gives each of them."""
+    that add, drop, rename and change domains (state, or reason alone) give what a fresh
+    collector gives each of them."""
     records = load_records(KVM)
     first, *others = records
     renamed = first._replace(name="renamed-01")
     paused = first._replace(stats={**first.stats, "state.state": 3})
+    reason = first._replace(stats={**first.stats, "state.reason": first.stats["state.reason"] + 1})
     cycles = [records, records[1:], (renamed, *others), (paused, renamed, *others), records,
+              (reason, *others),
               (*records, renamed._replace(uuid="00000000-0000-0000-0000-0000000000bb"))]
     names = sorted(COLLECTORS)
     carrying = build_collectors(names)

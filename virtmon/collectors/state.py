@@ -15,11 +15,11 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from virtmon.collectors.base import help_text
 from virtmon.collectors.snapshot import StatsSnapshot
-from virtmon.exposition.family import FamilySpec, MetricFamily, by_name
+from virtmon.exposition.family import FamilySpec, LabelValues, MetricFamily, Sample, by_name
 from virtmon.virt.states import ACTIVE_STATES, STATE_NAMES
 
 
@@ -57,18 +57,42 @@ _ONE_HOT = {code: tuple(int(index == code) for index in range(len(STATE_NAMES)))
             for code in range(len(STATE_NAMES))}
 _NONE_OF_THEM = (0,) * len(STATE_NAMES)
 
-# A domain's label tuples: ``(domain,)`` and one ``(domain, state)`` per state name.
-_DomainLabels = tuple[tuple[str], tuple[tuple[str, str], ...]]
+
+class _DomainSamples(NamedTuple):
+    """A domain's samples in the three families, for one state and reason."""
+
+    state: int
+    reason: int | None
+    code: Sample
+    onehot: tuple[Sample, ...]
+    why: Sample | None
+
+    @classmethod
+    def of(cls, domain: str, state: int, reason: int | None,
+           last: _DomainSamples | None) -> _DomainSamples:
+        """The samples of ``domain`` in ``state`` for ``reason``, with the label tuples of
+        ``last``, its samples in the last cycle, if any."""
+        onehot_labels: tuple[LabelValues, ...]
+        if last is None:
+            labels: LabelValues = (domain,)
+            onehot_labels = tuple((domain, name) for name in STATE_NAMES)
+        else:
+            labels = last.code[0]
+            onehot_labels = tuple(sample[0] for sample in last.onehot)
+        onehot = tuple(zip(onehot_labels, _ONE_HOT.get(state, _NONE_OF_THEM), strict=True))
+        return cls(state, reason, (labels, state), onehot,
+                   None if reason is None else (labels, reason))
 
 
 class StateCollector:
     """`libvirt_domain_info_state`, one-hot `libvirt_domain_state` and the state reason.
 
     The one-hot family is most of the samples of a host whose domains have few devices, and
-    allocating its label tuples was most of the collector's work (and of the garbage
-    collector's): each cycle takes a domain's label tuples from the last cycle's and builds
-    only a new domain's. What it carries are the labels of the domains of the last cycle alone,
-    so the families are the same as a fresh collector's.
+    allocating its samples was most of the collector's work (and of the garbage collector's):
+    a domain whose state and reason are those of the last cycle gives that cycle's samples
+    again, and only a new domain's, or a changed one's, are built. What it carries are the
+    samples of the domains of the last cycle alone, so the families are the same as a fresh
+    collector's.
     """
 
     name = "state"
@@ -76,8 +100,8 @@ class StateCollector:
     families: ClassVar[tuple[FamilySpec, ...]] = FAMILIES
 
     def __init__(self) -> None:
-        # domain name -> its label tuples, for the domains of the last cycle.
-        self._labels: dict[str, _DomainLabels] = {}
+        # domain name -> its samples, for the domains of the last cycle.
+        self._samples: dict[str, _DomainSamples] = {}
 
     def collect(self, snapshot: StatsSnapshot) -> list[MetricFamily]:
         """Three families from `state.state` and `state.reason`."""
@@ -85,22 +109,22 @@ class StateCollector:
         onehot = _FAMILY["libvirt_domain_state"].new()
         reason = _FAMILY["libvirt_domain_state_reason"].new()
         codes, onehots, reasons = code.samples, onehot.samples, reason.samples
-        last = self._labels.get
-        labels_now: dict[str, _DomainLabels] = {}
+        last = self._samples.get
+        samples_now: dict[str, _DomainSamples] = {}
         for record in snapshot.domains:
             stats = record.stats
             state = stats.get("state.state")
             if state is None:
                 continue
-            domain = record.name
-            labels = last(domain)
-            if labels is None:
-                labels = ((domain,), tuple((domain, name) for name in STATE_NAMES))
-            labels_now[domain] = labels
-            codes.append((labels[0], state))
-            onehots += zip(labels[1], _ONE_HOT.get(state, _NONE_OF_THEM), strict=True)
             why = stats.get("state.reason")
-            if why is not None:
-                reasons.append((labels[0], why))
-        self._labels = labels_now
+            domain = record.name
+            samples = last(domain)
+            if samples is None or samples.state != state or samples.reason != why:
+                samples = _DomainSamples.of(domain, state, why, samples)
+            samples_now[domain] = samples
+            codes.append(samples.code)
+            onehots += samples.onehot
+            if samples.why is not None:
+                reasons.append(samples.why)
+        self._samples = samples_now
         return [code, onehot, reason]
