@@ -239,9 +239,7 @@ class Daemon:
             domain_info=self.domain_cache.snapshot,
             admin=self._admin_stats if self.admin_helper is not None else None,
             # Counts of domains the inventory no longer has are dropped (deleted domains).
-            event_counts=lambda: self.event_counters.snapshot(
-                domain.name for domain in self.inventory.all()
-            ),
+            event_counts=lambda: self.event_counters.snapshot(self.inventory.names()),
             client_metrics=process_registry(self._admin_helper_pid),
         )
         self.scheduler.cycle_listeners.append(self.alerts.on_families)
@@ -525,7 +523,7 @@ class Daemon:
         """The URI and the names of its domains, once known (alerts of others resolve)."""
         if not self.inventory.populated:
             return None
-        return self.config.libvirt.uri, frozenset(domain.name for domain in self.inventory.all())
+        return self.config.libvirt.uri, frozenset(self.inventory.names())
 
     async def _recall_inventory(self) -> None:
         """Begin from the inventory the journal last described, so that the first listing

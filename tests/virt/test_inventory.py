@@ -137,6 +137,17 @@ def test_first_listing_yields_nothing() -> None:
     assert [d.name for d in inv.all()] == ["a", "b"]
 
 
+def test_names_are_every_domain_name_and_follow_a_rename() -> None:
+    """names() holds each listed domain's name once, and a rename (libvirt sends undefined for
+    the old name, then defined for the new) moves it."""
+    inv = Inventory()
+    inv.replace_all([dom(state=RUNNING, id=1), dom("b", UUID_B)])
+    assert inv.names() == {"a", "b"}
+    inv.apply_lifecycle("b", UUID_B, "undefined")
+    inv.apply_lifecycle("c", UUID_B, "defined")
+    assert inv.names() == {"a", "c"}
+
+
 def test_unchanged_listing_yields_nothing() -> None:
     """A second identical listing reports no transitions."""
     listing = [dom(state=RUNNING, id=1), dom("b", UUID_B), dom("c", UUID_C, 2, PAUSED, False)]
