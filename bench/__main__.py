@@ -423,9 +423,10 @@ NOTES = """\
 The lab is 2 cores shared by libvirtd, QEMU, the load generators and virtmon; runs made while
 other test suites used the same machine showed tail figures (p99, max) several times higher
 than a quiet run. Medians are stable. Compare figures within one run only. The table above is
-the full run of 2026-12-07 04:57 UTC on a quiet machine, at commit 1e9ae61: before the read
-connections lost their socket watch (ADR 0006), whose effect is measured in "Read connections
-without a watch" below, and before the curves at the end, which were run after it.
+the full run of 2026-12-07 08:41 UTC on a quiet machine (load average 0.3-1.1), at commit
+4a141d3: after the read connections lost their socket watch (ADR 0006) and after the changes in
+"Two reads at once, a checkpoint off the commit" below. The curves at the end were run
+before those changes.
 
 - **Event latency p99** was 11-210 ms in runs under outside load, 7.5 ms in a quiet run. Three
   changes took most of the loop's per-event work away: the stream handler writes every burst a
@@ -435,11 +436,12 @@ without a watch" below, and before the curves at the end, which were run after i
   (see "Profile" below). Three more took a third of the daemon's CPU per event away (see
   "Event storm, second profile" below): daemon CPU per 1,000 events 0.17-0.22 s before, 0.14-0.16
   s after (three runs each, alternated, load average 6-10). Latency p99 in those same runs was
-  189-516 ms on both trees and loop lag p99 26-60 ms: other users' load. In the quiet run of
-  2026-12-07 (load average 0.3-0.7) p99 was 7.1 ms, and 5.3-6.9 ms in four more runs that day
-  (loop lag p99 0.8-1.1 ms): the < 5 ms target is missed by 0.3-2 ms, and daemon CPU per 1,000
-  events (0.27-0.31 s) is twice its 0.15 s target. Where that CPU goes is in "Where an event's
-  CPU goes" below.
+  189-516 ms on both trees and loop lag p99 26-60 ms: other users' load. In quiet runs on
+  2026-12-07 before the checkpoint change p99 was 5.3-7.1 ms; the commit that carried SQLite's
+  checkpoint was most of that tail, and with the checkpoint in a thread of its own it is 3.4-4.0
+  ms in five quiet runs and 7.0 ms in one (3.6 ms in the table). Daemon CPU per 1,000 events
+  (0.27-0.31 s) is still twice its 0.15 s target: where it goes is in "Where an event's CPU
+  goes" below.
 - **Loop lag while 1,000-domain cycles run** (17-21 ms quiet before `gc.freeze()`; 15-90 ms
   before collectors moved off the loop). Most of it was the cyclic garbage collector: a full
   collection holds the GIL for ~20 ms at this size, whichever thread triggers it. The daemon
@@ -449,18 +451,21 @@ without a watch" below, and before the curves at the end, which were run after i
   with a bare call) and the worker threads' 1 ms GIL slices.
 - **Scrape p99 while a cycle runs every 1 s** at 1,000 domains: 6-12 ms with CPython's default
   5 ms GIL switch interval, 2.9-5.6 ms once the daemon set 1 ms (same runs, alternated; cycle
-  time unchanged); since `gc.freeze()` 3.5-4 ms with one scraper, and 3.6-8.8 ms with 16, so the
-  target is met in some runs and missed in others. At 5,000 domains: 33 ms with one scraper
-  before `gc.freeze()`, 11 ms after. The cause is the same GIL sharing: a scrape that arrives
-  while a worker renders waits for its slices. At the default 15 s interval a render (~25 ms at
+  time unchanged); since `gc.freeze()` 3.5-4 ms with one scraper, and 3.6-8.8 ms with 16. With
+  the read connections unwatched and the cycle's CPU lower (below), 3.4-4.0 ms with 16
+  scrapers in two runs on 2026-12-07 (the table, and one `bench_scrape` alone): met, by about
+  1 ms. At 5,000 domains: 33 ms with one scraper before `gc.freeze()`, 11 ms after, 7.4-8.5 ms
+  now (no target there). The cause is the same GIL sharing: a scrape that arrives while a
+  worker renders waits for its slices. At the default 15 s interval a render (~25 ms at
   12,000 samples) overlaps few scrapes. Rendering in a process of its own would remove that
   window; not done.
 - **Cycle ratio on KVM domains** (1.08-1.57 across runs under load; 1.11-1.24 quiet, so met in
-  some runs and missed narrowly in others): the bulk call takes 45-150 ms here. Versions are
-  now read once per connection and node info, CPU map and host interfaces every 8 cycles; what
-  each cycle still adds is CPU,
-  memory, free-page and KSM statistics (one call per host CPU and NUMA cell, plus four), the
-  collectors and the render: about 8 ms.
+  some runs and missed narrowly in others; 1.06 in the table): the bulk call takes 45-150 ms
+  here. Versions are read once per connection and node info, CPU map and host interfaces
+  every 8 cycles; CPU, memory, free-page and KSM statistics (one call per host CPU and NUMA
+  cell, plus four) are read every cycle, on a second connection while the bulk call runs, so
+  they no longer add their 2-4 ms. What each cycle adds after the bulk call is the
+  collectors and the render (~2.5 ms at 12 domains) and the hand-offs.
 - **Cycle ratio on the test driver**: the test driver answers the bulk call in 5-40 ms, so
   fixed costs dominate. Each form (text or OpenMetrics, plain or gzip) is rendered once per
   cycle and only if asked for: the forms scraped during one cycle are rendered ahead, inside
@@ -548,6 +553,71 @@ without a watch" below, and before the curves at the end, which were run after i
   a fraction of a millisecond, which the ratio shows large only because libvirtd answers the
   admin calls in well under a millisecond. Each client listed costs one more admin call
   (`virAdmClientGetInfo`) in both.
+"""
+
+
+# A before/after comparison run by hand (the parts of a cycle timed by wrapping them, and the
+# events benchmark, alternated in one session), kept here since this file regenerates the document.
+TWO_READS = """\
+## Two reads at once, a checkpoint off the commit: before / after
+
+Measured 2026-12-07 on the quiet lab machine (load average 0.3-1.8), each change by itself,
+parts timed by wrapping them (medians of 43 cycles of `bench_cycle --repeat 40`):
+
+- **The host's calls beside the bulk call.** A cycle made the bulk call and then, on the same
+  connection, the node calls (one per host CPU and NUMA cell, plus four) and, every 8 cycles,
+  the host interfaces. Now `read_domains` and `read_host` (virt/stats.py) run at once on two
+  pooled connections and `snapshot_of` joins them. At 12 KVM domains the node statistics took
+  2.2 ms of wall time after the bulk call (0.6 ms of CPU); they now overlap it, and a cycle
+  lasts its bulk call plus the collectors and render (2.5 ms) and 0.6 ms of hand-offs. Cycle
+  ratio 1.118 in the run before, 1.113, 1.090 and 1.078 in three runs after (not alternated),
+  1.06 in the table. At 1,000 test domains the overlap gains nothing: the node calls wait for
+  the GIL, which libvirt-python holds while it converts the bulk result, so they take 7.8-8.2
+  ms instead of 2.4, and the pair 12.5 ms against 12.4 one after the other.
+- **Threshold rules** compare a sample's value before making its labels, and look a ratio's
+  divisor up by label values where both families name the same labels in the same order:
+  `evaluate_thresholds` with the default rules on 1,000 recorded KVM domains (52,080 samples)
+  3.12 → 0.25 ms a cycle (median of 50). It runs in a worker thread after each cycle.
+- **A record's keys by one set intersection** (`KeyedFamilies` in collectors/base.py, used by
+  balloon, cpu and perf): `bench_render`'s collectors on 1,000 recorded KVM domains 29.6 →
+  19.7 ms (median of 20, one run each). perf looked at every key of every record (~150 a KVM
+  domain) for its prefix. On the test driver, which fills the state group only, 0.1 ms less.
+- **The WAL checkpoint off the commit.** SQLite's automatic checkpoint runs inside the commit
+  that takes the WAL past 1,000 pages: that commit copies the pages and waits for fsync, and
+  the events behind it wait too. `bench_events` (2,500 events/s, 10 s) with
+  `wal_autocheckpoint` at 1,000 / at 10⁶, alternated: latency p99 5.75, 5.37 / 2.90, 2.30 ms.
+  The journal's `Checkpointer` (events/database.py) now makes a PASSIVE checkpoint every 256
+  commits in a thread of its own, and the automatic one is only a backstop at 8,192 pages:
+  p99 3.4-4.0 ms in five runs, 7.0 in one. The checkpoint still takes CPU on the two cores the
+  event path uses, hence above the figures with no checkpoint at all.
+
+- **A hook update on the loop thread applied at once** when nothing is queued
+  (virt/eventloop.py): libvirt arms and disarms its dispatch timer from the loop for each
+  event, and each update went through the loop's queue. The floor of an event, measured
+  apart (our event implementation, one connection, a callback that reads the domain's name
+  and UUID, the events benchmark's generator at 2,500/s for 10 s): 0.076-0.087 → 0.068-0.071
+  s of process CPU per 1,000 events (three runs each, alternated). In the whole daemon's
+  figure (0.26-0.31 s per 1,000 in the same session, alternated) the ~10 µs an event is
+  within the spread: the daemon's own work is two thirds of its CPU per event.
+- **Families made without checking their names again** (`FamilySpec.new`: a spec is checked
+  once, where it is declared; a family took 1.4 µs to make, 0.3 without the checks, ~124 a
+  cycle): the collectors on 10 recorded KVM domains 0.57 → 0.44-0.50 ms a cycle. The
+  in-process daemon on `test:///default` (no libvirtd), the tree before this session's
+  changes against after, alternated: 1.43-1.60 against 1.42-1.60 ms of CPU per cycle, so the
+  second connection's hand-off costs about what this saves.
+
+Measured and not taken: a young-generation threshold of 10,000 objects (CPython's is 700) made
+the garbage collector's time per cycle at 1,000 test domains 1.4 ms instead of 1.7 (21 young,
+two middle and 0.16 full collections a cycle before), and the cycle's CPU did not move beyond
+the noise.
+
+Where a cycle's CPU goes at 1,000 test domains now (the table: 20.6 ms a cycle, 1.69 µs per
+sample; 2.66 µs at 04:57 the same day, before ADR 0006): the bulk call and its records 5.8-6.4
+ms of thread CPU (the bare call's own 2.5-3.0; `dom.name()` and `dom.UUIDString()` ~1.2 ms of
+the rest), node statistics 0.7-0.9, the collectors and the render 10.9-11.5, threshold rules
+1.0-1.1 before the change above, the garbage collector ~1.7, the loop and the hand-offs the
+rest. 1.5 µs per sample is 18.2 ms: the collectors and the render are the Python that would
+have to halve.
 """
 
 
@@ -1066,6 +1136,14 @@ connection would lower the plateau. Not changed. Threads moved between 5 and 11 
 (the worker threads of the libvirt calls and of SQLite are started on demand and end when
 idle); one thread more in a quarter's median is the 12.5 %. No libvirt connection, domain
 object or descriptor was left behind by 23 restarts of libvirtd.
+
+The 5-minute soak in the table (08:41 run) counted 7 → 8 threads: the journal's checkpoint
+thread, which then started with the first checkpoint, after the warm-up. It now starts with
+the first commit. A 5-minute soak after that change (09:01, load average 0.3-0.4): threads
+8 → 8, descriptors 39 → 39, RSS 72.5 → 78.2 MiB (+7.8 %, last half +0.9 %), 0 of 6,000 events
+lost. RSS rose by ~1 MiB every 30 s for the first 240 s and not after, as Python's allocated
+blocks did (258,800 → 270,300, then flat): the journal's 4,096 recent lines take ~200 s to
+fill at the churn's 20 events/s, longer than the 75 s warm-up of a 5-minute run.
 """
 
 
@@ -1204,7 +1282,8 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
             "",
             side_by_side(peers),
         ]
-    text += ["", NOTES, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST, PROFILE, SOAK, FUZZ]
+    text += ["", NOTES, TWO_READS, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST, PROFILE,
+             SOAK, FUZZ]
     if kept:
         text += [kept]
     return "\n".join(text)
