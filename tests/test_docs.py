@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -60,3 +61,15 @@ def test_the_metrics_reference_is_what_the_declarations_write() -> None:
     """docs/metrics.md is exactly `python -m virtmon.metrics_reference`'s output."""
     assert METRICS.read_text() == reference(), (
         "docs/metrics.md is stale: python -m virtmon.metrics_reference > docs/metrics.md")
+
+
+def test_the_performance_document_is_what_the_benchmark_writes() -> None:
+    """docs/PERFORMANCE.md is exactly what `python -m bench --rewrite` makes of the recorded
+    results: a hand edit would vanish with the next `make bench`."""
+    from bench.__main__ import DOC, RESULTS_DIR, document, kept_sweep, rows
+
+    saved = json.loads((RESULTS_DIR / "results.json").read_text(encoding="utf-8"))
+    written = document(saved["machine"], rows(saved["results"]), saved["results"], kept_sweep())
+    assert DOC.read_text(encoding="utf-8") == written + "\n", (
+        "docs/PERFORMANCE.md is not the generator's: edit bench/__main__.py, then "
+        "python -m bench --rewrite")
