@@ -30,6 +30,7 @@ import structlog
 from virtmon.alerts.model import Alert, Notification, fingerprint
 from virtmon.alerts.rules import (
     EventRule,
+    EventRuleIndex,
     Rule,
     ThresholdRule,
     event_fields,
@@ -134,7 +135,7 @@ class AlertEngine:
                  clock: Callable[[], float] = time.time,
                  silences: Silences | None = None,
                  present_domains: PresentDomains = lambda: None) -> None:
-        self.event_rules = [r for r in rules if isinstance(r, EventRule)]
+        self._event_index = EventRuleIndex(r for r in rules if isinstance(r, EventRule))
         self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
         self.store = store
         self.journal = journal
@@ -217,7 +218,7 @@ class AlertEngine:
 
     def use_rules(self, rules: Sequence[Rule], default_resolve_after: float) -> None:
         """Evaluate these rules from now on (a reload); alerts of removed rules resolve."""
-        self.event_rules = [r for r in rules if isinstance(r, EventRule)]
+        self._event_index = EventRuleIndex(r for r in rules if isinstance(r, EventRule))
         self.threshold_rules = [r for r in rules if isinstance(r, ThresholdRule)]
         self.default_resolve_after = default_resolve_after
         self._rules_changed = True
@@ -403,9 +404,14 @@ class AlertEngine:
         merged = {**(self.active if active is None else active), **changes.alerts}
         return [a for a in merged.values() if a.rule == rule and a.active]
 
+    @property
+    def event_rules(self) -> tuple[EventRule, ...]:
+        """The event rules, in order."""
+        return self._event_index.rules
+
     def handle_event(self, event: Event, changes: Changes) -> None:
-        """Apply every event rule to one event."""
-        for rule in self.event_rules:
+        """Apply every event rule to one event (those that may concern its kind and name)."""
+        for rule in self._event_index.for_event(event):
             if rule.resolve and rule.resolves_on(event):
                 for alert in self._active_of(rule.name, changes):
                     if rule.same_as(alert.labels, event):

@@ -20,7 +20,7 @@ import fnmatch
 import json
 import operator
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,11 @@ class Matcher:
     domains: tuple[str, ...] | None = None  # globs
     payload: Mapping[str, frozenset[str]] = field(default_factory=dict)
     synthetic: bool | None = None
+
+    def may_match(self, kind: str, name: str) -> bool:
+        """Whether an event of this kind and name can pass (its other fields decide)."""
+        return ((self.kinds is None or kind in self.kinds)
+                and (self.names is None or name in self.names))
 
     def matches(self, event: Event) -> bool:
         """True when the event passes every condition."""
@@ -185,6 +190,10 @@ class EventRule(RuleBase):
         """True when one of the resolve matchers accepts the event."""
         return any(m.matches(event) for m in self.resolve)
 
+    def may_concern(self, kind: str, name: str) -> bool:
+        """Whether an event of this kind and name can fire or resolve the rule."""
+        return any(m.may_match(kind, name) for m in (*self.match, *self.resolve))
+
     def alert_labels(self, event: Event, host: str) -> dict[str, str]:
         """The labels of the alert this event raises (its identity: the fingerprint's input)."""
         labels = {"alertname": self.name, "severity": self.severity, "instance": host}
@@ -200,6 +209,34 @@ class EventRule(RuleBase):
         """True when the resolving event concerns the alert (equal ``same`` labels)."""
         own = {"domain": event.domain, "uri": event.uri}
         return all(alert_labels.get(key) == own.get(key) for key in self.same)
+
+
+class EventRuleIndex:
+    """Event rules in order, and for an event's kind and name the ones that may concern it.
+
+    Every event went through every rule's matchers: eleven default rules, seventeen matcher
+    calls an event, most of the alert engine's work in an event storm. Kinds and names are few
+    (the catalog's), so the rules of each pair are found once and kept.
+    """
+
+    def __init__(self, rules: Iterable[EventRule]) -> None:
+        self.rules = tuple(rules)
+        self._by_kind_name: dict[tuple[str, str], tuple[EventRule, ...]] = {}
+
+    def for_event(self, event: Event) -> tuple[EventRule, ...]:
+        """The rules, in order, that may fire or resolve on ``event``."""
+        key = (event.kind, event.name)
+        rules = self._by_kind_name.get(key)
+        if rules is None:
+            if len(self._by_kind_name) >= MAX_INDEXED_PAIRS:  # names outside the catalog
+                self._by_kind_name.clear()
+            rules = tuple(rule for rule in self.rules if rule.may_concern(*key))
+            self._by_kind_name[key] = rules
+        return rules
+
+
+# Bounds EventRuleIndex: the catalog's kinds and names are a few hundred pairs.
+MAX_INDEXED_PAIRS = 4096
 
 
 @dataclass(frozen=True, slots=True)
