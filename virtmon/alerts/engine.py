@@ -410,7 +410,8 @@ class AlertEngine:
         return self._event_index.rules
 
     def handle_event(self, event: Event, changes: Changes) -> None:
-        """Apply every event rule to one event (those that may concern its kind and name)."""
+        """Apply the event rules to one event: those whose matchers accept its kind and name
+        (no other can fire or resolve on it)."""
         for rule in self._event_index.for_event(event):
             if rule.resolve and rule.resolves_on(event):
                 for alert in self._active_of(rule.name, changes):
