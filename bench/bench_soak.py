@@ -20,12 +20,10 @@ domain objects alive in it (``virConnect`` and ``virDomain`` instances the garba
 tracks), the domain cache's and the inventory's size, the journal's and the outbox's rows and
 the SQLite file's size.
 
-Figures. Growth: the samples after the warm-up are cut in four quarters; growth is the level of
-the last quarter against the level of the first, and "in the last half" the last quarter's level
-against the third's; flat means ≤ 5 % and ≤ 1 % (the noise of a process's RSS). The level of
-RSS is a quarter's median; that of a count (descriptors, threads, objects, rows) its lowest
-sample, as a count swings with what the churn and the clients hold at the moment it is sampled,
-and what leaks is never given back: it raises the floor (`GROWTH_LEVELS`).
+Figures. Growth: the samples after the warm-up are cut in four quarters; growth is the median of
+the last quarter against the median of the first, and "in the last half" the median of the last
+quarter against that of the third; flat means ≤ 5 % and ≤ 1 % (the noise of a process's RSS).
+The sample taken after the churn and the clients have ended is in the series, not in the growth.
 The journal keeps events by design (its retention, pruned hourly) and grows with them: its rows
 are reported as bytes per event and not held to flatness. Events lost: every operation the churn
 completed is one lifecycle event libvirt sends to each connected client (defined, started,
@@ -54,7 +52,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,17 +82,12 @@ LAST_HALF_LIMIT_PCT = 1.0
 # -- the pure parts: growth and sequence gaps ---------------------------------------------------
 
 
-def quarters(values: Sequence[float]) -> list[Sequence[float]]:
-    """``values`` cut in four consecutive quarters (at least four values)."""
+def quarter_medians(values: Sequence[float]) -> list[float]:
+    """The medians of the four consecutive quarters of ``values`` (at least four of them)."""
     if len(values) < 4:
         raise ValueError(f"{len(values)} samples: growth needs at least 4 after the warm-up")
     bounds = [round(i * len(values) / 4) for i in range(5)]
-    return [values[bounds[i]:bounds[i + 1]] for i in range(4)]
-
-
-def quarter_medians(values: Sequence[float]) -> list[float]:
-    """The medians of the four consecutive quarters of ``values`` (at least four of them)."""
-    return [median(quarter) for quarter in quarters(values)]
+    return [median(values[bounds[i]:bounds[i + 1]]) for i in range(4)]
 
 
 def percent_change(before: float, after: float) -> float:
@@ -104,29 +97,15 @@ def percent_change(before: float, after: float) -> float:
     return (after - before) / before * 100.0
 
 
-def growth(values: Sequence[float],
-           level: Callable[[Sequence[float]], float] = median) -> dict[str, Any]:
-    """Growth of a series sampled after the warm-up: the last quarter's level (its median,
-    unless told) against the first's, and against the third's (the last half); flat if within
-    the limits."""
-    q1, _q2, q3, q4 = map(level, quarters(values))
+def growth(values: Sequence[float]) -> dict[str, Any]:
+    """Growth of a series sampled after the warm-up: last quarter's median against the first's,
+    and against the third's (the last half); flat if within the limits."""
+    q1, _q2, q3, q4 = quarter_medians(values)
     overall = percent_change(q1, q4)
     last_half = percent_change(q3, q4)
     return {"first_quarter": q1, "third_quarter": q3, "last_quarter": q4,
             "growth_pct": round(overall, 2), "last_half_growth_pct": round(last_half, 2),
             "flat": overall <= GROWTH_LIMIT_PCT and last_half <= LAST_HALF_LIMIT_PCT}
-
-
-# How each figure's quarters are judged: memory by the median, a count by its lowest sample. A
-# count swings with the moment it is sampled at: a worker thread busy or gone, a domain of the
-# churn defined or not yet, a client connected or not. By medians, in a run where each swung
-# alike from start to end, threads read 7, 9, 8 and the domain cache 1, 2, 5 in the first,
-# third and last quarters (by the highest sample, descriptors read 40, 41, 42). What leaks is
-# never given back and raises the floor; what comes and goes does not.
-GROWTH_LEVELS: dict[str, Callable[[Sequence[float]], float]] = {
-    "rss_mib": median, "fds": min, "threads": min, "connections": min, "domain_objects": min,
-    "domain_cache": min, "inventory": min, "outbox_rows": min,
-}
 
 
 def sequence_gaps(seqs: Iterable[int], after: int) -> dict[str, int]:
@@ -474,9 +453,13 @@ def summarize(args: argparse.Namespace, samples: list[dict[str, Any]],
               ) -> dict[str, Any]:
     """The figures of a run, and its time series written to bench/results/."""
     warmup = min(args.warmup, args.minutes * 60.0 / 4)
-    after = [s for s in samples if s["t_s"] >= warmup]
-    growths = {name: growth([s[name] for s in after], level)
-               for name, level in GROWTH_LEVELS.items()}
+    # The last sample is taken once the churn and the clients have ended: what the daemon holds
+    # at rest, kept in the series files. Growth is judged on the samples taken while they ran
+    # (that one moment without any client would weigh in the last quarter alone).
+    after = [s for s in samples[:-1] if s["t_s"] >= warmup]
+    flat_figures = ("rss_mib", "fds", "threads", "connections", "domain_objects", "domain_cache",
+                    "inventory", "outbox_rows")
+    growths = {name: growth([s[name] for s in after]) for name in flat_figures}
     operations = sum(sum(phase["done"].values()) for phase in phases)
     churn_seconds = sum(phase["seconds"] for phase in phases)
     journal_events = counted["last_seq"]

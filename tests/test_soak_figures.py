@@ -6,8 +6,7 @@ from collections import Counter
 
 import pytest
 
-from bench import median
-from bench.bench_soak import GROWTH_LEVELS, events_lost, growth, quarter_medians, sequence_gaps
+from bench.bench_soak import events_lost, growth, quarter_medians, sequence_gaps
 
 
 def test_quarter_medians_are_the_medians_of_four_consecutive_quarters() -> None:
@@ -30,17 +29,6 @@ def test_growth_compares_the_last_quarter_with_the_first_and_with_the_third() ->
     assert late["growth_pct"] == pytest.approx(2.0)
     assert late["last_half_growth_pct"] == pytest.approx(2.0)
     assert not late["flat"]
-
-
-def test_a_count_is_judged_by_its_floor_so_a_swing_is_flat_and_a_leak_is_not() -> None:
-    """A count that swings with what the churn holds (its quarters' medians 1, 2, 5) is flat by
-    its quarters' lowest samples, and one that never gives back one of them per quarter is not."""
-    swinging = [1, 5, 1, 5, 2, 5, 1, 5, 2, 5, 1, 5, 5, 1, 5, 5]
-    assert not growth(swinging)["flat"]  # by medians it would seem to grow
-    assert growth(swinging, min)["flat"]
-    leaking = [1, 5, 1, 5, 2, 6, 2, 6, 3, 7, 3, 7, 4, 8, 4, 8]
-    assert not growth(leaking, min)["flat"]
-    assert GROWTH_LEVELS["rss_mib"] is median and GROWTH_LEVELS["threads"] is min
 
 
 def test_growth_from_nothing_is_infinite_and_nothing_to_nothing_is_flat() -> None:
