@@ -1331,6 +1331,11 @@ did not meet either: the short run is a smoke test, the long one the search.
 """
 
 
+# The written sections, in the document's order after the tables.
+SECTIONS = (NOTES, CARRIED, TWO_READS, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST, PROFILE,
+            SOAK, FUZZ)
+
+
 def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
              kept: str = "") -> str:
     """docs/PERFORMANCE.md; ``kept``: the sweep section of the last one (bench.sweep_plots)."""
@@ -1392,8 +1397,7 @@ def document(info: dict[str, Any], lines: list[Row], results: dict[str, Any],
             "",
             side_by_side(peers),
         ]
-    text += ["", NOTES, CARRIED, TWO_READS, ON_DEMAND, FOOTPRINT, CHEAPER_SAMPLES, FIXED_COST,
-             PROFILE, SOAK, FUZZ]
+    text += ["", *SECTIONS]
     if kept:
         text += [kept]
     return "\n".join(text)
