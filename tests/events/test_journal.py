@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from virtmon.events.database import CACHE_KIB
+from virtmon.events.database import CACHE_KIB, open_database
 from virtmon.events.journal import EventFilter, Journal, uuid_key
 from virtmon.events.model import Event
 
@@ -199,10 +199,20 @@ def test_wal_mode_is_on(journal: Journal, path: Path) -> None:
         other.close()
 
 
-def test_a_store_connection_holds_its_page_cache_to_the_bound(journal: Journal) -> None:
-    """A store's connection caps SQLite's page cache at CACHE_KIB (not SQLite's 2,000 KiB)."""
-    assert journal._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
-    assert CACHE_KIB < 2000
+def test_a_store_connection_holds_its_page_cache_to_the_bound(journal: Journal,
+                                                              path: Path) -> None:
+    """Every store's connection (open_database: the journal's, and one opened beside it as the
+    alert, silence and inventory stores open theirs) caps SQLite's page cache at CACHE_KIB,
+    where a plain connection has SQLite's default."""
+    other = open_database(path, "")
+    plain = sqlite3.connect(path)
+    try:
+        for db in (journal._db, other):
+            assert db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+        assert plain.execute("PRAGMA cache_size").fetchone()[0] != -CACHE_KIB
+    finally:
+        other.close()
+        plain.close()
 
 
 def test_reader_sees_committed_events_from_another_connection(journal: Journal, path: Path) -> None:
