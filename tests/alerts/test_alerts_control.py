@@ -311,8 +311,10 @@ async def test_lab_crash_of_a_silenced_domain_is_listed_not_delivered(
                 assert time.monotonic() < deadline, "no DomainCrashed alert"
                 await asyncio.sleep(0.1)
             assert alert["silenced"] is True and alert["silence_id"] == made["id"]
-            # Stored with its deliveries in one transaction: nothing queued, nothing sent.
-            assert (await asyncio.to_thread(client.call, "alerts.outbox"))["rows"] == []
+            # Stored with its deliveries in one transaction: nothing queued, nothing sent. (The
+            # default rules stay on: another may fire on the lab's own state and queue its row.)
+            rows = (await asyncio.to_thread(client.call, "alerts.outbox"))["rows"]
+            assert [r for r in rows if r["fingerprint"] == alert["fingerprint"]] == []
             assert lab_domain not in domains_at(rec)
             conn = await asyncio.to_thread(libvirt.open, lab)
             try:
