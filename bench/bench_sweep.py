@@ -4,7 +4,8 @@ One run over test-driver domains reached through the lab's libvirtd (10 to 10,00
 bench.bench_cycle does) and over lab KVM domains made here (1 to 20, as many as the host's memory
 allows; added to those already made, all removed at the end, also on failure). At each size, each
 repeat: the bare ``getAllDomainStats`` call, then virtmon, kumina's exporter
-(prometheus-libvirt-exporter) and collectd, one at a time, each started as in bench.bench_peers
+(prometheus-libvirt-exporter), collectd and the Python floor (bench/python_floor.py: the least an
+exporter made of virtmon's libraries spends), one at a time, each started as in bench.bench_peers
 and stopped again; once ready (samples for the first and last domain), it is left alone for an
 interval and 1 ms per domain, so that its start-up work (virtmon's domain-cache resync) is over
 before anything is measured. Per tool and point:
@@ -19,7 +20,9 @@ before anything is measured. Per tool and point:
 - cycle time: virtmon's own ``virtmon_collection_duration_seconds``, the exporter's scrape
   (its collection), the bare call's wall time; collectd does not export its read time.
 
-A point that outlasts ``--point-timeout`` is stopped and recorded as a timeout. The results go to
+A point that outlasts ``--point-timeout`` is stopped and recorded as a timeout; the tool is not
+run again in that scenario (its later repeats and larger sizes are recorded as skipped: its cost
+grows with the domains, and each would wait out the timeout again). The results go to
 bench/results/sweep.json, point by point as they come; ``python -m bench.sweep_plots`` turns them
 into docs/perf-*.png and the sweep section of docs/PERFORMANCE.md.
 
@@ -43,7 +46,7 @@ from typing import Any
 
 import libvirt
 
-from bench import RESULTS_DIR, machine, median, node_file_uri, process_tree
+from bench import RESULTS_DIR, ROOT, machine, median, node_file_uri, process_tree
 from bench.bench_cycle import floor_call, lab_domains
 from bench.bench_peers import (
     TOOLS,
@@ -58,6 +61,19 @@ from bench.cpu import cpu_clock
 from bench.sweep_plots import kvm_sizes_that_fit
 
 RESULTS = RESULTS_DIR / "sweep.json"
+
+
+def python_floor_command(_tmp: Path, port: int, interval: float, uri: str) -> list[str]:
+    """bench/python_floor.py on ``uri`` with the stats groups of virtmon's default collectors."""
+    from virtmon.collectors import DEFAULT_ENABLED, stats_flags_for
+
+    return [sys.executable, str(ROOT / "bench" / "python_floor.py"), uri, str(port),
+            str(interval), str(stats_flags_for(DEFAULT_ENABLED))]
+
+
+PYTHON_FLOOR = Tool("python_floor", "Python floor", python_floor_command, sys.executable, False)
+# The peers of `make bench`, then the floor.
+SWEEP_TOOLS = (*TOOLS, PYTHON_FLOOR)
 # The run's settings, recorded with its results: option, type, default, help.
 SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("--repeat", int, 3, "repeats of each point"),
@@ -186,8 +202,13 @@ def host_domains(uri: str) -> int:
 
 
 async def measure_point(scenario: str, domains: int, uri: str, probe_names: list[str],
-                        args: argparse.Namespace, record: Recorder) -> None:
-    """Every repeat of one size: the bare call, then each tool in turn, each bounded in time."""
+                        args: argparse.Namespace, record: Recorder,
+                        timed_out: dict[tuple[str, str], int]) -> None:
+    """Every repeat of one size: the bare call, then each tool in turn, each bounded in time.
+
+    ``timed_out`` holds, per (scenario, tool), the size at which the tool timed out; such a tool
+    is recorded as skipped from then on in that scenario, and one that times out here is added.
+    """
     seen = await asyncio.to_thread(host_domains, uri)
     for repeat in range(args.repeat):
         base = {"scenario": scenario, "domains": domains, "host_domains": seen,
@@ -195,14 +216,17 @@ async def measure_point(scenario: str, domains: int, uri: str, probe_names: list
         print(f"bench: sweep {scenario} {domains} #{repeat + 1}: bare", file=sys.stderr,
               flush=True)
         record.add(base | {"tool": "bare"} | await measure_bare(uri, args.bare_calls))
-        for tool in TOOLS:
+        for tool in SWEEP_TOOLS:
             if args.only and tool.name not in args.only:
                 continue
             print(f"bench: sweep {scenario} {domains} #{repeat + 1}: {tool.name}",
                   file=sys.stderr, flush=True)
             started = time.monotonic()
             outcome: dict[str, Any]
-            if shutil.which(tool.binary) is None:
+            if (scenario, tool.name) in timed_out:
+                outcome = {"status": "skipped",
+                           "timed_out_at": timed_out[(scenario, tool.name)]}
+            elif shutil.which(tool.binary) is None:
                 outcome = {"status": "error", "error": f"{tool.binary} is not installed"}
             else:
                 try:
@@ -211,6 +235,7 @@ async def measure_point(scenario: str, domains: int, uri: str, probe_names: list
                         args.point_timeout)
                 except TimeoutError:
                     outcome = {"status": "timeout", "timeout_s": args.point_timeout}
+                    timed_out[(scenario, tool.name)] = domains
                 except Exception as exc:  # one tool's failure is a result, not the run's end
                     outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
             outcome["wall_s"] = round(time.monotonic() - started, 1)
@@ -239,18 +264,20 @@ async def sweep(args: argparse.Namespace) -> None:
                 for option, *_ in SETTINGS}
     settings["cpu_clock"] = cpu_clock()
     record = Recorder(Path(args.output), settings)
+    timed_out: dict[tuple[str, str], int] = {}
     try:
         for size in args.test_sizes:
             with node_file_uri(size) as uri:
                 # The tools name test domains bench-00000 ...: the first and last prove all read.
                 probe = [f"bench-{0:05d}", f"bench-{size - 1:05d}"]
-                await measure_point("test", size, uri, probe, args, record)
+                await measure_point("test", size, uri, probe, args, record, timed_out)
         fitting = kvm_sizes_that_fit(args.kvm_sizes, available_mib())
         record.data["settings"]["kvm_sizes_run"] = fitting
         with growing_lab_domains() as grow:
             for size in fitting:
                 names = await asyncio.to_thread(grow, size)
-                await measure_point("kvm", size, lab.URI, [names[0], names[-1]], args, record)
+                await measure_point("kvm", size, lab.URI, [names[0], names[-1]], args, record,
+                                    timed_out)
     finally:
         record.save(finished=True)
 

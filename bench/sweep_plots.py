@@ -27,11 +27,13 @@ KVM_RESERVE_MIB = 4096.0
 # Repeats whose spread (max - min) exceeds this share of their median mark a point noisy.
 NOISY_SPREAD = 0.5
 
-# In plotting order: the tools, then the floor.
+# In plotting order: the tools, then the floors (the least any Python exporter of virtmon's
+# libraries spends, and the bare call).
 TOOLS = {
     "virtmon": "virtmon",
     "libvirt_exporter": "kumina (prometheus-libvirt-exporter 0.2)",
     "collectd": "collectd 5.12 virt + write_prometheus",
+    "python_floor": "Python floor (bench/python_floor.py)",
     "bare": "bare getAllDomainStats",
 }
 SCENARIOS = {
@@ -146,6 +148,8 @@ class Point:
     timeouts: int
     errors: tuple[str, ...]
     figures: dict[str, Figure]
+    # Repeats not run: the tool had timed out at this size or a smaller one.
+    skipped: int = 0
 
 
 def figure_of(values: Iterable[float | None]) -> Figure | None:
@@ -167,7 +171,7 @@ def summarize(points: list[dict[str, Any]]) -> list[Point]:
         out.append(Point(scenario, tool, domains, len(runs),
                          sum(run.get("status") == "timeout" for run in runs),
                          tuple(run["error"] for run in runs if run.get("status") == "error"),
-                         figures))
+                         figures, sum(run.get("status") == "skipped" for run in runs)))
     return out
 
 
@@ -186,10 +190,11 @@ def series(summary: list[Point], scenario: str,
 
 
 def timeouts(summary: list[Point], scenario: str) -> dict[str, list[int]]:
-    """{tool: [domains]} where a repeat timed out in one scenario."""
+    """{tool: [domains]} where a repeat timed out, or was skipped after a timeout, in one
+    scenario."""
     out: dict[str, list[int]] = {}
     for point in summary:
-        if point.scenario == scenario and point.timeouts:
+        if point.scenario == scenario and (point.timeouts or point.skipped):
             out.setdefault(point.tool, []).append(point.domains)
     return out
 
@@ -211,7 +216,8 @@ def plot(data: dict[str, Any], docs: Path) -> list[Path]:
 
     summary = summarize(data["points"])
     styles = ("-", "--")
-    colours = dict(zip(TOOLS, ("tab:blue", "tab:red", "tab:green", "black"), strict=True))
+    colours = dict(zip(TOOLS, ("tab:blue", "tab:red", "tab:green", "tab:gray", "black"),
+                       strict=True))
     written = []
     for cost in COSTS:
         fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(12, 5.6))
@@ -229,7 +235,7 @@ def plot(data: dict[str, Any], docs: Path) -> list[Path]:
                                   markerfacecolor="white" if noisy else colours[tool])
             for tool, sizes in late.items():
                 axis.plot([], [], "x", color=colours[tool],
-                          label=f"{TOOLS[tool]}: timed out at "
+                          label=f"{TOOLS[tool]}: timed out (or not run after a timeout) at "
                                 f"{', '.join(f'{n:,}' for n in sizes)} {scenario} domains")
             axis.set_xscale("log")
             if cost.y_scale == "symlog":
@@ -260,15 +266,18 @@ def cell(point: Point | None, field: str) -> str:
     if point is None:
         return ""
     got = point.figures.get(field)
+    run = point.repeats - point.skipped
     if got is None:
         if point.timeouts:
-            return f"timeout ({point.timeouts}/{point.repeats})"
+            return f"timeout ({point.timeouts}/{run})"
+        if point.skipped:
+            return "not run (timed out before)"
         return "error" if point.errors else "-"
     text = f"{got.median:,.1f}" if got.median >= 10 else f"{got.median:.2f}"
     if got.noisy:
         text += f"* ({min(got.values):.3g} to {max(got.values):.3g})"
     if point.timeouts:
-        text += f", timeout {point.timeouts}/{point.repeats}"
+        text += f", timeout {point.timeouts}/{run}"
     return text
 
 
@@ -302,8 +311,12 @@ def section(data: dict[str, Any], notes: str = "") -> str:
         f"median of {settings['repeat']} repeats (each tool started afresh); * marks a noisy "
         f"point (repeats spread by more than {NOISY_SPREAD:.0%} of the median; the range "
         "follows). Once a tool is ready it is left alone for an interval plus 1 ms per domain "
-        "(virtmon's start-up resync reads every domain). virtmon and collectd collect every "
-        f"{settings['interval']:g} s; the exporter collects on each scrape. Scrape latency: "
+        "(virtmon's start-up resync reads every domain). virtmon, collectd and the Python floor "
+        f"collect every {settings['interval']:g} s; the exporter collects on each scrape. The "
+        "Python floor (bench/python_floor.py) is not a peer: it is the least an exporter made of "
+        "virtmon's libraries (libvirt-python, asyncio, aiohttp) spends, the same libvirt calls "
+        "in one worker thread, every value one line, gzipped, served by aiohttp, nothing else. "
+        "Scrape latency: "
         f"up to {settings['requests']} GETs from one scraper, none started after "
         f"{settings['scrape_budget']:g} s. CPU per interval: the CPU time of the tool's process "
         f"tree over {settings['intervals']} intervals with one scrape each, read from "
@@ -313,8 +326,9 @@ def section(data: dict[str, Any], notes: str = "") -> str:
         "virtmon's `virtmon_collection_duration_seconds`, the exporter's scrape, the bare call "
         "with virtmon's stats groups (median of "
         f"{settings['bare_calls']}); collectd does not export its read time. A tool gets "
-        f"{settings['point_timeout']:g} s per point. KVM points: the tools see every domain on "
-        "the shared host (" + ", ".join(f"{n} made: {h} on the host" for n, h in
+        f"{settings['point_timeout']:g} s per point; after a timeout it is not run again in that "
+        "scenario (later repeats and larger sizes: \"not run\"). KVM points: the tools see every "
+        "domain on the shared host (" + ", ".join(f"{n} made: {h} on the host" for n, h in
                                         sorted(host.items())) + ")."
     )
     text = [BEGIN, "## Curves: each cost against the number of domains", "",

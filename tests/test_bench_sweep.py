@@ -1,11 +1,22 @@
-"""The sweep's pure parts: medians and noisy marking, results → plot series and table, the kept
-section of docs/PERFORMANCE.md, the KVM sizes that fit."""
+"""The sweep's parts: medians and noisy marking, results → plot series and table, the kept
+section of docs/PERFORMANCE.md, the KVM sizes that fit, a tool given up after a timeout, and the
+Python floor serving what libvirt's test driver holds."""
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
-from bench.bench_sweep import cycle_seconds, settle_seconds
+import pytest
+
+from bench import bench_sweep
+from bench.bench_peers import Tool
+from bench.bench_sweep import cycle_seconds, python_floor_command, settle_seconds
 from bench.sweep_plots import (
     BEGIN,
     END,
@@ -17,8 +28,10 @@ from bench.sweep_plots import (
     series,
     summarize,
     table,
+    timeouts,
     with_section,
 )
+from tests.daemon import free_port
 
 
 def point(tool: str, domains: int, repeat: int, scenario: str = "test",
@@ -92,6 +105,74 @@ def test_the_table_says_timeout_where_no_repeat_measured() -> None:
     assert cell(by_tool["virtmon"], "scrape_p50_ms") == "1.20* (1 to 4)"
     rendered = table(summary, "test")
     assert "| 10,000 | scrape p50 (ms) | 1.20* (1 to 4) | timeout (1/1) |" in rendered
+
+
+def test_a_tool_skipped_after_a_timeout_is_said_so_and_not_counted_as_run() -> None:
+    """Repeats skipped after a timeout are "not run", a timeout's count is of the repeats run,
+    and the plot's timeout marks name both sizes."""
+    summary = summarize([
+        point("libvirt_exporter", 1000, 0, status="timeout"),
+        point("libvirt_exporter", 1000, 1, status="skipped", timed_out_at=1000),
+        point("libvirt_exporter", 5000, 0, status="skipped", timed_out_at=1000),
+    ])
+    by_size = {p.domains: p for p in summary}
+    assert cell(by_size[1000], "scrape_p50_ms") == "timeout (1/1)"
+    assert cell(by_size[5000], "scrape_p50_ms") == "not run (timed out before)"
+    assert timeouts(summary, "test") == {"libvirt_exporter": [1000, 5000]}
+
+
+async def test_a_tool_that_times_out_is_not_run_again_in_that_scenario(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A tool that never gets ready times out in its first repeat; its second repeat, and the
+    next size, are recorded as skipped without starting it; another scenario still runs it."""
+    started: list[int] = []
+
+    def never_ready(_tmp: Path, port: int, _interval: float, _uri: str) -> list[str]:
+        started.append(port)
+        return ["sleep", "30"]
+
+    monkeypatch.setattr(bench_sweep, "SWEEP_TOOLS", (Tool("slow", "slow", never_ready, "sleep",
+                                                          False),))
+    args = argparse.Namespace(repeat=2, bare_calls=1, only=[], point_timeout=1.0, interval=5.0)
+    record = bench_sweep.Recorder(tmp_path / "sweep.json", {})
+    timed_out: dict[tuple[str, str], int] = {}
+    for size in (10, 100):
+        await bench_sweep.measure_point("test", size, "test:///default", ["test"], args, record,
+                                        timed_out)
+    await bench_sweep.measure_point("kvm", 1, "test:///default", ["test"], args, record,
+                                    timed_out)
+    slow = [(p["scenario"], p["domains"], p["status"]) for p in record.data["points"]
+            if p["tool"] == "slow"]
+    assert slow == [("test", 10, "timeout"), ("test", 10, "skipped"), ("test", 100, "skipped"),
+                    ("test", 100, "skipped"), ("kvm", 1, "timeout"), ("kvm", 1, "skipped")]
+    assert len(started) == 2
+    assert timed_out == {("test", "slow"): 10, ("kvm", "slow"): 1}
+
+
+def test_the_python_floor_serves_every_test_domains_values_gzipped(tmp_path: Path) -> None:
+    """bench/python_floor.py on libvirt's test driver answers GET /metrics with a gzipped body
+    holding the test domain's statistics under its name and ending in # EOF."""
+    port = free_port()
+    command = python_floor_command(tmp_path, port, 5.0, "test:///default")
+    with subprocess.Popen(command, stderr=subprocess.PIPE) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as answer:
+                        encoding, body = answer.headers["Content-Encoding"], answer.read()
+                    break
+                except OSError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    assert time.monotonic() < deadline, "the floor did not answer in 30 s"
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+    text = gzip.decompress(body).decode()
+    assert encoding == "gzip"
+    assert 'floor_state_state{domain="test"} 1' in text  # the test domain runs
+    assert text.endswith("# EOF\n")
 
 
 def test_the_sweep_section_is_replaced_in_place_and_appended_when_missing() -> None:
