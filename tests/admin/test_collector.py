@@ -101,6 +101,14 @@ def test_every_admin_metric_has_the_right_values() -> None:
                         "virtmon_admin_last_read_timestamp_seconds"}
 
 
+def test_every_family_carries_the_time_of_its_reading() -> None:
+    """Each admin family says when the helper read it (a threshold rule counts a reading once,
+    however many cycles carry it)."""
+    families = AdminCollector().collect(
+        Snap(AdminStats.from_helper(HELPER_SNAPSHOT, read_at=1765000000.5)))  # type: ignore[arg-type]
+    assert families and {family.read_at for family in families} == {1765000000.5}
+
+
 def test_families_are_gauges_with_help_naming_the_source() -> None:
     """Every family is a gauge whose HELP says how often it is read; libvirt's name the call."""
     stats = AdminStats((ServerStats("libvirtd", {"maxWorkers": 20}, {"nclients": 0}),))

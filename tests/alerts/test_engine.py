@@ -254,6 +254,38 @@ def test_threshold_rules_fire_after_n_cycles_and_resolve(tmp_path: Path) -> None
     engine.journal.close()
 
 
+def test_a_reading_carried_over_cycles_counts_once_towards_for_cycles(tmp_path: Path) -> None:
+    """Admin families carried from one read over later cycles (read_at unchanged) neither fire
+    a three-reading rule nor resolve it; three distinct readings beyond it fire it, and a new
+    reading back within it resolves it."""
+    engine = AlertEngine(rules(
+        {"name": "Queue", "metric": "libvirt_daemon_threadpool_job_queue_depth", "op": ">",
+         "value": 0, "for_cycles": 3, "summary": "{value:.0f} queued for {cycles}"}),
+        AlertStore(tmp_path / "v.db"), Journal(tmp_path / "v.db"), TARGETS, "hv1")
+
+    def cycle(depth: float, read_at: float) -> list[tuple[str, str]]:
+        fams = families(depth)
+        for family in fams:
+            family.read_at = read_at
+        changes = Changes()
+        engine.evaluate_thresholds(fams, changes)
+        for alert in changes.alerts.values():
+            if alert.active:
+                engine.active[alert.fingerprint] = alert
+            else:
+                engine.active.pop(alert.fingerprint, None)
+        return [(n.status, n.annotations["summary"]) for n in changes.notifications]
+
+    assert [cycle(4, 100.0) for _ in range(5)] == [[]] * 5  # one reading, five cycles
+    assert cycle(4, 160.0) == [] and cycle(4, 160.0) == []
+    assert cycle(4, 220.0) == [("firing", "4 queued for 3")]
+    assert cycle(0, 220.0) == []  # carried: a changed value can only come with a new reading
+    assert cycle(0, 280.0) == [("resolved", "4 queued for 3")]
+    engine.close()
+    engine.store.close()
+    engine.journal.close()
+
+
 async def test_outbox_and_alert_state_commit_together_or_not_at_all(tmp_path: Path) -> None:
     """When the outbox insert fails, neither the alert state nor the event position is stored."""
     path = tmp_path / "v.db"

@@ -99,3 +99,60 @@ def test_threshold_alerts_are_the_series_the_rule_describes(
     fired = {frozenset((k, v) for k, v in alert.labels.items() if k not in ENGINE_LABELS)
              for alert in changes.alerts.values() if alert.state == "firing"}
     assert fired == expected(rule, family, divisor)
+
+
+def notifications_of(readings: list[tuple[float, list[tuple[str, int]]] | None],
+                     for_cycles: int) -> list[tuple[str, str]]:
+    """The (status, domain) notifications of a ``for_cycles`` rule (value > 5) fed these
+    cycles, each a reading's time and its (domain, value) samples, or None: the family absent
+    (its collector failed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "v.db"
+        engine = AlertEngine(rules({"name": "R", "metric": "m", "op": ">", "value": 5,
+                                    "for_cycles": for_cycles, "summary": "{value}"}),
+                             AlertStore(path), Journal(path), TARGETS, "hv1")
+        out = []
+        try:
+            for reading in readings:
+                family = MetricFamily("m", "gauge", "", ("domain",))
+                if reading is not None:
+                    family.read_at, samples = reading
+                    for domain, value in samples:
+                        family.add((domain,), value)
+                changes = Changes()
+                engine.evaluate_thresholds([family] if reading is not None else [], changes)
+                for alert in changes.alerts.values():  # what a commit does to the mirror
+                    if alert.active:
+                        engine.active[alert.fingerprint] = alert
+                    else:
+                        engine.active.pop(alert.fingerprint, None)
+                out += sorted((n.status, n.labels["domain"]) for n in changes.notifications)
+        finally:
+            engine.close()
+            engine.store.close()
+            engine.journal.close()
+    return out
+
+
+readings_of = st.lists(st.lists(st.tuples(st.sampled_from(DOMAINS), st.integers(0, 10)),
+                                max_size=3, unique_by=lambda s: s[0]),
+                       min_size=1, max_size=8)
+
+
+# After each reading, up to three cycles that carry it (True) or lack the family (False).
+between = st.lists(st.lists(st.booleans(), max_size=3), min_size=8, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(readings=readings_of, between=between, for_cycles=st.integers(1, 3))
+def test_a_reading_carried_over_cycles_changes_nothing(
+    readings: list[list[tuple[str, int]]], between: list[list[bool]], for_cycles: int
+) -> None:
+    """Cycles that carry a reading (the admin series between two reads), or lack the family,
+    give the notifications that the readings alone give: a carried reading neither counts
+    again nor resolves, also after a cycle without it."""
+    once: list[tuple[float, list[tuple[str, int]]] | None] = [
+        (float(i), samples) for i, samples in enumerate(readings)]
+    cycles = [cycle for i, reading in enumerate(once)
+              for cycle in [reading, *(reading if carry else None for carry in between[i])]]
+    assert notifications_of(cycles, for_cycles) == notifications_of(once, for_cycles)

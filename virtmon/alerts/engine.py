@@ -155,7 +155,10 @@ class AlertEngine:
         self._last_seq_saved = -math.inf  # time.monotonic() of the last commit of last_seq
         self.notifications: Counter[str] = Counter()  # by status
         self.families_dropped = 0
-        self._streaks: dict[str, int] = {}  # threshold series fingerprint -> cycles beyond
+        self._streaks: dict[str, int] = {}  # threshold series fingerprint -> readings beyond
+        # Threshold rule -> the read_at of the carried reading it last counted (see
+        # MetricFamily.read_at): a reading carried over several cycles is counted once.
+        self._counted_reading: dict[str, float] = {}
         self._wake = anyio.Event()
         self._rules_changed = False
         self._rules_generation = 0  # which rule set a threshold evaluation ran with
@@ -454,7 +457,9 @@ class AlertEngine:
 
     def evaluate_thresholds(self, families: Iterable[MetricFamily], changes: Changes,
                             active: Mapping[str, Alert] | None = None) -> None:
-        """One cycle: series beyond a threshold for ``for_cycles`` fire, others resolve.
+        """One cycle: series beyond a threshold in ``for_cycles`` readings in a row fire,
+        others resolve (a reading carried from an earlier cycle counts once: see
+        :attr:`MetricFamily.read_at`).
 
         ``active``: a copy of :attr:`active` to read instead, so that this can run in a worker
         thread while the loop goes on changing the original.
@@ -462,12 +467,21 @@ class AlertEngine:
         now = self.clock()
         by_name: Mapping[str, MetricFamily] = {f.name: f for f in families}
         streaks: dict[str, int] = {}
+        counted: dict[str, float] = {}
         for rule in self.threshold_rules:
             family = by_name.get(rule.metric)
-            if family is None:  # not collected this cycle (collector off or failed): no change
+            reading = None if family is None else family.read_at
+            last = self._counted_reading.get(rule.name)
+            # Not collected this cycle (collector off or failed), or a reading already counted
+            # (carried from an earlier cycle): no change.
+            if family is None or (reading is not None and reading == last):
+                if last is not None:
+                    counted[rule.name] = last
                 streaks.update({k: v for k, v in self._streaks.items()
                                 if k.startswith(f"{rule.name}:")})
                 continue
+            if reading is not None:
+                counted[rule.name] = reading
             names = family.label_names
             denominator_of = (_denominators(names, by_name.get(rule.divide_by))
                               if rule.divide_by else None)
@@ -507,3 +521,4 @@ class AlertEngine:
                 if alert.fingerprint not in beyond:
                     changes.put(alert.resolved(now), True, now)
         self._streaks = streaks
+        self._counted_reading = counted

@@ -6,7 +6,7 @@ accepts and resolves on a later event that one of its resolve matchers accepts f
 ``for_seconds`` it waits that long before firing, and a resolving event in the meantime cancels
 it (a libvirt connection lost for 5 s and back is no alert). A :class:`ThresholdRule` compares
 one metric family of each collection cycle (optionally divided by another, joined on equal
-labels) with a value; a series that stays beyond it for ``for_cycles`` cycles fires, one that
+labels) with a value; a series that stays beyond it in ``for_cycles`` readings fires, one that
 comes back (or vanishes) resolves.
 
 Templates are ``str.format`` strings over a fixed set of names (``{domain}``,

@@ -173,4 +173,6 @@ class AdminCollector:
         read_at = _FAMILY["virtmon_admin_last_read_timestamp_seconds"].new()
         read_at.add((), admin.read_at)
         families += [by_transport, by_access, read_at]
+        for family in families:  # one reading, carried over the cycles until the next
+            family.read_at = admin.read_at
         return families
