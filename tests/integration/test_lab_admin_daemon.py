@@ -18,7 +18,7 @@ from tests.admin.conftest import virt_admin
 from tests.conftest import daemon_config, running_daemon
 from tests.lab import lab as lab_module
 from tests.streamclient import follow, get_json
-from tests.waiting import exposition_until, fresh_cycle
+from tests.waiting import exposition_until, fresh_cycle, wait_until
 from virtmon import app
 from virtmon.admin.client import AdminHelper
 
@@ -109,3 +109,27 @@ async def test_admin_series_are_read_every_admin_interval_and_carried_between(
         finally:
             await asyncio.to_thread(virt_admin, "srv-threadpool-set", "libvirtd",
                                     "--max-workers", str(first))
+
+
+async def test_a_carried_admin_reading_counts_once_for_a_threshold_rule(
+    lab: str, short_tmp: Path
+) -> None:
+    """A two-reading rule that libvirtd's thread pool always meets does not fire while one
+    admin reading is carried over many one-second cycles; read every half second, it fires."""
+    rule = {"name": "PoolSeen", "metric": "libvirt_daemon_threadpool_max_workers", "op": ">",
+            "value": 0, "for_cycles": 2, "summary": "{labels[server]}"}
+    cfg = daemon_config(short_tmp, libvirt={"uri": lab_module.URI},
+                        collect={"interval": 1.0, "admin_interval": 3600.0},
+                        alerts={"default_rules": False, "rules": [rule]})
+    async with running_daemon(cfg) as daemon:
+        scheduler, engine = daemon.scheduler, daemon.alerts.engine
+
+        def fired() -> set[str]:
+            return {a.labels["server"] for a in engine.active.values() if a.rule == "PoolSeen"}
+
+        for _ in range(5):
+            await fresh_cycle(scheduler)
+        await fresh_cycle(scheduler)  # the evaluations of the cycles before have run
+        assert fired() == set()
+        await scheduler.reconfigure(dataclasses.replace(cfg.collect, admin_interval=0.5))
+        await wait_until(lambda: fired() == {"libvirtd", "admin"}, 30)
