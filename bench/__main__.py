@@ -441,8 +441,8 @@ the other three (11:56, 12:15, 12:32 UTC) measured, in the same order as the tab
 | soak RSS growth (last half) | +2.2 % (+0.3) | +2.4 % (+0.8) | +0.2 % (+0.2) | +3.3 % (+1.4) |
 
 The 12:15 run was disturbed by other users' load on the host, which shows in no figure inside
-the machine (no steal time, load average under 1). The curves at the end were run before all
-of this session's changes and the one before.
+the machine (no steal time, load average under 1). The curves at the end are from a later
+run (2026-12-07 15:05 UTC, on a machine with another CPU), with virtmon after these changes.
 
 - **Event latency p99** was 11-210 ms in runs under outside load, 7.5 ms in a quiet run. Three
   changes took most of the loop's per-event work away: the stream handler writes every burst a
@@ -905,7 +905,7 @@ reused connection found dead (a restarted libvirtd) is made once more on a new o
 
 `python -m bench.bench_wakeups` (3,000 `getLibVersion` RPCs from a worker thread on
 `test+unix:///default`, both kinds of connection in one process; 2026-12-07, two runs during the
-sweep below, load average ~2):
+sweep of 05:44 UTC, load average ~2):
 
 | per RPC | watched | unwatched |
 |---|---|---|

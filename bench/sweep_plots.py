@@ -67,44 +67,49 @@ FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
 
 # What the last full run showed, written by hand after it (the figures above are regenerated).
 NOTES = """\
-What the run of 2026-12-07 (05:44-06:47 UTC) shows. The machine was quiet apart from short
-measurements made alongside (1-minute load average 0.2-1.4 at the start of a point), so few
-points are marked noisy. virtmon ran at commit 59b5717: after the footprint and fixed-cost
-changes and the unwatched read connections (ADR 0006). CPU now comes from a cgroup per tool
-(nanoseconds, every thread and child included), not /proc ticks, so a few milliseconds per
-interval are measured, not rounded to 5.
+What the run of 2026-12-07 (15:05-15:45 UTC) shows. virtmon ran at commit cd4d801: after the
+carried samples, the lines written again and the bounded caches ("Samples carried" above). The
+machine was quiet (1-minute load average 0.02-1.05 at the start of a point) and few points are
+noisy. It is not the machine of the run before (an Intel Xeon now, an AMD EPYC then): collectd
+took 24-30 % less CPU here at 1,000-10,000 domains, virtmon 35-50 % less (18.2, 70.8 and 149 ms
+against 27.9, 142 and 274), so compare tools within this run only. New in this run: the Python
+floor, and a tool that timed out is not run again in its scenario (the exporter timed out at
+5,000 domains; it answered at 1,000 this time, in 0.33 s).
 
-- **CPU per interval.** From 100 test domains on, and at 20 KVM domains, virtmon costs least:
-  7.8 ms against 9.0 (collectd) and 25 (the exporter) at 100, 28 against 97 at 1,000, 142
-  against 448 at 5,000, 274 against 973 at 10,000; 8.1 against 12.1 and 18.0 at 20 KVM
-  domains. **At 10 test domains and at 1, 5 and 10 KVM domains it does not**: 6.6-9.0 ms
-  against collectd's 1.4-8.1 (and the exporter's 5.3-12.6, below virtmon at 10 test and 1 KVM
-  domains only). What virtmon spends there was measured
-  separately (10 test domains, 5 s interval, 60 s, a cgroup): 3.2-3.6 ms per interval with no
-  scrape (the cycle: eight RPCs, the collectors, virtmon's own series, the alert thresholds),
-  +1.0 ms for an HTTP request on a new connection (aiohttp: ~0.27 ms on the loop, the rest in
-  the kernel and the wake-ups), +0.5-1.2 ms more when the request is `/metrics` (its form is
-  then rendered ahead by each cycle: ~0.44 ms for OpenMetrics with gzip at 247 samples). C
-  reading the same counters does it in about a millisecond; a Python daemon's floor per cycle
-  is a few.
-- **Scrape latency.** virtmon's p50 stays at 0.9-1.1 ms from 10 to 10,000 test domains and at
-  every KVM size (it serves what its last cycle rendered); collectd's grows from 0.6 ms at 10
-  to 23 ms at 10,000, the exporter's with its per-domain calls, 9 ms at 10 and 56 ms at 100.
-  **At 10 and 100 test domains and 1-20 KVM domains collectd answers 0.1-0.3 ms sooner**
-  (0.6-0.86 ms against 0.87-1.04): libmicrohttpd against aiohttp.
-- **RSS.** virtmon's process tree (daemon and admin helper, sum of their peaks) is 89 MiB up to
-  100 test and 10 KVM domains (96-98 in the earlier run), 99 at 1,000 (108), 140 at 5,000 (155)
-  and 180 at 10,000 (213); collectd's 19-41 MiB up to 5,000 and 84 at 10,000; the exporter's
-  32-33 MiB. Against the targets: 89 MiB at 10 KVM domains (target 72) missed, 99 at 1,000
-  (target 100) and 140 at 5,000 (target 180) met. Summed peaks count shared pages (libvirt,
-  libpython) once per process, so they overstate the tree's real footprint.
-- **Cycle time.** virtmon's cycle over the bare call with the same groups: 5.9 times at 1,000
-  test domains (30 / 5.1 ms), 4.8 at 5,000 (126 / 26), 5.3 at 10,000 (274 / 52); on KVM
-  domains 1.2 at 10 (92 / 78 ms) and 1.0 at 20 (135 / 135), where the bulk call's time is
-  QEMU's answers and the cycle adds little to it.
-- **The exporter timed out from 1,000 test domains on** in every repeat (240 s per point). In
-  the earlier run it answered at 1,000 (1.06 s scrapes) and timed out from 5,000; why it did
-  not finish at 1,000 this time was not investigated.
+- **CPU per interval.** From 100 test domains on, and at 20 KVM domains, virtmon costs least of
+  the three: 7.5 ms against 9.0 (collectd) and 19.6 (the exporter) at 100, 18.2 against 68.5
+  and 89 at 1,000, 71 against 340 at 5,000, 149 against 686 at 10,000; 8.0 against 9.7 and 13.6
+  at 20 KVM domains. **At 10 test domains and at 1, 5 and 10 KVM domains it does not**: 6.0-8.4
+  ms against collectd's 1.4-6.6, and the exporter's 4.2-5.0 at 10 test and 1 KVM domains.
+- **The Python floor says which of those misses a Python exporter can avoid.** It spends 2.4 ms
+  per interval at 10 test domains and 2.5 at 1 KVM domain, where collectd spends 1.4 and 2.0:
+  there no exporter of virtmon's libraries (libvirt-python, asyncio, aiohttp) reaches collectd,
+  whatever it leaves out. At 5 and 10 KVM domains the floor (3.0, 3.4 ms) is below collectd
+  (3.9, 6.6) and virtmon (6.7, 8.4) is not: there the miss is virtmon's own 3.7-5.0 ms above the
+  floor. That margin is near constant (3.6-5.0 ms from 10 to 100 test and 1 to 20 KVM
+  domains): a cycle's fixed work (four thread hand-offs, the node's free pages and KSM
+  parameters, ~180 families made and rendered with the process series, the threshold rules,
+  virtmon's own series) and its background (0.09 ms per second with no cycle at all, measured
+  apart at 10 test domains; not broken down). Above 1,000 domains the margin grows with the
+  domains (10.5 ms at 1,000, 32 at 5,000, 91 at 10,000): typed, named, unit-converted series,
+  about 30 per domain, against the floor's untyped line per value.
+- **Scrape latency.** virtmon's p50 stays at 0.8-1.3 ms at every size (it serves what its last
+  cycle rendered); collectd's grows from 0.58 ms at 10 to 24 ms at 10,000 test domains, the
+  exporter's with its per-domain calls from 9 ms at 10 to 334 ms at 1,000. **At 10 and 100
+  test domains and 1-10 KVM domains collectd answers 0.13-0.4 ms sooner** (0.51-0.72 against
+  0.81-0.96 ms), and the Python floor is where virtmon is (0.80-0.90 ms): aiohttp's request
+  handling against libmicrohttpd's, which no exporter served by aiohttp avoids.
+- **RSS.** virtmon's process tree (daemon and admin helper, sum of their peaks) is 89-90 MiB up
+  to 100 test and 20 KVM domains, 100 at 1,000, 134 at 5,000 and 178 at 10,000; collectd's
+  19-41 MiB up to 5,000 and 83 at 10,000; the exporter's 32-33 MiB; the Python floor's 49-63
+  MiB, which is what the interpreter, aiohttp and libvirt-python hold before any series. The
+  targets: 89 MiB at 10 KVM domains (target 72) missed, 100 at 1,000 (target 100) met at the
+  limit, 134 at 5,000 (target 180) met. Summed peaks count the pages the daemon and the helper
+  share (libvirt, libpython) twice.
+- **Cycle time.** virtmon's cycle over the bare call with the same groups: 4.4 times at 1,000
+  test domains (19.0 / 4.3 ms), 3.2 at 5,000 (75 / 23), 3.1 at 10,000 (150 / 48); on KVM
+  domains 1.1 at 10 (64 / 58 ms) and 1.1 at 20 (101 / 90), where the bulk call's time is
+  QEMU's answers.
 - **libvirtd's CPU** per interval is in the results file (`libvirtd_cpu_per_interval_ms`) and
   not tabulated: it counts whatever else the lab was doing, not only the tool's calls.
 """
