@@ -69,8 +69,8 @@ FIELDS = tuple(field for cost in COSTS for field, _ in cost.fields)
 NOTES = """\
 What the run of 2026-12-07 (15:05-15:45 UTC) shows. virtmon ran at commit cd4d801: after the
 carried samples, the lines written again and the bounded caches ("Samples carried" above); from
-the 100-domain points on with c64f122 too, committed during the run (the alert engine looks up
-one reading time per threshold rule and cycle, nothing measurable at this scale). The
+about the third 10-domain repeat on with c64f122 too, made during the run (the alert engine
+looks up one reading time per threshold rule and cycle, nothing measurable at this scale). The
 machine was quiet (1-minute load average 0.02-1.05 at the start of a point) and few points are
 noisy. It is not the machine of the run before (an Intel Xeon now, an AMD EPYC then): collectd
 took 24-30 % less CPU here at 1,000-10,000 domains, virtmon 35-50 % less (18.2, 70.8 and 149 ms
