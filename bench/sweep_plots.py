@@ -93,9 +93,10 @@ floor, and a tool that timed out is not run again in its scenario (the exporter 
   parameters, ~180 families made and rendered with the process series, the threshold rules,
   virtmon's own series) and its background (0.09 ms per second with no cycle at all, measured
   apart at 10 test domains; strace of an idle daemon on the lab's libvirtd over 20 s shows
-  only libvirtd's keepalive every 5 s and virtmon's answer, through libvirtaio). Above 1,000 domains the margin grows with the
-  domains (10.5 ms at 1,000, 32 at 5,000, 91 at 10,000): typed, named, unit-converted series,
-  about 30 per domain, against the floor's untyped line per value.
+  only libvirtd's keepalive every 5 s and virtmon's answer, through libvirtaio). Above 1,000
+  domains the margin grows with the domains (10.5 ms at 1,000, 32 at 5,000, 91 at 10,000):
+  typed, named, unit-converted series, about 30 per domain, against the floor's untyped line
+  per value.
 - **Scrape latency.** virtmon's p50 stays at 0.8-1.3 ms at every size (it serves what its last
   cycle rendered); collectd's grows from 0.58 ms at 10 to 24 ms at 10,000 test domains, the
   exporter's with its per-domain calls from 9 ms at 10 to 334 ms at 1,000. **At 10 and 100
